@@ -1,0 +1,88 @@
+"""The envelope of every message: commands, replies, events, pages and files (CATALOG §1)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PAGE_SIZE = 200
+
+
+class Message(BaseModel):
+    """A message body: unknown fields are refused so typos surface as `validation_failed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Command(Message):
+    """A request; `name` is its routing key on `portal.commands`."""
+
+    name: ClassVar[str]
+
+
+class Event(Message):
+    """A fact; `name` is its routing key on `portal.events`. Extra fields are kept for newer senders."""
+
+    model_config = ConfigDict(extra="allow")
+    name: ClassVar[str]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Catalogue error code.", examples=["validation_failed"])
+    message: str = Field(description="Human-readable text in the request's language.")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Bad fields by their path (e.g. `address.postal_code`) and what is wrong.",
+        examples=[{"email": "Field required"}],
+    )
+
+
+class Reply(BaseModel):
+    """The answer to every command, sent to `reply_to` with the request's correlation id."""
+
+    ok: bool = Field(description="True when the command succeeded.")
+    data: dict[str, Any] | None = Field(default=None, description="The result when `ok`.")
+    error: ErrorBody | None = Field(default=None, description="Why the command was refused when not `ok`.")
+
+
+class PageRequest(Message):
+    page: int = Field(default=1, ge=1, description="1-based page number.", examples=[1])
+    page_size: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 200).")
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT] = Field(description="The items of this page.")
+    total: int = Field(description="Items over all pages.")
+    page: int
+    page_size: int
+
+
+class FileObject(BaseModel):
+    """A file carried inside a command or reply."""
+
+    filename: str = Field(max_length=255, examples=["receipt.pdf"])
+    content_type: str = Field(max_length=255, examples=["application/pdf"])
+    content_base64: str = Field(description="The file's bytes, base64-encoded.")
+
+    @classmethod
+    def from_bytes(cls, filename: str, content_type: str, content: bytes) -> FileObject:
+        return cls(filename=filename, content_type=content_type,
+                   content_base64=base64.b64encode(content).decode("ascii"))
+
+    def content(self) -> bytes:
+        return base64.b64decode(self.content_base64, validate=True)
+
+
+class HealthRequest(Command):
+    """`<service>.health`: no token, empty body."""
+
+
+class Health(BaseModel):
+    service: str = Field(examples=["metering"])
+    version: str = Field(examples=["0.1.0"])
+    status: str = Field(description="`ok` once connected to the broker and the database.", examples=["ok"])

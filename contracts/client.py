@@ -1,0 +1,137 @@
+"""The typed async client for gateways: post a command, get its data or a typed error.
+
+    async with PortalClient("amqp://guest:guest@127.0.0.1:5672/") as portal:
+        health = await portal.health("metering")
+        data = await portal.call("accounts.login", {"login": "...", "password": "..."}, lang="de")
+
+It speaks only the wire of CATALOG §1 (raw aio-pika, direct reply-to), so it needs nothing
+of the services' code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from pydantic import BaseModel
+
+from contracts.base import Health
+from contracts.errors import ErrorCode
+from contracts.topology import COMMANDS_EXCHANGE, health_command
+
+REPLY_QUEUE = "amq.rabbitmq.reply-to"
+
+
+class PortalError(Exception):
+    """A refused command: `code` is the catalogue's error code."""
+
+    def __init__(self, code: str, message: str = "", fields: dict[str, str] | None = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code, self.message, self.fields = code, message, fields or {}
+
+
+class InvalidMessage(PortalError): ...
+class ValidationFailed(PortalError): ...
+class Unauthenticated(PortalError): ...
+class Forbidden(PortalError): ...
+class NotFound(PortalError): ...
+class Conflict(PortalError): ...
+class RateLimited(PortalError): ...
+class InternalError(PortalError): ...
+
+
+ERROR_TYPES: dict[str, type[PortalError]] = {
+    ErrorCode.INVALID_MESSAGE: InvalidMessage,
+    ErrorCode.VALIDATION_FAILED: ValidationFailed,
+    ErrorCode.UNAUTHENTICATED: Unauthenticated,
+    ErrorCode.FORBIDDEN: Forbidden,
+    ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.CONFLICT: Conflict,
+    ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.INTERNAL: InternalError,
+}
+
+
+def error_from(error: dict[str, Any]) -> PortalError:
+    code = str(error.get("code", ErrorCode.INTERNAL))
+    return ERROR_TYPES.get(code, PortalError)(code, str(error.get("message", "")), error.get("fields") or {})
+
+
+class PortalClient:
+    def __init__(self, amqp_url: str, *, timeout: float = 10.0) -> None:
+        self.amqp_url, self.timeout = amqp_url, timeout
+        self._waiting: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+
+    async def __aenter__(self) -> PortalClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        # Consume the direct reply-to pseudo-queue before publishing (RabbitMQ requires it).
+        replies = await self._channel.get_queue(REPLY_QUEUE, ensure=False)
+        await replies.consume(self._on_reply, no_ack=True)
+        self._exchange = await self._channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._waiting.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def send(self, command: str, body: bytes, *, token: str | None = None, lang: str | None = None,
+                   message_id: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Post raw bytes and return the whole decoded reply envelope."""
+        assert self._exchange is not None, "use `async with PortalClient(...)` or `await connect()` first"
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        headers: dict[str, Any] = {}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if lang:
+            headers["accept-language"] = lang
+        try:
+            await self._exchange.publish(
+                aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id,
+                                 message_id=message_id or uuid.uuid4().hex, reply_to=REPLY_QUEUE,
+                                 headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=command, mandatory=True)
+            reply = await asyncio.wait_for(future, timeout or self.timeout)
+        finally:
+            self._waiting.pop(correlation_id, None)
+        envelope: dict[str, Any] = json.loads(reply.body)
+        return envelope
+
+    async def call(self, command: str, payload: dict[str, Any] | BaseModel | None = None, *,
+                   token: str | None = None, lang: str | None = None, message_id: str | None = None,
+                   timeout: float | None = None) -> dict[str, Any]:
+        """Post a command; return its `data`, or raise the `PortalError` subclass of its code."""
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json", exclude_none=True)
+        envelope = await self.send(command, json.dumps(payload or {}).encode(), token=token, lang=lang,
+                                   message_id=message_id, timeout=timeout)
+        if not envelope.get("ok"):
+            raise error_from(envelope.get("error") or {})
+        data: dict[str, Any] = envelope.get("data") or {}
+        return data
+
+    async def health(self, service: str) -> Health:
+        return Health.model_validate(await self.call(health_command(service)))

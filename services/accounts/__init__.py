@@ -1,0 +1,1 @@
+"""accounts: People, customers, contracts, sessions and access tokens (CATALOG §2)."""

@@ -1,0 +1,1 @@
+"""metering: Counters, meter readings, billing periods and reading reminders (CATALOG §4)."""

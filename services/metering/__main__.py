@@ -1,0 +1,5 @@
+"""Run metering as its own process: `python -m services.metering`."""
+
+from services.metering.app import service
+
+service.run()

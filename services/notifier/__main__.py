@@ -1,0 +1,5 @@
+"""Run notifier as its own process: `python -m services.notifier`."""
+
+from services.notifier.app import service
+
+service.run()

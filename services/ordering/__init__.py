@@ -1,0 +1,1 @@
+"""ordering: Consumables catalogue per model, orders and shipping (CATALOG §5)."""

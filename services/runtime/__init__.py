@@ -1,0 +1,1 @@
+"""What every service needs once: settings, topology, commands, events, outbox, tokens, Mongo."""

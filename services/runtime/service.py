@@ -1,0 +1,192 @@
+"""A service: its commands and event handlers declared once, run as a FastStream application.
+
+`Service` is the declaration a service module builds with decorators; `ServiceInstance` is
+one running copy of it (a broker connection, a Mongo client, an outbox relay). Operators
+scale out by starting more processes: replicas compete on the same durable queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
+
+from faststream import FastStream
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import RabbitBroker, RabbitMessage
+from faststream.specification import AsyncAPI
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contracts.accounts import SessionRevoked
+from contracts.base import Command, Event, Health, HealthRequest, Reply
+from contracts.topology import command_queue, event_queue, health_command
+from services.runtime.claims import ClaimStore
+from services.runtime.commands import Access, CommandContext, CommandSpec, Handler, run_command
+from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
+from services.runtime.outbox import OutboxRelay
+from services.runtime.revocations import RevocationStore
+from services.runtime.settings import Settings
+from services.runtime.topology import COMMANDS, EVENTS, declare_dead_letter_queue, durable_queue
+
+log = logging.getLogger(__name__)
+
+try:
+    VERSION = version("service-portal")
+except PackageNotFoundError:  # running from a tree that was not installed
+    VERSION = "0.0.0"
+
+StartupHook = Callable[["ServiceInstance"], Awaitable[None]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Service:
+    def __init__(self, name: str, *, description: str = "", outbox_collections: Sequence[str] = ()) -> None:
+        self.name, self.description = name, description
+        self.outbox_collections = list(outbox_collections)
+        self.commands: list[CommandSpec] = []
+        self.events: list[EventSpec] = []
+        self.startup_hooks: list[StartupHook] = []
+        self.command(health_command(name), HealthRequest, access=Access.ANYONE)(self._health)
+        self.event(SessionRevoked)(_remember_revocation)
+
+    def command(self, name: str, request: type[Command], *, access: Access) -> Callable[[F], F]:
+        """Register `handler(request, ctx)` for the command `name` (its routing key and queue)."""
+        def register(handler: F) -> F:
+            description = inspect.getdoc(handler) or request.__doc__ or name
+            self.commands.append(CommandSpec(name, request, handler, access, description))
+            return handler
+        return register
+
+    def event(self, model: type[Event]) -> Callable[[F], F]:
+        """Register `handler(event, ctx)` for `model.name`, on this service's own durable queue."""
+        def register(handler: F) -> F:
+            self.events.append(EventSpec(model, event_queue(self.name, model.name), handler))
+            return handler
+        return register
+
+    def on_startup(self, hook: StartupHook) -> StartupHook:
+        """Run once the database is reachable, before consuming (indexes, bootstrap data)."""
+        self.startup_hooks.append(hook)
+        return hook
+
+    async def _health(self, request: HealthRequest, ctx: CommandContext) -> Health:
+        await ctx.db.command("ping")
+        return Health(service=self.name, version=VERSION, status="ok")
+
+    def instance(self, settings: Settings | None = None) -> ServiceInstance:
+        return ServiceInstance(self, settings or Settings())
+
+    def run(self) -> None:
+        """The process entry point: `python -m services.<name>`; SIGTERM or Ctrl-C stops it gracefully."""
+        instance = self.instance()
+        logging.basicConfig(level=instance.settings.log_level,
+                            format=f"%(asctime)s {self.name} %(levelname)s %(name)s: %(message)s")
+        asyncio.run(instance.app.run(log_level=logging.INFO))
+
+
+async def _remember_revocation(event: SessionRevoked, ctx: EventContext) -> None:
+    await ctx.instance.revocations.add(event)
+
+
+class ServiceInstance:
+    """One running copy of a service."""
+
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service, self.settings = service, settings
+        self.broker = RabbitBroker(settings.amqp_url, apply_types=False, graceful_timeout=settings.graceful_timeout,
+                                   log_level=logging.DEBUG)
+        self.mongo: AsyncMongoClient[dict] = AsyncMongoClient(
+            settings.mongodb_url, timeoutMS=settings.mongodb_timeout_ms, tz_aware=True, connect=False)
+        self.db: AsyncDatabase[dict] = self.mongo[settings.database_name(service.name)]
+        self.claims = ClaimStore(self.db, lease=timedelta(seconds=settings.claim_lease_seconds),
+                                 keep=timedelta(days=settings.idempotency_days))
+        self.revocations = RevocationStore(self.db)
+        self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
+                                 poll_seconds=settings.outbox_poll_seconds)
+        self.queues: list[str] = []
+        for spec in service.commands:
+            self._subscribe_command(spec)
+        for event_spec in service.events:
+            self._subscribe_event(event_spec)
+        self.app = FastStream(
+            self.broker,
+            specification=AsyncAPI(title=service.name, version=VERSION, description=service.description),
+            on_startup=[self._connect_database],
+            after_startup=[self._after_startup],
+            on_shutdown=[self._stop_consuming],
+            after_shutdown=[self._close_database],
+        )
+
+    def _subscribe_command(self, spec: CommandSpec) -> None:
+        queue = command_queue(spec.name)
+        self.queues.append(queue)
+
+        async def handle(msg: RabbitMessage) -> dict[str, Any]:
+            return await run_command(spec, msg, self)
+
+        # FastStream documents the payload from the handler's signature; decoding is ours.
+        _document(handle, spec.name, spec.request, Reply)
+        self.broker.subscriber(
+            durable_queue(queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
+            description=spec.description, ack_policy=AckPolicy.ACK,
+        )(handle)
+
+    def _subscribe_event(self, spec: EventSpec) -> None:
+        self.queues.append(spec.queue)
+
+        async def handle(msg: RabbitMessage) -> None:
+            await run_event(spec, msg, self)
+
+        _document(handle, spec.queue, spec.model, None)
+        self.broker.subscriber(
+            durable_queue(spec.queue, spec.model.name), EVENTS, decoder=_raw, title=spec.queue,
+            description=spec.model.__doc__, ack_policy=AckPolicy.MANUAL, no_reply=True,
+        )(handle)
+
+    async def _connect_database(self) -> None:
+        await self.db.command("ping")
+        await self.claims.create_indexes()
+        await self.revocations.create_indexes()
+        for hook in self.service.startup_hooks:
+            await hook(self)
+
+    async def _after_startup(self) -> None:
+        await self.broker.declare_exchange(EVENTS)
+        for queue in self.queues:
+            await declare_dead_letter_queue(self.broker, queue)
+        self.relay.start()
+        log.info("%s ready: %d queues", self.service.name, len(self.queues))
+
+    async def _stop_consuming(self) -> None:
+        # Stop taking messages and let in-flight ones finish (up to graceful_timeout),
+        # then publish what they wrote to the outbox while the connection is still open.
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
+        await self.relay.stop()
+
+    async def _close_database(self) -> None:
+        await self.mongo.close()
+
+    async def start(self) -> None:
+        """Start without signal handling (tests, benchmarks); `stop()` undoes it."""
+        await self.app.start()
+
+    async def stop(self) -> None:
+        await self.app.stop()
+
+
+async def _raw(msg: RabbitMessage, original_decoder: Any = None) -> RabbitMessage:
+    return msg
+
+
+def _document(handle: Callable[..., Any], name: str, payload: type[Any], reply: type[Any] | None) -> None:
+    parameter = inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=payload)
+    handle.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [parameter], return_annotation=reply if reply is not None else inspect.Signature.empty)
+    handle.__annotations__ = {"body": payload, **({"return": reply} if reply else {})}
+    handle.__name__ = handle.__qualname__ = name.replace(".", "_")

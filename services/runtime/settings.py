@@ -1,0 +1,61 @@
+"""Configuration from `PORTAL_*` variables; the defaults run the local stack with nothing set."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_TOKEN_SECRET = "local-development-secret-change-me-0123456789"
+DEVELOPMENT_OPERATOR_PASSWORD = "operator-password-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PORTAL_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    # Each service owns the database `<prefix><service>`; tests use their own prefix.
+    database_prefix: str = "portal_"
+    mongodb_timeout_ms: int = 10_000
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    mail_from: str = "Service Portal <no-reply@portal.localhost>"
+    public_url: str = "http://localhost:8000"
+
+    token_secret: SecretStr = SecretStr(DEVELOPMENT_TOKEN_SECRET)
+    bootstrap_operator_email: str = "operator@portal.localhost"
+    bootstrap_operator_password: SecretStr = SecretStr(DEVELOPMENT_OPERATOR_PASSWORD)
+
+    log_level: str = "INFO"
+    prefetch: int = 32
+    # Bigger command bodies are refused before parsing (a 5 MB upload is ~6.7 MB in base64).
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Seconds SIGTERM waits for in-flight messages before the process exits anyway.
+    graceful_timeout: float = 15.0
+    # A failing event handler runs at most this many times, then its message is dead-lettered.
+    event_max_attempts: int = 5
+    event_retry_base_delay: float = 0.5
+    # How long a stored reply answers a re-sent command.
+    idempotency_days: int = 7
+    # A worker that claimed a message and died frees it after this many seconds.
+    claim_lease_seconds: float = 30.0
+    outbox_poll_seconds: float = 1.0
+
+    @model_validator(mode="after")
+    def refuse_development_secrets_in_production(self) -> Settings:
+        if self.env == "production":
+            if self.token_secret.get_secret_value() == DEVELOPMENT_TOKEN_SECRET:
+                raise ValueError("PORTAL_TOKEN_SECRET must be set in production")
+            if self.bootstrap_operator_password.get_secret_value() == DEVELOPMENT_OPERATOR_PASSWORD:
+                raise ValueError("PORTAL_BOOTSTRAP_OPERATOR_PASSWORD must be set in production")
+        return self
+
+    def database_name(self, service: str) -> str:
+        return f"{self.database_prefix}{service}"

@@ -1,0 +1,74 @@
+"""Access tokens: signed by accounts, verified by every service locally, refused once revoked."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import jwt
+from pydantic import BaseModel
+
+ALGORITHM = "HS256"
+ISSUER = "portal.accounts"
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    DEALER = "dealer"
+    OPERATOR = "operator"
+
+
+class Claims(BaseModel):
+    """Who is calling: what an access token carries."""
+
+    user_id: str
+    role: Role
+    session_id: str
+    customer_number: str | None = None
+    # Set for a contract sign-in: the token sees only that contract's devices.
+    contract_number: str | None = None
+    issued_at: datetime
+    expires_at: datetime
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, signed with another key or expired."""
+
+
+def issue_token(secret: str, *, user_id: str, role: Role, now: datetime, lifetime: timedelta,
+                customer_number: str | None = None, contract_number: str | None = None,
+                session_id: str | None = None) -> tuple[str, Claims]:
+    claims = Claims(user_id=user_id, role=role, session_id=session_id or uuid.uuid4().hex,
+                    customer_number=customer_number, contract_number=contract_number,
+                    issued_at=now, expires_at=now + lifetime)
+    payload: dict[str, Any] = {
+        "iss": ISSUER, "sub": claims.user_id, "role": claims.role.value, "sid": claims.session_id,
+        "cus": claims.customer_number, "con": claims.contract_number,
+        # Milliseconds: a revocation "of every session until now" must not spare a token of the same second.
+        "iat_ms": int(now.timestamp() * 1000), "iat": int(now.timestamp()),
+        "exp": int(claims.expires_at.timestamp()),
+    }
+    return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
+
+
+def verify_token(token: str, secret: str) -> Claims:
+    try:
+        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                             options={"require": ["exp", "iat", "sub", "sid", "role"]})
+        return Claims(
+            user_id=payload["sub"], role=Role(payload["role"]), session_id=payload["sid"],
+            customer_number=payload.get("cus"), contract_number=payload.get("con"),
+            issued_at=datetime.fromtimestamp(payload.get("iat_ms", payload["iat"] * 1000) / 1000, tz=UTC),
+            expires_at=datetime.fromtimestamp(payload["exp"], tz=UTC),
+        )
+    except (jwt.PyJWTError, KeyError, ValueError) as error:
+        raise InvalidToken(str(error)) from None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

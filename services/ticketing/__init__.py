@@ -1,0 +1,1 @@
+"""ticketing: Service requests and their life cycle (CATALOG §6)."""

@@ -1,0 +1,11 @@
+from contracts.client import PortalClient
+from services.accounts.app import service as accounts
+from services.runtime.settings import Settings
+from tests.support import running
+
+
+async def test_a_service_answers_its_health_command(settings: Settings, portal: PortalClient) -> None:
+    async with running(accounts, settings):
+        health = await portal.health("accounts")
+    assert health.service == "accounts"
+    assert health.status == "ok"

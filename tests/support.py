@@ -1,0 +1,60 @@
+"""Test helpers shared by every test module: running services, the SMTP mailbox, raw AMQP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from deploy.local.deps import free_port
+from services.runtime.service import Service, ServiceInstance
+from services.runtime.settings import Settings
+
+
+@dataclass
+class Mailbox:
+    """What an aiosmtpd server on a free port received."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        return "250 Message accepted for delivery"
+
+
+def start_smtp_server() -> tuple[Mailbox, Controller]:
+    mailbox = Mailbox(port=free_port())
+    controller = Controller(mailbox, hostname=mailbox.host, port=mailbox.port)
+    controller.start()
+    return mailbox, controller
+
+
+@contextlib.asynccontextmanager
+async def running(service: Service, settings: Settings) -> AsyncIterator[ServiceInstance]:
+    """One instance of `service` in this process, connected and consuming, stopped afterwards."""
+    instance = service.instance(settings)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, step: float = 0.05) -> None:
+    """Wait until `check()` holds; fail the test if it never does."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
