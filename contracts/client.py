@@ -45,6 +45,10 @@ class RateLimited(PortalError): ...
 class InternalError(PortalError): ...
 
 
+class NotDelivered(Exception):
+    """The broker routed the command nowhere: no service has declared its queue (yet)."""
+
+
 ERROR_TYPES: dict[str, type[PortalError]] = {
     ErrorCode.INVALID_MESSAGE: InvalidMessage,
     ErrorCode.VALIDATION_FAILED: ValidationFailed,
@@ -84,7 +88,9 @@ class PortalClient:
         # Consume the direct reply-to pseudo-queue before publishing (RabbitMQ requires it).
         replies = await self._channel.get_queue(REPLY_QUEUE, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
-        self._exchange = await self._channel.get_exchange(COMMANDS_EXCHANGE, ensure=False)
+        # Declared, not just named: a client may start before any service has declared it.
+        self._exchange = await self._channel.declare_exchange(
+            COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -109,11 +115,14 @@ class PortalClient:
         if lang:
             headers["accept-language"] = lang
         try:
-            await self._exchange.publish(
-                aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id,
-                                 message_id=message_id or uuid.uuid4().hex, reply_to=REPLY_QUEUE,
-                                 headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=command, mandatory=True)
+            try:
+                await self._exchange.publish(
+                    aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id,
+                                     message_id=message_id or uuid.uuid4().hex, reply_to=REPLY_QUEUE,
+                                     headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=command, mandatory=True)
+            except aio_pika.exceptions.DeliveryError as error:
+                raise NotDelivered(f"nothing consumes {command!r}") from error
             reply = await asyncio.wait_for(future, timeout or self.timeout)
         finally:
             self._waiting.pop(correlation_id, None)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymongo import MongoClient
@@ -81,7 +82,7 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def database_prefix(mongo_url: str) -> Iterator[str]:
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     yield prefix
-    with MongoClient(mongo_url, timeoutMS=10_000) as client:
+    with MongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as client:
         for name in client.list_database_names():
             if name.startswith(prefix):
                 client.drop_database(name)

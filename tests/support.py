@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -13,6 +16,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from contracts.client import NotDelivered, PortalClient, PortalError
 from deploy.local.deps import free_port
 from services.runtime.service import Service, ServiceInstance
 from services.runtime.settings import Settings
@@ -58,3 +62,26 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(step)
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a service process these settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            env[f"PORTAL_{name.upper()}"] = str(raw)
+    return {**env, **extra}
+
+
+def start_service_process(module: str, settings: Settings, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=settings_env(settings, **extra_env))
+
+
+async def wait_healthy(portal: PortalClient, service: str, timeout: float = 20.0) -> None:
+    async def healthy() -> bool:
+        try:
+            return (await portal.health(service)).status == "ok"
+        except (TimeoutError, PortalError, NotDelivered):
+            return False
+    await eventually(healthy, timeout=timeout, step=0.1)

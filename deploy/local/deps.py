@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from pymongo import MongoClient
 
@@ -88,7 +89,7 @@ def wait_for_mongo(url: str, timeout: float, process: subprocess.Popen[bytes] | 
         if process is not None and process.poll() is not None:
             raise DependencyError(f"nx-27017 exited with {process.returncode}")
         try:
-            with MongoClient(url, timeoutMS=1000) as client:
+            with MongoClient[dict[str, Any]](url, timeoutMS=1000) as client:
                 client.admin.command("ping")
                 return
         except Exception:

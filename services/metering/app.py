@@ -4,4 +4,7 @@ from __future__ import annotations
 
 from services.runtime.service import Service
 
-service = Service("metering", description="Counters, meter readings, billing periods and reading reminders (CATALOG §4).")
+service = Service(
+    "metering",
+    description="Counters, meter readings, billing periods and reading reminders (CATALOG §4).",
+)

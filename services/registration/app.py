@@ -4,4 +4,7 @@ from __future__ import annotations
 
 from services.runtime.service import Service
 
-service = Service("registration", description="Product models, installed base, registered devices, warranty, bulk Excel registration (CATALOG §3).")
+service = Service(
+    "registration",
+    description="Product models, installed base, registered devices, warranty, bulk Excel registration (CATALOG §3).",
+)

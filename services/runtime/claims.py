@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from services.runtime.mongo import Database
 
 COLLECTION = "message_claims"
 WAIT_STEP_SECONDS = 0.02
@@ -29,7 +30,7 @@ class Claim:
 
 
 class ClaimStore:
-    def __init__(self, db: AsyncDatabase[dict], *, lease: timedelta, keep: timedelta) -> None:
+    def __init__(self, db: Database, *, lease: timedelta, keep: timedelta) -> None:
         self.collection = db[COLLECTION]
         self.lease, self.keep = lease, keep
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import BaseModel, ValidationError
-from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.base import Command
 from contracts.errors import ErrorCode, message_for, negotiate_language
+from services.runtime.mongo import Database
 from services.runtime.tokens import Claims, InvalidToken, Role, bearer_token, verify_token
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class CommandContext:
     correlation_id: str | None
     language: str
     claims: Claims | None
-    db: AsyncDatabase[dict]
+    db: Database
     instance: ServiceInstance
 
     @property
@@ -101,19 +101,23 @@ def field_problems(error: ValidationError) -> dict[str, str]:
     return problems
 
 
-async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: ServiceInstance) -> dict[str, Any]:
+async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: ServiceInstance) -> None:
+    """Answer `msg`, then store the answer; the message is acked after both."""
     language = negotiate_language(msg.headers.get("accept-language"))
     body = msg.body
     if len(body) > instance.settings.max_body_bytes:
-        return refused(ErrorCode.VALIDATION_FAILED, language,
-                       fields={"body": f"larger than {instance.settings.max_body_bytes} bytes"})
+        await instance.reply(msg, refused(ErrorCode.VALIDATION_FAILED, language,
+                                          fields={"body": f"larger than {instance.settings.max_body_bytes} bytes"}))
+        return
     payload = decode_object(body)
     if payload is None:
-        return refused(ErrorCode.INVALID_MESSAGE, language)
+        await instance.reply(msg, refused(ErrorCode.INVALID_MESSAGE, language))
+        return
 
     claim = await instance.claims.claim(spec.name, msg.message_id) if msg.message_id else None
     if claim is not None and not claim.owned:
-        return claim.reply or refused(ErrorCode.INTERNAL, language)
+        await instance.reply(msg, claim.reply or refused(ErrorCode.INTERNAL, language))
+        return
     try:
         reply = await _authorise_validate_handle(spec, msg, payload, language, instance)
     except Exception:
@@ -121,10 +125,13 @@ async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: ServiceIn
                       spec.name, msg.message_id, msg.correlation_id)
         if claim is not None:
             await instance.claims.release(claim)  # nothing was applied: a retry may run it afresh
-        return refused(ErrorCode.INTERNAL, language)
+        await instance.reply(msg, refused(ErrorCode.INTERNAL, language))
+        return
+    # The caller need not wait for the stored copy: a re-sent command arriving meanwhile
+    # finds the claim still open and waits for it.
+    await instance.reply(msg, reply)
     if claim is not None:
         await instance.claims.complete(claim, reply)
-    return reply
 
 
 async def _authorise_validate_handle(spec: CommandSpec, msg: RabbitMessage, payload: dict[str, Any],

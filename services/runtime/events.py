@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
-from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.base import Event
 from services.runtime.commands import decode_object
+from services.runtime.mongo import Database
 
 if TYPE_CHECKING:
     from services.runtime.service import ServiceInstance
@@ -33,7 +33,7 @@ MAX_RETRY_DELAY_SECONDS = 30.0
 class EventContext:
     event: str
     message_id: str | None
-    db: AsyncDatabase[dict]
+    db: Database
     instance: ServiceInstance
 
 

@@ -1,10 +1,14 @@
 """Outbox: events ride in the same document write as the state change; a relay publishes them.
 
-A store adds `outbox_push(events)` to the update that changes an aggregate, so the change
-and its events are one atomic single-document write (the embedded server's transactions are
-not isolated). The relay publishes pending entries with publisher confirms, then pulls them
-out of the document. Killing the process in between loses nothing: the entries are still
-there and the relay sends them again with the same `message_id`; consumers drop duplicates.
+A store wraps the update that changes an aggregate in `with_events(update, events)`, so the
+change and its events are one atomic single-document write (the embedded server's
+transactions are not isolated). The relay publishes pending entries with publisher
+confirms, then removes them from the document. Killing the process in between loses
+nothing: the entries are still there and the relay sends them again with the same
+`message_id`; consumers drop duplicates.
+
+The outbox is a map `{event_id: entry}` set with dotted `$set`, not an array: nx-27017
+turns the elements of an existing array into JSON strings on `$push` of subdocuments.
 """
 
 from __future__ import annotations
@@ -17,34 +21,50 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
-from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.base import Event
+from services.runtime.mongo import Database
 
 log = logging.getLogger(__name__)
 
 FIELD = "outbox"
-PENDING = {FIELD: {"$elemMatch": {"id": {"$exists": True}}}}
+SEQUENCE = "outbox_seq"  # bumped by every write that emits, so the relay clears only what it sent
+APPLIED = "applied_commands"
+# Enough to recognise a command redelivered after a crash; older ids have long been answered.
+APPLIED_KEPT = 50
 
 
-def outbox_entry(event: Event) -> dict[str, Any]:
-    return {
-        "id": uuid.uuid4().hex,
-        "routing_key": event.name,
-        "body": event.model_dump(mode="json"),
-        "created_at": datetime.now(UTC),
-    }
+def with_events(update: dict[str, Any], events: Iterable[Event], *,
+                command_id: str | None = None) -> dict[str, Any]:
+    """`update` plus the outbox entries of `events`, to be written in the same operation.
+
+    With `command_id`, the document also remembers that command; filter the update with
+    `not_applied(command_id)` so a command re-run after a crash changes nothing twice.
+    """
+    merged = {operator: dict(fields) for operator, fields in update.items()}
+    now = datetime.now(UTC)
+    for event in events:
+        event_id = uuid.uuid4().hex
+        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
+            "routing_key": event.name, "body": event.model_dump(mode="json"), "created_at": now}
+    merged.setdefault("$inc", {})[SEQUENCE] = 1
+    if command_id is not None:
+        merged.setdefault("$push", {})[APPLIED] = {"$each": [command_id], "$slice": -APPLIED_KEPT}
+    return merged
 
 
-def outbox_push(events: Iterable[Event]) -> dict[str, Any]:
-    """The `$push` part of an update that emits these events with the state change."""
-    return {"$push": {FIELD: {"$each": [outbox_entry(event) for event in events]}}}
+def not_applied(command_id: str | None) -> dict[str, Any]:
+    """Filter part matching a document only if `command_id` has not changed it yet.
+
+    `$nin`, not `$ne`: nx-27017's updates match `$ne` wrongly on arrays and missing fields.
+    """
+    return {} if command_id is None else {APPLIED: {"$nin": [command_id]}}
 
 
 class OutboxRelay:
     """Publishes what the listed collections hold in their outboxes; one per process."""
 
-    def __init__(self, broker: RabbitBroker, exchange: RabbitExchange, db: AsyncDatabase[dict],
+    def __init__(self, broker: RabbitBroker, exchange: RabbitExchange, db: Database,
                  collections: Sequence[str], *, poll_seconds: float) -> None:
         self.broker, self.exchange, self.db = broker, exchange, db
         self.collections = list(collections)
@@ -53,7 +73,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
-        """Publish now rather than at the next poll (called after a write that emitted events)."""
+        """Publish now rather than at the next poll (called after a write that may have emitted)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -74,33 +94,32 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()
             try:
                 await self.drain()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("outbox: publishing failed, retrying")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             except TimeoutError:
                 pass
-            self._wake.clear()
 
     async def drain(self) -> int:
         published = 0
         for name in self.collections:
             collection = self.db[name]
-            async for document in collection.find(PENDING, {FIELD: 1}):
-                entries = document.get(FIELD) or []
-                for entry in entries:
+            async for document in collection.find({FIELD: {"$exists": True}}, {FIELD: 1, SEQUENCE: 1}):
+                entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
+                for event_id, entry in entries:
                     await self.broker.publish(
                         entry["body"], routing_key=entry["routing_key"], exchange=self.exchange,
-                        message_id=entry["id"], content_type="application/json", persist=True,
-                        mandatory=False, timestamp=entry["created_at"],
-                    )
-                # Only what was published leaves: entries pushed meanwhile stay for the next round.
-                await collection.update_one(
-                    {"_id": document["_id"]},
-                    {"$pull": {FIELD: {"id": {"$in": [entry["id"] for entry in entries]}}}})
+                        message_id=event_id, content_type="application/json", persist=True,
+                        mandatory=False, timestamp=entry["created_at"])
+                # Clear the outbox only if no write added to it meanwhile; else just what was sent.
+                cleared = await collection.update_one(
+                    {"_id": document["_id"], SEQUENCE: document.get(SEQUENCE)}, {"$unset": {FIELD: ""}})
+                if not cleared.modified_count:
+                    await collection.update_one(
+                        {"_id": document["_id"]}, {"$unset": {f"{FIELD}.{event_id}": "" for event_id, _ in entries}})
                 published += len(entries)
         return published

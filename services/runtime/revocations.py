@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pymongo.asynchronous.database import AsyncDatabase
-
 from contracts.accounts import SessionRevoked
+from services.runtime.mongo import Database
 from services.runtime.tokens import Claims
 
 COLLECTION = "revoked_sessions"
 
 
 class RevocationStore:
-    def __init__(self, db: AsyncDatabase[dict]) -> None:
+    def __init__(self, db: Database) -> None:
         self.collection = db[COLLECTION]
 
     async def create_indexes(self) -> None:

@@ -17,17 +17,16 @@ from typing import Any, TypeVar
 
 from faststream import FastStream
 from faststream.middlewares import AckPolicy
-from faststream.rabbit import RabbitBroker, RabbitMessage
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.specification import AsyncAPI
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.accounts import SessionRevoked
 from contracts.base import Command, Event, Health, HealthRequest, Reply
 from contracts.topology import command_queue, event_queue, health_command
 from services.runtime.claims import ClaimStore
-from services.runtime.commands import Access, CommandContext, CommandSpec, Handler, run_command
-from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
+from services.runtime.commands import Access, CommandContext, CommandSpec, run_command
+from services.runtime.events import EventContext, EventSpec, run_event
+from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay
 from services.runtime.revocations import RevocationStore
 from services.runtime.settings import Settings
@@ -99,10 +98,10 @@ class ServiceInstance:
     def __init__(self, service: Service, settings: Settings) -> None:
         self.service, self.settings = service, settings
         self.broker = RabbitBroker(settings.amqp_url, apply_types=False, graceful_timeout=settings.graceful_timeout,
+                                   default_channel=Channel(prefetch_count=settings.prefetch),
                                    log_level=logging.DEBUG)
-        self.mongo: AsyncMongoClient[dict] = AsyncMongoClient(
-            settings.mongodb_url, timeoutMS=settings.mongodb_timeout_ms, tz_aware=True, connect=False)
-        self.db: AsyncDatabase[dict] = self.mongo[settings.database_name(service.name)]
+        self.mongo = mongo_client(settings.mongodb_url, settings.mongodb_timeout_ms)
+        self.db: Database = self.mongo[settings.database_name(service.name)]
         self.claims = ClaimStore(self.db, lease=timedelta(seconds=settings.claim_lease_seconds),
                                  keep=timedelta(days=settings.idempotency_days))
         self.revocations = RevocationStore(self.db)
@@ -126,15 +125,24 @@ class ServiceInstance:
         queue = command_queue(spec.name)
         self.queues.append(queue)
 
-        async def handle(msg: RabbitMessage) -> dict[str, Any]:
-            return await run_command(spec, msg, self)
+        async def handle(msg: RabbitMessage) -> None:
+            await run_command(spec, msg, self)
 
-        # FastStream documents the payload from the handler's signature; decoding is ours.
+        # FastStream documents the payload from the handler's signature; decoding and replying are ours.
         _document(handle, spec.name, spec.request, Reply)
         self.broker.subscriber(
             durable_queue(queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
-            description=spec.description, ack_policy=AckPolicy.ACK,
+            description=spec.description, ack_policy=AckPolicy.ACK, no_reply=True,
         )(handle)
+
+    async def reply(self, msg: RabbitMessage, reply: dict[str, Any]) -> None:
+        """Send `reply` to the command's `reply_to` with its correlation id."""
+        if not msg.reply_to:
+            log.warning("command without reply_to answered into the void: message_id=%s", msg.message_id)
+            return
+        # Not mandatory: RabbitMQ bounces replies to direct reply-to as unroutable even when delivered.
+        await self.broker.publish(reply, routing_key=msg.reply_to, correlation_id=msg.correlation_id,
+                                  content_type="application/json", mandatory=False)
 
     def _subscribe_event(self, spec: EventSpec) -> None:
         self.queues.append(spec.queue)

@@ -40,14 +40,16 @@ class InvalidToken(Exception):
 def issue_token(secret: str, *, user_id: str, role: Role, now: datetime, lifetime: timedelta,
                 customer_number: str | None = None, contract_number: str | None = None,
                 session_id: str | None = None) -> tuple[str, Claims]:
+    # The token keeps milliseconds for `issued_at` and seconds for `expires_at`: so do the claims.
+    issued_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
     claims = Claims(user_id=user_id, role=role, session_id=session_id or uuid.uuid4().hex,
                     customer_number=customer_number, contract_number=contract_number,
-                    issued_at=now, expires_at=now + lifetime)
+                    issued_at=issued_at, expires_at=(now + lifetime).replace(microsecond=0))
     payload: dict[str, Any] = {
         "iss": ISSUER, "sub": claims.user_id, "role": claims.role.value, "sid": claims.session_id,
         "cus": claims.customer_number, "con": claims.contract_number,
         # Milliseconds: a revocation "of every session until now" must not spare a token of the same second.
-        "iat_ms": int(now.timestamp() * 1000), "iat": int(now.timestamp()),
+        "iat_ms": round(issued_at.timestamp() * 1000), "iat": int(now.timestamp()),
         "exp": int(claims.expires_at.timestamp()),
     }
     return jwt.encode(payload, secret, algorithm=ALGORITHM), claims

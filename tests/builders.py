@@ -1,0 +1,59 @@
+"""Builders for test data: tokens, ids, raw AMQP messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+
+from contracts.topology import EVENTS_EXCHANGE
+from services.runtime.settings import Settings
+from services.runtime.tokens import Claims, Role, issue_token
+
+
+def random_id(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def token_for(settings: Settings, role: Role = Role.CUSTOMER, *, lifetime: timedelta = timedelta(hours=1),
+              now: datetime | None = None, secret: str | None = None, **claims: Any) -> tuple[str, Claims]:
+    secret = secret or settings.token_secret.get_secret_value()
+    return issue_token(secret, user_id=claims.pop("user_id", random_id("u")), role=role,
+                       now=now or datetime.now(UTC), lifetime=lifetime,
+                       customer_number=claims.pop("customer_number", "C-1000"), **claims)
+
+
+@asynccontextmanager
+async def amqp_channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        yield await connection.channel(publisher_confirms=True)
+    finally:
+        await connection.close()
+
+
+async def publish_event(amqp_url: str, routing_key: str, body: dict[str, Any] | bytes,
+                        message_id: str | None = None) -> str:
+    message_id = message_id or uuid.uuid4().hex
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with amqp_channel(amqp_url) as channel:
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        await exchange.publish(aio_pika.Message(raw, content_type="application/json", message_id=message_id,
+                                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                               routing_key=routing_key)
+    return message_id
+
+
+async def drain_queue(amqp_url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message waiting in `queue`, taken off it."""
+    taken = []
+    async with amqp_channel(amqp_url) as channel:
+        declared = await channel.get_queue(queue, ensure=True)
+        while (message := await declared.get(no_ack=True, fail=False)) is not None:
+            taken.append(message)
+    return taken

@@ -1,0 +1,141 @@
+"""A small service built on the runtime only, to test the runtime's behaviour end to end.
+
+Run in-process by most tests, or as its own process (`python -m tests.runtime.sample_service`)
+by the tests that kill or stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+from pymongo.errors import DuplicateKeyError
+
+from contracts.base import Command, Event
+from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.events import EventContext
+from services.runtime.outbox import not_applied, with_events
+from services.runtime.service import Service
+
+# Set in the environment of a sample process that must die right after its first write.
+CRASH_AFTER_WRITE = "SAMPLE_CRASH_AFTER_WRITE"
+
+
+class Address(BaseModel):
+    street: str = Field(max_length=100)
+    postal_code: str = Field(pattern=r"^\d{4,5}$")
+
+
+class AddNote(Command):
+    name: ClassVar[str] = "sample.add_note"
+    note_id: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=1000)
+    address: Address | None = None
+
+
+class Slow(Command):
+    name: ClassVar[str] = "sample.slow"
+    note_id: str
+    seconds: float = Field(ge=0, le=10)
+
+
+class Explode(Command):
+    name: ClassVar[str] = "sample.explode"
+    note_id: str
+
+
+class NoteAdded(Event):
+    name: ClassVar[str] = "sample.note.added"
+    note_id: str
+    text: str
+
+
+class Flaky(Event):
+    """Its handler fails while `failures` says so: counts its attempts."""
+
+    name: ClassVar[str] = "sample.flaky"
+    key: str
+    failures: int
+
+
+class Empty(Command):
+    pass
+
+
+sample = Service("sample", outbox_collections=["notes"])
+
+
+async def write_note(ctx: CommandContext, note_id: str, text: str) -> int:
+    """Adds a note and its event in one write; the count of writes tells a double application."""
+    try:
+        await ctx.db.notes.update_one(
+            {"_id": note_id, **not_applied(ctx.message_id)},
+            with_events({"$set": {"text": text, "owner": ctx.claims.user_id if ctx.claims else None},
+                         "$inc": {"writes": 1}},
+                        [NoteAdded(note_id=note_id, text=text)], command_id=ctx.message_id),
+            upsert=True)
+    except DuplicateKeyError:
+        pass  # the note exists and this very command already changed it (re-run after a crash)
+    if os.environ.get(CRASH_AFTER_WRITE):
+        os.kill(os.getpid(), signal.SIGKILL)
+    note = await ctx.db.notes.find_one({"_id": note_id})
+    assert note is not None
+    return int(note["writes"])
+
+
+@sample.command("sample.add_note", AddNote, access=Access.AUTH)
+async def add_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
+    writes = await write_note(ctx, request.note_id, request.text)
+    return {"note_id": request.note_id, "writes": writes}
+
+
+@sample.command("sample.open_note", AddNote, access=Access.ANYONE)
+async def open_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
+    if request.text == "refuse":
+        raise CommandError("conflict", fields={"text": "refused on purpose"})
+    writes = await write_note(ctx, request.note_id, request.text)
+    return {"note_id": request.note_id, "writes": writes}
+
+
+@sample.command("sample.slow", Slow, access=Access.ANYONE)
+async def slow(request: Slow, ctx: CommandContext) -> dict[str, Any]:
+    await asyncio.sleep(request.seconds)
+    return {"writes": await write_note(ctx, request.note_id, "slow")}
+
+
+@sample.command("sample.explode", Explode, access=Access.ANYONE)
+async def explode(request: Explode, ctx: CommandContext) -> dict[str, Any]:
+    raise RuntimeError("an unexpected failure before anything was written")
+
+
+@sample.command("sample.operator_only", Empty, access=Access.OPERATOR)
+async def operator_only(request: Empty, ctx: CommandContext) -> dict[str, Any]:
+    return {"role": ctx.caller.role}
+
+
+listener = Service("listener")
+
+
+@listener.event(NoteAdded)
+async def remember_note(event: NoteAdded, ctx: EventContext) -> None:
+    if event.text.startswith("slow:"):  # lets a test kill the process while this runs
+        await asyncio.sleep(float(event.text.removeprefix("slow:")))
+    # $inc, not an upsert by key: a second handling of the same message would show.
+    await ctx.db.seen.update_one({"_id": event.note_id}, {"$inc": {"times": 1}}, upsert=True)
+
+
+@listener.event(Flaky)
+async def fail_a_few_times(event: Flaky, ctx: EventContext) -> None:
+    attempt = await ctx.db.attempts.find_one_and_update(
+        {"_id": event.key}, {"$inc": {"count": 1}}, upsert=True, return_document=True)
+    assert attempt is not None
+    if attempt["count"] <= event.failures:
+        raise RuntimeError(f"failing on purpose, attempt {attempt['count']}")
+
+
+if __name__ == "__main__":
+    {"sample": sample, "listener": listener}[sys.argv[1]].run()
