@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from pydantic import BaseModel
 
 from contracts.base import Health
@@ -46,7 +46,7 @@ class InternalError(PortalError): ...
 
 
 class NotDelivered(Exception):
-    """The broker routed the command nowhere: no service has declared its queue (yet)."""
+    """The command did not reach a queue: the broker is unavailable, or no service declared its queue yet."""
 
 
 ERROR_TYPES: dict[str, type[PortalError]] = {
@@ -70,9 +70,9 @@ class PortalClient:
     def __init__(self, amqp_url: str, *, timeout: float = 10.0) -> None:
         self.amqp_url, self.timeout = amqp_url, timeout
         self._waiting: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
+        self._connection: AbstractConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._opening = asyncio.Lock()
 
     async def __aenter__(self) -> PortalClient:
         await self.connect()
@@ -83,14 +83,22 @@ class PortalClient:
         await self.close()
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-        # Consume the direct reply-to pseudo-queue before publishing (RabbitMQ requires it).
-        replies = await self._channel.get_queue(REPLY_QUEUE, ensure=False)
-        await replies.consume(self._on_reply, no_ack=True)
-        # Declared, not just named: a client may start before any service has declared it.
-        self._exchange = await self._channel.declare_exchange(
-            COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        """Open the connection, or open it again after it was lost (a broker restart).
+
+        A plain connection reopened on demand, rather than aio-pika's robust one: the
+        direct reply-to consumer must exist before the first publish on the new channel.
+        """
+        async with self._opening:
+            if self._connection is not None and not self._connection.is_closed:
+                return
+            connection = await aio_pika.connect(self.amqp_url)
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            replies = await channel.get_queue(REPLY_QUEUE, ensure=False)
+            await replies.consume(self._on_reply, no_ack=True)
+            # Declared, not just named: a client may start before any service has declared it.
+            self._exchange = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                            durable=True)
+            self._connection = connection
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -105,7 +113,11 @@ class PortalClient:
     async def send(self, command: str, body: bytes, *, token: str | None = None, lang: str | None = None,
                    message_id: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Post raw bytes and return the whole decoded reply envelope."""
-        assert self._exchange is not None, "use `async with PortalClient(...)` or `await connect()` first"
+        try:
+            await self.connect()
+        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as error:
+            raise NotDelivered(f"the broker is unavailable: {error!r}") from error
+        assert self._exchange is not None
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = future
@@ -123,6 +135,9 @@ class PortalClient:
                     routing_key=command, mandatory=True)
             except aio_pika.exceptions.DeliveryError as error:
                 raise NotDelivered(f"nothing consumes {command!r}") from error
+            except (aio_pika.exceptions.AMQPError, ConnectionError) as error:
+                await self.close()  # reopened by the next call
+                raise NotDelivered(f"the broker is unavailable: {error!r}") from error
             reply = await asyncio.wait_for(future, timeout or self.timeout)
         finally:
             self._waiting.pop(correlation_id, None)

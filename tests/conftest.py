@@ -8,6 +8,8 @@ free port. Every test gets its own vhost and its own database prefix, removed af
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -40,12 +42,14 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             params = container.get_connection_params()
             yield Broker(f"amqp://guest:guest@{params.host}:{params.port}/", None)
     else:
-        node = deps.LocalRabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+        base = Path(tempfile.mkdtemp(prefix="portal-rabbitmq-"))  # reachable by the `rabbitmq` user
+        node = deps.LocalRabbitMQ(base)
         node.start()
         try:
             yield Broker(node.url, node.vhosts())
         finally:
             node.stop()
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -79,7 +79,11 @@ def start_nx_27017(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], 
          "--log-file", str(data_dir / "nx-27017.log"), "--pid-file", str(data_dir / "nx-27017.pid")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    wait_for_mongo(url, timeout=20, process=process)
+    try:
+        wait_for_mongo(url, timeout=20, process=process)
+    except DependencyError:
+        stop_process(process)  # the caller never gets it, so it must not outlive this call
+        raise
     return process, url
 
 

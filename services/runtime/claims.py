@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
-from services.runtime.mongo import Database
+from services.runtime.batching import Batcher
+from services.runtime.mongo import Database, Document
 
 COLLECTION = "message_claims"
 WAIT_STEP_SECONDS = 0.02
@@ -33,6 +35,8 @@ class ClaimStore:
     def __init__(self, db: Database, *, lease: timedelta, keep: timedelta) -> None:
         self.collection = db[COLLECTION]
         self.lease, self.keep = lease, keep
+        self._inserts = Batcher(self._insert_new)
+        self._completions = Batcher(self._write_completions)
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("expires_at", expireAfterSeconds=0)
@@ -41,12 +45,9 @@ class ClaimStore:
         key = f"{scope}:{message_id}"
         while True:
             now = datetime.now(UTC)
-            try:
-                await self.collection.insert_one(
-                    {"_id": key, "done": False, "lease_until": now + self.lease, "expires_at": now + self.keep})
+            if await self._inserts.submit(
+                    {"_id": key, "done": False, "lease_until": now + self.lease, "expires_at": now + self.keep}):
                 return Claim(key, owned=True)
-            except DuplicateKeyError:
-                pass
             existing = await self.collection.find_one({"_id": key})
             if existing is None:
                 continue  # released meanwhile: try again
@@ -62,7 +63,22 @@ class ClaimStore:
             await asyncio.sleep(WAIT_STEP_SECONDS)
 
     async def complete(self, claim: Claim, reply: dict[str, Any] | None = None) -> None:
-        await self.collection.update_one({"_id": claim.key}, {"$set": {"done": True, "reply": reply}})
+        await self._completions.submit(UpdateOne({"_id": claim.key}, {"$set": {"done": True, "reply": reply}}))
+
+    async def _insert_new(self, documents: list[Document]) -> list[bool]:
+        """Insert what is new; False for each key that exists already."""
+        try:
+            await self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            taken = {failure["index"] for failure in error.details["writeErrors"] if failure["code"] == 11000}
+            if len(taken) < len(error.details["writeErrors"]):
+                raise
+            return [index not in taken for index in range(len(documents))]
+        return [True] * len(documents)
+
+    async def _write_completions(self, updates: list[UpdateOne]) -> list[None]:
+        await self.collection.bulk_write(updates, ordered=False)
+        return [None] * len(updates)
 
     async def release(self, claim: Claim) -> None:
         """Give the message back (it failed): a retry or re-sent copy handles it afresh."""

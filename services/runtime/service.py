@@ -44,9 +44,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Service:
-    def __init__(self, name: str, *, description: str = "", outbox_collections: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, *, description: str = "", outbox_collections: Sequence[str] = (),
+                 emits: Sequence[type[Event]] = ()) -> None:
+        """`outbox_collections` hold documents written `with_events`; `emits` lists their events for the docs."""
         self.name, self.description = name, description
         self.outbox_collections = list(outbox_collections)
+        self.emits = list(emits)
         self.commands: list[CommandSpec] = []
         self.events: list[EventSpec] = []
         self.startup_hooks: list[StartupHook] = []
@@ -74,6 +77,7 @@ class Service:
         return hook
 
     async def _health(self, request: HealthRequest, ctx: CommandContext) -> Health:
+        """Answers `{"service", "version", "status": "ok"}` once the broker and the database answer."""
         await ctx.db.command("ping")
         return Health(service=self.name, version=VERSION, status="ok")
 
@@ -112,6 +116,10 @@ class ServiceInstance:
             self._subscribe_command(spec)
         for event_spec in service.events:
             self._subscribe_event(event_spec)
+        for event in service.emits:
+            # Publishing goes through the outbox relay; this declaration documents the event.
+            self.broker.publisher(routing_key=event.name, exchange=EVENTS, schema=event, title=event.name,
+                                  description=event.__doc__)
         self.app = FastStream(
             self.broker,
             specification=AsyncAPI(title=service.name, version=VERSION, description=service.description),

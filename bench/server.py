@@ -1,0 +1,106 @@
+"""One benchmark server in its own process, so it has a core to itself like a deployed service.
+
+    python -m bench.server raw AMQP_URL
+    python -m bench.server runtime AMQP_URL MONGODB_URL DATABASE_PREFIX [--profile DIR]
+
+It prints `ready` on stdout once it consumes, and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from pyinstrument import Profiler
+
+from contracts.topology import COMMANDS_EXCHANGE
+
+RAW_QUEUE = "bench.raw"
+RAW_PREFETCH = 32
+
+
+async def serve_raw(amqp_url: str, stopped: asyncio.Event) -> None:
+    """The baseline: the least a consumer can do to answer over the same wire (STACK_NOTES §2, §7)."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=RAW_PREFETCH)
+        exchange = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue(RAW_QUEUE, durable=True)
+        await queue.bind(exchange, routing_key=RAW_QUEUE)
+
+        async def echo(message: AbstractIncomingMessage) -> None:
+            # Acks once the reply is out, like the runtime. aio-pika's default mandatory=True, as in
+            # FastStream's replies: RabbitMQ 3.10 also returns each direct reply-to reply (Basic.Return).
+            async with message.process():
+                await channel.default_exchange.publish(
+                    aio_pika.Message(message.body, content_type="application/json",
+                                     correlation_id=message.correlation_id),
+                    routing_key=message.reply_to or "")
+
+        await queue.consume(echo)
+        print("ready", flush=True)
+        await stopped.wait()
+
+
+async def serve_runtime(amqp_url: str, mongodb_url: str, prefix: str, profile: Path | None,
+                        stopped: asyncio.Event) -> None:
+    """The `bench` service through the shared runtime, set up as `Service.run` does it."""
+    from bench.service import service
+    from services.runtime.settings import Settings
+
+    settings = Settings(amqp_url=amqp_url, mongodb_url=mongodb_url, database_prefix=prefix)
+    logging.basicConfig(level=settings.log_level,
+                        format=f"%(asctime)s {service.name} %(levelname)s %(name)s: %(message)s")
+    instance = service.instance(settings)
+    await instance.start()
+    # Profile only the serving, not imports and connecting; wall-clock, so idle waits show as `select`.
+    profiler = Profiler(interval=0.001, async_mode="disabled") if profile else None
+    if profiler is not None:
+        profiler.start()
+    print("ready", flush=True)
+    await stopped.wait()
+    if profiler is not None and profile is not None:
+        profiler.stop()
+        write_profile(profiler, profile)
+    await instance.stop()
+
+
+def write_profile(profiler: Profiler, folder: Path) -> None:
+    """The call tree, then self time per function (where repeated small costs add up)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "profile.txt").write_text(
+        profiler.output_text(unicode=True, show_all=False)
+        + "\n\nSelf time by function:\n\n" + profiler.output_text(unicode=True, flat=True))
+    (folder / "profile.html").write_text(profiler.output_html())
+    if profiler.last_session is not None:  # for own queries: pyinstrument.session.Session.load(path)
+        profiler.last_session.save(str(folder / "profile.pyisession"))
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    if args.kind == "raw":
+        await serve_raw(args.amqp_url, stopped)
+    else:
+        await serve_runtime(args.amqp_url, args.mongodb_url, args.prefix, args.profile, stopped)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.server")
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    kinds.add_parser("raw").add_argument("amqp_url")
+    runtime = kinds.add_parser("runtime")
+    for name in ("amqp_url", "mongodb_url", "prefix"):
+        runtime.add_argument(name)
+    runtime.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""docker-compose.yml and deploy/k8s, checked without Docker or a cluster."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from contracts.topology import SERVICES
+from services.runtime.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+K8S_DIR = ROOT / "deploy" / "k8s"
+INFRASTRUCTURE = ("rabbitmq", "mongodb", "mailpit")
+
+# CATALOG §1 names these variables as every service's configuration; each is a Settings field.
+CATALOG_SETTINGS = (
+    "amqp_url", "mongodb_url", "smtp_host", "smtp_port", "smtp_username", "smtp_password", "smtp_tls",
+    "mail_from", "public_url", "token_secret", "bootstrap_operator_email", "bootstrap_operator_password",
+)
+
+# The subset of the Compose specification this repository uses; anything else is a typo.
+_DURATION: dict[str, Any] = {"type": "string", "pattern": r"^(\d+(\.\d+)?(us|ms|s|m|h))+$"}
+_STRING_OR_LIST: dict[str, Any] = {
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+}
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_SERVICE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "anyOf": [{"required": ["image"]}, {"required": ["build"]}],
+    "properties": {
+        "image": {"type": "string"},
+        "build": {"oneOf": [
+            {"type": "string"},
+            {"type": "object", "additionalProperties": False, "required": ["context"],
+             "properties": {"context": {"type": "string"}, "dockerfile": {"type": "string"}}},
+        ]},
+        "command": _STRING_OR_LIST,
+        "environment": {"oneOf": [
+            {"type": "object", "additionalProperties": False,
+             "patternProperties": {r"^[A-Za-z_][A-Za-z0-9_]*$": {"type": ["string", "number", "boolean", "null"]}}},
+            {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(=.*)?$"}},
+        ]},
+        "ports": {"type": "array", "items": {
+            "type": "string", "pattern": r"^(\d{1,3}(\.\d{1,3}){3}:)?(\d+:)?\d+(/(tcp|udp))?$"}},
+        "volumes": {"type": "array", "items": {"type": "string"}},
+        "depends_on": {"oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "object", "additionalProperties": False, "patternProperties": {_NAME: {
+                "type": "object", "additionalProperties": False, "required": ["condition"],
+                "properties": {
+                    "condition": {"enum": ["service_started", "service_healthy",
+                                           "service_completed_successfully"]},
+                    "restart": {"type": "boolean"},
+                    "required": {"type": "boolean"},
+                }}}},
+        ]},
+        "healthcheck": {
+            "type": "object", "additionalProperties": False, "required": ["test"],
+            "properties": {
+                "test": _STRING_OR_LIST, "interval": _DURATION, "timeout": _DURATION,
+                "start_period": _DURATION, "start_interval": _DURATION,
+                "retries": {"type": "integer", "minimum": 1}, "disable": {"type": "boolean"},
+            },
+        },
+        "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
+        "stop_grace_period": _DURATION,
+        "hostname": {"type": "string"},
+        "container_name": {"type": "string"},
+    },
+}
+COMPOSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["services"],
+    "patternProperties": {"^x-": {}},
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]*$"},
+        "services": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                     "patternProperties": {_NAME: _SERVICE_SCHEMA}},
+        "volumes": {"type": "object", "additionalProperties": False,
+                    "patternProperties": {_NAME: {"type": ["object", "null"]}}},
+    },
+}
+
+_INTERPOLATION = re.compile(r"\$\$|\$\{(?P<name>\w+)(?P<sep>:?-)?(?P<default>[^}]*)\}|\$(?P<bare>\w+)")
+
+
+@functools.cache
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _service(name: str) -> dict[str, Any]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    assert name in services, f"{name} is missing from docker-compose.yml"
+    return services[name]
+
+
+def _schema_errors(document: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(COMPOSE_SCHEMA)
+    return sorted(f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+                  for error in validator.iter_errors(document))
+
+
+def _words(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(word) for word in command]
+
+
+def _with_defaults(value: str) -> str:
+    """The value Compose uses when no variable is set: `${X:-default}` becomes `default`."""
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("name") or match.group("bare")
+        assert match.group("sep"), f"${{{name}}} has no default, so `docker compose up` needs it set"
+        return match.group("default")
+    return _INTERPOLATION.sub(replace, value)
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment", {})
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) if "=" in item else (item, None) for item in raw)
+    return {key: _with_defaults(str(value)) for key, value in raw.items() if value is not None}
+
+
+def _variable(field: str) -> str:
+    return f"PORTAL_{field.upper()}"
+
+
+def _required_variables() -> set[str]:
+    """CATALOG §1's variables, minus the ones whose setting may stay unset (SMTP login)."""
+    fields = Settings.model_fields
+    assert set(CATALOG_SETTINGS) <= fields.keys(), "a CATALOG §1 variable is no longer a setting"
+    return {_variable(name) for name in CATALOG_SETTINGS if fields[name].default is not None}
+
+
+def _known_variables() -> set[str]:
+    return {_variable(name) for name in Settings.model_fields}
+
+
+@functools.cache
+def _manifests() -> tuple[dict[str, Any], ...]:
+    documents: list[dict[str, Any]] = []
+    for path in sorted([*K8S_DIR.rglob("*.yaml"), *K8S_DIR.rglob("*.yml")]):
+        documents.extend(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+    return tuple(documents)
+
+
+def _kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in _manifests() if doc.get("kind") == kind}
+
+
+def _service_module(command: list[str]) -> str | None:
+    """`services.metering` for `python -m services.metering`, else None."""
+    match command:
+        case [python, "-m", module] if python in ("python", "python3", "python3.11"):
+            return module
+    return None
+
+
+def test_the_compose_file_follows_the_schema() -> None:
+    assert _schema_errors(_compose()) == []
+
+
+def test_the_schema_rejects_a_misspelt_key() -> None:
+    misspelt_service = copy.deepcopy(_compose())
+    misspelt_service["services"]["metering"]["enviroment"] = {"PORTAL_SMTP_HOST": "mailpit"}
+    misspelt_top_level = copy.deepcopy(_compose())
+    misspelt_top_level["volume"] = {}
+
+    assert any("enviroment" in error for error in _schema_errors(misspelt_service))
+    assert any("volume" in error for error in _schema_errors(misspelt_top_level))
+
+
+def test_every_service_is_built_from_the_repository_and_runs_its_module() -> None:
+    for name in SERVICES:
+        service = _service(name)
+        build = service.get("build")
+        assert isinstance(build, dict), f"{name} must be built from the repository"
+        assert (COMPOSE_FILE.parent / build["context"]).resolve() == ROOT, name
+        assert build.get("dockerfile") == "deploy/Dockerfile", name
+        assert (ROOT / build["dockerfile"]).is_file()
+        assert _words(service.get("command", [])) == ["python", "-m", f"services.{name}"], name
+        assert importlib.util.find_spec(f"services.{name}.__main__") is not None, name
+
+
+def test_every_service_gets_every_variable_it_needs() -> None:
+    required = _required_variables()
+    assert {"PORTAL_AMQP_URL", "PORTAL_MONGODB_URL", "PORTAL_TOKEN_SECRET"} <= required
+    for name in SERVICES:
+        missing = required - _environment(_service(name)).keys()
+        assert not missing, f"{name} lacks {sorted(missing)}"
+
+
+def test_every_variable_a_service_gets_is_a_setting() -> None:
+    for name in SERVICES:
+        unknown = {key for key in _environment(_service(name)) if key.startswith("PORTAL_")} - _known_variables()
+        assert not unknown, f"{name} sets {sorted(unknown)}, which no setting reads"
+
+
+def test_the_services_accept_their_environment_with_no_variable_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SERVICES:
+        for key, value in _environment(_service(name)).items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()
+        assert settings.smtp_tls == "none", name
+
+
+def test_the_services_reach_the_broker_the_database_and_the_mail_sink_by_name() -> None:
+    mongodb_command = _words(_service("mongodb").get("command", []))
+    replica_set = mongodb_command[mongodb_command.index("--replSet") + 1]
+    for name in SERVICES:
+        environment = _environment(_service(name))
+        assert urlsplit(environment["PORTAL_AMQP_URL"]).hostname == "rabbitmq", name
+        mongodb_url = urlsplit(environment["PORTAL_MONGODB_URL"])
+        assert mongodb_url.hostname == "mongodb", name
+        assert parse_qs(mongodb_url.query).get("replicaSet") == [replica_set], name
+        assert environment["PORTAL_SMTP_HOST"] == "mailpit", name
+        assert environment["PORTAL_SMTP_PORT"] == "1025", name
+
+
+def test_the_services_wait_for_a_healthy_broker_and_database() -> None:
+    for dependency in ("rabbitmq", "mongodb"):
+        assert "healthcheck" in _service(dependency), f"{dependency} has no healthcheck"
+    for name in SERVICES:
+        depends_on = _service(name).get("depends_on", {})
+        assert isinstance(depends_on, dict), f"{name} must wait for healthy dependencies"
+        for dependency in ("rabbitmq", "mongodb"):
+            assert depends_on.get(dependency, {}).get("condition") == "service_healthy", (name, dependency)
+
+
+def test_every_service_can_be_scaled_out() -> None:
+    for name in SERVICES:
+        service = _service(name)
+        assert "container_name" not in service, f"{name} has a fixed container name"
+        assert "ports" not in service, f"{name} publishes host ports, so a second replica cannot start"
+
+
+def test_rabbitmq_mongodb_and_mailpit_are_part_of_the_stack() -> None:
+    rabbitmq, mongodb, mailpit = (_service(name) for name in INFRASTRUCTURE)
+
+    assert rabbitmq["image"].startswith("rabbitmq:3.") and rabbitmq["image"].endswith("-management")
+    assert {"5672:5672", "15672:15672"} <= set(rabbitmq.get("ports", []))
+
+    assert mongodb["image"].split(":")[0] == "mongo" and mongodb["image"].split(":")[1].startswith("7")
+    assert "--replSet" in _words(mongodb.get("command", []))
+    assert "rs.initiate" in " ".join(_words(mongodb["healthcheck"]["test"]))
+
+    assert mailpit["image"].split(":")[0] == "axllent/mailpit"
+    assert {"1025:1025", "8025:8025"} <= set(mailpit.get("ports", []))
+
+
+def test_every_deployment_runs_an_existing_service() -> None:
+    deployments = _kind("Deployment")
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        module = _service_module([*container.get("command", []), *container.get("args", [])])
+        assert module == f"services.{name}", f"Deployment {name} runs {module}"
+        assert importlib.util.find_spec(f"{module}.__main__") is not None, module
+
+
+def test_every_deployment_gets_every_variable_it_needs() -> None:
+    sources = {("configMapRef", name): set(doc.get("data", {})) for name, doc in _kind("ConfigMap").items()}
+    for name, secret in _kind("Secret").items():
+        sources["secretRef", name] = {*secret.get("data", {}), *secret.get("stringData", {})}
+    for name, deployment in _kind("Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        variables = {variable["name"] for variable in container.get("env", [])}
+        for source in container.get("envFrom", []):
+            ((kind, reference),) = source.items()
+            assert (kind, reference["name"]) in sources, f"Deployment {name}: no {kind} {reference['name']}"
+            variables |= sources[kind, reference["name"]]
+        assert not _required_variables() - variables, f"Deployment {name} lacks variables"
+        assert not {v for v in variables if v.startswith("PORTAL_")} - _known_variables(), name
+
+
+def test_every_deployment_scales_on_one_of_its_own_queues() -> None:
+    scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in _kind("ScaledObject").values()}
+    authentications = _kind("TriggerAuthentication")
+    assert set(scaled) == set(_kind("Deployment"))
+    for name, scaled_object in scaled.items():
+        assert scaled_object["spec"].get("minReplicaCount", 0) >= 1, f"{name} must keep a replica"
+        triggers = scaled_object["spec"]["triggers"]
+        assert triggers, name
+        for trigger in triggers:
+            assert trigger["type"] == "rabbitmq", name
+            queue = trigger["metadata"]["queueName"]
+            assert queue.startswith(f"{name}.") and not queue.endswith(".dlq"), f"{name} scales on {queue}"
+            assert trigger["authenticationRef"]["name"] in authentications, name

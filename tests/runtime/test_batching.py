@@ -1,0 +1,65 @@
+"""Writes arriving together go out as one call; a failure reaches every writer of the batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.runtime.batching import Batcher
+
+
+async def test_concurrent_submissions_share_one_flush_and_each_gets_its_own_result() -> None:
+    calls: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        calls.append(items)
+        await asyncio.sleep(0.01)
+        return [item * 10 for item in items]
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    results = await asyncio.gather(*(batcher.submit(n) for n in range(5)))
+    assert results == [0, 10, 20, 30, 40]
+    assert calls == [[0, 1, 2, 3, 4]]
+
+
+async def test_a_lone_submission_is_flushed_at_once() -> None:
+    async def flush(items: list[str]) -> list[str]:
+        return [item.upper() for item in items]
+
+    batcher: Batcher[str, str] = Batcher(flush)
+    assert await asyncio.wait_for(batcher.submit("a"), 1) == "A"
+    assert await asyncio.wait_for(batcher.submit("b"), 1) == "B"
+
+
+async def test_a_failed_flush_fails_every_submission_of_its_batch_and_not_the_next() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        if 0 in items:
+            raise RuntimeError("database down")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    outcomes = await asyncio.gather(batcher.submit(0), batcher.submit(1), return_exceptions=True)
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+    assert await batcher.submit(2) == 2
+
+
+async def test_a_batch_never_exceeds_its_maximum_size() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, max_size=3)
+    await asyncio.gather(*(batcher.submit(n) for n in range(7)))
+    assert sizes == [3, 3, 1]
+
+
+@pytest.mark.parametrize("count", [1, 50])
+async def test_results_keep_their_order(count: int) -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    assert await asyncio.gather(*(batcher.submit(n) for n in range(count))) == list(range(count))

@@ -1,0 +1,34 @@
+"""Services import only `contracts` and the runtime, never one another (import-linter)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
+SERVICE_NAMES = ("accounts", "registration", "metering", "ordering", "ticketing", "notifier")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LINT_IMPORTS, "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+
+
+def test_the_tree_keeps_every_import_contract() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout
+
+
+def test_a_service_importing_another_service_breaks_the_contract(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for package in ("contracts", "services", "services/runtime", *(f"services/{name}" for name in SERVICE_NAMES)):
+        (tmp_path / package).mkdir(parents=True, exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "services/metering/handlers.py").write_text("from services.registration import store\n")
+    (tmp_path / "services/registration/store.py").write_text("")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "Services never import one another BROKEN" in result.stdout
