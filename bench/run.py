@@ -145,10 +145,10 @@ def main() -> None:
         with server("raw", amqp_url) as pid:
             cells["raw"] = asyncio.run(measure(amqp_url, RAW_QUEUE, {"server": pid, **watch}, CONCURRENCIES,
                                                args.seconds, args.warmup))
-        print(f"runtime service ({Write.name}), c={CONCURRENCIES}, {args.seconds:g} s each ...", flush=True)
+        print(f"runtime service ({Write.routing_key}), c={CONCURRENCIES}, {args.seconds:g} s each ...", flush=True)
         prefix = f"bench{uuid.uuid4().hex[:8]}_"
         with server("runtime", amqp_url, mongo_url, prefix) as pid:
-            cells["runtime"] = asyncio.run(measure(amqp_url, Write.name, {"server": pid, **watch},
+            cells["runtime"] = asyncio.run(measure(amqp_url, Write.routing_key, {"server": pid, **watch},
                                                    CONCURRENCIES, args.seconds, args.warmup))
         # Every reply must stand for one stored document, else the runtime was not doing the work.
         writes = {"replies": sum(cell.replies for cell in cells["runtime"]),
@@ -157,7 +157,7 @@ def main() -> None:
             print("runtime service under pyinstrument, c=32 ...", flush=True)
             with server("runtime", amqp_url, mongo_url, f"bench{uuid.uuid4().hex[:8]}_",
                         "--profile", str(RESULTS)) as pid:
-                profiled = asyncio.run(measure(amqp_url, Write.name, {"server": pid}, (32,), args.seconds,
+                profiled = asyncio.run(measure(amqp_url, Write.routing_key, {"server": pid}, (32,), args.seconds,
                                                args.warmup))
             print(f"  profiled: {profiled[0].calls_per_s:,.0f} calls/s; "
                   f"wrote {RESULTS / 'profile.txt'} and profile.html")

@@ -20,14 +20,14 @@ service = Service("bench", description="Benchmark: one write per command.")
 
 
 class Write(Command):
-    name: ClassVar[str] = "bench.write"
+    routing_key: ClassVar[str] = "bench.write"
 
     key: str = Field(max_length=64)
     count: int
     note: str = Field(max_length=1024)
 
 
-@service.command(Write.name, Write, access=Access.ANYONE)
+@service.command(Write.routing_key, Write, access=Access.ANYONE)
 async def write(request: Write, ctx: CommandContext) -> dict[str, Any]:
     """Upsert the document `key` (a fresh key per call, so every call inserts)."""
     await ctx.db[COLLECTION].update_one(

@@ -17,16 +17,16 @@ class Message(BaseModel):
 
 
 class Command(Message):
-    """A request; `name` is its routing key on `portal.commands`."""
+    """A request; `routing_key` is its name on `portal.commands`."""
 
-    name: ClassVar[str]
+    routing_key: ClassVar[str]
 
 
 class Event(Message):
-    """A fact; `name` is its routing key on `portal.events`. Extra fields are kept for newer senders."""
+    """A fact; `routing_key` is its name on `portal.events`. Extra fields are kept for newer senders."""
 
     model_config = ConfigDict(extra="allow")
-    name: ClassVar[str]
+    routing_key: ClassVar[str]
 
 
 class ErrorBody(BaseModel):

@@ -69,7 +69,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: ServiceInstan
             await msg.ack()  # a copy of a message already handled
             return
         try:
-            await spec.handler(event, EventContext(event=spec.model.name, message_id=msg.message_id,
+            await spec.handler(event, EventContext(event=spec.model.routing_key, message_id=msg.message_id,
                                                    db=instance.db, instance=instance))
         except BaseException:
             if claim is not None:
@@ -82,11 +82,11 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: ServiceInstan
     except Exception:
         if attempt >= instance.settings.event_max_attempts:
             log.exception("event %s on %s failed %d times, dead-lettered: message_id=%s",
-                          spec.model.name, spec.queue, attempt, msg.message_id)
+                          spec.model.routing_key, spec.queue, attempt, msg.message_id)
             await msg.reject()
             return
         log.warning("event %s on %s failed (attempt %d), retrying: message_id=%s",
-                    spec.model.name, spec.queue, attempt, msg.message_id, exc_info=True)
+                    spec.model.routing_key, spec.queue, attempt, msg.message_id, exc_info=True)
         await asyncio.sleep(retry_delay(attempt, instance.settings.event_retry_base_delay))
         await instance.broker.publish(
             msg.body, queue=spec.queue, message_id=msg.message_id, correlation_id=msg.correlation_id,

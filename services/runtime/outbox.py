@@ -46,7 +46,7 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     for event in events:
         event_id = uuid.uuid4().hex
         merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
-            "routing_key": event.name, "body": event.model_dump(mode="json"), "created_at": now}
+            "routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}
     merged.setdefault("$inc", {})[SEQUENCE] = 1
     if command_id is not None:
         merged.setdefault("$push", {})[APPLIED] = {"$each": [command_id], "$slice": -APPLIED_KEPT}

@@ -53,6 +53,7 @@ class Service:
         self.commands: list[CommandSpec] = []
         self.events: list[EventSpec] = []
         self.startup_hooks: list[StartupHook] = []
+        self.background_loops: list[StartupHook] = []
         self.command(health_command(name), HealthRequest, access=Access.ANYONE)(self._health)
         self.event(SessionRevoked)(_remember_revocation)
 
@@ -65,9 +66,9 @@ class Service:
         return register
 
     def event(self, model: type[Event]) -> Callable[[F], F]:
-        """Register `handler(event, ctx)` for `model.name`, on this service's own durable queue."""
+        """Register `handler(event, ctx)` for `model.routing_key`, on this service's own durable queue."""
         def register(handler: F) -> F:
-            self.events.append(EventSpec(model, event_queue(self.name, model.name), handler))
+            self.events.append(EventSpec(model, event_queue(self.name, model.routing_key), handler))
             return handler
         return register
 
@@ -75,6 +76,11 @@ class Service:
         """Run once the database is reachable, before consuming (indexes, bootstrap data)."""
         self.startup_hooks.append(hook)
         return hook
+
+    def background(self, loop: StartupHook) -> StartupHook:
+        """Run `loop(instance)` while the service consumes (schedulers, retries); cancelled on stop."""
+        self.background_loops.append(loop)
+        return loop
 
     async def _health(self, request: HealthRequest, ctx: CommandContext) -> Health:
         """Answers `{"service", "version", "status": "ok"}` once the broker and the database answer."""
@@ -112,13 +118,16 @@ class ServiceInstance:
         self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
                                  poll_seconds=settings.outbox_poll_seconds)
         self.queues: list[str] = []
-        for spec in service.commands:
-            self._subscribe_command(spec)
+        self._background: list[asyncio.Task[None]] = []
+        health = health_command(service.name)
         for event_spec in service.events:
             self._subscribe_event(event_spec)
+        # Health last: subscribers start in order, so once health answers every queue exists.
+        for spec in sorted(service.commands, key=lambda spec: spec.name == health):
+            self._subscribe_command(spec)
         for event in service.emits:
             # Publishing goes through the outbox relay; this declaration documents the event.
-            self.broker.publisher(routing_key=event.name, exchange=EVENTS, schema=event, title=event.name,
+            self.broker.publisher(routing_key=event.routing_key, exchange=EVENTS, schema=event, title=event.routing_key,
                                   description=event.__doc__)
         self.app = FastStream(
             self.broker,
@@ -160,7 +169,7 @@ class ServiceInstance:
 
         _document(handle, spec.queue, spec.model, None)
         self.broker.subscriber(
-            durable_queue(spec.queue, spec.model.name), EVENTS, decoder=_raw, title=spec.queue,
+            durable_queue(spec.queue, spec.model.routing_key), EVENTS, decoder=_raw, title=spec.queue,
             description=spec.model.__doc__, ack_policy=AckPolicy.MANUAL, no_reply=True,
         )(handle)
 
@@ -176,6 +185,8 @@ class ServiceInstance:
         for queue in self.queues:
             await declare_dead_letter_queue(self.broker, queue)
         self.relay.start()
+        for loop in self.service.background_loops:
+            self._background.append(asyncio.create_task(_keep_running(loop, self), name=loop.__name__))
         log.info("%s ready: %d queues", self.service.name, len(self.queues))
 
     async def _stop_consuming(self) -> None:
@@ -183,6 +194,10 @@ class ServiceInstance:
         # then publish what they wrote to the outbox while the connection is still open.
         for subscriber in self.broker.subscribers:
             await subscriber.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         await self.relay.stop()
 
     async def _close_database(self) -> None:
@@ -194,6 +209,19 @@ class ServiceInstance:
 
     async def stop(self) -> None:
         await self.app.stop()
+
+
+async def _keep_running(loop: StartupHook, instance: ServiceInstance) -> None:
+    """A background loop that raises is logged and started again, never silently gone."""
+    while True:
+        try:
+            await loop(instance)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop %s failed; restarting in 1 s", loop.__name__)
+            await asyncio.sleep(1.0)
 
 
 async def _raw(msg: RabbitMessage, original_decoder: Any = None) -> RabbitMessage:

@@ -31,25 +31,25 @@ class Address(BaseModel):
 
 
 class AddNote(Command):
-    name: ClassVar[str] = "sample.add_note"
+    routing_key: ClassVar[str] = "sample.add_note"
     note_id: str = Field(min_length=1, max_length=64)
     text: str = Field(min_length=1, max_length=1000)
     address: Address | None = None
 
 
 class Slow(Command):
-    name: ClassVar[str] = "sample.slow"
+    routing_key: ClassVar[str] = "sample.slow"
     note_id: str
     seconds: float = Field(ge=0, le=10)
 
 
 class Explode(Command):
-    name: ClassVar[str] = "sample.explode"
+    routing_key: ClassVar[str] = "sample.explode"
     note_id: str
 
 
 class NoteAdded(Event):
-    name: ClassVar[str] = "sample.note.added"
+    routing_key: ClassVar[str] = "sample.note.added"
     note_id: str
     text: str
 
@@ -57,7 +57,7 @@ class NoteAdded(Event):
 class Flaky(Event):
     """Its handler fails while `failures` says so: counts its attempts."""
 
-    name: ClassVar[str] = "sample.flaky"
+    routing_key: ClassVar[str] = "sample.flaky"
     key: str
     failures: int
 

@@ -55,7 +55,7 @@ async def test_an_event_whose_consumer_is_killed_midway_is_redelivered_and_handl
     note_id = random_id()
     try:
         await wait_healthy(portal, "listener")
-        await publish_event(amqp_url, NoteAdded.name, NoteAdded(note_id=note_id, text="slow:3").model_dump())
+        await publish_event(amqp_url, NoteAdded.routing_key, NoteAdded(note_id=note_id, text="slow:3").model_dump())
         await asyncio.sleep(1.0)  # the handler is now sleeping, its message not yet acked
         consumer.send_signal(signal.SIGKILL)
         consumer.wait(10)

@@ -13,8 +13,8 @@ from tests.builders import drain_queue, publish_event, random_id
 from tests.runtime.sample_service import Flaky, NoteAdded, listener
 from tests.support import eventually, running
 
-NOTES_DLQ = dead_letter_queue(event_queue("listener", NoteAdded.name))
-FLAKY_DLQ = dead_letter_queue(event_queue("listener", Flaky.name))
+NOTES_DLQ = dead_letter_queue(event_queue("listener", NoteAdded.routing_key))
+FLAKY_DLQ = dead_letter_queue(event_queue("listener", Flaky.routing_key))
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ async def attempts(instance: ServiceInstance, key: str) -> int:
 @pytest.mark.parametrize("body", [b"not json", b"[1]", b'{"note_id": 1}', b"\xff"])
 async def test_an_undecodable_event_goes_to_the_dead_letter_queue_at_once(
         service: ServiceInstance, amqp_url: str, body: bytes) -> None:
-    message_id = await publish_event(amqp_url, NoteAdded.name, body)
+    message_id = await publish_event(amqp_url, NoteAdded.routing_key, body)
     dead: list[bytes] = []
 
     async def dead_lettered() -> bool:
@@ -50,10 +50,10 @@ async def test_an_undecodable_event_goes_to_the_dead_letter_queue_at_once(
 async def test_the_same_event_delivered_twice_is_handled_once(service: ServiceInstance, amqp_url: str) -> None:
     note_id = random_id()
     body = NoteAdded(note_id=note_id, text="x").model_dump(mode="json")
-    message_id = await publish_event(amqp_url, NoteAdded.name, body)
-    await publish_event(amqp_url, NoteAdded.name, body, message_id=message_id)
+    message_id = await publish_event(amqp_url, NoteAdded.routing_key, body)
+    await publish_event(amqp_url, NoteAdded.routing_key, body, message_id=message_id)
     other = random_id()
-    await publish_event(amqp_url, NoteAdded.name, NoteAdded(note_id=other, text="y").model_dump(mode="json"))
+    await publish_event(amqp_url, NoteAdded.routing_key, NoteAdded(note_id=other, text="y").model_dump(mode="json"))
 
     async def both_handled() -> bool:
         return await times_seen(service, other) == 1 and await times_seen(service, note_id) >= 1
@@ -64,7 +64,7 @@ async def test_the_same_event_delivered_twice_is_handled_once(service: ServiceIn
 
 async def test_a_failing_handler_is_retried_until_it_succeeds(service: ServiceInstance, amqp_url: str) -> None:
     key = random_id()
-    await publish_event(amqp_url, Flaky.name, Flaky(key=key, failures=2).model_dump(mode="json"))
+    await publish_event(amqp_url, Flaky.routing_key, Flaky(key=key, failures=2).model_dump(mode="json"))
 
     async def succeeded() -> bool:
         return await attempts(service, key) == 3
@@ -75,7 +75,7 @@ async def test_a_failing_handler_is_retried_until_it_succeeds(service: ServiceIn
 async def test_a_handler_that_keeps_failing_is_dead_lettered_after_the_last_attempt(
         service: ServiceInstance, amqp_url: str, settings: Settings) -> None:
     key = random_id()
-    message_id = await publish_event(amqp_url, Flaky.name, Flaky(key=key, failures=100).model_dump(mode="json"))
+    message_id = await publish_event(amqp_url, Flaky.routing_key, Flaky(key=key, failures=100).model_dump(mode="json"))
     dead = []
 
     async def dead_lettered() -> bool:

@@ -79,7 +79,7 @@ async def test_a_revoked_session_is_refused_from_the_event_on(service: ServiceIn
     other, _ = token_for(settings, user_id=claims.user_id)
     assert await code_of(portal, "sample.add_note", token) == "ok"
     now = datetime.now(UTC)
-    await publish_event(amqp_url, SessionRevoked.name, SessionRevoked(
+    await publish_event(amqp_url, SessionRevoked.routing_key, SessionRevoked(
         session_id=claims.session_id, revoked_at=now, until=claims.expires_at).model_dump(mode="json"))
 
     async def refused() -> bool:
@@ -92,7 +92,7 @@ async def test_revoking_all_of_a_users_sessions_spares_those_signed_in_afterward
         service: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
     now = datetime.now(UTC)
     before, claims = token_for(settings, now=now - timedelta(seconds=1))
-    await publish_event(amqp_url, SessionRevoked.name, SessionRevoked(
+    await publish_event(amqp_url, SessionRevoked.routing_key, SessionRevoked(
         user_id=claims.user_id, revoked_at=now, until=now + timedelta(hours=12)).model_dump(mode="json"))
 
     async def refused() -> bool:
