@@ -220,8 +220,12 @@ class ListContracts(Command):
     routing_key: ClassVar[str] = "accounts.list_contracts"
 
 
+# Numbers become keys of stored maps: no dots, no leading `$`.
+NUMBER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_/-]*$"
+
+
 class Contract(Message):
-    contract_number: str = Field(min_length=1, max_length=32)
+    contract_number: str = Field(min_length=1, max_length=32, pattern=NUMBER_PATTERN)
     type: str = Field(min_length=1, max_length=60, examples=["page_price"])
     start_date: date
     end_date: date | None = None
@@ -243,7 +247,7 @@ class ProvisionCustomer(Command):
     """Upsert a customer and its contracts from the vendor's master data."""
 
     routing_key: ClassVar[str] = "accounts.operator.provision_customer"
-    customer_number: str = Field(min_length=1, max_length=32)
+    customer_number: str = Field(min_length=1, max_length=32, pattern=NUMBER_PATTERN)
     name: str = Field(min_length=1, max_length=200, examples=["Muster GmbH"])
     contracts: list[Contract] = Field(default_factory=list, max_length=500)
 

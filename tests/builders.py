@@ -57,3 +57,19 @@ async def drain_queue(amqp_url: str, queue: str) -> list[aio_pika.abc.AbstractIn
         while (message := await declared.get(no_ack=True, fail=False)) is not None:
             taken.append(message)
     return taken
+
+
+def random_email() -> str:
+    return f"{random_id('p')}@example.com"
+
+
+def sign_up(**overrides: Any) -> dict[str, Any]:
+    """A valid `accounts.register` body; override what the test is about."""
+    username = overrides.pop("username", random_id("user"))
+    return {"email": random_email(), "username": username, "password": "correct horse battery",
+            "password_confirm": "correct horse battery", "language": "en", "country": "DE",
+            "accept_terms": True, "accept_privacy": True, **overrides}
+
+
+def token_in(url: str) -> str:
+    return url.split("token=", 1)[1]

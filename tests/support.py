@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+import aio_pika
 from aiosmtpd.controller import Controller
 
 from contracts.client import NotDelivered, PortalClient, PortalError
+from contracts.topology import EVENTS_EXCHANGE
 from deploy.local.deps import free_port
 from services.runtime.service import Service, ServiceInstance
 from services.runtime.settings import Settings
@@ -85,3 +88,40 @@ async def wait_healthy(portal: PortalClient, service: str, timeout: float = 20.0
         except (TimeoutError, PortalError, NotDelivered):
             return False
     await eventually(healthy, timeout=timeout, step=0.1)
+
+
+class EventTap:
+    """Every event published on `portal.events` under `pattern`, as the outside world sees it."""
+
+    def __init__(self, amqp_url: str, pattern: str = "#") -> None:
+        self.amqp_url, self.pattern = amqp_url, pattern
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> EventTap:
+        self.connection = await aio_pika.connect(self.amqp_url)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key=self.pattern)
+        await queue.consume(self._collect, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def _collect(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.events.append((message.routing_key or "", json.loads(message.body)))
+
+    def named(self, routing_key: str) -> list[dict[str, Any]]:
+        return [body for key, body in self.events if key == routing_key]
+
+    async def next(self, routing_key: str, where: Callable[[dict[str, Any]], bool] = lambda body: True,
+                   timeout: float = 10.0) -> dict[str, Any]:
+        """The first event of that name matching `where`, waiting for it if need be."""
+        found: list[dict[str, Any]] = []
+
+        async def arrived() -> bool:
+            found[:] = [body for body in self.named(routing_key) if where(body)]
+            return bool(found)
+        await eventually(arrived, timeout=timeout)
+        return found[0]

@@ -16,7 +16,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.runtime.batching import Batcher
-from services.runtime.mongo import Database, Document
+from services.runtime.mongo import Database, Document, as_datetime
 
 COLLECTION = "message_claims"
 WAIT_STEP_SECONDS = 0.02
@@ -53,7 +53,8 @@ class ClaimStore:
                 continue  # released meanwhile: try again
             if existing["done"]:
                 return Claim(key, owned=False, reply=existing.get("reply"))
-            if existing["lease_until"] <= now:
+            lease_until = as_datetime(existing["lease_until"])
+            if lease_until is None or lease_until <= now:
                 # The worker that held it died: take it over, unless another copy just did.
                 taken = await self.collection.update_one(
                     {"_id": key, "done": False, "lease_until": existing["lease_until"]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -15,3 +16,15 @@ def mongo_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:
     # timeoutMS always: nx-27017 never answers a reply it cannot encode (STACK_NOTES §3).
     # tz_aware: stored datetimes come back as UTC, comparable with datetime.now(UTC).
     return AsyncMongoClient(url, timeoutMS=timeout_ms, tz_aware=True, connect=False)
+
+
+def as_datetime(value: datetime | str | None) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime.
+
+    nx-27017 stores a datetime written by `$set` on an existing document as a naive string
+    (`2026-11-24 10:55:16.182000`); inserts, replaces and subdocuments keep real dates.
+    Reading through this works on both servers.
+    """
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts.accounts import SessionRevoked
-from services.runtime.mongo import Database
+from services.runtime.mongo import Database, as_datetime
 from services.runtime.tokens import Claims
 
 COLLECTION = "revoked_sessions"
@@ -19,15 +19,18 @@ class RevocationStore:
 
     async def add(self, event: SessionRevoked) -> None:
         key = f"session:{event.session_id}" if event.session_id else f"user:{event.user_id}"
-        await self.collection.update_one(
-            {"_id": key},
-            {"$max": {"revoked_at": event.revoked_at, "until": event.until}},
-            upsert=True,
-        )
+        known = await self.collection.find_one({"_id": key})
+        revoked_at, until = event.revoked_at, event.until
+        if known is not None:  # keep the later of both: a late, older event must not shorten it
+            revoked_at = max(revoked_at, as_datetime(known["revoked_at"]) or revoked_at)
+            until = max(until, as_datetime(known["until"]) or until)
+        # replace, not $set: nx-27017 keeps datetimes only on insert and replace (the TTL needs one)
+        await self.collection.replace_one({"_id": key}, {"revoked_at": revoked_at, "until": until}, upsert=True)
 
     async def is_revoked(self, claims: Claims) -> bool:
         keys = [f"session:{claims.session_id}", f"user:{claims.user_id}"]
         async for entry in self.collection.find({"_id": {"$in": keys}}):
-            if entry["_id"].startswith("session:") or claims.issued_at <= entry["revoked_at"]:
+            revoked_at = as_datetime(entry["revoked_at"])
+            if entry["_id"].startswith("session:") or (revoked_at is not None and claims.issued_at <= revoked_at):
                 return True
         return False

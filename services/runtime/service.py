@@ -25,7 +25,7 @@ from contracts.base import Command, Event, Health, HealthRequest, Reply
 from contracts.topology import command_queue, event_queue, health_command
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, run_command
-from services.runtime.events import EventContext, EventSpec, run_event
+from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
 from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay
 from services.runtime.revocations import RevocationStore
@@ -43,19 +43,12 @@ StartupHook = Callable[["ServiceInstance"], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Service:
-    def __init__(self, name: str, *, description: str = "", outbox_collections: Sequence[str] = (),
-                 emits: Sequence[type[Event]] = ()) -> None:
-        """`outbox_collections` hold documents written `with_events`; `emits` lists their events for the docs."""
-        self.name, self.description = name, description
-        self.outbox_collections = list(outbox_collections)
-        self.emits = list(emits)
+class Router:
+    """Commands and event handlers declared together; a service includes routers (one per feature)."""
+
+    def __init__(self) -> None:
         self.commands: list[CommandSpec] = []
-        self.events: list[EventSpec] = []
-        self.startup_hooks: list[StartupHook] = []
-        self.background_loops: list[StartupHook] = []
-        self.command(health_command(name), HealthRequest, access=Access.ANYONE)(self._health)
-        self.event(SessionRevoked)(_remember_revocation)
+        self.event_handlers: list[tuple[type[Event], EventHandler]] = []
 
     def command(self, name: str, request: type[Command], *, access: Access) -> Callable[[F], F]:
         """Register `handler(request, ctx)` for the command `name` (its routing key and queue)."""
@@ -66,11 +59,33 @@ class Service:
         return register
 
     def event(self, model: type[Event]) -> Callable[[F], F]:
-        """Register `handler(event, ctx)` for `model.routing_key`, on this service's own durable queue."""
+        """Register `handler(event, ctx)` for `model.routing_key`, on the service's own durable queue."""
         def register(handler: F) -> F:
-            self.events.append(EventSpec(model, event_queue(self.name, model.routing_key), handler))
+            self.event_handlers.append((model, handler))
             return handler
         return register
+
+
+class Service(Router):
+    def __init__(self, name: str, *, description: str = "", outbox_collections: Sequence[str] = (),
+                 emits: Sequence[type[Event]] = (), routers: Sequence[Router] = ()) -> None:
+        """`outbox_collections` hold documents written `with_events`; `emits` lists their events for the docs."""
+        super().__init__()
+        self.name, self.description = name, description
+        self.outbox_collections = list(outbox_collections)
+        self.emits = list(emits)
+        self.startup_hooks: list[StartupHook] = []
+        self.background_loops: list[StartupHook] = []
+        self.command(health_command(name), HealthRequest, access=Access.ANYONE)(self._health)
+        self.event(SessionRevoked)(_remember_revocation)
+        for router in routers:
+            self.commands.extend(router.commands)
+            self.event_handlers.extend(router.event_handlers)
+
+    @property
+    def events(self) -> list[EventSpec]:
+        return [EventSpec(model, event_queue(self.name, model.routing_key), handler)
+                for model, handler in self.event_handlers]
 
     def on_startup(self, hook: StartupHook) -> StartupHook:
         """Run once the database is reachable, before consuming (indexes, bootstrap data)."""
@@ -118,6 +133,7 @@ class ServiceInstance:
         self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
                                  poll_seconds=settings.outbox_poll_seconds)
         self.queues: list[str] = []
+        self.state: dict[str, Any] = {}  # what startup hooks prepare for the handlers of this process
         self._background: list[asyncio.Task[None]] = []
         health = health_command(service.name)
         for event_spec in service.events:

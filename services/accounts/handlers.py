@@ -1,0 +1,518 @@
+"""accounts' command and event handlers: parse, authorise, apply the rules, save, reply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from contracts import accounts as api
+from contracts.base import Event, Page
+from contracts.registration import DeviceProvisioned
+from services.accounts import domain
+from services.accounts.store import AccountStore, page_bounds, serial_key
+from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.events import EventContext
+from services.runtime.mongo import Document, as_datetime
+from services.runtime.service import Router, ServiceInstance
+from services.runtime.tokens import Role, issue_token
+
+log = logging.getLogger(__name__)
+router = Router()
+MAIL_REQUESTS_PER_HOUR = 5  # links mailed per address and kind; more are answered `ok` but not sent
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_of(ctx: CommandContext | EventContext) -> AccountStore:
+    return AccountStore(ctx.db)
+
+
+def link(ctx: CommandContext, path: str, token: str) -> str:
+    return f"{ctx.instance.settings.public_url.rstrip('/')}/{path}?token={token}"
+
+
+def expired(expires_at: datetime | str | None, now: datetime) -> bool:
+    moment = as_datetime(expires_at)
+    return moment is None or moment < now
+
+
+def recipient(user: Document) -> dict[str, Any]:
+    profile = user.get("profile") or {}
+    return {"user_id": user["_id"], "email": user["email"], "language": user.get("language", "en"),
+            "first_name": profile.get("first_name"), "last_name": profile.get("last_name")}
+
+
+async def check_password(stored_hash: str, password: str) -> bool:
+    # Argon2 takes tens of milliseconds of CPU: off the event loop, so others are served meanwhile.
+    return await asyncio.to_thread(domain.password_matches, stored_hash, password)
+
+
+async def new_hash(password: str) -> str:
+    return await asyncio.to_thread(domain.hash_password, password)
+
+
+# --- sign-up and confirmation -------------------------------------------------------------------
+
+@router.command("accounts.register", api.Register, access=Access.ANYONE)
+async def register(request: api.Register, ctx: CommandContext) -> api.Registered:
+    if not (request.accept_terms and request.accept_privacy):
+        raise CommandError("terms_not_accepted", fields={
+            name: "must be accepted" for name in ("accept_terms", "accept_privacy") if not getattr(request, name)})
+    problem = domain.password_problem(request.password, request.password_confirm,
+                                      username=request.username, email=request.email)
+    if problem:
+        raise CommandError(problem, fields={"password": problem})
+    store = store_of(ctx)
+    email_key, username_key = domain.normalise_login(request.email), domain.normalise_login(request.username)
+    if taken := await store.taken(email_key=email_key, username_key=username_key):
+        raise CommandError(taken, fields={"email" if taken == "email_taken" else "username": taken})
+
+    now = now_utc()
+    # Derived from the command id: a command run again after a crash finds its own user.
+    user_id = uuid.uuid5(uuid.NAMESPACE_URL, f"accounts.register:{ctx.message_id}").hex if ctx.message_id \
+        else uuid.uuid4().hex
+    confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
+    user: Document = {
+        "_id": user_id, "email": request.email, "email_key": email_key, "username": request.username,
+        "username_key": username_key, "password_hash": await new_hash(request.password),
+        "role": request.role, "language": request.language, "country": request.country,
+        "status": "pending_confirmation", "requested_customer_number": request.customer_number,
+        "serial_number": serial_key(request.serial_number) if request.serial_number else None,
+        "customer_number": None, "profile": {}, "profile_version": 1,
+        "terms_version": domain.CURRENT_TERMS_VERSION, "privacy_version": domain.CURRENT_PRIVACY_VERSION,
+        "terms_accepted_at": now, "confirmation_digest": confirmation.digest,
+        "confirmation_expires_at": confirmation.expires_at, "pending_email": None, "created_at": now,
+    }
+    events = [
+        api.UserRegistered(**recipient(user), username=request.username,
+                           confirmation_url=link(ctx, "confirm-email", confirmation.token),
+                           expires_at=confirmation.expires_at),
+        api.TermsAccepted(user_id=user_id, terms_version=domain.CURRENT_TERMS_VERSION,
+                          privacy_version=domain.CURRENT_PRIVACY_VERSION),
+    ]
+    try:
+        await store.insert_user(user, events, ctx.message_id)
+    except DuplicateKeyError:
+        existing = await store.user(user_id)
+        if existing is not None:  # this very command, run again
+            return api.Registered(user_id=user_id, status=existing["status"])
+        taken = await store.taken(email_key=email_key, username_key=username_key) or "email_taken"
+        raise CommandError(taken, fields={"email" if taken == "email_taken" else "username": taken}) from None
+    return api.Registered(user_id=user_id, status="pending_confirmation")
+
+
+@router.command("accounts.confirm_email", api.ConfirmEmail, access=Access.ANYONE)
+async def confirm_email(request: api.ConfirmEmail, ctx: CommandContext) -> api.Confirmed:
+    store, now = store_of(ctx), now_utc()
+    digest = domain.token_digest(request.token)
+    user = await store.users.find_one({"confirmation_digest": digest})
+    if user is None or expired(user["confirmation_expires_at"], now):
+        raise CommandError("token_invalid")
+    clear = {"confirmation_digest": None, "confirmation_expires_at": None}
+    events: list[Event] = []
+    if user.get("pending_email"):  # a changed address, now confirmed
+        new_key = domain.normalise_login(user["pending_email"])
+        if await store.users.find_one({"email_key": new_key, "_id": {"$nin": [user["_id"]]}}, {"_id": 1}):
+            raise CommandError("conflict", fields={"email": "taken meanwhile"})
+        update = {"$set": {**clear, "email": user["pending_email"], "email_key": new_key, "pending_email": None},
+                  "$inc": {"profile_version": 1}}
+        changed = {**user, "email": user["pending_email"]}
+        events.append(profile_updated(changed, user["profile_version"] + 1))
+        status = user["status"]
+    else:
+        owner = await store.serial_owner(user["serial_number"]) if user.get("serial_number") else None
+        requested = user.get("requested_customer_number")
+        status = domain.status_after_confirmation(
+            role=user["role"], requested_customer=requested, serial_matches=owner is not None and owner == requested)
+        customer = requested if status == "active" and requested and owner == requested else None
+        update = {"$set": {**clear, "status": status, "customer_number": customer, "confirmed_at": now}}
+        if status == "active":
+            events.append(api.UserActivated(**recipient(user), username=user["username"], role=user["role"],
+                                            customer_number=customer))
+    try:
+        changed_user = await store.change_user({"_id": user["_id"], "confirmation_digest": digest}, update, events,
+                                               ctx.message_id)
+    except DuplicateKeyError:
+        raise CommandError("conflict", fields={"email": "taken meanwhile"}) from None
+    if changed_user is None:  # used by a concurrent confirmation a moment ago
+        raise CommandError("token_invalid")
+    return api.Confirmed(user_id=user["_id"], status=status)
+
+
+@router.command("accounts.resend_confirmation", api.ResendConfirmation, access=Access.ANYONE)
+async def resend_confirmation(request: api.ResendConfirmation, ctx: CommandContext) -> None:
+    store, now = store_of(ctx), now_utc()
+    email_key = domain.normalise_login(request.email)
+    if not await allowed_to_mail(store, "confirmation", email_key, now):
+        return
+    user = await store.user_by_email(email_key)
+    if user is None or user["status"] != "pending_confirmation":
+        return  # the same `ok`: nothing tells whether the address exists
+    confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
+    await store.change_user({"_id": user["_id"]}, {"$set": {
+        "confirmation_digest": confirmation.digest, "confirmation_expires_at": confirmation.expires_at}}, [
+        api.EmailConfirmationRequested(**recipient(user), username=user["username"],
+                                       confirmation_url=link(ctx, "confirm-email", confirmation.token),
+                                       expires_at=confirmation.expires_at)])
+
+
+async def allowed_to_mail(store: AccountStore, kind: str, email_key: str, now: datetime) -> bool:
+    """Caps the links mailed to one address, so nobody can flood a mailbox through us."""
+    count = await store.count_mail_request(kind, email_key, now, now + timedelta(hours=1))
+    return count <= MAIL_REQUESTS_PER_HOUR
+
+
+# --- sign-in and sessions ------------------------------------------------------------------------
+
+@router.command("accounts.login", api.Login, access=Access.ANYONE)
+async def login(request: api.Login, ctx: CommandContext) -> api.Session:
+    store, now = store_of(ctx), now_utc()
+    key = domain.normalise_login(request.login)
+    failures = await store.failures_of(key)
+    if failures.locked(now):
+        raise CommandError("account_locked")
+    user = await store.user_by_login(key)
+    # Unknown users cost the same Argon2 verification as known ones: timing tells nothing.
+    matches = await check_password(user["password_hash"] if user else ctx.instance.state["dummy_hash"],
+                                   request.password)
+    if user is None or not matches:
+        await record_failure(store, key, failures, now)
+        raise CommandError("invalid_credentials")
+    await store.clear_failures(key)
+    refuse_unless_active(user)
+    return await open_session(ctx, store, now, user_id=user["_id"], role=Role(user["role"]),
+                              customer_number=user.get("customer_number"), contract_number=None,
+                              lifetime=domain.session_lifetime(request.remember_me), user=user)
+
+
+def refuse_unless_active(user: Document) -> None:
+    status = user["status"]
+    if status == "pending_confirmation":
+        raise CommandError("email_not_confirmed")
+    if status == "pending_verification":
+        raise CommandError("pending_verification")
+    if status != "active":
+        raise CommandError("forbidden")
+
+
+async def record_failure(store: AccountStore, key: str, failures: domain.Failures, now: datetime) -> None:
+    await store.save_failures(key, failures.after_failure(now), now + domain.FAILURE_WINDOW + domain.LOCKOUT)
+
+
+@router.command("accounts.contract_login", api.ContractLogin, access=Access.ANYONE)
+async def contract_login(request: api.ContractLogin, ctx: CommandContext) -> api.Session:
+    store, now = store_of(ctx), now_utc()
+    key = f"contract:{request.customer_number.strip().upper()}"
+    failures = await store.failures_of(key)
+    if failures.locked(now):
+        raise CommandError("account_locked")
+    customer = await store.customer(request.customer_number.strip())
+    contract = (customer or {}).get("contracts", {}).get(request.contract_number.strip())
+    if customer is None or contract is None:
+        await record_failure(store, key, failures, now)
+        raise CommandError("invalid_credentials")
+    await store.clear_failures(key)
+    return await open_session(ctx, store, now, user_id=f"contract:{customer['_id']}:{contract['contract_number']}",
+                              role=Role.CUSTOMER, customer_number=customer["_id"],
+                              contract_number=contract["contract_number"], lifetime=domain.SESSION_DEFAULT,
+                              user=None)
+
+
+async def open_session(ctx: CommandContext, store: AccountStore, now: datetime, *, user_id: str, role: Role,
+                       customer_number: str | None, contract_number: str | None, lifetime: timedelta,
+                       user: Document | None) -> api.Session:
+    token, claims = issue_token(ctx.instance.settings.token_secret.get_secret_value(), user_id=user_id, role=role,
+                                now=now, lifetime=lifetime, customer_number=customer_number,
+                                contract_number=contract_number)
+    await store.add_session({"_id": claims.session_id, "user_id": user_id, "created_at": now,
+                             "expires_at": claims.expires_at, "revoked_at": None})
+    return api.Session(access_token=token, expires_at=claims.expires_at, user=api.UserSummary(
+        id=user_id, email=user["email"] if user else None, username=user["username"] if user else None,
+        role=role.value, language=user.get("language", ctx.language) if user else ctx.language,
+        customer_number=customer_number, contract_number=contract_number))
+
+
+@router.command("accounts.logout", api.Logout, access=Access.AUTH)
+async def logout(request: api.Logout, ctx: CommandContext) -> None:
+    claims, now = ctx.caller, now_utc()
+    revoked = api.SessionRevoked(session_id=claims.session_id, user_id=claims.user_id, revoked_at=now,
+                                 until=claims.expires_at)
+    # Refused here at once; the event tells every other service.
+    await ctx.instance.revocations.add(revoked)
+    await store_of(ctx).revoke_session(claims.session_id, now, [revoked])
+
+
+# --- passwords and usernames ----------------------------------------------------------------------
+
+@router.command("accounts.request_password_reset", api.RequestPasswordReset, access=Access.ANYONE)
+async def request_password_reset(request: api.RequestPasswordReset, ctx: CommandContext) -> None:
+    store, now = store_of(ctx), now_utc()
+    email_key = domain.normalise_login(request.email)
+    if not await allowed_to_mail(store, "reset", email_key, now):
+        return
+    user = await store.user_by_email(email_key)
+    if user is None:
+        return  # the same `ok`: nothing tells whether the address exists
+    reset = domain.new_token(now, domain.RESET_VALID)
+    await store.change_user({"_id": user["_id"]}, {"$set": {
+        "reset_digest": reset.digest, "reset_expires_at": reset.expires_at}}, [
+        api.PasswordResetRequested(**recipient(user), reset_url=link(ctx, "reset-password", reset.token),
+                                   expires_at=reset.expires_at)])
+
+
+@router.command("accounts.reset_password", api.ResetPassword, access=Access.ANYONE)
+async def reset_password(request: api.ResetPassword, ctx: CommandContext) -> None:
+    store, now = store_of(ctx), now_utc()
+    digest = domain.token_digest(request.token)
+    user = await store.users.find_one({"reset_digest": digest})
+    if user is None or expired(user["reset_expires_at"], now):
+        raise CommandError("token_invalid")
+    problem = domain.password_problem(request.password, request.password_confirm,
+                                      username=user["username"], email=user["email"])
+    if problem:
+        raise CommandError(problem, fields={"password": problem})
+    revoked = api.SessionRevoked(user_id=user["_id"], revoked_at=now, until=now + domain.SESSION_REMEMBERED)
+    changed = await store.change_user(
+        {"_id": user["_id"], "reset_digest": digest},
+        {"$set": {"password_hash": await new_hash(request.password), "reset_digest": None,
+                  "reset_expires_at": None}},
+        [api.PasswordChanged(**recipient(user)), revoked], ctx.message_id)
+    if changed is None:
+        raise CommandError("token_invalid")  # used a moment ago
+    await ctx.instance.revocations.add(revoked)
+    await store.clear_failures(user["email_key"])
+    await store.clear_failures(user["username_key"])
+
+
+@router.command("accounts.change_password", api.ChangePassword, access=Access.AUTH)
+async def change_password(request: api.ChangePassword, ctx: CommandContext) -> None:
+    store = store_of(ctx)
+    user = await own_user(ctx, store)
+    if not await check_password(user["password_hash"], request.current_password):
+        raise CommandError("invalid_credentials", fields={"current_password": "invalid_credentials"})
+    problem = domain.password_problem(request.password, request.password_confirm,
+                                      username=user["username"], email=user["email"])
+    if problem:
+        raise CommandError(problem, fields={"password": problem})
+    await store.change_user({"_id": user["_id"]}, {"$set": {"password_hash": await new_hash(request.password)}},
+                            [api.PasswordChanged(**recipient(user))], ctx.message_id)
+
+
+@router.command("accounts.recover_username", api.RecoverUsername, access=Access.ANYONE)
+async def recover_username(request: api.RecoverUsername, ctx: CommandContext) -> None:
+    store, now = store_of(ctx), now_utc()
+    email_key = domain.normalise_login(request.email)
+    if not await allowed_to_mail(store, "username", email_key, now):
+        return
+    user = await store.user_by_email(email_key)
+    profile = (user or {}).get("profile") or {}
+    if user is None or not (same_name(profile.get("first_name"), request.first_name)
+                            and same_name(profile.get("last_name"), request.last_name)):
+        return  # the same `ok`: nothing tells whether the address exists
+    await store.change_user({"_id": user["_id"]}, {"$set": {"username_reminded_at": now}},
+                            [api.UsernameReminderRequested(**recipient(user), username=user["username"])])
+
+
+def same_name(stored: str | None, given: str) -> bool:
+    return stored is not None and stored.strip().casefold() == given.strip().casefold()
+
+
+# --- profile, terms, contacts, contracts ------------------------------------------------------------
+
+async def own_user(ctx: CommandContext, store: AccountStore) -> Document:
+    user = await store.user(ctx.caller.user_id)
+    if user is None:  # a contract sign-in has no user profile
+        raise CommandError("not_found")
+    return user
+
+
+def profile_of(user: Document) -> api.Profile:
+    profile = user.get("profile") or {}
+    return api.Profile(
+        user_id=user["_id"], email=user["email"], pending_email=user.get("pending_email"),
+        username=user["username"], role=user["role"], status=user["status"],
+        customer_number=user.get("customer_number"), language=user.get("language", "en"),
+        country=user.get("country"), terms_version=user.get("terms_version"),
+        privacy_version=user.get("privacy_version"), **profile)
+
+
+def profile_updated(user: Document, version: int) -> api.ProfileUpdated:
+    profile = user.get("profile") or {}
+    return api.ProfileUpdated(**recipient(user), username=user["username"], customer_number=user.get("customer_number"),
+                              communication=api.Communication(**profile.get("communication", {})),
+                              subscriptions=profile.get("subscriptions", []), version=version)
+
+
+@router.command("accounts.get_profile", api.GetProfile, access=Access.AUTH)
+async def get_profile(request: api.GetProfile, ctx: CommandContext) -> api.Profile:
+    return profile_of(await own_user(ctx, store_of(ctx)))
+
+
+@router.command("accounts.update_profile", api.UpdateProfile, access=Access.AUTH)
+async def update_profile(request: api.UpdateProfile, ctx: CommandContext) -> api.Profile:
+    store, now = store_of(ctx), now_utc()
+    user = await own_user(ctx, store)
+    changes = request.model_dump(exclude_unset=True, exclude={"email", "language", "country"}, mode="json")
+    fields: Document = {f"profile.{name}": value for name, value in changes.items()}
+    for name in ("language", "country"):
+        if getattr(request, name) is not None:
+            fields[name] = getattr(request, name)
+    events: list[Event] = []
+    new_email = request.email if request.email and domain.normalise_login(request.email) != user["email_key"] \
+        else None
+    if new_email:  # takes effect once confirmed from the new address
+        confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
+        fields.update(pending_email=new_email, confirmation_digest=confirmation.digest,
+                      confirmation_expires_at=confirmation.expires_at)
+        events.append(api.EmailConfirmationRequested(
+            **{**recipient(user), "email": new_email}, username=user["username"],
+            confirmation_url=link(ctx, "confirm-email", confirmation.token), expires_at=confirmation.expires_at))
+    preview = apply_profile(user, fields)
+    events.append(profile_updated(preview, user.get("profile_version", 1) + 1))
+    updated = await store.change_user({"_id": user["_id"]}, {"$set": fields, "$inc": {"profile_version": 1}},
+                                      events, ctx.message_id)
+    return profile_of(updated or preview)
+
+
+def apply_profile(user: Document, fields: Document) -> Document:
+    """The user as it will read after `$set` of these (dotted) fields."""
+    result = {**user, "profile": dict(user.get("profile") or {})}
+    for path, value in fields.items():
+        if path.startswith("profile."):
+            result["profile"][path.removeprefix("profile.")] = value
+        else:
+            result[path] = value
+    return result
+
+
+@router.command("accounts.accept_terms", api.AcceptTerms, access=Access.AUTH)
+async def accept_terms(request: api.AcceptTerms, ctx: CommandContext) -> None:
+    store = store_of(ctx)
+    user = await own_user(ctx, store)
+    await store.change_user(
+        {"_id": user["_id"]},
+        {"$set": {"terms_version": request.terms_version, "privacy_version": request.privacy_version,
+                  "terms_accepted_at": now_utc()}},
+        [api.TermsAccepted(user_id=user["_id"], customer_number=user.get("customer_number"),
+                           terms_version=request.terms_version, privacy_version=request.privacy_version)],
+        ctx.message_id)
+
+
+def contact_owner(ctx: CommandContext) -> str:
+    """Contacts belong to the customer, so colleagues share them; a user without one keeps their own."""
+    claims = ctx.caller
+    return f"customer:{claims.customer_number}" if claims.customer_number else f"user:{claims.user_id}"
+
+
+@router.command("accounts.list_contacts", api.ListContacts, access=Access.AUTH)
+async def list_contacts(request: api.ListContacts, ctx: CommandContext) -> dict[str, Any]:
+    contacts = await store_of(ctx).contacts_of(contact_owner(ctx))
+    return {"items": [api.Contact(contact_id=contact["_id"], name=contact["name"], email=contact["email"],
+                                  phone=contact.get("phone")).model_dump() for contact in contacts]}
+
+
+@router.command("accounts.add_contact", api.AddContact, access=Access.AUTH)
+async def add_contact(request: api.AddContact, ctx: CommandContext) -> dict[str, Any]:
+    store = store_of(ctx)
+    contact_id = uuid.uuid5(uuid.NAMESPACE_URL, f"contact:{ctx.message_id}").hex if ctx.message_id \
+        else uuid.uuid4().hex
+    await store.add_contact({"_id": contact_id, "owner": contact_owner(ctx), "name": request.name,
+                             "email": request.email, "phone": request.phone})
+    return await list_contacts(api.ListContacts(), ctx)
+
+
+@router.command("accounts.list_contracts", api.ListContracts, access=Access.AUTH)
+async def list_contracts(request: api.ListContracts, ctx: CommandContext) -> dict[str, Any]:
+    claims = ctx.caller
+    customer = await store_of(ctx).customer(claims.customer_number) if claims.customer_number else None
+    contracts = [api.Contract(**stored) for stored in ((customer or {}).get("contracts") or {}).values()]
+    if claims.contract_number:  # a contract sign-in sees only its contract
+        contracts = [contract for contract in contracts if contract.contract_number == claims.contract_number]
+    return {"items": [api.ContractView(**contract.model_dump(),
+                                       term_months=domain.term_months(contract.start_date, contract.end_date)
+                                       ).model_dump(mode="json")
+                      for contract in sorted(contracts, key=lambda contract: contract.contract_number)]}
+
+
+# --- operators --------------------------------------------------------------------------------------
+
+@router.command("accounts.operator.provision_customer", api.ProvisionCustomer, access=Access.OPERATOR)
+async def provision_customer(request: api.ProvisionCustomer, ctx: CommandContext) -> None:
+    contracts = {contract.contract_number: contract.model_dump(mode="json") for contract in request.contracts}
+    await store_of(ctx).upsert_customer(
+        request.customer_number, {"name": request.name, "contracts": contracts, "provisioned_at": now_utc()},
+        [api.CustomerProvisioned(customer_number=request.customer_number, customer_name=request.name,
+                                 contracts=request.contracts)])
+
+
+@router.command("accounts.operator.list_pending_verifications", api.ListPendingVerifications,
+                access=Access.OPERATOR)
+async def list_pending_verifications(request: api.ListPendingVerifications, ctx: CommandContext) -> Page[api.Profile]:
+    skip, limit = page_bounds(request.page, request.page_size)
+    users, total = await store_of(ctx).pending_verifications(skip, limit)
+    items = [profile_of(user).model_copy(update={"customer_number": user.get("requested_customer_number")})
+             for user in users]
+    return Page[api.Profile](items=items, total=total, page=request.page, page_size=request.page_size)
+
+
+@router.command("accounts.operator.decide_verification", api.DecideVerification, access=Access.OPERATOR)
+async def decide_verification(request: api.DecideVerification, ctx: CommandContext) -> api.Decided:
+    store = store_of(ctx)
+    user = await store.user(request.user_id)
+    if user is None:
+        raise CommandError("not_found")
+    if user["status"] != "pending_verification":
+        raise CommandError("conflict", fields={"user_id": f"status is {user['status']}"})
+    status = "active" if request.approve else "rejected"
+    customer = user.get("requested_customer_number") if request.approve else None
+    events: list[Event] = [api.VerificationDecided(**recipient(user), username=user["username"],
+                                                       approved=request.approve, reason=request.reason,
+                                                       customer_number=customer)]
+    if request.approve:
+        events.append(api.UserActivated(**recipient(user), username=user["username"], role=user["role"],
+                                        customer_number=customer))
+    changed = await store.change_user(
+        {"_id": user["_id"], "status": "pending_verification"},
+        {"$set": {"status": status, "customer_number": customer, "verification_reason": request.reason,
+                  "verified_by": ctx.caller.user_id}}, events, ctx.message_id)
+    if changed is None:
+        raise CommandError("conflict", fields={"user_id": "decided meanwhile"})
+    return api.Decided(user_id=user["_id"], status=status)
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+@router.event(DeviceProvisioned)
+async def remember_installed_device(event: DeviceProvisioned, ctx: EventContext) -> None:
+    await store_of(ctx).remember_device(event.serial_number, event.customer_number, event.version)
+
+
+async def bootstrap(instance: ServiceInstance) -> None:
+    """Indexes, the dummy hash for unknown users, and the first operator from the settings."""
+    store = AccountStore(instance.db)
+    await store.create_indexes()
+    instance.state["dummy_hash"] = await new_hash(uuid.uuid4().hex)
+    settings = instance.settings
+    email_key = domain.normalise_login(settings.bootstrap_operator_email)
+    if await store.user_by_email(email_key):
+        return
+    now = now_utc()
+    operator_id = uuid.uuid5(uuid.NAMESPACE_URL, f"operator:{email_key}").hex
+    try:
+        await store.users.insert_one({
+            "_id": operator_id, "email": settings.bootstrap_operator_email, "email_key": email_key,
+            "username": "operator", "username_key": "operator", "role": Role.OPERATOR.value,
+            "password_hash": await new_hash(settings.bootstrap_operator_password.get_secret_value()),
+            "language": "en", "country": None, "status": "active", "customer_number": None, "profile": {},
+            "profile_version": 1, "created_at": now, "confirmation_digest": None, "reset_digest": None})
+    except DuplicateKeyError:
+        # Another replica created it at the same moment, or someone took the username `operator`.
+        if not await store.user_by_email(email_key):
+            log.error("bootstrap operator not created: the username `operator` is taken")

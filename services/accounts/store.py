@@ -1,0 +1,153 @@
+"""The collections of accounts: users, sessions, customers, contacts, sign-in failures, installed base."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+
+from contracts.base import Event
+from services.accounts.domain import Failures
+from services.runtime.mongo import Database, Document, as_datetime
+from services.runtime.outbox import not_applied, with_events
+
+USERS, SESSIONS, CUSTOMERS, CONTACTS = "users", "sessions", "customers", "contacts"
+OUTBOX_COLLECTIONS = (USERS, SESSIONS, CUSTOMERS)
+
+
+class AccountStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.users = db[USERS]
+        self.sessions = db[SESSIONS]
+        self.customers = db[CUSTOMERS]
+        self.contacts = db[CONTACTS]
+        self.failures = db["login_failures"]
+        self.mail_requests = db["mail_requests"]
+        self.installed_base = db["installed_base"]
+
+    async def create_indexes(self) -> None:
+        await self.users.create_index("email_key", unique=True)
+        await self.users.create_index("username_key", unique=True)
+        await self.users.create_index("confirmation_digest")
+        await self.users.create_index("reset_digest")
+        await self.users.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        await self.sessions.create_index("expires_at", expireAfterSeconds=0)
+        await self.contacts.create_index("owner")
+        await self.failures.create_index("expires_at", expireAfterSeconds=0)
+        await self.mail_requests.create_index("expires_at", expireAfterSeconds=0)
+
+    # --- users -------------------------------------------------------------------------------
+
+    async def user(self, user_id: str) -> Document | None:
+        return await self.users.find_one({"_id": user_id})
+
+    async def user_by_login(self, login_key: str) -> Document | None:
+        return await self.users.find_one({"$or": [{"email_key": login_key}, {"username_key": login_key}]})
+
+    async def user_by_email(self, email_key: str) -> Document | None:
+        return await self.users.find_one({"email_key": email_key})
+
+    async def taken(self, *, email_key: str, username_key: str) -> str | None:
+        """`email_taken` or `username_taken` when another user has them."""
+        if await self.users.find_one({"email_key": email_key}, {"_id": 1}):
+            return "email_taken"
+        if await self.users.find_one({"username_key": username_key}, {"_id": 1}):
+            return "username_taken"
+        return None
+
+    async def insert_user(self, user: Document, events: Iterable[Event], command_id: str | None) -> None:
+        """Raises DuplicateKeyError when the e-mail, username or id exists already."""
+        fields = {key: value for key, value in user.items() if key != "_id"}
+        await self.users.update_one({"_id": user["_id"], **not_applied(command_id)},
+                                    with_events({"$set": fields}, events, command_id=command_id), upsert=True)
+
+    async def change_user(self, match: Document, update: Document, events: Iterable[Event] = (),
+                          command_id: str | None = None) -> Document | None:
+        """Apply `update` to the user matching `match` (and not changed by this command yet); the new document."""
+        return await self.users.find_one_and_update(
+            {**match, **not_applied(command_id)}, with_events(update, events, command_id=command_id),
+            return_document=ReturnDocument.AFTER)
+
+    async def pending_verifications(self, skip: int, limit: int) -> tuple[list[Document], int]:
+        query = {"status": "pending_verification"}
+        total = await self.users.count_documents(query)
+        cursor = self.users.find(query).sort("created_at", ASCENDING).skip(skip).limit(limit)
+        return [user async for user in cursor], total
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    async def add_session(self, session: Document) -> None:
+        await self.sessions.insert_one(session)
+
+    async def revoke_session(self, session_id: str, now: datetime, events: Iterable[Event]) -> bool:
+        revoked = await self.sessions.update_one(
+            {"_id": session_id, "revoked_at": None}, with_events({"$set": {"revoked_at": now}}, events))
+        return bool(revoked.modified_count)
+
+    # --- sign-in failures and mail requests ---------------------------------------------------
+
+    async def failures_of(self, key: str) -> Failures:
+        found = await self.failures.find_one({"_id": key})
+        if found is None:
+            return Failures(0, None, None)
+        return Failures(found["count"], as_datetime(found["window_start"]), as_datetime(found.get("locked_until")))
+
+    async def save_failures(self, key: str, failures: Failures, expires_at: datetime) -> None:
+        # replace, not $set: the TTL needs a real date, which nx-27017 keeps only on insert and replace
+        await self.failures.replace_one({"_id": key}, {
+            "count": failures.count, "window_start": failures.window_start,
+            "locked_until": failures.locked_until, "expires_at": expires_at}, upsert=True)
+
+    async def clear_failures(self, key: str) -> None:
+        await self.failures.delete_one({"_id": key})
+
+    async def count_mail_request(self, kind: str, email_key: str, now: datetime, window_end: datetime) -> int:
+        """How many mails of this kind this address asked for in the current window, this one included."""
+        key = f"{kind}:{email_key}"
+        found = await self.mail_requests.find_one_and_update(
+            {"_id": key}, {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": window_end}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        assert found is not None
+        return int(found["count"])
+
+    # --- customers, contacts, installed base ----------------------------------------------------
+
+    async def customer(self, customer_number: str) -> Document | None:
+        return await self.customers.find_one({"_id": customer_number})
+
+    async def upsert_customer(self, customer_number: str, fields: Document, events: Iterable[Event]) -> None:
+        await self.customers.update_one({"_id": customer_number}, with_events({"$set": fields}, events),
+                                        upsert=True)
+
+    async def contacts_of(self, owner: str) -> list[Document]:
+        return [contact async for contact in self.contacts.find({"owner": owner}).sort("name", ASCENDING)]
+
+    async def add_contact(self, contact: Document) -> None:
+        await self.contacts.update_one({"_id": contact["_id"]}, {"$setOnInsert": contact}, upsert=True)
+
+    async def serial_owner(self, serial_number: str) -> str | None:
+        device = await self.installed_base.find_one({"_id": serial_key(serial_number)})
+        return str(device["customer_number"]) if device else None
+
+    async def remember_device(self, serial_number: str, customer_number: str, version: int) -> None:
+        key = serial_key(serial_number)
+        known = await self.installed_base.find_one({"_id": key}, {"version": 1})
+        if known is not None and known.get("version", 0) > version:
+            return  # a newer copy arrived first
+        await self.installed_base.update_one(
+            {"_id": key}, {"$set": {"customer_number": customer_number, "version": version}}, upsert=True)
+
+
+def serial_key(serial_number: str) -> str:
+    return serial_number.strip().upper()
+
+
+def page_bounds(page: int, page_size: int) -> tuple[int, int]:
+    return (page - 1) * page_size, page_size
+
+
+def without_private(user: Document) -> dict[str, Any]:
+    return {key: value for key, value in user.items() if not key.endswith(("_digest", "_hash"))}
