@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -125,3 +125,13 @@ class EventTap:
             return bool(found)
         await eventually(arrived, timeout=timeout)
         return found[0]
+
+
+async def outcome(portal: PortalClient, command: str, body: Mapping[str, Any] | None = None,
+                  token: str | None = None) -> str:
+    """`ok`, or the error code the command was refused with."""
+    try:
+        await portal.call(command, dict(body or {}), token=token)
+    except PortalError as error:
+        return error.code
+    return "ok"

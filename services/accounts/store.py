@@ -96,9 +96,10 @@ class AccountStore:
         return Failures(found["count"], as_datetime(found["window_start"]), as_datetime(found.get("locked_until")))
 
     async def save_failures(self, key: str, failures: Failures, expires_at: datetime) -> None:
-        # replace, not $set: the TTL needs a real date, which nx-27017 keeps only on insert and replace
+        # replace, not $set: the TTL needs a real date, which nx-27017 keeps only on insert and replace;
+        # `_id` repeated in the document: nx-27017's upserting replace ignores the filter's.
         await self.failures.replace_one({"_id": key}, {
-            "count": failures.count, "window_start": failures.window_start,
+            "_id": key, "count": failures.count, "window_start": failures.window_start,
             "locked_until": failures.locked_until, "expires_at": expires_at}, upsert=True)
 
     async def clear_failures(self, key: str) -> None:

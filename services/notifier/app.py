@@ -1,7 +1,32 @@
-"""notifier's composition root: the service declaration its handlers register on."""
+"""notifier's composition root: the service declaration and what it answers, consumes and runs."""
 
 from __future__ import annotations
 
+from contracts.accounts import (
+    EmailConfirmationRequested,
+    PasswordResetRequested,
+    ProfileUpdated,
+    UserActivated,
+    UsernameReminderRequested,
+    UserRegistered,
+    VerificationDecided,
+)
+from contracts.notifier import ListDeliveries
+from services.notifier import handlers
+from services.runtime.commands import Access
 from services.runtime.service import Service
 
 service = Service("notifier", description="E-mail for every event above, in the recipient's language (CATALOG §7).")
+
+service.on_startup(handlers.create_indexes)
+service.background(handlers.retry_due_deliveries)
+
+service.command(ListDeliveries.routing_key, ListDeliveries, access=Access.OPERATOR)(handlers.list_deliveries)
+
+service.event(UserRegistered)(handlers.confirm_new_account)
+service.event(EmailConfirmationRequested)(handlers.confirm_email)
+service.event(PasswordResetRequested)(handlers.send_password_reset)
+service.event(UsernameReminderRequested)(handlers.send_username_reminder)
+service.event(VerificationDecided)(handlers.send_verification_decision)
+service.event(UserActivated)(handlers.remember_activated_user)
+service.event(ProfileUpdated)(handlers.remember_profile)

@@ -24,8 +24,10 @@ class RevocationStore:
         if known is not None:  # keep the later of both: a late, older event must not shorten it
             revoked_at = max(revoked_at, as_datetime(known["revoked_at"]) or revoked_at)
             until = max(until, as_datetime(known["until"]) or until)
-        # replace, not $set: nx-27017 keeps datetimes only on insert and replace (the TTL needs one)
-        await self.collection.replace_one({"_id": key}, {"revoked_at": revoked_at, "until": until}, upsert=True)
+        # replace, not $set: nx-27017 keeps datetimes only on insert and replace (the TTL needs one);
+        # `_id` repeated in the document: nx-27017's upserting replace ignores the filter's.
+        await self.collection.replace_one({"_id": key}, {"_id": key, "revoked_at": revoked_at, "until": until},
+                                          upsert=True)
 
     async def is_revoked(self, claims: Claims) -> bool:
         keys = [f"session:{claims.session_id}", f"user:{claims.user_id}"]

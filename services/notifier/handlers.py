@@ -1,0 +1,168 @@
+"""The notifier's handlers: keep recipients, turn account events into mails, retry, list deliveries.
+
+Each (event message_id, recipient address) is one `deliveries` document, inserted before the
+first attempt: a copy of the event finds it and sends nothing. The handler tries at once;
+a temporary failure leaves the delivery `retrying` for `retry_due_deliveries`, which any
+replica may run (a lease keeps two from sending the same one) and which resumes after a
+restart because the whole state is in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from contracts.accounts import (
+    EmailConfirmationRequested,
+    PasswordResetRequested,
+    ProfileUpdated,
+    Recipient,
+    UserActivated,
+    UsernameReminderRequested,
+    UserRegistered,
+    VerificationDecided,
+)
+from contracts.base import Page
+from contracts.notifier import Delivery, ListDeliveries
+from services.notifier.mailer import Mailer, Outcome
+from services.notifier.mails import compose, render
+from services.notifier.settings import NotifierSettings, notifier_settings
+from services.notifier.store import DeliveryStore, RecipientStore, delivery_id
+from services.runtime.commands import CommandContext
+from services.runtime.events import EventContext
+from services.runtime.mongo import Document
+
+if TYPE_CHECKING:
+    from services.runtime.service import ServiceInstance
+
+log = logging.getLogger(__name__)
+
+
+async def create_indexes(instance: ServiceInstance) -> None:
+    await RecipientStore(instance.db).create_indexes()
+    await DeliveryStore(instance.db).create_indexes()
+
+
+# --- recipients -------------------------------------------------------------------------------
+
+def _basics(event: Recipient) -> dict[str, Any]:
+    return {"email": event.email, "language": event.language, "first_name": event.first_name,
+            "last_name": event.last_name}
+
+
+async def remember_registered_user(event: UserRegistered, ctx: EventContext) -> None:
+    await RecipientStore(ctx.db).remember(event.user_id, {**_basics(event), "username": event.username}, version=0)
+
+
+async def remember_activated_user(event: UserActivated, ctx: EventContext) -> None:
+    log.info("%s: message_id=%s user_id=%s", ctx.event, ctx.message_id, event.user_id)
+    await RecipientStore(ctx.db).remember(
+        event.user_id, {**_basics(event), "username": event.username, "customer_number": event.customer_number},
+        version=0)
+
+
+async def remember_profile(event: ProfileUpdated, ctx: EventContext) -> None:
+    log.info("%s: message_id=%s user_id=%s version=%d", ctx.event, ctx.message_id, event.user_id, event.version)
+    fields = {**_basics(event), "username": event.username, "customer_number": event.customer_number,
+              "communication": event.communication.model_dump(), "subscriptions": event.subscriptions}
+    if not await RecipientStore(ctx.db).remember(event.user_id, fields, version=event.version):
+        log.info("older profile of user_id=%s ignored: version=%d", event.user_id, event.version)
+
+
+# --- mails ------------------------------------------------------------------------------------
+
+async def confirm_new_account(event: UserRegistered, ctx: EventContext) -> None:
+    await remember_registered_user(event, ctx)
+    await deliver(ctx, event, "account_confirmation", username=event.username,
+                  confirmation_url=event.confirmation_url)
+
+
+async def confirm_email(event: EmailConfirmationRequested, ctx: EventContext) -> None:
+    await deliver(ctx, event, "account_confirmation", username=event.username,
+                  confirmation_url=event.confirmation_url)
+
+
+async def send_password_reset(event: PasswordResetRequested, ctx: EventContext) -> None:
+    await deliver(ctx, event, "password_reset", reset_url=event.reset_url)
+
+
+async def send_username_reminder(event: UsernameReminderRequested, ctx: EventContext) -> None:
+    await deliver(ctx, event, "username_reminder", username=event.username)
+
+
+async def send_verification_decision(event: VerificationDecided, ctx: EventContext) -> None:
+    await deliver(ctx, event, "verification_decision", username=event.username, approved=event.approved,
+                  reason=event.reason)
+
+
+def _display_name(event: Recipient) -> str | None:
+    return " ".join(part for part in (event.first_name, event.last_name) if part) or None
+
+
+async def deliver(ctx: EventContext, event: Recipient, mail: str, **values: Any) -> None:
+    """Render `mail` for the event's recipient, store it once per (event, address), and try to send it."""
+    log.info("%s: message_id=%s user_id=%s mail=%s", ctx.event, ctx.message_id, event.user_id, mail)
+    settings = notifier_settings(ctx.instance)
+    name = _display_name(event)
+    rendered = render(mail, event.language, public_url=settings.public_url, name=name, **values)
+    message = compose(rendered, sender=settings.mail_from, to=event.email, to_name=name).as_string()
+    # Without a message_id the event cannot be recognised again; the runtime cannot deduplicate it either.
+    event_message_id = ctx.message_id or uuid.uuid4().hex
+    key = delivery_id(event_message_id, event.email)
+    store = DeliveryStore(ctx.db)
+    lease_id = await store.create(
+        {"_id": key, "event": ctx.event, "event_message_id": event_message_id, "mail": mail,
+         "user_id": event.user_id, "recipient": event.email.lower(), "address": event.email,
+         "language": rendered.language, "subject": rendered.subject, "message": message},
+        now=datetime.now(UTC), lease=timedelta(seconds=settings.notifier_lease_seconds))
+    if lease_id is None:
+        log.info("already mailed or being mailed: delivery=%s", key)
+        return
+    await attempt(store, Mailer(settings), settings,
+                  {"_id": key, "lease_id": lease_id, "attempts": 0, "address": event.email,
+                   "message": message})
+
+
+async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettings, delivery: Document) -> None:
+    """One attempt at a leased delivery; its outcome decides `sent`, `failed` or the next attempt."""
+    key, lease_id = delivery["_id"], delivery["lease_id"]
+    attempts = int(delivery["attempts"]) + 1
+    result = await mailer.send(delivery["message"], delivery["address"])
+    if result.outcome is Outcome.SENT:
+        await store.mark_sent(key, lease_id, attempts=attempts)
+        log.info("mail sent: delivery=%s attempt=%d", key, attempts)
+    elif result.outcome is Outcome.PERMANENT:
+        await store.mark_failed(key, lease_id, attempts=attempts, error=result.error or "refused")
+        log.warning("mail refused for good: delivery=%s error=%s", key, result.error)
+    elif attempts >= settings.notifier_max_attempts:
+        error = f"gave up after {attempts} attempts: {result.error}"
+        await store.mark_failed(key, lease_id, attempts=attempts, error=error)
+        log.warning("mail given up: delivery=%s error=%s", key, error)
+    else:
+        delay = settings.retry_delay(attempts)
+        await store.retry_later(key, lease_id, attempts=attempts, error=result.error or "temporary failure",
+                                at=datetime.now(UTC) + timedelta(seconds=delay))
+        log.warning("mail not sent, retrying in %.1f s: delivery=%s error=%s", delay, key, result.error)
+
+
+async def retry_due_deliveries(instance: ServiceInstance) -> None:
+    """Send every delivery whose next attempt is due, one at a time, while the service runs."""
+    settings = notifier_settings(instance)
+    store, mailer = DeliveryStore(instance.db), Mailer(settings)
+    lease = timedelta(seconds=settings.notifier_lease_seconds)
+    while True:
+        delivery = await store.claim_due(now=datetime.now(UTC), lease=lease)
+        if delivery is None:
+            await asyncio.sleep(settings.notifier_poll_seconds)
+            continue
+        await attempt(store, mailer, settings, delivery)
+
+
+# --- operator ---------------------------------------------------------------------------------
+
+async def list_deliveries(request: ListDeliveries, ctx: CommandContext) -> Page[Delivery]:
+    """Mails with their status (`sent`, `retrying`, `failed`), newest first; filter by recipient, event, status."""
+    return await DeliveryStore(ctx.db).page(request)

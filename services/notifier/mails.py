@@ -1,0 +1,77 @@
+"""Mails as text: jinja2 templates per language rendered into multipart/alternative messages.
+
+`templates/<language>/<mail>.txt.j2` holds the subject (block `subject`) and the plain text,
+`templates/<language>/<mail>.html.j2` the HTML, autoescaped; both extend the shared layouts,
+which add the footer in the same language. A new mail is two files per language.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+LANGUAGES = ("de", "en", "nb")
+FALLBACK_LANGUAGE = "en"
+
+_environment = Environment(
+    loader=PackageLoader("services.notifier", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False, default=False),
+    undefined=StrictUndefined,  # a misspelt variable fails the test that renders it, not a customer's mail
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    language: str
+    subject: str
+    text: str
+    html: str
+
+
+def mail_language(language: str | None) -> str:
+    return language if language in LANGUAGES else FALLBACK_LANGUAGE
+
+
+def render(mail: str, language: str | None, *, public_url: str, **values: Any) -> RenderedMail:
+    """The subject, text and HTML of `mail` in `language`, or in English for any other language."""
+    language = mail_language(language)
+    variables = {**values, "language": language, "public_url": public_url.rstrip("/") + "/"}
+    text_template = _environment.get_template(f"{language}/{mail}.txt.j2")
+    context = text_template.new_context(variables)
+    subject = "".join(text_template.blocks["subject"](context))
+    return RenderedMail(
+        language=language,
+        subject=" ".join(subject.split()),
+        text=text_template.render(variables),
+        html=_environment.get_template(f"{language}/{mail}.html.j2").render(variables),
+    )
+
+
+def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None = None,
+            now: datetime | None = None) -> EmailMessage:
+    """A multipart/alternative message (text, then HTML) marked as sent by a machine (RFC 3834)."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = sender
+    message["To"] = email.utils.formataddr((to_name, to)) if to_name else to
+    message["Subject"] = rendered.subject
+    message["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
+    return message
+
+
+def _domain_of(sender: str) -> str | None:
+    address = email.utils.parseaddr(sender)[1]
+    return address.rpartition("@")[2] or None

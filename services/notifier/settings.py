@@ -1,0 +1,42 @@
+"""The notifier's own `PORTAL_NOTIFIER_*` settings, on top of those every service reads."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from services.runtime.service import ServiceInstance
+
+
+class NotifierSettings(Settings):
+    # A temporarily refused mail is tried again after base, 2×base, 4×base, ... (at most max_delay).
+    notifier_retry_base_delay: float = 30.0
+    notifier_retry_max_delay: float = 3600.0
+    # Attempts before a temporarily failing mail is given up on and marked `failed` (~1 day at the defaults).
+    notifier_max_attempts: int = 12
+    # How often the retry loop looks for due mails.
+    notifier_poll_seconds: float = 1.0
+    # Every SMTP operation (connect, each command) gives up after this many seconds.
+    notifier_smtp_timeout: float = 30.0
+    # A sender holds a mail this long; a sender that died frees it after that. Longer than a whole
+    # SMTP conversation, so a slow sender is never overtaken by another replica.
+    notifier_lease_seconds: float = 300.0
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt."""
+        return float(min(self.notifier_retry_base_delay * 2 ** max(attempts - 1, 0), self.notifier_retry_max_delay))
+
+
+_settings: weakref.WeakKeyDictionary[ServiceInstance, NotifierSettings] = weakref.WeakKeyDictionary()
+
+
+def notifier_settings(instance: ServiceInstance) -> NotifierSettings:
+    """The instance's settings as NotifierSettings (the runtime builds a plain `Settings` when run as a process)."""
+    if isinstance(instance.settings, NotifierSettings):
+        return instance.settings
+    if instance not in _settings:
+        _settings[instance] = NotifierSettings(**dict(instance.settings))
+    return _settings[instance]

@@ -1,0 +1,144 @@
+"""The notifier's collections: `recipients` (who, in which language) and `deliveries` (each mail's state).
+
+nx-27017 (STACK_NOTES §3): every write is a single-document update with `$set`/`$unset` (no
+`$push` of subdocuments, no `$ne` in filters); booleans may read back as 1. It also stores a
+datetime that `$set` writes into an existing document as a string, which no date range then
+matches: so the two times the retry loop compares (`next_attempt_ms`, `lease_until_ms`) are
+UTC epoch milliseconds, `updated_at`/`sent_at` are written with `$currentDate`, and only
+`created_at` is a datetime from the insert. All of this runs unchanged on MongoDB.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from contracts.base import Page
+from contracts.notifier import Delivery, ListDeliveries
+from services.runtime.mongo import Database, Document
+
+RETRYING, SENT, FAILED = "retrying", "sent", "failed"
+TOUCH = {"updated_at": True}
+
+
+def delivery_id(event_message_id: str, recipient: str) -> str:
+    return f"{event_message_id}:{recipient.lower()}"
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class RecipientStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db.recipients
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index("email")
+
+    async def remember(self, user_id: str, fields: dict[str, Any], *, version: int) -> bool:
+        """Write `fields` unless a newer version is stored; False when it was older and ignored.
+
+        Events without a version (sign-up, activation) pass 0: they fill in a recipient no
+        profile update has described yet, and never overwrite one that has.
+        """
+        newer_than = {"$lt": version} if version > 0 else {"$lte": 0}
+        try:
+            await self.collection.update_one(
+                {"_id": user_id, "version": newer_than},
+                {"$set": {**fields, "version": version}, "$currentDate": TOUCH,
+                 "$setOnInsert": {"created_at": datetime.now(UTC)}},
+                upsert=True)
+        except DuplicateKeyError:
+            return False  # the recipient exists with a newer version: the upsert's insert collided
+        return True
+
+    async def get(self, user_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": user_id})
+
+
+class DeliveryStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db.deliveries
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index([("status", ASCENDING), ("next_attempt_ms", ASCENDING)])
+        await self.collection.create_index([("created_at", DESCENDING)])
+        await self.collection.create_index("recipient")
+        await self.collection.create_index("event")
+
+    async def create(self, document: Document, *, now: datetime, lease: timedelta) -> str | None:
+        """Store a new delivery, leased to the caller who sends it at once; its lease id, or None if it existed."""
+        lease_id = uuid.uuid4().hex
+        try:
+            await self.collection.insert_one({
+                **document, "status": RETRYING, "attempts": 0, "next_attempt_ms": epoch_ms(now), "last_error": None,
+                "lease_until_ms": epoch_ms(now + lease), "lease_id": lease_id, "created_at": now, "updated_at": now,
+                "sent_at": None})
+        except DuplicateKeyError:
+            return None
+        return lease_id
+
+    async def claim_due(self, *, now: datetime, lease: timedelta) -> Document | None:
+        """Lease the delivery whose next attempt is due longest, so no other replica sends it meanwhile."""
+        return await self.collection.find_one_and_update(
+            {"status": RETRYING, "next_attempt_ms": {"$lte": epoch_ms(now)}, "lease_until_ms": {"$lte": epoch_ms(now)}},
+            {"$set": {"lease_until_ms": epoch_ms(now + lease), "lease_id": uuid.uuid4().hex}},
+            sort=[("next_attempt_ms", ASCENDING)], return_document=ReturnDocument.AFTER)
+
+    async def mark_sent(self, key: str, lease_id: str, *, attempts: int) -> None:
+        # The body is dropped once final: it may hold a one-time link nobody needs any more.
+        await self.collection.update_one(
+            {"_id": key, "lease_id": lease_id},
+            {"$set": {"status": SENT, "attempts": attempts, "last_error": None, "lease_until_ms": 0},
+             "$currentDate": {**TOUCH, "sent_at": True}, "$unset": {"message": ""}})
+
+    async def mark_failed(self, key: str, lease_id: str, *, attempts: int, error: str) -> None:
+        await self.collection.update_one(
+            {"_id": key, "lease_id": lease_id},
+            {"$set": {"status": FAILED, "attempts": attempts, "last_error": error, "lease_until_ms": 0},
+             "$currentDate": TOUCH, "$unset": {"message": ""}})
+
+    async def retry_later(self, key: str, lease_id: str, *, attempts: int, error: str, at: datetime) -> None:
+        await self.collection.update_one(
+            {"_id": key, "lease_id": lease_id},
+            {"$set": {"status": RETRYING, "attempts": attempts, "next_attempt_ms": epoch_ms(at),
+                      "last_error": error, "lease_until_ms": 0},
+             "$currentDate": TOUCH})
+
+    async def get(self, key: str) -> Document | None:
+        return await self.collection.find_one({"_id": key})
+
+    async def page(self, request: ListDeliveries) -> Page[Delivery]:
+        query: Document = {}
+        if request.recipient is not None:
+            query["recipient"] = request.recipient.lower()
+        if request.event is not None:
+            query["event"] = request.event
+        if request.status is not None:
+            query["status"] = request.status
+        total = await self.collection.count_documents(query)
+        cursor = (self.collection.find(query, {"message": 0})
+                  .sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+                  .skip((request.page - 1) * request.page_size).limit(request.page_size))
+        items = [_delivery(document) async for document in cursor]
+        return Page[Delivery](items=items, total=total, page=request.page, page_size=request.page_size)
+
+
+def _delivery(document: Document) -> Delivery:
+    retrying = document["status"] == RETRYING
+    return Delivery(
+        id=document["_id"], event=document["event"], event_message_id=document["event_message_id"],
+        mail=document["mail"], recipient=document["recipient"], language=document["language"],
+        subject=document["subject"], status=document["status"], attempts=document["attempts"],
+        next_attempt_at=from_epoch_ms(document["next_attempt_ms"]) if retrying else None,
+        last_error=document.get("last_error"), created_at=document["created_at"],
+        updated_at=document["updated_at"], sent_at=document.get("sent_at"))

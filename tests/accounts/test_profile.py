@@ -1,0 +1,120 @@
+"""Profile, terms, contacts and contracts (CATALOG §2, OKI profile page, Canon contract portal)."""
+
+from __future__ import annotations
+
+from contracts.client import PortalClient, PortalError
+from services.runtime.service import ServiceInstance
+from services.runtime.settings import Settings
+from services.runtime.tokens import Role
+from tests.accounts.flows import signed_in
+from tests.builders import random_email, token_for, token_in
+from tests.support import EventTap
+
+OKI_PROFILE = {
+    "title": "Mr", "first_name": "Robert", "last_name": "Raut", "phone": "09846528418", "country": "IN",
+    "address": {"street1": "Infy Street1", "street2": "Infy Street2", "postal_code": "500001", "city": "Delhi",
+                "country": "India"},
+    "company": {"name": "Software", "vat_number": "Ak749244821", "customer_type": "Business User",
+                "position": "Admin Manager", "vertical": "Mining, Quarrying, and Oil", "employees": "250 - 999"},
+    "communication": {"email": True, "sms": False, "phone": True, "post": False},
+    "subscriptions": ["newsletter", "customer_events"],
+}
+
+
+async def test_a_profile_keeps_what_the_oki_profile_page_asks_for(accounts: ServiceInstance,
+                                                                  portal: PortalClient, tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    updated = await portal.call("accounts.update_profile", {**OKI_PROFILE, "language": "de"}, token=token)
+    profile = await portal.call("accounts.get_profile", {}, token=token)
+    assert updated == profile
+    assert profile["address"]["city"] == "Delhi" and profile["company"]["vat_number"] == "Ak749244821"
+    assert profile["communication"]["phone"] is True and profile["subscriptions"] == ["newsletter", "customer_events"]
+    assert (profile["language"], profile["email"]) == ("de", request["email"])
+    event = await tap.next("accounts.profile.updated")
+    assert (event["language"], event["first_name"], event["version"]) == ("de", "Robert", 2)
+
+
+async def test_an_update_changes_only_the_fields_it_names(accounts: ServiceInstance, portal: PortalClient,
+                                                          tap: EventTap) -> None:
+    _, token = await signed_in(portal, tap)
+    await portal.call("accounts.update_profile", OKI_PROFILE, token=token)
+    profile = await portal.call("accounts.update_profile", {"phone": "+47 22 00 00 00"}, token=token)
+    assert profile["phone"] == "+47 22 00 00 00" and profile["first_name"] == "Robert"
+
+
+async def test_a_new_email_takes_effect_only_once_confirmed_from_that_address(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    new_email = random_email()
+    profile = await portal.call("accounts.update_profile", {"email": new_email}, token=token)
+    assert (profile["email"], profile["pending_email"]) == (request["email"], new_email)
+    event = await tap.next("accounts.email_confirmation.requested", lambda body: body["email"] == new_email)
+    await portal.call("accounts.confirm_email", {"token": token_in(event["confirmation_url"])})
+    profile = await portal.call("accounts.get_profile", {}, token=token)
+    assert (profile["email"], profile["pending_email"]) == (new_email, None)
+    session = await portal.call("accounts.login", {"login": new_email, "password": request["password"]})
+    assert session["user"]["email"] == new_email
+
+
+async def test_accepting_terms_records_the_versions_and_tells_other_services(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    _, token = await signed_in(portal, tap)
+    await portal.call("accounts.accept_terms", {"terms_version": "2026-11", "privacy_version": "2026-10"},
+                      token=token)
+    profile = await portal.call("accounts.get_profile", {}, token=token)
+    assert (profile["terms_version"], profile["privacy_version"]) == ("2026-11", "2026-10")
+    await tap.next("accounts.terms.accepted", lambda body: body["terms_version"] == "2026-11")
+
+
+async def test_contacts_are_shared_by_the_users_of_one_customer_and_nobody_else(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    colleague, _ = token_for(settings, customer_number="C-1")
+    other_colleague, _ = token_for(settings, customer_number="C-1")
+    stranger, _ = token_for(settings, customer_number="C-2")
+    await portal.call("accounts.add_contact", {"name": "Anna Admin", "email": "anna@example.com"}, token=colleague)
+    shared = await portal.call("accounts.list_contacts", {}, token=other_colleague)
+    assert [contact["name"] for contact in shared["items"]] == ["Anna Admin"]
+    assert (await portal.call("accounts.list_contacts", {}, token=stranger))["items"] == []
+
+
+async def test_contracts_are_those_of_the_callers_customer(accounts: ServiceInstance, portal: PortalClient,
+                                                           settings: Settings) -> None:
+    operator, _ = token_for(settings, Role.OPERATOR)
+    for number, contract in (("C-1", "K-1"), ("C-2", "K-2")):
+        await portal.call("accounts.operator.provision_customer", {
+            "customer_number": number, "name": f"Customer {number}", "contracts": [{
+                "contract_number": contract, "type": "page_price", "start_date": "2025-01-01",
+                "end_date": "2025-12-31", "billing_period": "quarterly", "includes_consumables": True}]},
+            token=operator)
+    mine, _ = token_for(settings, customer_number="C-1")
+    contracts = (await portal.call("accounts.list_contracts", {}, token=mine))["items"]
+    assert contracts == [{"contract_number": "K-1", "type": "page_price", "start_date": "2025-01-01",
+                          "end_date": "2025-12-31", "billing_period": "quarterly", "includes_consumables": True,
+                          "term_months": 12}]
+
+
+async def test_provisioning_is_an_upsert_that_can_be_rerun(accounts: ServiceInstance, portal: PortalClient,
+                                                           settings: Settings, tap: EventTap) -> None:
+    operator, _ = token_for(settings, Role.OPERATOR)
+    body = {"customer_number": "C-9", "name": "Nine", "contracts": [
+        {"contract_number": "K-9", "type": "service", "start_date": "2025-01-01"}]}
+    await portal.call("accounts.operator.provision_customer", body, token=operator)
+    await portal.call("accounts.operator.provision_customer", {**body, "name": "Nine AS"}, token=operator)
+    assert await accounts.db.customers.count_documents({}) == 1
+    customer = await accounts.db.customers.find_one({"_id": "C-9"})
+    assert customer is not None and customer["name"] == "Nine AS"
+    await tap.next("accounts.customer.provisioned", lambda body: body["customer_name"] == "Nine AS")
+
+
+async def test_a_contract_ending_before_it_starts_is_refused(accounts: ServiceInstance, portal: PortalClient,
+                                                             settings: Settings) -> None:
+    operator, _ = token_for(settings, Role.OPERATOR)
+    try:
+        await portal.call("accounts.operator.provision_customer", {
+            "customer_number": "C-9", "name": "Nine", "contracts": [
+            {"contract_number": "K-9", "type": "x", "start_date": "2025-01-01", "end_date": "2024-01-01"}]},
+            token=operator)
+    except PortalError as error:
+        assert error.code == "validation_failed" and "contracts.0" in error.fields
+    else:
+        raise AssertionError("accepted a contract that ends before it starts")
