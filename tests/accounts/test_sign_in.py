@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -166,3 +167,12 @@ async def test_a_wrong_contract_number_is_invalid_credentials_and_locks_after_fi
     assert codes == ["invalid_credentials"] * 5 + ["account_locked"]
     assert await outcome(portal, "accounts.contract_login", {"customer_number": "100234", "contract_number": "K-1"}) \
         == "account_locked"
+
+
+async def test_a_two_megabyte_login_name_is_refused_at_once_while_others_are_served(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, _ = await active_user(portal, tap)
+    huge = asyncio.create_task(outcome(portal, "accounts.login", {"login": "x" * 2_000_000, "password": "p"}))
+    assert await outcome(portal, "accounts.login", {"login": request["email"], "password": request["password"]}) \
+        == "ok"
+    assert await huge == "validation_failed"
