@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 from services.runtime.settings import Settings
@@ -30,13 +29,11 @@ class NotifierSettings(Settings):
         return float(min(self.notifier_retry_base_delay * 2 ** max(attempts - 1, 0), self.notifier_retry_max_delay))
 
 
-_settings: weakref.WeakKeyDictionary[ServiceInstance, NotifierSettings] = weakref.WeakKeyDictionary()
-
-
 def notifier_settings(instance: ServiceInstance) -> NotifierSettings:
     """The instance's settings as NotifierSettings (the runtime builds a plain `Settings` when run as a process)."""
     if isinstance(instance.settings, NotifierSettings):
         return instance.settings
-    if instance not in _settings:
-        _settings[instance] = NotifierSettings(**dict(instance.settings))
-    return _settings[instance]
+    if "notifier_settings" not in instance.state:
+        instance.state["notifier_settings"] = NotifierSettings(**dict(instance.settings))
+    settings: NotifierSettings = instance.state["notifier_settings"]
+    return settings

@@ -103,6 +103,8 @@ async def open_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
 
 @sample.command("sample.slow", Slow, access=Access.ANYONE)
 async def slow(request: Slow, ctx: CommandContext) -> dict[str, Any]:
+    # Counts every run of the handler, which `not_applied` cannot hide: tells the claim's work apart.
+    await ctx.db.runs.update_one({"_id": request.note_id}, {"$inc": {"count": 1}}, upsert=True)
     await asyncio.sleep(request.seconds)
     return {"writes": await write_note(ctx, request.note_id, "slow")}
 

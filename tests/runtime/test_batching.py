@@ -63,3 +63,14 @@ async def test_results_keep_their_order(count: int) -> None:
 
     batcher: Batcher[int, int] = Batcher(flush)
     assert await asyncio.gather(*(batcher.submit(n) for n in range(count))) == list(range(count))
+
+
+async def test_a_failed_batch_does_not_strand_the_batches_queued_behind_it() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        if items == [0]:
+            raise RuntimeError("database down")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, max_size=1)
+    outcomes = await asyncio.wait_for(asyncio.gather(batcher.submit(0), batcher.submit(1), return_exceptions=True), 1)
+    assert isinstance(outcomes[0], RuntimeError) and outcomes[1] == 1

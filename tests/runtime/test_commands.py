@@ -119,7 +119,12 @@ async def test_a_refusal_is_also_answered_the_same_when_resent(service: ServiceI
                               "fields": {"text": "refused on purpose"}}
 
 
-async def test_two_copies_arriving_at_once_are_applied_once_and_answered_the_same(
+async def handler_runs(instance: ServiceInstance, note_id: str) -> int:
+    found = await instance.db.runs.find_one({"_id": note_id})
+    return int(found["count"]) if found else 0
+
+
+async def test_two_copies_arriving_at_once_run_the_handler_once_and_are_answered_the_same(
         service: ServiceInstance, portal: PortalClient) -> None:
     message_id = uuid.uuid4().hex
     copies = [portal.call("sample.slow", {"note_id": "n4", "seconds": 0.3}, message_id=message_id)
@@ -127,6 +132,23 @@ async def test_two_copies_arriving_at_once_are_applied_once_and_answered_the_sam
     first, second = await asyncio.gather(*copies)
     assert first == second == {"writes": 1}
     assert await notes_written(service, "n4") == 1
+    assert await handler_runs(service, "n4") == 1
+
+
+async def test_a_resent_message_id_gets_the_stored_reply_even_with_another_body(
+        service: ServiceInstance, portal: PortalClient) -> None:
+    message_id = uuid.uuid4().hex
+    first = await portal.send("sample.open_note", b'{"note_id": "p1", "text": "hi"}', message_id=message_id)
+    again = await portal.send("sample.open_note", b'{"note_id": 5}', message_id=message_id)
+    assert first == again and first["ok"]
+
+
+async def test_a_body_over_the_size_limit_is_refused_before_parsing(settings: Settings,
+                                                                    portal: PortalClient) -> None:
+    async with running(sample, settings.model_copy(update={"max_body_bytes": 1000})):
+        reply = await portal.send("sample.open_note", json.dumps({"note_id": "n", "text": "x" * 990}).encode())
+    assert reply["error"]["code"] == "validation_failed"
+    assert set(reply["error"]["fields"]) == {"body"}
 
 
 async def test_two_replicas_share_the_stored_replies(settings: Settings, portal: PortalClient) -> None:
@@ -137,6 +159,7 @@ async def test_two_replicas_share_the_stored_replies(settings: Settings, portal:
             for _ in range(4)])
         assert all(reply == {"writes": 1} for reply in replies)
         assert await notes_written(one, "n5") == 1
+        assert await handler_runs(one, "n5") == 1
 
 
 @pytest.mark.parametrize(("header", "expected"), [

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from contracts.client import PortalClient
+from services.runtime.mongo import mongo_client
 from services.runtime.settings import Settings
 from tests.builders import drain_queue, publish_event, random_id
 from tests.runtime.sample_service import CRASH_AFTER_WRITE, NoteAdded, listener, sample
@@ -82,6 +83,9 @@ async def test_sigterm_finishes_in_flight_commands_then_exits_and_leaves_the_res
         assert await asyncio.to_thread(process.wait, 20) == 0
     finally:
         process.kill()
+    async with mongo_client(settings.mongodb_url, 5000) as client:
+        note = await client[settings.database_name("sample")].notes.find_one({"_id": "a"})
+    assert note is not None and "outbox" not in note  # its event went out before the exit
     assert not waiting.done()
     async with running(sample, settings):
         assert await waiting == {"writes": 1}  # it waited in its durable queue, not lost

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from contracts.topology import dead_letter_queue, event_queue
+from services.runtime.events import retry_delay
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import drain_queue, publish_event, random_id
@@ -84,3 +85,8 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_the_last_atte
     await eventually(dead_lettered, timeout=20)
     assert [message.message_id for message in dead] == [message_id]
     assert await attempts(service, key) == settings.event_max_attempts
+
+
+def test_the_retry_delay_doubles_from_the_base_and_is_capped() -> None:
+    assert [retry_delay(attempt, 0.5) for attempt in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert retry_delay(20, 0.5) == 30.0

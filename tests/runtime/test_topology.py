@@ -49,6 +49,10 @@ async def test_every_queue_is_durable_and_dead_letters_into_its_own_dlq(
         await taken.reject(requeue=False)
         dead = await eventually_get(await channel.declare_queue(dead_letter_queue(queue), passive=True))
         assert dead.body == b"x"
+        for other in QUEUES:
+            if other != queue:  # a dead letter reaches its own DLQ only
+                stray = await channel.declare_queue(dead_letter_queue(other), passive=True)
+                assert await stray.get(fail=False) is None
 
 
 async def eventually_get(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:

@@ -1,0 +1,484 @@
+"""Bulk registration's Excel adapter: the template, the upload reader and the result file, as pure functions.
+
+Nothing here does I/O or knows the broker or the database: the service calls these through
+`asyncio.to_thread` and turns a `BulkFailure` into the upload's `failed` status and reason.
+
+Column keys travel in the header labels: every label of every language (and the key itself,
+e.g. `serial_number`) maps back to its key through `COLUMNS`, case, spacing and a trailing `*`
+ignored. So a German template filled in and uploaded by an English user still reads, and the
+header needs no hidden row or defined name that a user could delete without noticing.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from io import BytesIO
+from typing import Any, Final, Literal, overload
+
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
+from defusedxml.ElementTree import fromstring as parse_xml  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, WriteOnlyCell  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.styles import Alignment, Font, PatternFill  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.utils import get_column_letter  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.worksheet.datavalidation import DataValidation  # type: ignore[import-untyped, unused-ignore]
+
+if not openpyxl.DEFUSEDXML:  # uploads are untrusted XML: refuse to start rather than parse them unprotected
+    raise ImportError("services.registration.excel needs defusedxml, and OPENPYXL_DEFUSEDXML must not be False")
+
+Language = Literal["de", "en", "nb"]
+LANGUAGES: Final[tuple[Language, ...]] = ("de", "en", "nb")
+
+# CATALOG §3 and the OKI handbook: "Please restrict the number of devices to 25."
+MAX_DEVICES: Final = 25
+# An honest upload of 25 (or, with the limit raised, 10,000) devices unpacks to a few MB; 50 MB leaves room
+# for bloated styles and images while keeping openpyxl's shared strings and styles, which it holds in
+# memory, small. Deflate tops out near 1:1000, and sheet XML compresses 10-20 times, so a member over
+# 1 MB that unpacks more than 100 times its packed size is a bomb, not a spreadsheet.
+MAX_UNCOMPRESSED_BYTES: Final = 50 * 1024 * 1024
+MAX_COMPRESSION_RATIO: Final = 100
+RATIO_CHECKED_FROM_BYTES: Final = 1024 * 1024
+MAX_MEMBERS: Final = 1000
+# Excel's own last row and the widest header we look at: anything past them is not a device list.
+EXCEL_MAX_ROWS: Final = 1_048_576
+MAX_COLUMNS: Final = 64
+
+FailureReason = Literal[
+    "file_too_large", "not_a_spreadsheet", "spreadsheet_too_large", "too_many_rows", "missing_columns",
+    "duplicate_columns",
+]
+
+_WORKBOOK_CONTENT_TYPES: Final = frozenset({
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml",
+})
+_FORMULA_PREFIXES: Final = ("=", "+", "-", "@")
+_CONTROL_PREFIXES: Final = ("\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    required: bool
+    width: int
+    labels: dict[Language, str]
+    help: dict[Language, str]
+    example: str | date
+    text: bool = False  # formatted as text, so Excel keeps leading zeros and long serials as typed
+
+
+COLUMNS: Final[tuple[Column, ...]] = (
+    Column("serial_number", True, 18,
+           {"de": "Seriennummer", "en": "Serial number", "nb": "Serienummer"},
+           {"de": "Die Seriennummer vom Typenschild des Geräts.",
+            "en": "The serial number from the device's type plate.",
+            "nb": "Serienummeret fra enhetens typeskilt."},
+           "AK6C004746", text=True),
+    Column("purchase_date", True, 14,
+           {"de": "Kaufdatum", "en": "Purchase date", "nb": "Kjøpsdato"},
+           {"de": "Das Kaufdatum als Datum, nicht in der Zukunft. Innerhalb von 30 Tagen nach dem Kauf "
+                  "registriert, verlängert sich die Garantie.",
+            "en": "The date of purchase, as a date, not in the future. Registered within 30 days of purchase, "
+                  "the device gets the extended warranty.",
+            "nb": "Kjøpsdatoen som dato, ikke i fremtiden. Registreres enheten innen 30 dager etter kjøpet, "
+                  "får den utvidet garanti."},
+           date(2024, 4, 16)),
+    Column("friendly_name", False, 22,
+           {"de": "Gerätename", "en": "Device name", "nb": "Enhetsnavn"},
+           {"de": "Optional: ein Name, unter dem Sie das Gerät im Portal wiederfinden.",
+            "en": "Optional: a name to recognise the device by in the portal.",
+            "nb": "Valgfritt: et navn som gjør enheten lett å kjenne igjen i portalen."},
+           "Drucker 2. OG"),
+    Column("building_location", False, 22,
+           {"de": "Standort im Gebäude", "en": "Location in building", "nb": "Plassering i bygget"},
+           {"de": "Optional: wo im Gebäude das Gerät steht, z. B. Empfang.",
+            "en": "Optional: where in the building the device stands, e.g. reception.",
+            "nb": "Valgfritt: hvor i bygget enheten står, f.eks. resepsjonen."},
+           "Empfang"),
+    Column("contact_name", False, 22,
+           {"de": "Ansprechpartner", "en": "Contact name", "nb": "Kontaktperson"},
+           {"de": "Optional: wer vor Ort für das Gerät ansprechbar ist.",
+            "en": "Optional: the person to contact about the device on site.",
+            "nb": "Valgfritt: hvem som kan kontaktes om enheten på stedet."},
+           "Erika Mustermann"),
+    Column("street", False, 26,
+           {"de": "Straße", "en": "Street", "nb": "Gateadresse"},
+           {"de": "Straße und Hausnummer des Standorts. Bleiben alle Adressspalten leer, gilt die Kontaktadresse "
+                  "aus Ihrem Profil.",
+            "en": "Street and number where the device stands. Leave every address column empty to use the contact "
+                  "address of your profile.",
+            "nb": "Gate og husnummer der enheten står. La alle adressekolonnene stå tomme for å bruke "
+                  "kontaktadressen i profilen din."},
+           "Hauptstraße 1"),
+    Column("postal_code", False, 12,
+           {"de": "Postleitzahl", "en": "Postal code", "nb": "Postnummer"},
+           {"de": "Die Postleitzahl des Standorts.", "en": "The postal code of the location.",
+            "nb": "Postnummeret til stedet."},
+           "01067", text=True),
+    Column("city", False, 18,
+           {"de": "Ort", "en": "City", "nb": "Poststed"},
+           {"de": "Der Ort des Standorts.", "en": "The city of the location.", "nb": "Poststedet til stedet."},
+           "Dresden"),
+    Column("country", False, 10,
+           {"de": "Land", "en": "Country", "nb": "Land"},
+           {"de": "Das Land als Kürzel mit zwei Buchstaben, z. B. DE, AT, CH.",
+            "en": "The country as a two-letter code, e.g. DE, GB, NO.",
+            "nb": "Landet som kode på to bokstaver, f.eks. NO, SE, DK."},
+           "DE"),
+    Column("end_customer_name", False, 24,
+           {"de": "Endkunde", "en": "End customer", "nb": "Sluttkunde"},
+           {"de": "Nur für Händler: der Firmenname des Endkunden, für den Sie registrieren.",
+            "en": "Dealers only: the company name of the end customer you register for.",
+            "nb": "Kun for forhandlere: firmanavnet til sluttkunden du registrerer for."},
+           "Muster GmbH"),
+    Column("end_customer_email", False, 28,
+           {"de": "E-Mail des Endkunden", "en": "End customer e-mail", "nb": "Sluttkundens e-post"},
+           {"de": "Nur für Händler: die E-Mail-Adresse des Endkunden.",
+            "en": "Dealers only: the end customer's e-mail address.",
+            "nb": "Kun for forhandlere: sluttkundens e-postadresse."},
+           "it@muster.example"),
+)
+COLUMN_KEYS: Final[tuple[str, ...]] = tuple(column.key for column in COLUMNS)
+REQUIRED_KEYS: Final[tuple[str, ...]] = tuple(column.key for column in COLUMNS if column.required)
+
+DATA_SHEET: Final[dict[Language, str]] = {"de": "Geräte", "en": "Devices", "nb": "Enheter"}
+INSTRUCTIONS_SHEET: Final[dict[Language, str]] = {"de": "Anleitung", "en": "Instructions", "nb": "Instruksjoner"}
+RESULT_COLUMNS: Final = ("result", "message")
+
+_TEXT: Final[dict[Language, dict[str, str]]] = {
+    "en": {
+        "title": "Registering several devices",
+        "rows": "Enter one device per row on the sheet “{sheet}”, below the header row. At most {limit} devices "
+                "per file: a file with more is refused as a whole.",
+        "header": "Keep the header row; you may leave out or reorder optional columns. Columns marked * are "
+                  "required.",
+        "upload": "Upload the saved file under “Add multiple devices”. Each row is registered or rejected on its "
+                  "own; the result file, with the columns “result” and “message”, is sent by e-mail and can be "
+                  "downloaded from the portal.",
+        "column": "Column", "required": "Required", "description": "Description", "example": "Example",
+        "yes": "yes", "no": "no",
+        "date_title": "Purchase date", "date_prompt": "A date from 2000 on, not in the future.",
+        "date_error": "Enter the purchase date as a date, from 2000 on and not in the future.",
+    },
+    "de": {
+        "title": "Registrierung mehrerer Geräte",
+        "rows": "Tragen Sie auf dem Blatt „{sheet}“ unter der Kopfzeile ein Gerät pro Zeile ein. Höchstens {limit} "
+                "Geräte pro Datei: eine Datei mit mehr Geräten wird als Ganzes abgelehnt.",
+        "header": "Lassen Sie die Kopfzeile stehen; optionale Spalten dürfen fehlen oder umgestellt werden. Mit * "
+                  "markierte Spalten sind Pflicht.",
+        "upload": "Laden Sie die gespeicherte Datei unter „Mehrere Geräte hinzufügen“ hoch. Jede Zeile wird für "
+                  "sich registriert oder abgelehnt; die Ergebnisdatei mit den Spalten „result“ und „message“ "
+                  "erhalten Sie per E-Mail und im Portal.",
+        "column": "Spalte", "required": "Pflicht", "description": "Beschreibung", "example": "Beispiel",
+        "yes": "ja", "no": "nein",
+        "date_title": "Kaufdatum", "date_prompt": "Ein Datum ab 2000, nicht in der Zukunft.",
+        "date_error": "Bitte das Kaufdatum als Datum eingeben, ab 2000 und nicht in der Zukunft.",
+    },
+    "nb": {
+        "title": "Registrering av flere enheter",
+        "rows": "Før opp én enhet per rad på arket «{sheet}», under overskriftsraden. Høyst {limit} enheter per "
+                "fil: en fil med flere blir avvist i sin helhet.",
+        "header": "Behold overskriftsraden; valgfrie kolonner kan utelates eller flyttes. Kolonner merket * er "
+                  "obligatoriske.",
+        "upload": "Last opp den lagrede filen under «Legg til flere enheter». Hver rad registreres eller avvises "
+                  "for seg; resultatfilen, med kolonnene «result» og «message», sendes på e-post og kan lastes "
+                  "ned fra portalen.",
+        "column": "Kolonne", "required": "Obligatorisk", "description": "Beskrivelse", "example": "Eksempel",
+        "yes": "ja", "no": "nei",
+        "date_title": "Kjøpsdato", "date_prompt": "En dato fra 2000, ikke i fremtiden.",
+        "date_error": "Skriv kjøpsdatoen som dato, fra 2000 og ikke i fremtiden.",
+    },
+}
+_DATE_FORMAT: Final[dict[Language, str]] = {"de": "DD.MM.YYYY", "en": "YYYY-MM-DD", "nb": "DD.MM.YYYY"}
+
+
+def _normalise_label(label: str) -> str:
+    return " ".join(label.replace("*", " ").split()).casefold()
+
+
+def _keys_by_label() -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for column in COLUMNS:
+        for label in (column.key, *column.labels.values()):
+            known = keys.setdefault(_normalise_label(label), column.key)
+            if known != column.key:
+                raise ValueError(f"header label {label!r} means both {known} and {column.key}")
+    return keys
+
+
+_KEY_BY_LABEL: Final = _keys_by_label()
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRow:
+    number: int  # the row's number on the sheet, as the user sees it
+    values: dict[str, object]  # every key of COLUMNS; None where blank or where the upload lacks the column
+    cells: tuple[object, ...]  # the row as uploaded, aligned with BulkRows.header, for the result file
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRows:
+    header: tuple[str, ...]  # the labels as uploaded, up to the last non-empty one
+    keys: tuple[str | None, ...]  # the column key of each header cell, None for a column we do not know
+    rows: tuple[BulkRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkFailure:
+    reason: FailureReason
+    columns: tuple[str, ...] = ()  # the column keys concerned, for missing_columns and duplicate_columns
+    detail: str = ""  # for the log, in English; never file contents
+
+
+class _Unreadable(Exception):
+    """openpyxl failed on the file; its errors have no common base, so they are funnelled into this one."""
+
+
+def language_of(language: str) -> Language:
+    """`de`, `en`, `nb` (also as `de-AT`, `nb_NO`); anything else is English, as CATALOG §1 says."""
+    primary = language.strip().replace("_", "-").split("-")[0].casefold()
+    for known in LANGUAGES:
+        if primary == known:
+            return known
+    return "en"
+
+
+def bulk_template(language: str, *, max_rows: int = MAX_DEVICES) -> bytes:
+    lang = language_of(language)
+    text = _TEXT[lang]
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.title = DATA_SHEET[lang]
+    bold, fill = Font(bold=True), PatternFill("solid", fgColor="DDEBF7")
+    for index, column in enumerate(COLUMNS, start=1):
+        label = column.labels[lang] + (" *" if column.required else "")
+        cell = sheet.cell(row=1, column=index, value=label)
+        cell.font, cell.fill = bold, fill
+        cell.alignment = Alignment(vertical="center")
+        letter = get_column_letter(index)
+        dimension = sheet.column_dimensions[letter]
+        dimension.width = column.width
+        if column.text:
+            dimension.number_format = "@"
+        if isinstance(column.example, date):
+            dimension.number_format = _DATE_FORMAT[lang]
+            sheet.add_data_validation(_purchase_date_validation(letter, text))
+    sheet.freeze_panes = "A2"
+
+    guide = workbook.create_sheet(INSTRUCTIONS_SHEET[lang])
+    guide.column_dimensions["A"].width = 26
+    guide.column_dimensions["B"].width = 12
+    guide.column_dimensions["C"].width = 80
+    guide.column_dimensions["D"].width = 20
+    guide["A1"] = text["title"]
+    guide["A1"].font = Font(bold=True, size=14)
+    paragraphs = (text["rows"].format(sheet=DATA_SHEET[lang], limit=max_rows), text["header"], text["upload"])
+    for row, paragraph in enumerate(paragraphs, start=2):
+        guide.cell(row=row, column=1, value=paragraph)
+    table = len(paragraphs) + 3
+    for index, heading in enumerate(("column", "required", "description", "example"), start=1):
+        guide.cell(row=table, column=index, value=text[heading]).font = bold
+    for row, column in enumerate(COLUMNS, start=table + 1):
+        guide.cell(row=row, column=1, value=column.labels[lang])
+        guide.cell(row=row, column=2, value=text["yes" if column.required else "no"])
+        guide.cell(row=row, column=3, value=column.help[lang]).alignment = Alignment(wrap_text=True, vertical="top")
+        example = guide.cell(row=row, column=4, value=column.example)
+        if isinstance(column.example, date):
+            example.number_format = _DATE_FORMAT[lang]
+        elif column.text:
+            example.number_format = "@"
+    return _saved(workbook)
+
+
+def _purchase_date_validation(letter: str, text: dict[str, str]) -> Any:
+    # A data validation formula is evaluated when a cell is edited, so TODAY() keeps future dates out in Excel
+    # and LibreOffice; the service still checks, since other tools ignore validations.
+    validation = DataValidation(type="date", operator="between", formula1="DATE(2000,1,1)", formula2="TODAY()",
+                                allow_blank=True, showInputMessage=True, showErrorMessage=True,
+                                promptTitle=text["date_title"], prompt=text["date_prompt"],
+                                errorTitle=text["date_title"], error=text["date_error"])
+    validation.add(f"{letter}2:{letter}{EXCEL_MAX_ROWS}")
+    return validation
+
+
+def read_bulk_rows(content: bytes, *, max_rows: int, max_bytes: int,
+                   max_uncompressed: int = MAX_UNCOMPRESSED_BYTES) -> BulkRows | BulkFailure:
+    if len(content) > max_bytes:
+        return BulkFailure("file_too_large", detail=f"{len(content)} bytes, at most {max_bytes}")
+    refused = _inspect_package(content, max_uncompressed)
+    if refused is not None:
+        return refused
+    try:
+        workbook = openpyxl.load_workbook(BytesIO(content), read_only=True, data_only=True)
+    except Exception as error:  # a malformed package can raise almost anything inside openpyxl
+        return BulkFailure("not_a_spreadsheet", detail=f"openpyxl: {type(error).__name__}")
+    try:
+        return _read_rows(workbook, max_rows)
+    except _Unreadable as error:
+        return BulkFailure("not_a_spreadsheet", detail=f"openpyxl: {type(error.__cause__).__name__}")
+    finally:
+        workbook.close()
+
+
+def _inspect_package(content: bytes, max_uncompressed: int) -> BulkFailure | None:
+    """Refuse what is no xlsx, or would unpack too far, before openpyxl reads a byte of XML.
+
+    The sizes come from the zip's central directory, which an attacker writes; zipfile never returns more
+    than the stated size of a member (it stops there and fails the CRC), so they bound what openpyxl reads.
+    """
+    try:
+        archive = zipfile.ZipFile(BytesIO(content))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
+        return BulkFailure("not_a_spreadsheet", detail=f"not a zip: {type(error).__name__}")
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            return BulkFailure("spreadsheet_too_large", detail=f"{len(members)} parts")
+        total = 0
+        for member in members:
+            total += member.file_size
+            if (member.file_size > RATIO_CHECKED_FROM_BYTES
+                    and member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1)):
+                return BulkFailure("spreadsheet_too_large", detail=f"a part unpacks from {member.compress_size} "
+                                                                   f"to {member.file_size} bytes")
+        if total > max_uncompressed:
+            return BulkFailure("spreadsheet_too_large", detail=f"unpacks to {total} bytes")
+        names = {member.filename for member in members}
+        if "[Content_Types].xml" not in names:
+            return BulkFailure("not_a_spreadsheet", detail="no [Content_Types].xml")
+        try:
+            manifest = parse_xml(archive.read("[Content_Types].xml"))
+        except Exception as error:  # ParseError, defusedxml's refusals, zlib and CRC errors
+            return BulkFailure("not_a_spreadsheet", detail=f"content types: {type(error).__name__}")
+    workbook_parts = [element.get("PartName", "") for element in manifest.iter()
+                      if element.get("ContentType") in _WORKBOOK_CONTENT_TYPES]
+    if not any(part.lstrip("/") in names for part in workbook_parts):
+        return BulkFailure("not_a_spreadsheet", detail="no workbook part")
+    return None
+
+
+def _read_rows(workbook: Any, max_rows: int) -> BulkRows | BulkFailure:
+    titles = set(DATA_SHEET.values())
+    sheets = [sheet for sheet in workbook.worksheets if sheet.title in titles] or workbook.worksheets[:1]
+    if not sheets:
+        return BulkFailure("missing_columns", REQUIRED_KEYS, detail="no worksheet")
+    sheet = sheets[0]
+    # The stated dimension is the file's claim, not a fact: openpyxl pads every row to it and appends empty rows
+    # up to it, so a claim of A1:XFD1000000000 would cost hours. Without it, only the XML's own rows are read.
+    sheet.reset_dimensions()
+    header: tuple[str, ...] | None = None
+    keys: tuple[str | None, ...] = ()
+    rows: list[BulkRow] = []
+    blank: object = None
+    for number, cells in enumerate(_values(sheet), start=1):
+        if number > EXCEL_MAX_ROWS:  # only a row numbered past Excel's last one gets here, after gap-filling
+            return BulkFailure("spreadsheet_too_large", detail="a row past Excel's last row")
+        if cells is blank:  # openpyxl yields one shared tuple for every row missing from the XML
+            continue
+        values = tuple(_read_value(value) for value in cells)
+        if all(value is None for value in values):
+            blank = cells
+            continue
+        if header is None:
+            header, keys = _header(values)
+            refused = _check_header(keys)
+            if refused is not None:
+                return refused
+            continue
+        if len(rows) == max_rows:
+            return BulkFailure("too_many_rows", detail=f"more than {max_rows} rows")
+        found: dict[str, object] = dict.fromkeys(COLUMN_KEYS)
+        for key, value in zip(keys, values, strict=False):
+            if key is not None:
+                found[key] = value
+        rows.append(BulkRow(number, found, values[:len(header)]))
+    if header is None:
+        return BulkFailure("missing_columns", REQUIRED_KEYS, detail="no header row")
+    return BulkRows(header, keys, tuple(rows))
+
+
+def _values(sheet: Any) -> Iterator[tuple[object, ...]]:
+    try:
+        yield from sheet.iter_rows(min_row=1, max_col=MAX_COLUMNS, values_only=True)
+    except Exception as error:  # truncated parts, refused entities, CRC errors, bad XML...
+        raise _Unreadable from error
+
+
+def _read_value(value: object) -> object:
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, datetime) and value.time() == time() and value.tzinfo is None:
+        return value.date()  # Excel has no date type; a date is a datetime at midnight
+    return value
+
+
+def _header(values: tuple[object, ...]) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
+    width = max(index for index, value in enumerate(values, start=1) if value is not None)
+    labels = tuple("" if value is None else str(value) for value in values[:width])
+    return labels, tuple(_KEY_BY_LABEL.get(_normalise_label(label)) for label in labels)
+
+
+def _check_header(keys: tuple[str | None, ...]) -> BulkFailure | None:
+    missing = tuple(key for key in REQUIRED_KEYS if key not in keys)
+    if missing:
+        return BulkFailure("missing_columns", missing, detail="required columns not in the header")
+    present = [key for key in keys if key is not None]
+    duplicated = tuple(key for key in COLUMN_KEYS if present.count(key) > 1)
+    if duplicated:
+        return BulkFailure("duplicate_columns", duplicated, detail="columns given twice")
+    return None
+
+
+def result_workbook(header: Sequence[str], rows: Iterable[tuple[Sequence[object], str, str]]) -> bytes:
+    """The uploaded rows, each followed by its `result` and `message`, every cell safe to open in Excel."""
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet("Results")
+    width = len(header)
+    for index in range(1, width + 1):
+        sheet.column_dimensions[get_column_letter(index)].width = 18
+    sheet.column_dimensions[get_column_letter(width + 2)].width = 60
+    sheet.freeze_panes = "A2"
+    bold = Font(bold=True)
+    labels = [*header, *RESULT_COLUMNS]
+    sheet.append([WriteOnlyCell(sheet, value=_result_value(label), font=bold) for label in labels])
+    padding: list[object] = [None] * width
+    for cells, result, message in rows:
+        values = [_result_value(value) for value in cells[:width]]
+        values.extend(padding[len(values):])
+        values.extend((_result_value(result), _result_value(message)))
+        sheet.append(values)
+    return _saved(workbook)
+
+
+@overload
+def neutralise(value: str) -> str: ...
+@overload
+def neutralise(value: object) -> object: ...
+def neutralise(value: object) -> object:
+    """Text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, also after blanks, or a leading tab or
+    carriage return: OWASP's CSV injection list) gets a leading `'` and stays text; anything else is unchanged."""
+    if isinstance(value, str) and (value.startswith(_CONTROL_PREFIXES)
+                                   or value.lstrip().startswith(_FORMULA_PREFIXES)):
+        return "'" + value
+    return value
+
+
+def _result_value(value: object) -> object:
+    # Excel has no time zones; the portal's timestamps are UTC.
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, time) and value.tzinfo is not None:
+        return value.replace(tzinfo=None)
+    if value is None or isinstance(value, bool | int | float | Decimal | date | time | timedelta):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    return neutralise(ILLEGAL_CHARACTERS_RE.sub("", text))
+
+
+def _saved(workbook: Any) -> bytes:
+    buffer = BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()

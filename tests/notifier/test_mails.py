@@ -1,0 +1,157 @@
+"""The account mails: in the recipient's language, multipart, marked as automatic, escaped."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import pytest
+
+from contracts.accounts import Language
+from contracts.base import Event
+from services.notifier.mails import LANGUAGES, render
+from services.notifier.settings import NotifierSettings
+from services.runtime.service import ServiceInstance
+from tests.notifier.support import (
+    SmtpServer,
+    confirmation_requested,
+    publish,
+    random_email,
+    registered,
+    reminder_requested,
+    reset_requested,
+    verification_decided,
+)
+from tests.support import eventually
+
+
+@dataclass(frozen=True)
+class MailCase:
+    build: Callable[[str, Language], Event]
+    detail: Callable[[Event], str]  # what the body must carry: the link, the user name, the reason
+    subjects: dict[str, str]
+    phrases: dict[str, str]  # a sentence of the body, per language
+
+
+CASES = {
+    "account_confirmation": MailCase(
+        registered, lambda event: str(event.confirmation_url),  # type: ignore[attr-defined]
+        {"de": "Bitte bestätigen Sie Ihre E-Mail-Adresse", "en": "Please confirm your e-mail address",
+         "nb": "Bekreft e-postadressen din"},
+        {"de": "Guten Tag Christine Zimmermann,", "en": "Hello Christine Zimmermann,",
+         "nb": "Hei Christine Zimmermann,"}),
+    "account_confirmation_requested_again": MailCase(
+        confirmation_requested, lambda event: str(event.confirmation_url),  # type: ignore[attr-defined]
+        {"de": "Bitte bestätigen Sie Ihre E-Mail-Adresse", "en": "Please confirm your e-mail address",
+         "nb": "Bekreft e-postadressen din"},
+        {"de": "für den Benutzernamen czimmermann", "en": "for the user name czimmermann",
+         "nb": "for brukernavnet czimmermann"}),
+    "password_reset": MailCase(
+        reset_requested, lambda event: str(event.reset_url),  # type: ignore[attr-defined]
+        {"de": "Passwort zurücksetzen", "en": "Reset your password", "nb": "Tilbakestill passordet ditt"},
+        {"de": "der 1 Stunde gültig ist", "en": "which is valid for 1 hour", "nb": "som er gyldig i 1 time"}),
+    "username_reminder": MailCase(
+        lambda address, language: reminder_requested(address, language, username="c.zimmermann-77"),
+        lambda event: "c.zimmermann-77",
+        {"de": "Ihr Benutzername", "en": "Your user name", "nb": "Brukernavnet ditt"},
+        {"de": "Ihr Benutzername lautet: c.zimmermann-77", "en": "your user name is: c.zimmermann-77",
+         "nb": "brukernavnet ditt er: c.zimmermann-77"}),
+    "verification_approved": MailCase(
+        lambda address, language: verification_decided(address, language, approved=True),
+        lambda event: "czimmermann",
+        {"de": "Ihr Konto wurde freigeschaltet", "en": "Your account has been approved",
+         "nb": "Kontoen din er godkjent"},
+        {"de": "Sie können sich jetzt anmelden.", "en": "You can now sign in.", "nb": "Du kan nå logge inn."}),
+    "verification_rejected": MailCase(
+        lambda address, language: verification_decided(address, language, approved=False,
+                                                        reason="Seriennummer unbekannt"),
+        lambda event: "Seriennummer unbekannt",
+        {"de": "Ihr Konto wurde nicht freigeschaltet", "en": "Your account has not been approved",
+         "nb": "Kontoen din er ikke godkjent"},
+        {"de": "Begründung: Seriennummer unbekannt", "en": "Reason: Seriennummer unbekannt",
+         "nb": "Begrunnelse: Seriennummer unbekannt"}),
+}
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+async def only_mail_to(smtp: SmtpServer, address: str) -> EmailMessage:
+    async def arrived() -> bool:
+        return bool(smtp.mailbox.to(address))
+    await eventually(arrived)
+    [message] = smtp.mailbox.to(address)
+    return message
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+async def test_each_mail_arrives_in_the_recipients_language(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, case: MailCase) -> None:
+    languages: tuple[Language, ...] = ("de", "en", "nb")
+    sent = {language: case.build(random_email(), language) for language in languages}
+    for event in sent.values():
+        await publish(amqp_url, event)
+
+    for language, event in sent.items():
+        message = await only_mail_to(smtp, event.email)  # type: ignore[attr-defined]
+        text, html = parts(message)
+        assert message["Subject"] == case.subjects[language]
+        assert case.phrases[language] in text
+        assert case.detail(event) in text
+        assert case.detail(event) in html
+        assert message["Content-Language"] == language
+
+
+def test_a_language_without_templates_falls_back_to_english() -> None:
+    values = {"public_url": "https://service.example.test", "name": "Ola", "reset_url": "https://r.example/x"}
+    french = render("password_reset", "fr", **values)
+    assert french.language == "en"
+    assert french == render("password_reset", "en", **values)
+    assert french.subject == "Reset your password"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_mail_renders_in_every_language_with_the_footer(language: str) -> None:
+    values = {"name": None, "username": "u", "confirmation_url": "https://c.example/1",
+              "reset_url": "https://r.example/1", "approved": False, "reason": "r"}
+    for mail in ("account_confirmation", "password_reset", "username_reminder", "verification_decision"):
+        rendered = render(mail, language, public_url="https://service.example.test", **values)
+        assert rendered.language == language
+        assert rendered.subject and "\n" not in rendered.subject
+        assert "https://service.example.test/" in rendered.text
+        assert 'href="https://service.example.test/"' in rendered.html
+
+
+async def test_a_mail_is_multipart_alternative_from_the_portal_and_marked_auto_generated(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, notifier_settings: NotifierSettings) -> None:
+    event = reset_requested(random_email(), "de")
+    await publish(amqp_url, event)
+    message = await only_mail_to(smtp, event.email)
+
+    assert message.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+    assert message["From"] == notifier_settings.mail_from
+    assert message["To"] == f"Christine <{event.email}>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert re.fullmatch(r"<[^<>@\s]+@portal\.localhost>", message["Message-ID"])
+    assert email.utils.parsedate_to_datetime(message["Date"]).utcoffset() is not None
+    text, html = parts(message)
+    assert notifier_settings.public_url in text
+    assert f'href="{notifier_settings.public_url}/"' in html
+
+
+async def test_a_username_with_markup_arrives_escaped_in_the_html_part(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = reminder_requested(random_email(), "en", username="<script>x</script>")
+    await publish(amqp_url, event)
+    text, html = parts(await only_mail_to(smtp, event.email))
+
+    assert "<strong>&lt;script&gt;x&lt;/script&gt;</strong>" in html
+    assert "<script>" not in html
+    assert "your user name is: <script>x</script>" in text

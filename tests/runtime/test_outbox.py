@@ -1,0 +1,80 @@
+"""The outbox relay: nothing sent is lost, nothing unsent is cleared, leftovers go out unprompted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.runtime.mongo import Database, mongo_client
+from services.runtime.outbox import OutboxRelay, with_events
+from services.runtime.settings import Settings
+from services.runtime.topology import EVENTS
+from tests.runtime.sample_service import NoteAdded, listener, sample
+from tests.support import eventually, running
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    async with mongo_client(settings.mongodb_url, 5000) as client:
+        yield client[settings.database_name("sample")]
+
+
+class RecordingBroker:
+    """Stands in for the broker in relay unit tests: records, fails or writes meanwhile on demand."""
+
+    def __init__(self, *, fail: bool = False, during_publish: Any = None) -> None:
+        self.fail, self.during_publish = fail, during_publish
+        self.sent: list[str] = []
+
+    async def publish(self, body: Any, **options: Any) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append(options["message_id"])
+        if self.during_publish is not None:
+            action, self.during_publish = self.during_publish, None
+            await action()
+
+
+async def write_note(db: Database, note_id: str) -> None:
+    await db.notes.update_one({"_id": note_id}, with_events({"$set": {"text": "x"}},
+                                                            [NoteAdded(note_id=note_id, text="x")]), upsert=True)
+
+
+def relay_with(broker: RecordingBroker, db: Database) -> OutboxRelay:
+    return OutboxRelay(broker, EVENTS, db, ["notes"], poll_seconds=1)  # type: ignore[arg-type]
+
+
+async def pending(db: Database, note_id: str) -> int:
+    note = await db.notes.find_one({"_id": note_id})
+    return len((note or {}).get("outbox") or {})
+
+
+async def test_when_publishing_fails_the_entries_stay(db: Database) -> None:
+    await write_note(db, "n1")
+    with pytest.raises(ConnectionError):
+        await relay_with(RecordingBroker(fail=True), db).drain()
+    assert await pending(db, "n1") == 1
+
+
+async def test_an_entry_written_while_the_relay_publishes_is_not_cleared_unsent(db: Database) -> None:
+    await write_note(db, "n2")
+    broker = RecordingBroker(during_publish=lambda: write_note(db, "n2"))
+    relay = relay_with(broker, db)
+    assert await relay.drain() == 1
+    assert await pending(db, "n2") == 1
+    assert await relay.drain() == 1
+    assert await pending(db, "n2") == 0
+    assert len(set(broker.sent)) == 2
+
+
+async def test_entries_left_over_or_written_without_a_wake_are_published(settings: Settings, db: Database) -> None:
+    await write_note(db, "left-over")
+    async with running(listener, settings) as consumer, running(sample, settings):
+        async def seen(note_id: str) -> bool:
+            return await consumer.db.seen.find_one({"_id": note_id}) is not None
+
+        await eventually(lambda: seen("left-over"), timeout=5)
+        await write_note(db, "unannounced")  # no command, so nobody wakes the relay: the poll finds it
+        await eventually(lambda: seen("unannounced"), timeout=5)
