@@ -85,4 +85,5 @@ class HealthRequest(Command):
 class Health(BaseModel):
     service: str = Field(examples=["metering"])
     version: str = Field(examples=["0.1.0"])
-    status: str = Field(description="`ok` once connected to the broker and the database.", examples=["ok"])
+    status: str = Field(description="`ok` once connected to the broker and the database and consuming every queue; "
+                                    "`starting` before.", examples=["ok"])

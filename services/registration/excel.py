@@ -247,10 +247,11 @@ def language_of(language: str) -> Language:
 
 
 def bulk_template(language: str, *, max_rows: int = MAX_DEVICES) -> bytes:
+    """The xlsx users fill in: a data sheet with the header of COLUMNS, and a sheet explaining each column."""
     lang = language_of(language)
     text = _TEXT[lang]
     workbook = openpyxl.Workbook()
-    sheet = workbook.active
+    sheet: Any = workbook.active  # a new workbook's only worksheet
     sheet.title = DATA_SHEET[lang]
     bold, fill = Font(bold=True), PatternFill("solid", fgColor="DDEBF7")
     for index, column in enumerate(COLUMNS, start=1):
@@ -306,6 +307,11 @@ def _purchase_date_validation(letter: str, text: dict[str, str]) -> Any:
 
 def read_bulk_rows(content: bytes, *, max_rows: int, max_bytes: int,
                    max_uncompressed: int = MAX_UNCOMPRESSED_BYTES) -> BulkRows | BulkFailure:
+    """The devices of an uploaded xlsx, or why the whole file is refused.
+
+    Cheapest checks first: the byte size, then the zip's directory (a real xlsx, unpacking to a sane size),
+    and only then openpyxl, streaming the sheet and stopping at the first row over `max_rows`.
+    """
     if len(content) > max_bytes:
         return BulkFailure("file_too_large", detail=f"{len(content)} bytes, at most {max_bytes}")
     refused = _inspect_package(content, max_uncompressed)
@@ -443,7 +449,12 @@ def result_workbook(header: Sequence[str], rows: Iterable[tuple[Sequence[object]
     sheet.freeze_panes = "A2"
     bold = Font(bold=True)
     labels = [*header, *RESULT_COLUMNS]
-    sheet.append([WriteOnlyCell(sheet, value=_result_value(label), font=bold) for label in labels])
+    heading = []
+    for label in labels:
+        cell = WriteOnlyCell(sheet, value=_safe_text(label))
+        cell.font = bold
+        heading.append(cell)
+    sheet.append(heading)
     padding: list[object] = [None] * width
     for cells, result, message in rows:
         values = [_result_value(value) for value in cells[:width]]
@@ -474,8 +485,12 @@ def _result_value(value: object) -> object:
         return value.replace(tzinfo=None)
     if value is None or isinstance(value, bool | int | float | Decimal | date | time | timedelta):
         return value
-    text = value if isinstance(value, str) else str(value)
-    return neutralise(ILLEGAL_CHARACTERS_RE.sub("", text))
+    return _safe_text(value if isinstance(value, str) else str(value))
+
+
+def _safe_text(text: str) -> str:
+    legal: str = ILLEGAL_CHARACTERS_RE.sub("", text)  # control characters XML cannot carry
+    return neutralise(legal)
 
 
 def _saved(workbook: Any) -> bytes:

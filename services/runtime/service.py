@@ -100,7 +100,8 @@ class Service(Router):
     async def _health(self, request: HealthRequest, ctx: CommandContext) -> Health:
         """Answers `{"service", "version", "status": "ok"}` once the broker and the database answer."""
         await ctx.db.command("ping")
-        return Health(service=self.name, version=VERSION, status="ok")
+        # `starting` until every queue is declared and consumed: subscribers start concurrently.
+        return Health(service=self.name, version=VERSION, status="ok" if ctx.instance.ready else "starting")
 
     def instance(self, settings: Settings | None = None) -> ServiceInstance:
         return ServiceInstance(self, settings or Settings())
@@ -133,13 +134,12 @@ class ServiceInstance:
         self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
                                  poll_seconds=settings.outbox_poll_seconds)
         self.queues: list[str] = []
+        self.ready = False  # set once every subscriber consumes
         self.state: dict[str, Any] = {}  # what startup hooks prepare for the handlers of this process
         self._background: list[asyncio.Task[None]] = []
-        health = health_command(service.name)
         for event_spec in service.events:
             self._subscribe_event(event_spec)
-        # Health last: subscribers start in order, so once health answers every queue exists.
-        for spec in sorted(service.commands, key=lambda spec: spec.name == health):
+        for spec in service.commands:
             self._subscribe_command(spec)
         for event in service.emits:
             # Publishing goes through the outbox relay; this declaration documents the event.
@@ -203,9 +203,11 @@ class ServiceInstance:
         self.relay.start()
         for loop in self.service.background_loops:
             self._background.append(asyncio.create_task(_keep_running(loop, self), name=loop.__name__))
+        self.ready = True
         log.info("%s ready: %d queues", self.service.name, len(self.queues))
 
     async def _stop_consuming(self) -> None:
+        self.ready = False
         # Stop taking messages and let in-flight ones finish (up to graceful_timeout),
         # then publish what they wrote to the outbox while the connection is still open.
         for subscriber in self.broker.subscribers:
