@@ -6,11 +6,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aio_pika
 
+from contracts.base import FileObject
 from contracts.topology import EVENTS_EXCHANGE
 from services.runtime.settings import Settings
 from services.runtime.tokens import Claims, Role, issue_token
@@ -73,3 +74,21 @@ def sign_up(**overrides: Any) -> dict[str, Any]:
 
 def token_in(url: str) -> str:
     return url.split("token=", 1)[1]
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def proof(content: bytes = PDF, filename: str = "receipt.pdf", content_type: str = "application/pdf") -> dict[str, str]:
+    return FileObject.from_bytes(filename, content_type, content).model_dump()
+
+
+def random_serial(prefix: str = "AK6C") -> str:
+    return f"{prefix}{uuid.uuid4().int % 1_000_000:06d}"
+
+
+def device_registration(**overrides: Any) -> dict[str, Any]:
+    """A valid `registration.register_device` body for a C332 bought today."""
+    return {"serial_number": random_serial(), "purchase_date": date.today().isoformat(), "proof_of_purchase": proof(),
+            "warranty_accepted": True, "location": {"same_as_contact": True}, **overrides}

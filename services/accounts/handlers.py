@@ -491,7 +491,8 @@ async def decide_verification(request: api.DecideVerification, ctx: CommandConte
 
 @router.event(DeviceProvisioned)
 async def remember_installed_device(event: DeviceProvisioned, ctx: EventContext) -> None:
-    await store_of(ctx).remember_device(event.serial_number, event.customer_number, event.version)
+    if event.customer_number:  # a device of no customer yet is nobody's to join
+        await store_of(ctx).remember_device(event.serial_number, event.customer_number, event.version)
 
 
 async def bootstrap(instance: ServiceInstance) -> None:

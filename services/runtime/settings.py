@@ -35,8 +35,8 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     prefetch: int = 32
-    # Bigger command bodies are refused before parsing (a 5 MB upload is ~6.7 MB in base64).
-    max_body_bytes: int = 8 * 1024 * 1024
+    # Bigger command bodies are refused before parsing (a 5 MB upload is ~6.7 MB in base64, so a 7 MB one still gets `file_too_large`).
+    max_body_bytes: int = 10 * 1024 * 1024
     # Seconds SIGTERM waits for in-flight messages before the process exits anyway.
     graceful_timeout: float = 15.0
     # A failing event handler runs at most this many times, then its message is dead-lettered.

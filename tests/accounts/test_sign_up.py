@@ -124,7 +124,8 @@ async def test_resending_a_confirmation_answers_ok_whether_or_not_the_address_ex
 async def test_a_sign_up_with_a_matching_customer_and_serial_joins_that_customer(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap, amqp_url: str) -> None:
     await publish_event(amqp_url, DeviceProvisioned.routing_key, DeviceProvisioned(
-        serial_number="AK12345678", model="ES5431dn", customer_number="100234").model_dump(mode="json"))
+        device_id="d1", serial_number="AK12345678", model="ES5431dn", customer_number="100234",
+    ).model_dump(mode="json"))
 
     async def known() -> bool:
         return await accounts.db.installed_base.count_documents({"_id": "AK12345678"}) == 1
@@ -146,7 +147,8 @@ async def test_a_sign_up_that_cannot_be_matched_waits_for_an_operator_after_conf
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap, amqp_url: str,
         overrides: dict[str, str]) -> None:
     await publish_event(amqp_url, DeviceProvisioned.routing_key, DeviceProvisioned(
-        serial_number="AK12345678", customer_number="100234").model_dump(mode="json"))
+        device_id="d1", serial_number="AK12345678", model="ES5431dn", customer_number="100234",
+    ).model_dump(mode="json"))
 
     async def known() -> bool:
         return await accounts.db.installed_base.count_documents({"_id": "AK12345678"}) == 1

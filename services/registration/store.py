@@ -1,0 +1,94 @@
+"""The collections of registration: models, devices, proofs of purchase (GridFS), terms accepted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from gridfs import AsyncGridFSBucket
+from pymongo import ASCENDING
+
+from contracts.base import Event
+from contracts.registration import DeviceFilter, ProductModel
+from services.runtime.mongo import Database, Document
+from services.runtime.outbox import not_applied, with_events
+
+MODELS, DEVICES, CATALOGUE = "models", "devices", "catalogue"
+OUTBOX_COLLECTIONS = (CATALOGUE, DEVICES)
+
+
+class RegistrationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.models = db[MODELS]
+        self.devices = db[DEVICES]
+        self.terms = db["terms_accepted"]
+        self.proofs = AsyncGridFSBucket(db, bucket_name="proofs")
+
+    async def create_indexes(self) -> None:
+        await self.devices.create_index("serial_number", unique=True)
+        await self.devices.create_index([("customer_number", ASCENDING), ("visible", ASCENDING)])
+        await self.devices.create_index("registered_by")
+
+    async def all_models(self) -> list[ProductModel]:
+        return [ProductModel(**{key: value for key, value in stored.items() if key in ProductModel.model_fields})
+                async for stored in self.models.find({}).sort("_id", ASCENDING)]
+
+    async def model(self, name: str) -> ProductModel | None:
+        stored = await self.models.find_one({"_id": name})
+        return ProductModel(**{key: value for key, value in stored.items() if key in ProductModel.model_fields}) \
+            if stored else None
+
+    async def upsert_models(self, models: list[ProductModel], events: Iterable[Event]) -> None:
+        for model in models:
+            await self.models.update_one({"_id": model.model}, {"$set": model.model_dump()}, upsert=True)
+        # The event rides on the one catalogue document, written once per upsert.
+        await self.db[CATALOGUE].update_one({"_id": "catalogue"}, with_events({"$inc": {"upserts": 1}}, events),
+                                            upsert=True)
+
+    async def device(self, query: Document) -> Document | None:
+        return await self.devices.find_one(query)
+
+    async def insert_device(self, device: Document, events: Iterable[Event], command_id: str | None) -> None:
+        """Raises DuplicateKeyError when the serial (or this command's device) exists."""
+        fields = {key: value for key, value in device.items() if key != "_id"}
+        await self.devices.update_one({"_id": device["_id"], **not_applied(command_id)},
+                                      with_events({"$set": fields}, events, command_id=command_id), upsert=True)
+
+    async def change_device(self, device_id: str, update: Document, events: Iterable[Event],
+                            command_id: str | None) -> None:
+        await self.devices.update_one({"_id": device_id, **not_applied(command_id)},
+                                      with_events(update, events, command_id=command_id))
+
+    async def find_devices(self, visible_to: Document, filters: DeviceFilter) -> tuple[list[Document], int]:
+        query: Document = {**visible_to, "visible": True}
+        for field, path in (("model", "model"), ("city", "location.city"), ("postal_code", "location.postal_code"),
+                            ("location", "location.name")):
+            value = getattr(filters, field)
+            if value:
+                query[path] = {"$regex": re.escape(value), "$options": "i"}
+        if filters.serial_number:
+            query["serial_number"] = {"$regex": re.escape(filters.serial_number.replace(" ", "")), "$options": "i"}
+        if filters.text:
+            text = {"$regex": re.escape(filters.text), "$options": "i"}
+            query["$or"] = [{path: text} for path in ("serial_number", "model", "friendly_name", "location.name",
+                                                      "location.street", "location.city", "location.postal_code")]
+            if "$or" in visible_to:  # both conditions must hold
+                query["$and"] = [{"$or": visible_to["$or"]}, {"$or": query.pop("$or")}]
+                query.pop("$or", None)
+        total = await self.devices.count_documents(query)
+        cursor = self.devices.find(query).sort("serial_number", ASCENDING) \
+            .skip((filters.page - 1) * filters.page_size).limit(filters.page_size)
+        return [device async for device in cursor], total
+
+    async def accepted_terms(self, user_id: str) -> bool:
+        return await self.terms.find_one({"_id": user_id}) is not None
+
+    async def remember_terms(self, user_id: str, terms_version: str, privacy_version: str) -> None:
+        await self.terms.update_one({"_id": user_id}, {"$set": {"terms_version": terms_version,
+                                                                 "privacy_version": privacy_version}}, upsert=True)
+
+    async def store_proof(self, device_id: str, filename: str, content_type: str, content: bytes) -> Any:
+        return await self.proofs.upload_from_stream(filename, content,
+                                                    metadata={"device_id": device_id, "content_type": content_type})
