@@ -35,7 +35,8 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     prefetch: int = 32
-    # Bigger command bodies are refused before parsing (a 5 MB upload is ~6.7 MB in base64, so a 7 MB one still gets `file_too_large`).
+    # Bigger command bodies are refused before parsing: a 5 MB upload is ~6.7 MB in base64,
+    # so a 7 MB proof of purchase still gets `file_too_large`.
     max_body_bytes: int = 10 * 1024 * 1024
     # Seconds SIGTERM waits for in-flight messages before the process exits anyway.
     graceful_timeout: float = 15.0
