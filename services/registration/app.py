@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contracts import registration as api
+from services.registration import bulk, requests
 from services.registration.handlers import create_indexes, router
 from services.registration.store import OUTBOX_COLLECTIONS
 from services.runtime.service import Service
@@ -13,6 +14,6 @@ service = Service(
     outbox_collections=OUTBOX_COLLECTIONS,
     emits=[api.ModelsUpdated, api.DeviceProvisioned, api.DeviceRegisteredEvent, api.DeviceUpdated,
            api.DeviceDeregistered],
-    routers=[router],
+    routers=[router, bulk.router, requests.router],
 )
 service.on_startup(create_indexes)
