@@ -34,6 +34,7 @@ from typing import Any
 from contracts.base import Health
 from contracts.client import PortalClient
 from contracts.topology import SERVICES
+from deploy.local.demo import load_demo_catalogue
 from deploy.local.deps import (
     RABBITMQ_HOST,
     RABBITMQ_PORT,
@@ -46,6 +47,7 @@ from deploy.local.deps import (
     stop_process,
 )
 from deploy.local.mail_sink import start_mail_sink
+from services.runtime.settings import Settings
 
 log = logging.getLogger("deploy.local")
 
@@ -296,6 +298,8 @@ def main() -> int:
         stack.start_dependencies()
         stack.start_services()
         stack.wait_until_healthy(STARTUP_TIMEOUT)
+        models = asyncio.run(load_demo_catalogue(stack.amqp_url, Settings()))
+        log.info("demo catalogue loaded: %d OKI models", models)
         print_summary(stack, time.monotonic() - began)
         return stack.watch()
     except (DependencyError, StartupFailed) as error:

@@ -143,6 +143,8 @@ async def test_the_local_stack_starts_six_healthy_services_and_stops_everything_
         for service in SERVICES:
             health = await portal.health(service)
             assert (health.service, health.status) == (service, "ok")
+        # The demo catalogue is loaded: the seeds' C332 and its serial hint are known.
+        assert (await portal.call("registration.serial_hint", {"model": "C332"}))["hint"]
     await send_mail(runner.smtp_port, "from the test")
     assert len(list((runner.data_dir / "mail").glob("*.eml"))) == 1
 

@@ -7,21 +7,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from contracts.client import PortalClient
+from deploy.local.demo import OKI_MODELS
 from services.registration.app import service as registration_service
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import token_for
 from tests.support import running
-
-OKI_MODELS = [
-    {"model": "C332", "article_number": "46403102", "serial_pattern": "^AK6C[0-9]{6}$", "counters": ["mono", "color"],
-     "serial_hint": "On the label inside the front cover."},
-    {"model": "ES5431dn", "article_number": "01332801", "serial_pattern": "^AK5A[0-9]{6}$",
-     "counters": ["mono", "color"], "serial_hint": "On the rating plate at the back."},
-    {"model": "ES5462 MFP", "article_number": "01332901", "serial_pattern": "^AK5M[0-9]{6}$",
-     "counters": ["mono", "color", "scan"], "serial_hint": "On the rating plate below the scanner."},
-]
 
 
 @pytest.fixture
