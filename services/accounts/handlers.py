@@ -149,10 +149,7 @@ async def confirm_email(request: api.ConfirmEmail, ctx: CommandContext) -> api.C
 @router.command("accounts.resend_confirmation", api.ResendConfirmation, access=Access.ANYONE)
 async def resend_confirmation(request: api.ResendConfirmation, ctx: CommandContext) -> None:
     store, now = store_of(ctx), now_utc()
-    email_key = domain.normalise_login(request.email)
-    if not await allowed_to_mail(store, "confirmation", email_key, now):
-        return
-    user = await store.user_by_email(email_key)
+    user = await user_to_mail(store, "confirmation", request.email, now)
     if user is None or user["status"] != "pending_confirmation":
         return  # the same `ok`: nothing tells whether the address exists
     confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
@@ -163,10 +160,15 @@ async def resend_confirmation(request: api.ResendConfirmation, ctx: CommandConte
                                        expires_at=confirmation.expires_at)])
 
 
-async def allowed_to_mail(store: AccountStore, kind: str, email_key: str, now: datetime) -> bool:
-    """Caps the links mailed to one address, so nobody can flood a mailbox through us."""
-    count = await store.count_mail_request(kind, email_key, now, now + timedelta(hours=1))
-    return count <= MAIL_REQUESTS_PER_HOUR
+async def user_to_mail(store: AccountStore, kind: str, email: str, now: datetime) -> Document | None:
+    """The user to mail a link of this kind to; None for an unknown address or one mailed enough this hour.
+
+    The cap stops anyone flooding a mailbox through us; callers answer `{}` either way.
+    """
+    email_key = domain.normalise_login(email)
+    if await store.count_mail_request(kind, email_key, now, now + timedelta(hours=1)) > MAIL_REQUESTS_PER_HOUR:
+        return None
+    return await store.user_by_email(email_key)
 
 
 # --- sign-in and sessions ------------------------------------------------------------------------
@@ -254,10 +256,7 @@ async def logout(request: api.Logout, ctx: CommandContext) -> None:
 @router.command("accounts.request_password_reset", api.RequestPasswordReset, access=Access.ANYONE)
 async def request_password_reset(request: api.RequestPasswordReset, ctx: CommandContext) -> None:
     store, now = store_of(ctx), now_utc()
-    email_key = domain.normalise_login(request.email)
-    if not await allowed_to_mail(store, "reset", email_key, now):
-        return
-    user = await store.user_by_email(email_key)
+    user = await user_to_mail(store, "reset", request.email, now)
     if user is None:
         return  # the same `ok`: nothing tells whether the address exists
     reset = domain.new_token(now, domain.RESET_VALID)
@@ -308,10 +307,7 @@ async def change_password(request: api.ChangePassword, ctx: CommandContext) -> N
 @router.command("accounts.recover_username", api.RecoverUsername, access=Access.ANYONE)
 async def recover_username(request: api.RecoverUsername, ctx: CommandContext) -> None:
     store, now = store_of(ctx), now_utc()
-    email_key = domain.normalise_login(request.email)
-    if not await allowed_to_mail(store, "username", email_key, now):
-        return
-    user = await store.user_by_email(email_key)
+    user = await user_to_mail(store, "username", request.email, now)
     profile = (user or {}).get("profile") or {}
     if user is None or not (same_name(profile.get("first_name"), request.first_name)
                             and same_name(profile.get("last_name"), request.last_name)):

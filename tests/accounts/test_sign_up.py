@@ -121,8 +121,8 @@ async def test_resending_a_confirmation_answers_ok_whether_or_not_the_address_ex
     assert new["status"] == "active"
 
 
-async def test_a_sign_up_with_a_matching_customer_and_serial_joins_that_customer(
-        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, amqp_url: str) -> None:
+async def provision_serial(accounts: ServiceInstance, amqp_url: str) -> None:
+    """The installed base has AK12345678 at customer 100234, and accounts knows it."""
     await publish_event(amqp_url, DeviceProvisioned.routing_key, DeviceProvisioned(
         device_id="d1", serial_number="AK12345678", model="ES5431dn", customer_number="100234",
     ).model_dump(mode="json"))
@@ -130,6 +130,11 @@ async def test_a_sign_up_with_a_matching_customer_and_serial_joins_that_customer
     async def known() -> bool:
         return await accounts.db.installed_base.count_documents({"_id": "AK12345678"}) == 1
     await eventually(known)
+
+
+async def test_a_sign_up_with_a_matching_customer_and_serial_joins_that_customer(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, amqp_url: str) -> None:
+    await provision_serial(accounts, amqp_url)
     first, first_id = await active_user(portal, tap, customer_number="100234", serial_number="ak12345678 ")
     second, second_id = await active_user(portal, tap, customer_number="100234", serial_number="AK12345678")
     for user_id in (first_id, second_id):  # several users per customer, each with their own e-mail
@@ -146,13 +151,7 @@ async def test_a_sign_up_with_a_matching_customer_and_serial_joins_that_customer
 async def test_a_sign_up_that_cannot_be_matched_waits_for_an_operator_after_confirmation(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap, amqp_url: str,
         overrides: dict[str, str]) -> None:
-    await publish_event(amqp_url, DeviceProvisioned.routing_key, DeviceProvisioned(
-        device_id="d1", serial_number="AK12345678", model="ES5431dn", customer_number="100234",
-    ).model_dump(mode="json"))
-
-    async def known() -> bool:
-        return await accounts.db.installed_base.count_documents({"_id": "AK12345678"}) == 1
-    await eventually(known)
+    await provision_serial(accounts, amqp_url)
     _, user_id, token = await signed_up(portal, tap, **overrides)
     confirmed = await portal.call("accounts.confirm_email", {"token": token})
     assert confirmed == {"user_id": user_id, "status": "pending_verification"}
