@@ -229,3 +229,193 @@ class DeviceUpdated(DeviceState):
 
 class DeviceDeregistered(DeviceState):
     routing_key: ClassVar[str] = "registration.device.deregistered"
+
+
+# === claims of installed-base devices and address changes (services/registration/requests.py) ================
+
+RequestKind = Literal["same_location_claim", "address_change"]
+
+
+class ClaimDevice(Command):
+    """Adds an installed-base device to the caller's view: its serial and the postcode where it stands."""
+
+    routing_key: ClassVar[str] = "registration.claim_device"
+    serial_number: str = Serial
+    postal_code: str = Field(min_length=1, max_length=20, description="Of the device's location; case and spaces "
+                             "ignored.", examples=["0150"])
+
+
+class SameLocationDevice(BaseModel):
+    device_id: str
+    serial_number: str
+    model: str
+
+
+class ClaimedDevice(BaseModel):
+    device_id: str
+    same_location: list[SameLocationDevice] = Field(description="Other devices at the same address that the caller "
+                                                    "does not see yet; claim them with `claim_same_location`.")
+
+
+class SameLocationItem(Message):
+    """One device of `claim_same_location`, with the settings it gets once approved (unset: left as they are)."""
+
+    device_id: str = Field(min_length=1, max_length=64)
+    friendly_name: str | None = Field(default=None, max_length=100)
+    reminder_email: str | None = Field(default=None, max_length=254)
+    reminders: bool | None = None
+
+
+class ClaimSameLocation(Command):
+    """Asks for more devices at the address of a device the caller claimed; an operator approves."""
+
+    routing_key: ClassVar[str] = "registration.claim_same_location"
+    devices: list[SameLocationItem] = Field(min_length=1, max_length=200)
+
+
+class PendingRequest(BaseModel):
+    request_id: str
+    status: Literal["pending_approval"] = "pending_approval"
+
+
+class RequestAddressChange(Command):
+    """A permanent change of a device's address; once approved it applies to every device at that address."""
+
+    routing_key: ClassVar[str] = "registration.request_address_change"
+    device_id: str = Field(min_length=1, max_length=64)
+    address: Location
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ListRequests(PageRequest, Command):
+    routing_key: ClassVar[str] = "registration.operator.list_requests"
+    kind: RequestKind | None = None
+
+
+class RequestDevice(BaseModel):
+    """A device a request concerns, as it reads now, with the settings a claim asks for."""
+
+    device_id: str
+    serial_number: str
+    model: str
+    customer_number: str | None = None
+    contract_number: str | None = None
+    location: Location = Field(default_factory=Location)
+    friendly_name: str | None = None
+    reminder_email: str | None = None
+    reminders: bool | None = None
+
+
+class RequestView(BaseModel):
+    request_id: str
+    kind: RequestKind
+    status: str
+    requested_by: str
+    customer_number: str | None = None
+    requested_at: datetime | None = None
+    reason: str | None = None
+    location: Location = Field(default_factory=Location, description="The address the request is about.")
+    address: Location | None = Field(default=None, description="The new address (address changes).")
+    devices: list[RequestDevice] = Field(description="Claims: the devices asked for. Address changes: every device "
+                                         "at the old address, all of which move.")
+
+
+class DecideRequest(Command):
+    routing_key: ClassVar[str] = "registration.operator.decide_request"
+    request_id: str = Field(min_length=1, max_length=64)
+    approve: bool
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class Decision(BaseModel):
+    status: Literal["approved", "rejected"]
+
+
+class DeviceClaimed(DeviceState):
+    """A user added the device to their view (by serial and postcode, or by an approved same-location claim)."""
+
+    routing_key: ClassVar[str] = "registration.device.claimed"
+    claimed_by: str
+
+
+class RequestDecided(Event):
+    """An operator decided a claim or an address change; the notifier mails the requester."""
+
+    routing_key: ClassVar[str] = "registration.request.decided"
+    request_id: str
+    kind: str
+    approved: bool
+    reason: str | None = None
+    user_id: str = Field(description="Who asked.")
+    device_ids: list[str] = Field(default_factory=list, description="The devices claimed or moved.")
+    language: str = "en"
+
+
+# --- bulk registration from Excel files ---------------------------------------------------------------
+
+BulkStatus = Literal["queued", "processing", "processed", "failed"]
+
+
+class BulkTemplate(Command):
+    """The xlsx to fill in: one row per device, the columns of `register_device`, an instructions sheet."""
+
+    routing_key: ClassVar[str] = "registration.bulk_template"
+    language: str | None = Field(default=None, max_length=16, description="`de`, `en` or `nb`; else the "
+                                 "request's `accept-language`.", examples=["de"])
+
+
+class BulkUpload(Command):
+    """An xlsx of at most 25 devices (PORTAL_BULK_MAX_ROWS), registered in the background."""
+
+    routing_key: ClassVar[str] = "registration.bulk_upload"
+    file: FileObject
+    warranty_accepted: bool = Field(description="The uploader accepts the warranty statement once for every row.")
+
+
+class BulkUploadQueued(BaseModel):
+    upload_id: str
+    status: BulkStatus
+
+
+class ListBulkUploads(PageRequest, Command):
+    """The caller's own uploads, newest first."""
+
+    routing_key: ClassVar[str] = "registration.list_bulk_uploads"
+
+
+class BulkUploadSummary(BaseModel):
+    upload_id: str
+    filename: str
+    uploaded_at: datetime
+    status: BulkStatus
+    total: int = Field(description="Device rows in the file.")
+    processed: int = Field(description="Rows registered.")
+    unprocessed: int = Field(description="Rows rejected.")
+    processed_at: datetime | None = None
+    reason: str | None = Field(default=None, description="Why a `failed` upload was refused as a whole.",
+                               examples=["too_many_rows"])
+
+
+class BulkResult(Command):
+    """The result xlsx of a processed upload: `not_found` for another user's or a failed upload, `conflict`
+    while it is still queued or processing."""
+
+    routing_key: ClassVar[str] = "registration.bulk_result"
+    upload_id: str = Field(min_length=1, max_length=64)
+
+
+class BulkUploadCompleted(Event):
+    """A bulk upload was processed (each row registered or rejected) or failed as a whole."""
+
+    routing_key: ClassVar[str] = "registration.bulk_upload.completed"
+    upload_id: str
+    user_id: str
+    filename: str
+    status: BulkStatus
+    total: int
+    processed: int
+    unprocessed: int
+    reason: str | None = None
+    language: str = "en"
+    result_file: FileObject | None = Field(default=None, description="The result xlsx; left out when over ~5 MB "
+                                           "(fetch it with `registration.bulk_result`).")

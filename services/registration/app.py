@@ -13,7 +13,9 @@ service = Service(
     description="Product models, installed base, registered devices, warranty, bulk Excel registration (CATALOG §3).",
     outbox_collections=OUTBOX_COLLECTIONS,
     emits=[api.ModelsUpdated, api.DeviceProvisioned, api.DeviceRegisteredEvent, api.DeviceUpdated,
-           api.DeviceDeregistered],
+           api.DeviceDeregistered, api.DeviceClaimed, api.RequestDecided, api.BulkUploadCompleted],
     routers=[router, bulk.router, requests.router],
 )
 service.on_startup(create_indexes)
+service.on_startup(bulk.create_indexes)
+service.background(bulk.process_uploads)

@@ -27,12 +27,15 @@ def store_of(ctx: CommandContext | EventContext) -> RegistrationStore:
 
 
 def visible_to(claims: Claims) -> Document:
-    """Every device of the caller's customer (only the contract's for a contract sign-in), or their own."""
+    """Every device of the caller's customer (only the contract's for a contract sign-in), their own, and those
+    they claimed (services/registration/requests.py)."""
+    claimed: Document = {f"claimants.{claims.user_id}": {"$exists": True}}
     if claims.contract_number:
-        return {"customer_number": claims.customer_number, "contract_number": claims.contract_number}
+        return {"$or": [{"customer_number": claims.customer_number, "contract_number": claims.contract_number},
+                        claimed]}
     if claims.customer_number:
-        return {"$or": [{"customer_number": claims.customer_number}, {"registered_by": claims.user_id}]}
-    return {"registered_by": claims.user_id}
+        return {"$or": [{"customer_number": claims.customer_number}, {"registered_by": claims.user_id}, claimed]}
+    return {"$or": [{"registered_by": claims.user_id}, claimed]}
 
 
 def device_view(device: Document) -> api.Device:

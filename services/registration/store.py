@@ -15,7 +15,9 @@ from services.runtime.mongo import Database, Document
 from services.runtime.outbox import not_applied, with_events
 
 MODELS, DEVICES, CATALOGUE = "models", "devices", "catalogue"
-OUTBOX_COLLECTIONS = (CATALOGUE, DEVICES)
+REQUESTS = "requests"  # claims of devices at one location and address changes, waiting for an operator
+UPLOADS = "uploads"  # bulk uploads (services/registration/bulk.py), whose final update emits
+OUTBOX_COLLECTIONS = (CATALOGUE, DEVICES, REQUESTS, UPLOADS)
 
 
 class RegistrationStore:
@@ -24,12 +26,15 @@ class RegistrationStore:
         self.models = db[MODELS]
         self.devices = db[DEVICES]
         self.terms = db["terms_accepted"]
+        self.requests = db[REQUESTS]
         self.proofs = AsyncGridFSBucket(db, bucket_name="proofs")
 
     async def create_indexes(self) -> None:
         await self.devices.create_index("serial_number", unique=True)
         await self.devices.create_index([("customer_number", ASCENDING), ("visible", ASCENDING)])
         await self.devices.create_index("registered_by")
+        await self.devices.create_index("location.postal_code")
+        await self.requests.create_index([("status", ASCENDING), ("requested_at", ASCENDING)])
 
     async def all_models(self) -> list[ProductModel]:
         return [ProductModel(**{key: value for key, value in stored.items() if key in ProductModel.model_fields})
@@ -92,3 +97,35 @@ class RegistrationStore:
     async def store_proof(self, device_id: str, filename: str, content_type: str, content: bytes) -> Any:
         return await self.proofs.upload_from_stream(filename, content,
                                                     metadata={"device_id": device_id, "content_type": content_type})
+
+    # --- requests (services/registration/requests.py) ---
+
+    async def devices_with_postcode(self, postal_code: str) -> list[Document]:
+        """Devices whose location has this postcode, whatever its spacing or case."""
+        compact = re.sub(r"\s+", "", postal_code)
+        if not compact:
+            return []
+        pattern = "^\\s*" + "\\s*".join(re.escape(char) for char in compact) + "\\s*$"
+        return [device async for device in self.devices.find(
+            {"location.postal_code": {"$regex": pattern, "$options": "i"}}).sort("serial_number", ASCENDING)]
+
+    async def insert_request(self, request: Document) -> None:
+        """Raises DuplicateKeyError when the request (this command's) exists."""
+        await self.requests.insert_one(request)
+
+    async def request(self, request_id: str) -> Document | None:
+        return await self.requests.find_one({"_id": request_id})
+
+    async def decide_request(self, request_id: str, fields: Document, events: Iterable[Event],
+                             command_id: str | None) -> bool:
+        """Marks a pending request decided, with its events; False when it was no longer pending."""
+        result = await self.requests.update_one({"_id": request_id, "status": "pending_approval"},
+                                                with_events({"$set": fields}, events, command_id=command_id))
+        return bool(result.modified_count)
+
+    async def pending_requests(self, kind: str | None, page: int, page_size: int) -> tuple[list[Document], int]:
+        query: Document = {"status": "pending_approval", **({"kind": kind} if kind else {})}
+        total = await self.requests.count_documents(query)
+        cursor = self.requests.find(query).sort([("requested_at", ASCENDING), ("_id", ASCENDING)]) \
+            .skip((page - 1) * page_size).limit(page_size)
+        return [request async for request in cursor], total

@@ -1,0 +1,37 @@
+"""registration's own `PORTAL_*` settings, on top of those every service reads."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from services.runtime.service import ServiceInstance
+
+MB = 1024 * 1024
+
+
+class RegistrationSettings(Settings):
+    # Device rows per bulk upload; a file with more is `failed` with `too_many_rows` (OKI: 25).
+    bulk_max_rows: int = 25
+    # Bigger bulk files are refused at upload (`file_too_large`); the body limit caps them anyway.
+    bulk_max_file_bytes: int = 5 * MB
+    # How often the bulk loop looks for queued uploads (an upload also wakes it at once).
+    bulk_poll_seconds: float = 1.0
+    # A replica holds an upload this long (renewed every batch); one that died frees it after that.
+    bulk_lease_seconds: float = 120.0
+    # Rows registered between two updates of the counts (and renewals of the lease).
+    bulk_batch_rows: int = 5
+    # An upload whose processing crashed this often is marked `failed` with `internal`.
+    bulk_max_attempts: int = 3
+
+
+def registration_settings(instance: ServiceInstance) -> RegistrationSettings:
+    """The instance's settings as RegistrationSettings (the runtime builds a plain `Settings` as a process)."""
+    if isinstance(instance.settings, RegistrationSettings):
+        return instance.settings
+    if "registration_settings" not in instance.state:
+        instance.state["registration_settings"] = RegistrationSettings(**dict(instance.settings))
+    settings: RegistrationSettings = instance.state["registration_settings"]
+    return settings

@@ -1,0 +1,316 @@
+"""Bulk registration from Excel files (CATALOG §3, the OKI handbook's "Registrierung mehrerer Geräte")."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Sequence
+from datetime import date, timedelta
+from io import BytesIO
+from typing import Any
+
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
+import pytest
+
+from contracts.base import FileObject
+from contracts.client import PortalClient
+from deploy.local.demo import OKI_MODELS
+from services.registration import bulk, excel
+from services.registration.app import service as registration_service
+from services.registration.settings import RegistrationSettings
+from services.runtime.service import ServiceInstance
+from services.runtime.settings import Settings
+from services.runtime.tokens import Role
+from tests.builders import device_registration, token_for
+from tests.registration.flows import customer
+from tests.registration.test_excel import SHEET, repacked, repeated_cells
+from tests.support import EventTap, eventually, outcome, running
+
+MB = 1024 * 1024
+BOUGHT = date.today() - timedelta(days=10)
+
+
+def row(serial: object, purchase: object = BOUGHT, name: object = None, **address: object) -> list[object]:
+    """A row in the template's column order: serial, date, name, building, contact, street, code, city, country."""
+    return [serial, purchase, name, None, None, address.get("street"), address.get("postal_code"),
+            address.get("city"), address.get("country")]
+
+
+def workbook(rows: Sequence[Sequence[object]], language: str = "en") -> bytes:
+    """The template of `language`, filled in with `rows` as a user would."""
+    book = openpyxl.load_workbook(BytesIO(excel.bulk_template(language)))
+    sheet = book[excel.DATA_SHEET[excel.language_of(language)]]
+    for values in rows:
+        sheet.append(list(values))
+    buffer = BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def valid_rows(count: int, first: int = 0) -> list[list[object]]:
+    return [row(f"AK6C{index:06d}", name=f"Printer {index}") for index in range(first, first + count)]
+
+
+def upload_body(content: bytes, *, filename: str = "devices.xlsx", warranty_accepted: bool = True) -> dict[str, Any]:
+    return {"file": FileObject.from_bytes(filename, bulk.XLSX, content).model_dump(),
+            "warranty_accepted": warranty_accepted}
+
+
+async def upload(portal: PortalClient, token: str, content: bytes, **options: Any) -> str:
+    reply = await portal.call("registration.bulk_upload", upload_body(content, **options), token=token)
+    assert reply["status"] == "queued"
+    return str(reply["upload_id"])
+
+
+async def uploads(portal: PortalClient, token: str) -> list[dict[str, Any]]:
+    reply = await portal.call("registration.list_bulk_uploads", {}, token=token)
+    return list(reply["items"])
+
+
+async def finished(portal: PortalClient, token: str, upload_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    """The upload's line in the list once it is processed or failed."""
+    found: list[dict[str, Any]] = []
+
+    async def done() -> bool:
+        found[:] = [item for item in await uploads(portal, token)
+                    if item["upload_id"] == upload_id and item["status"] in ("processed", "failed")]
+        return bool(found)
+    await eventually(done, timeout=timeout, step=0.1)
+    return found[0]
+
+
+async def result_rows(portal: PortalClient, token: str, upload_id: str) -> list[tuple[Any, ...]]:
+    reply = await portal.call("registration.bulk_result", {"upload_id": upload_id}, token=token)
+    assert reply["filename"].endswith("_Results.xlsx")
+    book = openpyxl.load_workbook(BytesIO(base64.b64decode(reply["content_base64"])), read_only=True)
+    rows = [tuple(values) for values in book.worksheets[0].iter_rows(values_only=True)]
+    book.close()
+    return rows
+
+
+def judged(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    """(result, code) of every data row of a result file."""
+    return [(values[-2], str(values[-1]).split(":")[0]) for values in rows[1:]]
+
+
+@pytest.mark.parametrize("language", ["de", "en", "nb"])
+async def test_the_template_comes_in_every_language(registration: ServiceInstance, portal: PortalClient,
+                                                    language: str) -> None:
+    lang = excel.language_of(language)
+    reply = await portal.call("registration.bulk_template", {"language": language})
+    assert reply["content_type"] == bulk.XLSX and reply["filename"].endswith(f"-{language}.xlsx")
+    book = openpyxl.load_workbook(BytesIO(base64.b64decode(reply["content_base64"])))
+    assert book.sheetnames == [excel.DATA_SHEET[lang], excel.INSTRUCTIONS_SHEET[lang]]
+    header = [cell.value for cell in book.worksheets[0][1]]
+    assert header[0] == excel.COLUMNS[0].labels[lang] + " *"
+
+
+async def test_25_valid_rows_register_25_devices_and_the_result_file_says_registered_for_each(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    upload_id = await upload(portal, token, workbook(valid_rows(25)), filename="Device Bulk Upload.xlsx")
+    line = await finished(portal, token, upload_id)
+    assert (line["status"], line["total"], line["processed"], line["unprocessed"], line["reason"]) == (
+        "processed", 25, 25, 0, None)
+    assert line["filename"] == "Device Bulk Upload.xlsx" and line["processed_at"] and line["uploaded_at"]
+    assert await registration.db.devices.count_documents({}) == 25
+    rows = await result_rows(portal, token, upload_id)
+    assert rows[0][-2:] == ("result", "message")
+    assert judged(rows) == [("registered", "registered")] * 25
+    devices = await portal.call("registration.list_devices", {"page_size": 50}, token=token)
+    assert devices["total"] == 25 and {device["model"] for device in devices["items"]} == {"C332"}
+
+
+async def test_26_rows_fail_the_whole_file_with_too_many_rows_and_register_nothing(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    upload_id = await upload(portal, token, workbook(valid_rows(26)))
+    line = await finished(portal, token, upload_id)
+    assert (line["status"], line["reason"], line["total"]) == ("failed", "too_many_rows", 0)
+    assert await registration.db.devices.count_documents({}) == 0
+    assert await outcome(portal, "registration.bulk_result", {"upload_id": upload_id}, token) == "not_found"
+
+
+async def test_a_mixed_file_judges_each_row_on_its_own_with_its_code_in_the_result_file(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    await portal.call("registration.register_device", device_registration(serial_number="AK6C900001"), token=token)
+    rows = [
+        row("AK6C000001", name="valid, ISO date"),
+        row("XX000001"),
+        row("ak6c 900001"),
+        row("AK6C000002", date.today() + timedelta(days=2)),
+        row("AK6C000001"),
+        [],
+        row(None, name="no serial"),
+        row("AK6C000003", "16.04.2024", street="Hauptstraße 1", postal_code="01067", city="Dresden", country="DE"),
+        row("AK6C000004", "yesterday"),
+    ]
+    upload_id = await upload(portal, token, workbook(rows))
+    line = await finished(portal, token, upload_id)
+    assert (line["status"], line["total"], line["processed"], line["unprocessed"]) == ("processed", 8, 2, 6)
+    assert judged(await result_rows(portal, token, upload_id)) == [
+        ("registered", "registered"), ("rejected", "unknown_serial"), ("rejected", "already_registered"),
+        ("rejected", "invalid_purchase_date"), ("rejected", "duplicate_serial"), ("rejected", "validation_failed"),
+        ("registered", "registered"), ("rejected", "invalid_purchase_date")]
+    addressed = await registration.db.devices.find_one({"serial_number": "AK6C000003"})
+    assert addressed is not None and addressed["location"]["city"] == "Dresden"
+    assert addressed["purchase_date"] == "2024-04-16" and addressed["registered_by"] != ""
+    same_as_contact = await registration.db.devices.find_one({"serial_number": "AK6C000001"})
+    assert same_as_contact is not None and same_as_contact["location_same_as_contact"]
+    assert await registration.db.devices.count_documents({}) == 3
+
+
+async def test_a_file_that_is_no_spreadsheet_fails_with_not_a_spreadsheet(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    upload_id = await upload(portal, token, b"serial;date\nAK6C000001;2024-04-16\n", filename="devices.csv")
+    line = await finished(portal, token, upload_id)
+    assert (line["status"], line["reason"]) == ("failed", "not_a_spreadsheet")
+
+
+async def test_a_spreadsheet_bomb_fails_quickly_while_the_service_keeps_answering(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    bomb = repacked(workbook(valid_rows(1)), replace={SHEET: repeated_cells(60 * MB)})
+    started = time.monotonic()
+    upload_id = await upload(portal, token, bomb)
+    assert (await portal.health("registration")).status == "ok"
+    line = await finished(portal, token, upload_id, timeout=15)
+    assert (line["status"], line["reason"]) == ("failed", "spreadsheet_too_large")
+    assert time.monotonic() - started < 15
+
+
+async def test_a_file_over_the_size_limit_is_refused_at_upload(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    body = upload_body(b"x" * (5 * MB + 1))
+    assert await outcome(portal, "registration.bulk_upload", body, token) == "file_too_large"
+    assert await uploads(portal, token) == []
+
+
+async def test_the_row_limit_raised_in_the_settings_lets_26_rows_through(
+        settings: Settings, portal: PortalClient, amqp_url: str) -> None:
+    raised = RegistrationSettings(**dict(settings), bulk_max_rows=30)
+    async with running(registration_service, raised) as instance:
+        operator, _ = token_for(settings, Role.OPERATOR)
+        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator)
+        token = await customer(settings, instance, amqp_url)
+        upload_id = await upload(portal, token, workbook(valid_rows(26)))
+        line = await finished(portal, token, upload_id)
+        assert (line["status"], line["processed"]) == ("processed", 26)
+        assert await instance.db.devices.count_documents({}) == 26
+
+
+async def test_the_upload_answers_queued_at_once_and_the_result_is_a_conflict_until_processed(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    token = await customer(settings, registration, amqp_url)
+    gate, process = asyncio.Event(), bulk.process
+
+    async def held_back(*args: Any, **kwargs: Any) -> None:
+        await gate.wait()
+        await process(*args, **kwargs)
+    monkeypatch.setattr(bulk, "process", held_back)
+    upload_id = await upload(portal, token, workbook(valid_rows(3)))
+    [line] = await uploads(portal, token)
+    assert (line["upload_id"], line["total"], line["processed_at"]) == (upload_id, 0, None)
+    assert line["status"] in ("queued", "processing")
+    assert await registration.db.devices.count_documents({}) == 0
+    assert await outcome(portal, "registration.bulk_result", {"upload_id": upload_id}, token) == "conflict"
+    gate.set()
+    assert (await finished(portal, token, upload_id))["processed"] == 3
+    assert len(await result_rows(portal, token, upload_id)) == 4
+
+
+async def test_the_completed_event_carries_the_summary_and_the_result_file(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    async with EventTap(amqp_url, "registration.bulk_upload.#") as tap:
+        upload_id = await upload(portal, token, workbook([row("AK6C000001"), row("XX000001")]))
+        event = await tap.next("registration.bulk_upload.completed", timeout=20)
+        failed_id = await upload(portal, token, workbook(valid_rows(26)))
+        failure = await tap.next("registration.bulk_upload.completed", lambda body: body["upload_id"] == failed_id,
+                                 timeout=20)
+    assert event["upload_id"] == upload_id and event["filename"] == "devices.xlsx" and event["user_id"]
+    assert (event["status"], event["total"], event["processed"], event["unprocessed"], event["reason"]) == (
+        "processed", 2, 1, 1, None)
+    book = openpyxl.load_workbook(BytesIO(base64.b64decode(event["result_file"]["content_base64"])), read_only=True)
+    assert [values[-2] for values in book.worksheets[0].iter_rows(min_row=2, values_only=True)] == [
+        "registered", "rejected"]
+    book.close()
+    assert (failure["status"], failure["reason"], failure["result_file"]) == ("failed", "too_many_rows", None)
+
+
+async def test_a_customer_can_neither_list_nor_fetch_another_users_upload(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    owner = await customer(settings, registration, amqp_url)
+    colleague = await customer(settings, registration, amqp_url)  # same customer number, another user
+    upload_id = await upload(portal, owner, workbook(valid_rows(1)))
+    await finished(portal, owner, upload_id)
+    assert await uploads(portal, colleague) == []
+    assert await outcome(portal, "registration.bulk_result", {"upload_id": upload_id}, colleague) == "not_found"
+    assert await outcome(portal, "registration.bulk_result", {"upload_id": "nope"}, owner) == "not_found"
+
+
+async def test_uploads_are_listed_newest_first(registration: ServiceInstance, portal: PortalClient,
+                                               settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    first = await upload(portal, token, workbook(valid_rows(1)), filename="first.xlsx")
+    await finished(portal, token, first)
+    second = await upload(portal, token, workbook(valid_rows(1, first=1)), filename="second.xlsx")
+    await finished(portal, token, second)
+    assert [item["filename"] for item in await uploads(portal, token)] == ["second.xlsx", "first.xlsx"]
+
+
+async def test_a_formula_in_an_uploaded_cell_is_neutralised_in_the_result_file(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    book = openpyxl.load_workbook(BytesIO(workbook([row("AK6C000001")])))
+    cell = book.worksheets[0].cell(row=2, column=3)
+    cell.value = '=HYPERLINK("http://evil.example","click")'
+    cell.data_type = "s"  # kept as text, as a user typing it into a text cell would
+    buffer = BytesIO()
+    book.save(buffer)
+    upload_id = await upload(portal, token, buffer.getvalue())
+    assert (await finished(portal, token, upload_id))["processed"] == 1
+    rows = await result_rows(portal, token, upload_id)
+    assert rows[1][2] == '\'=HYPERLINK("http://evil.example","click")'
+
+
+async def test_a_row_registered_before_a_restart_counts_as_registered_when_processed_again(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    upload_id = await upload(portal, token, workbook(valid_rows(3)))
+    await finished(portal, token, upload_id)
+    # As a replica that died mid-way leaves it: processing, its lease run out, the rows' devices registered.
+    await registration.db.uploads.update_one({"_id": upload_id}, {"$set": {
+        "status": "processing", "lease_until": 1, "lease_owner": "dead", "processed": 0}})
+    line = await finished(portal, token, upload_id)
+    assert (line["processed"], line["unprocessed"]) == (3, 0)
+    assert judged(await result_rows(portal, token, upload_id)) == [("registered", "registered")] * 3
+    assert await registration.db.devices.count_documents({}) == 3
+
+
+@pytest.mark.parametrize(("accept_terms", "warranty_accepted", "code"), [
+    (False, True, "terms_not_accepted"),
+    (True, False, "warranty_not_accepted"),
+])
+async def test_an_upload_without_terms_or_warranty_accepted_is_refused(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
+        accept_terms: bool, warranty_accepted: bool, code: str) -> None:
+    token = await customer(settings, registration, amqp_url, accept=accept_terms)
+    body = upload_body(workbook(valid_rows(1)), warranty_accepted=warranty_accepted)
+    assert await outcome(portal, "registration.bulk_upload", body, token) == code
+    assert await registration.db.uploads.count_documents({}) == 0
+
+
+async def test_a_dealer_registers_rows_for_end_customers(registration: ServiceInstance, portal: PortalClient,
+                                                         settings: Settings, amqp_url: str) -> None:
+    dealer = await customer(settings, registration, amqp_url, role=Role.DEALER)
+    upload_id = await upload(portal, dealer, workbook([[*row("AK6C000001"), "Muster GmbH", "it@muster.example"]]))
+    assert (await finished(portal, dealer, upload_id))["processed"] == 1
+    device = await registration.db.devices.find_one({"serial_number": "AK6C000001"})
+    assert device is not None and device["end_customer"] == {"name": "Muster GmbH", "email": "it@muster.example",
+                                                             "customer_number": None}

@@ -1,0 +1,287 @@
+"""Claiming installed-base devices, claims at the same location and address changes (CATALOG §3, OneRicoh FAQ)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from contracts.client import PortalClient
+from services.runtime.service import ServiceInstance
+from services.runtime.settings import Settings
+from services.runtime.tokens import Role
+from tests.builders import token_for
+from tests.support import EventTap, eventually, outcome
+
+OFFICE = {"name": "Kontor", "street": "Karl Johans gate 1", "postal_code": "0154", "city": "Oslo"}
+FLEET: list[dict[str, Any]] = [
+    {"serial_number": "AK5A100001", "model": "ES5431dn", "customer_number": "C-7", "contract_number": "K-7",
+     "location": {**OFFICE, "building_location": "Resepsjon"}},
+    {"serial_number": "AK5M100002", "model": "ES5462 MFP", "customer_number": "C-7", "contract_number": "K-7",
+     "location": {**OFFICE, "street": "karl  johans GATE 1", "city": "OSLO", "postal_code": "01 54"}},
+    {"serial_number": "AK6C100003", "model": "C332", "customer_number": "C-8", "contract_number": "K-8",
+     "location": OFFICE},
+    # the same postcode, another street; and another town
+    {"serial_number": "AK5A100004", "model": "ES5431dn", "customer_number": "C-7", "contract_number": "K-7",
+     "location": {**OFFICE, "street": "Torggata 5"}},
+    {"serial_number": "AK5A100005", "model": "ES5431dn", "customer_number": "C-7", "contract_number": "K-7",
+     "location": {"name": "Lager", "street": "Bryggen 1", "postal_code": "5003", "city": "Bergen"}},
+]
+NEW_ADDRESS = {"name": "Nytt kontor", "street": "Dronning Eufemias gate 16", "postal_code": "0191", "city": "Oslo"}
+
+
+async def import_fleet(portal: PortalClient, settings: Settings) -> dict[str, str]:
+    """The fleet imported; device ids by serial."""
+    operator = token_for(settings, Role.OPERATOR)[0]
+    await portal.call("registration.operator.import_installed_base", {"devices": FLEET}, token=operator)
+    ids = {}
+    for device in FLEET:
+        stored = await portal.call("registration.get_device", {"serial_number": device["serial_number"]},
+                                   token=token_for(settings, customer_number=device["customer_number"])[0])
+        ids[device["serial_number"]] = stored["device_id"]
+    return ids
+
+
+async def visible_serials(portal: PortalClient, token: str) -> list[str]:
+    page = await portal.call("registration.list_devices", {}, token=token)
+    return [device["serial_number"] for device in page["items"]]
+
+
+def operator_token(settings: Settings) -> str:
+    return token_for(settings, Role.OPERATOR)[0]
+
+
+async def claim_and_request(portal: PortalClient, settings: Settings, token: str, ids: dict[str, str],
+                            **settings_of_second: Any) -> str:
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    reply = await portal.call("registration.claim_same_location", {"devices": [
+        {"device_id": ids["AK5M100002"], **settings_of_second}, {"device_id": ids["AK6C100003"]}]}, token=token)
+    assert reply["status"] == "pending_approval"
+    request_id: str = reply["request_id"]
+    return request_id
+
+
+async def test_a_device_claimed_with_its_postcode_in_any_spacing_or_case_joins_the_callers_view(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    token, claims = token_for(settings, customer_number=None)
+    assert await visible_serials(portal, token) == []
+    async with EventTap(amqp_url, "registration.device.claimed") as tap:
+        reply = await portal.call("registration.claim_device", {"serial_number": "ak5a 100001",
+                                                                "postal_code": " 01 54 "}, token=token)
+        event = await tap.next("registration.device.claimed")
+    assert reply["device_id"] == ids["AK5A100001"]
+    assert (event["device_id"], event["claimed_by"], event["version"]) == (ids["AK5A100001"], claims.user_id, 2)
+    assert await visible_serials(portal, token) == ["AK5A100001"]
+    device = await portal.call("registration.get_device", {"device_id": ids["AK5A100001"]}, token=token)
+    assert device["location"]["building_location"] == "Resepsjon"
+
+
+async def test_a_wrong_postcode_and_an_unknown_serial_are_refused_alike(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    wrong_postcode = await outcome(portal, "registration.claim_device",
+                                   {"serial_number": "AK5A100001", "postal_code": "5003"}, token)
+    unknown_serial = await outcome(portal, "registration.claim_device",
+                                   {"serial_number": "AK5A999999", "postal_code": "0154"}, token)
+    assert wrong_postcode == unknown_serial == "serial_or_postcode_mismatch"
+    assert await visible_serials(portal, token) == []
+
+
+async def test_the_claim_lists_the_other_devices_at_that_address_and_none_elsewhere(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    reply = await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                              token=token)
+    assert sorted((item["serial_number"], item["device_id"], item["model"]) for item in reply["same_location"]) == [
+        ("AK5M100002", ids["AK5M100002"], "ES5462 MFP"), ("AK6C100003", ids["AK6C100003"], "C332")]
+
+
+async def test_a_same_location_claim_waits_for_approval_then_brings_the_devices_with_their_settings(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    token, claims = token_for(settings, customer_number=None)
+    request_id = await claim_and_request(portal, settings, token, ids, friendly_name="2. etasje",
+                                         reminder_email="meter@example.com", reminders=False)
+    assert await visible_serials(portal, token) == ["AK5A100001"]
+    pending = await portal.call("registration.operator.list_requests", {"kind": "same_location_claim"},
+                                token=operator_token(settings))
+    [listed] = [item for item in pending["items"] if item["request_id"] == request_id]
+    assert (listed["requested_by"], listed["location"]["postal_code"]) == (claims.user_id, "0154")
+    assert [(device["serial_number"], device["friendly_name"]) for device in listed["devices"]] == [
+        ("AK5M100002", "2. etasje"), ("AK6C100003", None)]
+
+    async with EventTap(amqp_url, "registration.#") as tap:
+        decision = await portal.call("registration.operator.decide_request",
+                                     {"request_id": request_id, "approve": True}, token=operator_token(settings))
+        decided = await tap.next("registration.request.decided")
+        updated = await tap.next("registration.device.updated")
+        await tap.next("registration.device.claimed", lambda body: body["device_id"] == ids["AK6C100003"])
+    assert decision == {"status": "approved"}
+    assert (decided["approved"], decided["user_id"], sorted(decided["device_ids"])) == (
+        True, claims.user_id, sorted([ids["AK5M100002"], ids["AK6C100003"]]))
+    assert (updated["friendly_name"], updated["reminders"]) == ("2. etasje", False)
+    assert await visible_serials(portal, token) == ["AK5A100001", "AK5M100002", "AK6C100003"]
+    device = await portal.call("registration.get_device", {"device_id": ids["AK5M100002"]}, token=token)
+    assert (device["friendly_name"], device["reminder_email"], device["reminders"]) == (
+        "2. etasje", "meter@example.com", False)
+    after = await portal.call("registration.operator.list_requests", {}, token=operator_token(settings))
+    assert request_id not in [item["request_id"] for item in after["items"]]
+
+
+async def test_a_rejected_claim_keeps_the_devices_hidden_and_tells_the_reason(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    token, claims = token_for(settings, customer_number=None)
+    request_id = await claim_and_request(portal, settings, token, ids)
+    async with EventTap(amqp_url, "registration.request.decided") as tap:
+        decision = await portal.call("registration.operator.decide_request", {
+            "request_id": request_id, "approve": False, "reason": "Not your machines"}, token=operator_token(settings))
+        decided = await tap.next("registration.request.decided")
+    assert decision == {"status": "rejected"}
+    assert (decided["approved"], decided["reason"], decided["user_id"], decided["kind"]) == (
+        False, "Not your machines", claims.user_id, "same_location_claim")
+    assert await visible_serials(portal, token) == ["AK5A100001"]
+
+
+async def test_only_devices_at_the_address_of_a_claimed_device_can_be_asked_for(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    body = {"devices": [{"device_id": ids["AK5M100002"]}]}
+    assert await outcome(portal, "registration.claim_same_location", body, token) == "not_found"  # nothing claimed
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    for elsewhere in ("AK5A100004", "AK5A100005"):
+        assert await outcome(portal, "registration.claim_same_location",
+                             {"devices": [{"device_id": ids[elsewhere]}]}, token) == "not_found", elsewhere
+
+
+async def test_an_approved_address_change_moves_every_device_at_that_address_and_no_other(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number="C-7")[0]
+    reply = await portal.call("registration.request_address_change", {
+        "device_id": ids["AK5A100001"], "address": NEW_ADDRESS, "reason": "We moved"}, token=token)
+    assert reply["status"] == "pending_approval"
+    pending = await portal.call("registration.operator.list_requests", {"kind": "address_change"},
+                                token=operator_token(settings))
+    [listed] = [item for item in pending["items"] if item["request_id"] == reply["request_id"]]
+    assert (listed["reason"], listed["address"]["street"]) == ("We moved", NEW_ADDRESS["street"])
+    assert sorted(device["serial_number"] for device in listed["devices"]) == [
+        "AK5A100001", "AK5M100002", "AK6C100003"]
+    moved = {ids[serial] for serial in ("AK5A100001", "AK5M100002", "AK6C100003")}
+    async with EventTap(amqp_url, "registration.#") as tap:
+        await portal.call("registration.operator.decide_request", {"request_id": reply["request_id"],
+                                                                   "approve": True}, token=operator_token(settings))
+        decided = await tap.next("registration.request.decided")
+
+        async def all_moved() -> bool:
+            return {event["device_id"] for event in tap.named("registration.device.updated")} >= moved
+        await eventually(all_moved)
+        await asyncio.sleep(0.5)  # time for an update of a device that should not move
+    updates = tap.named("registration.device.updated")
+    assert {event["device_id"] for event in updates} == moved
+    assert all(event["location"]["street"] == NEW_ADDRESS["street"] and event["version"] == 2 for event in updates)
+    assert set(decided["device_ids"]) == moved
+    for serial in FLEET:
+        stored = await registration.db.devices.find_one({"serial_number": serial["serial_number"]})
+        assert stored is not None
+        expected = NEW_ADDRESS["street"] if stored["_id"] in moved else serial["location"]["street"]
+        assert stored["location"]["street"] == expected, serial["serial_number"]
+    assert (await registration.db.devices.find_one({"_id": ids["AK5A100001"]}) or {})["location"][
+        "building_location"] == "Resepsjon"
+
+
+async def test_a_request_is_decided_once(registration: ServiceInstance, portal: PortalClient,
+                                         settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number="C-7")[0]
+    reply = await portal.call("registration.request_address_change", {
+        "device_id": ids["AK5A100005"], "address": NEW_ADDRESS, "reason": "We moved"}, token=token)
+    decide = {"request_id": reply["request_id"], "approve": False, "reason": "No"}
+    assert await outcome(portal, "registration.operator.decide_request", decide, operator_token(settings)) == "ok"
+    assert await outcome(portal, "registration.operator.decide_request", {**decide, "approve": True},
+                         operator_token(settings)) == "conflict"
+    stored = await registration.db.devices.find_one({"_id": ids["AK5A100005"]})
+    assert stored is not None and stored["location"]["street"] == "Bryggen 1"
+
+
+async def test_a_re_sent_decision_is_answered_the_same_and_applied_once(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number="C-7")[0]
+    reply = await portal.call("registration.request_address_change", {
+        "device_id": ids["AK5A100005"], "address": NEW_ADDRESS, "reason": "We moved"}, token=token)
+    message_id = uuid.uuid4().hex
+    decide = {"request_id": reply["request_id"], "approve": True}
+    first = await portal.call("registration.operator.decide_request", decide, token=operator_token(settings),
+                              message_id=message_id)
+    again = await portal.call("registration.operator.decide_request", decide, token=operator_token(settings),
+                              message_id=message_id)
+    assert first == again == {"status": "approved"}
+    stored = await registration.db.devices.find_one({"_id": ids["AK5A100005"]})
+    assert stored is not None and stored["version"] == 2
+
+
+async def test_an_unknown_request_is_not_found(registration: ServiceInstance, portal: PortalClient,
+                                               settings: Settings) -> None:
+    assert await outcome(portal, "registration.operator.decide_request", {"request_id": "nope", "approve": True},
+                         operator_token(settings)) == "not_found"
+
+
+async def test_customers_may_neither_list_nor_decide_requests(registration: ServiceInstance, portal: PortalClient,
+                                                              settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    owner = token_for(settings, customer_number="C-7")[0]
+    reply = await portal.call("registration.request_address_change", {
+        "device_id": ids["AK5A100005"], "address": NEW_ADDRESS, "reason": "We moved"}, token=owner)
+    other = token_for(settings, customer_number="C-8")[0]
+    for token in (owner, other):
+        assert await outcome(portal, "registration.operator.list_requests", {}, token) == "forbidden"
+        assert await outcome(portal, "registration.operator.decide_request", {
+            "request_id": reply["request_id"], "approve": True}, token) == "forbidden"
+    stored = await registration.db.requests.find_one({"_id": reply["request_id"]})
+    assert stored is not None and stored["status"] == "pending_approval"
+
+
+async def test_an_address_change_for_another_customers_device_is_not_found(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    stranger = token_for(settings, customer_number="C-8")[0]
+    assert await outcome(portal, "registration.request_address_change", {
+        "device_id": ids["AK5A100005"], "address": NEW_ADDRESS, "reason": "Mine now"}, stranger) == "not_found"
+    assert await registration.db.requests.count_documents({}) == 0
+
+
+async def test_claims_do_not_exclude_each_other_and_stay_personal(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    first = token_for(settings, customer_number=None)[0]
+    colleague = token_for(settings, customer_number="C-9")[0]
+    bystander = token_for(settings, customer_number=None)[0]
+    body = {"serial_number": "AK5A100001", "postal_code": "0154"}
+    assert (await portal.call("registration.claim_device", body, token=first))["device_id"] == ids["AK5A100001"]
+    assert (await portal.call("registration.claim_device", body, token=colleague))["device_id"] == ids["AK5A100001"]
+    assert await visible_serials(portal, first) == ["AK5A100001"]
+    assert await visible_serials(portal, colleague) == ["AK5A100001"]
+    assert await visible_serials(portal, bystander) == []
+    owner = token_for(settings, customer_number="C-7")[0]
+    assert "AK5A100001" in await visible_serials(portal, owner)  # the ERP customer keeps its device
+
+
+async def test_a_re_sent_same_location_claim_makes_one_request(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    message_id = uuid.uuid4().hex
+    body = {"devices": [{"device_id": ids["AK5M100002"]}]}
+    first = await portal.call("registration.claim_same_location", body, token=token, message_id=message_id)
+    again = await portal.call("registration.claim_same_location", body, token=token, message_id=message_id)
+    assert first == again
+    assert await registration.db.requests.count_documents({}) == 1
