@@ -33,6 +33,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from bench.bulk import SIZES, print_bulk, run_bulk
 from bench.client import Caller, Cell
 from bench.server import RAW_QUEUE
 from bench.service import COLLECTION, Write, service
@@ -135,11 +136,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (default 1)")
     parser.add_argument("--profile", action="store_true", help="also profile the runtime server (c=32)")
+    parser.add_argument("--only", choices=("runtime", "bulk"), help="run one part only")
     args = parser.parse_args()
 
     cells: dict[str, list[Cell]] = {}
     with (tempfile.TemporaryDirectory(prefix="bench-") as tmp, rabbitmq_vhost(Path(tmp)) as amqp_url,
           nx_27017(Path(tmp)) as (mongo_url, nx_pid)):
+        if args.only != "runtime":
+            print(f"bulk registration, {' and '.join(f'{rows:,}' for rows in SIZES)} rows ...", flush=True)
+            bulk_runs = run_bulk(amqp_url, mongo_url)
+            print_bulk(bulk_runs)
+        if args.only == "bulk":
+            return
         watch = {"nx": nx_pid, "client": os.getpid()}
         print(f"raw echo server, c={CONCURRENCIES}, {args.seconds:g} s each ...", flush=True)
         with server("raw", amqp_url) as pid:
@@ -174,5 +182,7 @@ def main() -> None:
         "goal": {"throughput_at_least": GOAL_THROUGHPUT, "p99_at_most": GOAL_P99},
         "results": {name: [cell.summary() for cell in results] for name, results in cells.items()},
         "ratios": rows, "runtime_writes": writes,
+        "bulk": [{**vars(run), "rows_per_s": round(run.rows_per_s)} for run in bulk_runs] if args.only != "runtime"
+        else None,
     }, indent=2) + "\n")
     print(f"\nwrote {RESULTS / 'latest.json'}")

@@ -21,6 +21,51 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+# Service-specific codes (CATALOG §2–§3), one enum per service. A code several services raise is declared once,
+# where it is first defined (e.g. `terms_not_accepted` in accounts, `file_too_large` in registration).
+
+
+class AccountsErrorCode(StrEnum):
+    """Specific codes of `accounts` (CATALOG §2)."""
+
+    EMAIL_TAKEN = "email_taken"
+    USERNAME_TAKEN = "username_taken"
+    PASSWORD_MISMATCH = "password_mismatch"
+    WEAK_PASSWORD = "weak_password"
+    TERMS_NOT_ACCEPTED = "terms_not_accepted"  # also registration: devices need the terms accepted
+    TOKEN_INVALID = "token_invalid"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    ACCOUNT_LOCKED = "account_locked"
+    EMAIL_NOT_CONFIRMED = "email_not_confirmed"
+    PENDING_VERIFICATION = "pending_verification"
+
+
+class RegistrationErrorCode(StrEnum):
+    """Specific codes of `registration` (CATALOG §3) for single-device commands."""
+
+    UNKNOWN_SERIAL = "unknown_serial"
+    ALREADY_REGISTERED = "already_registered"
+    INVALID_PURCHASE_DATE = "invalid_purchase_date"
+    WARRANTY_NOT_ACCEPTED = "warranty_not_accepted"
+    FILE_TOO_LARGE = "file_too_large"  # also a bulk upload's `reason`
+    FILE_TYPE_NOT_ALLOWED = "file_type_not_allowed"
+    SERIAL_OR_POSTCODE_MISMATCH = "serial_or_postcode_mismatch"
+
+
+class BulkUploadCode(StrEnum):
+    """`registration.bulk_upload`: why a whole file `failed` (its `reason`), and `duplicate_serial` for one row."""
+
+    TOO_MANY_ROWS = "too_many_rows"
+    NOT_A_SPREADSHEET = "not_a_spreadsheet"
+    SPREADSHEET_TOO_LARGE = "spreadsheet_too_large"
+    MISSING_COLUMNS = "missing_columns"
+    DUPLICATE_COLUMNS = "duplicate_columns"
+    DUPLICATE_SERIAL = "duplicate_serial"
+
+
+SERVICE_CODES: tuple[type[StrEnum], ...] = (AccountsErrorCode, RegistrationErrorCode, BulkUploadCode)
+
+
 MESSAGES: dict[str, dict[str, str]] = {
     ErrorCode.INVALID_MESSAGE: {
         "en": "The message body is not a UTF-8 JSON object.",
@@ -61,6 +106,154 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Something went wrong on our side; nothing was changed. Please try again.",
         "de": "Bei uns ist ein Fehler aufgetreten; nichts wurde geändert. Bitte erneut versuchen.",
         "nb": "Noe gikk galt hos oss; ingenting ble endret. Prøv igjen.",
+    },
+    AccountsErrorCode.EMAIL_TAKEN: {
+        "en": "An account with this e-mail address already exists. Please sign in, or reset your password if you have "
+            "forgotten it.",
+        "de": "Für diese E-Mail-Adresse gibt es bereits ein Konto. Bitte melden Sie sich an oder setzen Sie Ihr "
+            "Passwort zurück, falls Sie es vergessen haben.",
+        "nb": "Det finnes allerede en konto med denne e-postadressen. Logg inn, eller tilbakestill passordet hvis du "
+            "har glemt det.",
+    },
+    AccountsErrorCode.USERNAME_TAKEN: {
+        "en": "This username is already taken; please choose another one.",
+        "de": "Dieser Benutzername ist bereits vergeben; bitte wählen Sie einen anderen.",
+        "nb": "Dette brukernavnet er allerede i bruk; velg et annet.",
+    },
+    AccountsErrorCode.PASSWORD_MISMATCH: {
+        "en": "The two passwords do not match; please enter the same password in both fields.",
+        "de": "Die beiden Passwörter stimmen nicht überein; bitte geben Sie in beiden Feldern dasselbe Passwort ein.",
+        "nb": "De to passordene er ikke like; skriv inn det samme passordet i begge feltene.",
+    },
+    AccountsErrorCode.WEAK_PASSWORD: {
+        "en": "The password must be at least 10 characters long and must not contain your username or the part of "
+            "your e-mail address before the @.",
+        "de": "Das Passwort muss mindestens 10 Zeichen lang sein und darf weder Ihren Benutzernamen noch den Teil "
+            "Ihrer E-Mail-Adresse vor dem @ enthalten.",
+        "nb": "Passordet må ha minst 10 tegn og kan ikke inneholde brukernavnet ditt eller delen av e-postadressen "
+            "før @.",
+    },
+    AccountsErrorCode.TERMS_NOT_ACCEPTED: {
+        "en": "Please accept the terms of use and the privacy policy to continue.",
+        "de": "Bitte akzeptieren Sie die Nutzungsbedingungen und die Datenschutzerklärung, um fortzufahren.",
+        "nb": "Du må godta vilkårene for bruk og personvernerklæringen for å fortsette.",
+    },
+    AccountsErrorCode.TOKEN_INVALID: {
+        "en": "This link has expired or has already been used. Please request a new one.",
+        "de": "Dieser Link ist abgelaufen oder wurde bereits verwendet. Bitte fordern Sie einen neuen an.",
+        "nb": "Denne lenken er utløpt eller allerede brukt. Be om en ny lenke.",
+    },
+    AccountsErrorCode.INVALID_CREDENTIALS: {
+        "en": "The sign-in details are not correct. Please check them and try again.",
+        "de": "Die Anmeldedaten sind nicht korrekt. Bitte prüfen Sie Ihre Eingaben und versuchen Sie es erneut.",
+        "nb": "Innloggingsopplysningene er ikke riktige. Kontroller dem og prøv igjen.",
+    },
+    AccountsErrorCode.ACCOUNT_LOCKED: {
+        "en": "Too many failed sign-in attempts. Please wait 15 minutes and try again, or reset your password.",
+        "de": "Zu viele fehlgeschlagene Anmeldeversuche. Bitte warten Sie 15 Minuten und versuchen Sie es dann "
+            "erneut, oder setzen Sie Ihr Passwort zurück.",
+        "nb": "For mange mislykkede innloggingsforsøk. Vent 15 minutter og prøv igjen, eller tilbakestill passordet.",
+    },
+    AccountsErrorCode.EMAIL_NOT_CONFIRMED: {
+        "en": "Your e-mail address is not confirmed yet. Please click the link in the e-mail we sent you (check your "
+            "spam folder too), or request a new confirmation e-mail.",
+        "de": "Ihre E-Mail-Adresse ist noch nicht bestätigt. Bitte klicken Sie auf den Link in der E-Mail, die wir "
+            "Ihnen geschickt haben (sehen Sie auch im Spam-Ordner nach), oder fordern Sie eine neue "
+            "Bestätigungs-E-Mail an.",
+        "nb": "E-postadressen din er ikke bekreftet ennå. Klikk på lenken i e-posten vi sendte deg (sjekk også "
+            "søppelpostmappen), eller be om en ny bekreftelses-e-post.",
+    },
+    AccountsErrorCode.PENDING_VERIFICATION: {
+        "en": "Your account is waiting for verification: one of our staff is checking your details, which can take "
+            "some time. You will receive an e-mail once it has been decided.",
+        "de": "Ihr Konto wartet auf die Prüfung: Ein Mitarbeiter prüft Ihre Angaben, das kann etwas dauern. Sie "
+            "erhalten eine E-Mail, sobald entschieden ist.",
+        "nb": "Kontoen din venter på verifisering: en av våre medarbeidere kontrollerer opplysningene dine, og det "
+            "kan ta litt tid. Du får en e-post når saken er avgjort.",
+    },
+    RegistrationErrorCode.UNKNOWN_SERIAL: {
+        "en": "We do not recognise this serial number. Please check it against the label on the device; the serial "
+            "number hint for your model shows where to find it.",
+        "de": "Diese Seriennummer ist uns nicht bekannt. Bitte prüfen Sie sie anhand des Typenschilds am Gerät; der "
+            "Hinweis zur Seriennummer Ihres Modells zeigt, wo sie angebracht ist.",
+        "nb": "Vi kjenner ikke igjen dette serienummeret. Kontroller det mot typeskiltet på enheten; tipset om "
+            "serienummer for modellen din viser hvor du finner det.",
+    },
+    RegistrationErrorCode.ALREADY_REGISTERED: {
+        "en": "This device is already registered. If it does not appear in your device list, please contact our "
+            "support.",
+        "de": "Dieses Gerät ist bereits registriert. Wenn es nicht in Ihrer Geräteliste erscheint, wenden Sie sich "
+            "bitte an unseren Support.",
+        "nb": "Denne enheten er allerede registrert. Hvis den ikke vises i enhetslisten din, ta kontakt med "
+            "kundestøtte.",
+    },
+    RegistrationErrorCode.INVALID_PURCHASE_DATE: {
+        "en": "The purchase date is not a valid date or lies in the future. Please enter the date shown on your "
+            "receipt.",
+        "de": "Das Kaufdatum ist kein gültiges Datum oder liegt in der Zukunft. Bitte geben Sie das Datum auf Ihrem "
+            "Kaufbeleg an.",
+        "nb": "Kjøpsdatoen er ikke en gyldig dato eller ligger frem i tid. Oppgi datoen som står på kvitteringen.",
+    },
+    RegistrationErrorCode.WARRANTY_NOT_ACCEPTED: {
+        "en": "Please accept the warranty statement to register the device.",
+        "de": "Bitte akzeptieren Sie die Garantieerklärung, um das Gerät zu registrieren.",
+        "nb": "Du må godta garantierklæringen for å registrere enheten.",
+    },
+    RegistrationErrorCode.FILE_TOO_LARGE: {
+        "en": "The file is too large: at most 5 MB is allowed. Please upload a smaller file.",
+        "de": "Die Datei ist zu groß: Erlaubt sind höchstens 5 MB. Bitte laden Sie eine kleinere Datei hoch.",
+        "nb": "Filen er for stor: maksimalt 5 MB er tillatt. Last opp en mindre fil.",
+    },
+    RegistrationErrorCode.FILE_TYPE_NOT_ALLOWED: {
+        "en": "This file type is not allowed. Please upload the proof of purchase as a JPG, PNG, GIF or PDF file.",
+        "de": "Dieser Dateityp ist nicht erlaubt. Bitte laden Sie den Kaufbeleg als JPG-, PNG-, GIF- oder PDF-Datei "
+            "hoch.",
+        "nb": "Denne filtypen er ikke tillatt. Last opp kjøpsbeviset som en JPG-, PNG-, GIF- eller PDF-fil.",
+    },
+    RegistrationErrorCode.SERIAL_OR_POSTCODE_MISMATCH: {
+        "en": "The serial number and postcode do not match any device we know. Please check both: the postcode is the "
+            "one of the address where the device is installed.",
+        "de": "Seriennummer und Postleitzahl passen zu keinem uns bekannten Gerät. Bitte prüfen Sie beide Angaben: "
+            "Gemeint ist die Postleitzahl des Standorts, an dem das Gerät steht.",
+        "nb": "Serienummeret og postnummeret passer ikke til noen enhet vi kjenner. Kontroller begge: postnummeret er "
+            "det for adressen der enheten står.",
+    },
+    BulkUploadCode.TOO_MANY_ROWS: {
+        "en": "The file lists too many devices: at most 25 devices per file. Please split the list into several files.",
+        "de": "Die Datei enthält zu viele Geräte: höchstens 25 Geräte pro Datei. Bitte teilen Sie die Liste auf "
+            "mehrere Dateien auf.",
+        "nb": "Filen inneholder for mange enheter: maksimalt 25 enheter per fil. Del listen opp i flere filer.",
+    },
+    BulkUploadCode.NOT_A_SPREADSHEET: {
+        "en": "The file could not be read as an Excel workbook (.xlsx). Please fill in the template and save it as "
+            ".xlsx.",
+        "de": "Die Datei konnte nicht als Excel-Arbeitsmappe (.xlsx) gelesen werden. Bitte füllen Sie die Vorlage aus "
+            "und speichern Sie sie als .xlsx.",
+        "nb": "Filen kunne ikke leses som en Excel-arbeidsbok (.xlsx). Fyll ut malen og lagre den som .xlsx.",
+    },
+    BulkUploadCode.SPREADSHEET_TOO_LARGE: {
+        "en": "The workbook is too large when unpacked. Please upload only the filled-in template with your device "
+            "rows.",
+        "de": "Die Arbeitsmappe ist entpackt zu groß. Bitte laden Sie nur die ausgefüllte Vorlage mit Ihren "
+            "Gerätezeilen hoch.",
+        "nb": "Arbeidsboken er for stor når den pakkes ut. Last bare opp den utfylte malen med enhetsradene dine.",
+    },
+    BulkUploadCode.MISSING_COLUMNS: {
+        "en": "Required columns are missing. Please use the template and keep its header row unchanged.",
+        "de": "Es fehlen Pflichtspalten. Bitte verwenden Sie die Vorlage und lassen Sie deren Kopfzeile unverändert.",
+        "nb": "Obligatoriske kolonner mangler. Bruk malen og la overskriftsraden være uendret.",
+    },
+    BulkUploadCode.DUPLICATE_COLUMNS: {
+        "en": "Some columns appear twice in the header row. Please use the template and keep each column only once.",
+        "de": "Einige Spalten kommen in der Kopfzeile doppelt vor. Bitte verwenden Sie die Vorlage und führen Sie "
+            "jede Spalte nur einmal auf.",
+        "nb": "Noen kolonner forekommer to ganger i overskriftsraden. Bruk malen og ta med hver kolonne bare én gang.",
+    },
+    BulkUploadCode.DUPLICATE_SERIAL: {
+        "en": "This serial number already appears in an earlier row of the file; list each device only once.",
+        "de": "Diese Seriennummer steht bereits in einer früheren Zeile der Datei; bitte führen Sie jedes Gerät nur "
+            "einmal auf.",
+        "nb": "Dette serienummeret står allerede i en tidligere rad i filen; før opp hver enhet bare én gang.",
     },
 }
 

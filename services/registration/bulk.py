@@ -39,7 +39,7 @@ from contracts import registration as api
 from contracts.base import FileObject, Page
 from contracts.errors import message_for
 from services.registration import domain, excel
-from services.registration.handlers import register
+from services.registration.handlers import Prefetched, Prepared, prefetch, prepare
 from services.registration.settings import RegistrationSettings, registration_settings
 from services.registration.store import UPLOADS, RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError
@@ -265,14 +265,18 @@ async def process(instance: ServiceInstance, upload: Document, owner: str, setti
         await finish(instance, upload, owner, status="failed", reason=parsed.reason, rows=[])
         return
     ctx = uploader_context(instance, upload)
+    known = await prefetch(ctx)
     total = len(parsed.rows)
     await uploads.update_one(held(upload, owner), {"$set": {"total": total}})
     results: list[RowResult] = []
     seen: dict[str, int] = {}
-    for index, row in enumerate(parsed.rows, start=1):
-        result, message = await register_row(ctx, upload["_id"], row, seen)
-        results.append(RowResult(row.cells, result, message))
-        if index % max(settings.bulk_batch_rows, 1) == 0 and index < total:
+    batch_size = max(settings.bulk_batch_rows, 1)
+    for start in range(0, total, batch_size):
+        batch = parsed.rows[start:start + batch_size]
+        outcomes = await register_rows(ctx, upload["_id"], batch, seen, known)
+        results.extend(RowResult(row.cells, result, message) for row, (result, message) in zip(batch, outcomes,
+                                                                                                 strict=True))
+        if len(results) < total:
             registered = sum(1 for item in results if item.result == "registered")
             renewed = await uploads.update_one(held(upload, owner), {"$set": {
                 "processed": registered, "unprocessed": len(results) - registered,
@@ -301,25 +305,43 @@ def rejected(code: str, detail: str = "") -> tuple[str, str]:
     return "rejected", f"{code}: {text}{detail}"
 
 
-async def register_row(ctx: CommandContext, upload_id: str, row: excel.BulkRow,
-                       seen: dict[str, int]) -> tuple[str, str]:
-    """`registered` or `rejected`, and the message for the result file."""
-    device_id = row_device_id(upload_id, row.number)
-    try:
-        request = device_request(row.values)
-    except RowProblem as problem:
-        return rejected(problem.code, problem.detail)
-    serial = domain.normalise_serial(request.serial_number)
-    if serial in seen:
-        return rejected("duplicate_serial", f" (row {seen[serial]})")
-    seen[serial] = row.number
-    try:
-        registered = await register(ctx, request, device_id=device_id, proof=None)
-    except CommandError as error:
-        if error.code == "already_registered" and await RegistrationStore(ctx.db).device({"_id": device_id}):
-            return "registered", "registered"  # this row, registered before a restart
-        return rejected(error.code)
-    return "registered", f"registered: {registered.model}, warranty until {registered.warranty.end_date.isoformat()}"
+async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[excel.BulkRow],
+                        seen: dict[str, int], known: Prefetched) -> list[tuple[str, str]]:
+    """`registered` or `rejected` and the result file's message, for each row; the accepted ones stored at once."""
+    outcomes: list[tuple[str, str] | None] = []
+    accepted: list[tuple[int, Prepared]] = []
+    now = datetime.now(UTC)
+    for row in rows:
+        try:
+            request = device_request(row.values)
+        except RowProblem as problem:
+            outcomes.append(rejected(problem.code, problem.detail))
+            continue
+        serial = domain.normalise_serial(request.serial_number)
+        if serial in seen:
+            outcomes.append(rejected("duplicate_serial", f" (row {seen[serial]})"))
+            continue
+        seen[serial] = row.number
+        try:
+            prepared = prepare(ctx.caller, ctx.language, request, device_id=row_device_id(upload_id, row.number),
+                               known=known, now=now)
+        except CommandError as error:
+            outcomes.append(rejected(error.code))
+            continue
+        accepted.append((len(outcomes), prepared))
+        outcomes.append(None)
+    store = RegistrationStore(ctx.db)
+    stored = await store.insert_devices([(prepared.device, [prepared.event]) for _, prepared in accepted])
+    for (index, prepared), inserted in zip(accepted, stored, strict=True):
+        if inserted:
+            warranty = prepared.reply.warranty
+            outcomes[index] = ("registered", f"registered: {prepared.reply.model}, "
+                                             f"warranty until {warranty.end_date.isoformat()}")
+        elif await store.device({"_id": prepared.device["_id"]}):
+            outcomes[index] = ("registered", "registered")  # this row, stored before a restart
+        else:
+            outcomes[index] = rejected("already_registered")
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 class RowProblem(Exception):

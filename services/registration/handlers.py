@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,37 +141,74 @@ async def register_device(request: api.RegisterDevice, ctx: CommandContext) -> a
     return await register(ctx, request, device_id=device_id, proof=(request.proof_of_purchase.filename, proof))
 
 
+@dataclass(frozen=True)
+class Prefetched:
+    """What a bulk upload reads once instead of once per row."""
+
+    models: list[api.ProductModel]
+    terms_accepted: bool
+
+
+async def prefetch(ctx: CommandContext) -> Prefetched:
+    store = store_of(ctx)
+    return Prefetched(await store.all_models(), await store.accepted_terms(ctx.caller.user_id))
+
+
 async def register(ctx: CommandContext, request: api.RegisterDevice, *, device_id: str,
                    proof: tuple[str, bytes] | None) -> api.DeviceRegistered:
-    """Every rule of registering one device; bulk rows come without a proof of purchase (none fits in a cell)."""
-    claims, store = ctx.caller, store_of(ctx)
-    now = datetime.now(UTC)
-    if not await store.accepted_terms(claims.user_id):
+    """Every rule of registering one device, its proof of purchase kept, and the device stored."""
+    store = store_of(ctx)
+    prepared = prepare(ctx.caller, ctx.language, request, device_id=device_id, known=await prefetch(ctx),
+                       now=datetime.now(UTC))
+    check = domain.check_proof(proof[1]) if proof else None
+    if check is not None and check.problem:
+        raise CommandError(check.problem, fields={"proof_of_purchase": check.problem})
+    if await store.device({"serial_number": prepared.device["serial_number"]}) is not None:
+        raise CommandError("already_registered", fields={"serial_number": "already_registered"})
+    if proof is not None and check is not None:
+        file_id = await store.store_proof(device_id, proof[0], check.content_type or "", proof[1])
+        prepared.device["proof_of_purchase"] = {"file_id": file_id, "filename": proof[0],
+                                                "content_type": check.content_type}
+    try:
+        await store.insert_device(prepared.device, [prepared.event], ctx.message_id)
+    except DuplicateKeyError:
+        raise CommandError("already_registered", fields={"serial_number": "already_registered"}) from None
+    return prepared.reply
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A registration that passed every rule: the device to store, its event, the reply."""
+
+    device: Document
+    event: api.DeviceRegisteredEvent
+    reply: api.DeviceRegistered
+
+
+def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, device_id: str, known: Prefetched,
+            now: datetime) -> Prepared:
+    """The rules that need no database: terms, warranty, serial and model, purchase date, end customer.
+
+    Bulk rows are prepared in batches and stored in one write; whether the serial was
+    registered before is decided by the unique index then.
+    """
+    if not known.terms_accepted:
         raise CommandError("terms_not_accepted")
     if not request.warranty_accepted:
         raise CommandError("warranty_not_accepted", fields={"warranty_accepted": "must be accepted"})
     serial = domain.normalise_serial(request.serial_number)
-    model = domain.model_for_serial(await store.all_models(), serial)
+    model = domain.model_for_serial(known.models, serial)
     if model is None:
         raise CommandError("unknown_serial", fields={"serial_number": "unknown_serial"})
     if request.purchase_date > now.date():
         raise CommandError("invalid_purchase_date", fields={"purchase_date": "in the future"})
     if request.end_customer is not None and claims.role is not Role.DEALER:
         raise CommandError("forbidden", fields={"end_customer": "only dealers register for end customers"})
-    check = domain.check_proof(proof[1]) if proof else None
-    if check is not None and check.problem:
-        raise CommandError(check.problem, fields={"proof_of_purchase": check.problem})
-    if await store.device({"serial_number": serial}) is not None:
-        raise CommandError("already_registered", fields={"serial_number": "already_registered"})
 
     warranty = domain.warranty_for(request.purchase_date, now.date())
     location = api.Location() if isinstance(request.location, api.SameAsContact) else request.location
     location = location.model_copy(update={"building_location": request.building_location
                                            or location.building_location})
-    stored_proof = None
-    if proof is not None and check is not None:
-        file_id = await store.store_proof(device_id, proof[0], check.content_type or "", proof[1])
-        stored_proof = {"file_id": file_id, "filename": proof[0], "content_type": check.content_type}
     device: Document = {
         "_id": device_id, "serial_number": serial, "model": model.model, "article_number": model.article_number,
         "counters": model.counters, "customer_number": claims.customer_number, "contract_number": None,
@@ -180,17 +218,13 @@ async def register(ctx: CommandContext, request: api.RegisterDevice, *, device_i
         "contact_name": request.contact_name, "friendly_name": request.friendly_name,
         "questionnaire": request.questionnaire.model_dump() if request.questionnaire else None,
         "end_customer": request.end_customer.model_dump() if request.end_customer else None,
-        "proof_of_purchase": stored_proof,
+        "proof_of_purchase": None,
         "reminders": True, "reminder_email": None, "e_maintenance": False, "visible": True, "version": 1,
     }
     event = api.DeviceRegisteredEvent(**device_state(device, 1), registered_by=claims.user_id,
-                                      language=ctx.language, warranty=warranty)
-    try:
-        await store.insert_device(device, [event], ctx.message_id)
-    except DuplicateKeyError:
-        raise CommandError("already_registered", fields={"serial_number": "already_registered"}) from None
-    return api.DeviceRegistered(device_id=device_id, model=model.model, article_number=model.article_number,
-                                warranty=warranty)
+                                      language=language, warranty=warranty)
+    return Prepared(device, event, api.DeviceRegistered(device_id=device_id, model=model.model,
+                                                        article_number=model.article_number, warranty=warranty))
 
 
 # --- the caller's devices -------------------------------------------------------------------------------

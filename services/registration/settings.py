@@ -21,8 +21,8 @@ class RegistrationSettings(Settings):
     bulk_poll_seconds: float = 1.0
     # A replica holds an upload this long (renewed every batch); one that died frees it after that.
     bulk_lease_seconds: float = 120.0
-    # Rows registered between two updates of the counts (and renewals of the lease).
-    bulk_batch_rows: int = 5
+    # Rows stored in one write, and between two updates of the counts (and renewals of the lease).
+    bulk_batch_rows: int = 200
     # An upload whose processing crashed this often is marked `failed` with `internal`.
     bulk_max_attempts: int = 3
 

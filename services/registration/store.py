@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from gridfs import AsyncGridFSBucket
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from contracts.base import Event
 from contracts.registration import DeviceFilter, ProductModel
@@ -60,6 +61,25 @@ class RegistrationStore:
         fields = {key: value for key, value in device.items() if key != "_id"}
         await self.devices.update_one({"_id": device["_id"], **not_applied(command_id)},
                                       with_events({"$set": fields}, events, command_id=command_id), upsert=True)
+
+    async def insert_devices(self, batch: list[tuple[Document, list[Event]]]) -> list[bool]:
+        """Store new devices with their events in one round trip; False where the serial or id exists."""
+        if not batch:
+            return []
+        # A device id stored before (the same row, processed again after a crash) must not match:
+        # the upsert then collides on `_id`, and the row is recognised instead of written twice.
+        writes = [UpdateOne({"_id": device["_id"], "serial_number": {"$exists": False}},
+                            with_events({"$set": {key: value for key, value in device.items() if key != "_id"}},
+                                        events), upsert=True)
+                  for device, events in batch]
+        try:
+            await self.devices.bulk_write(writes, ordered=False)
+        except BulkWriteError as error:
+            taken = {failure["index"] for failure in error.details["writeErrors"] if failure["code"] == 11000}
+            if len(taken) < len(error.details["writeErrors"]):
+                raise
+            return [index not in taken for index in range(len(batch))]
+        return [True] * len(batch)
 
     async def change_device(self, device_id: str, update: Document, events: Iterable[Event],
                             command_id: str | None) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
+from pymongo import UpdateOne
 
 from contracts.base import Event
 from services.runtime.mongo import Database
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 FIELD = "outbox"
 SEQUENCE = "outbox_seq"  # bumped by every write that emits, so the relay clears only what it sent
 APPLIED = "applied_commands"
+CLEAR_BATCH = 200
 # Enough to recognise a command redelivered after a crash; older ids have long been answered.
 APPLIED_KEPT = 50
 
@@ -108,6 +110,7 @@ class OutboxRelay:
         published = 0
         for name in self.collections:
             collection = self.db[name]
+            sent: list[tuple[Any, Any, list[str]]] = []  # (document id, its sequence, event ids published)
             async for document in collection.find({FIELD: {"$exists": True}}, {FIELD: 1, SEQUENCE: 1}):
                 entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
                 for event_id, entry in entries:
@@ -115,11 +118,23 @@ class OutboxRelay:
                         entry["body"], routing_key=entry["routing_key"], exchange=self.exchange,
                         message_id=event_id, content_type="application/json", persist=True,
                         mandatory=False, timestamp=entry["created_at"])
-                # Clear the outbox only if no write added to it meanwhile; else just what was sent.
-                cleared = await collection.update_one(
-                    {"_id": document["_id"], SEQUENCE: document.get(SEQUENCE)}, {"$unset": {FIELD: ""}})
-                if not cleared.modified_count:
-                    await collection.update_one(
-                        {"_id": document["_id"]}, {"$unset": {f"{FIELD}.{event_id}": "" for event_id, _ in entries}})
+                sent.append((document["_id"], document.get(SEQUENCE), [event_id for event_id, _ in entries]))
                 published += len(entries)
+                if len(sent) >= CLEAR_BATCH:
+                    await self._clear(collection, sent)
+                    sent = []
+            await self._clear(collection, sent)
         return published
+
+    async def _clear(self, collection: Any, sent: list[tuple[Any, Any, list[str]]]) -> None:
+        """Clear each outbox only if no write added to it meanwhile; else just what was sent."""
+        if not sent:
+            return
+        # One round trip for many documents: after a bulk upload, thousands wait at once.
+        cleared = await collection.bulk_write([UpdateOne({"_id": key, SEQUENCE: sequence}, {"$unset": {FIELD: ""}})
+                                               for key, sequence, _ in sent], ordered=False)
+        if cleared.modified_count == len(sent):
+            return
+        for key, _, event_ids in sent:  # some got new entries meanwhile: remove only what was sent
+            await collection.update_one({"_id": key, FIELD: {"$exists": True}},
+                                        {"$unset": {f"{FIELD}.{event_id}": "" for event_id in event_ids}})
