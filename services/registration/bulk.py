@@ -58,18 +58,6 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_EVENT_FILE_BYTES = 5 * 1024 * 1024
 WAKE = "bulk_wake"
 
-ROW_TEXTS = {
-    "unknown_serial": "The serial number matches no known model.",
-    "already_registered": "This device is already registered.",
-    "duplicate_serial": "The serial number appears in an earlier row of this file.",
-    "invalid_purchase_date": "The purchase date is not a date (YYYY-MM-DD or DD.MM.YYYY) or lies in the future.",
-    "validation_failed": "A required value is missing or invalid",
-    "forbidden": "Only dealers may register devices for end customers.",
-    "terms_not_accepted": "The terms of use have not been accepted.",
-    "warranty_not_accepted": "The warranty statement has not been accepted.",
-}
-
-
 def uploads_of(db: Database) -> AsyncCollection[Document]:
     return db[UPLOADS]
 
@@ -300,9 +288,9 @@ def row_device_id(upload_id: str, number: int) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"registration.bulk_upload:{upload_id}:{number}").hex
 
 
-def rejected(code: str, detail: str = "") -> tuple[str, str]:
-    text = ROW_TEXTS.get(code) or message_for(code, "en")
-    return "rejected", f"{code}: {text}{detail}"
+def rejected(code: str, language: str, detail: str = "") -> tuple[str, str]:
+    """The result file's row message, in the uploader's language (the code stays for machines)."""
+    return "rejected", f"{code}: {message_for(code, language)}{detail}"
 
 
 async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[excel.BulkRow],
@@ -315,18 +303,18 @@ async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[exce
         try:
             request = device_request(row.values)
         except RowProblem as problem:
-            outcomes.append(rejected(problem.code, problem.detail))
+            outcomes.append(rejected(problem.code, ctx.language, problem.detail))
             continue
         serial = domain.normalise_serial(request.serial_number)
         if serial in seen:
-            outcomes.append(rejected("duplicate_serial", f" (row {seen[serial]})"))
+            outcomes.append(rejected("duplicate_serial", ctx.language, f" ({seen[serial]})"))
             continue
         seen[serial] = row.number
         try:
             prepared = prepare(ctx.caller, ctx.language, request, device_id=row_device_id(upload_id, row.number),
                                known=known, now=now)
         except CommandError as error:
-            outcomes.append(rejected(error.code))
+            outcomes.append(rejected(error.code, ctx.language))
             continue
         accepted.append((len(outcomes), prepared))
         outcomes.append(None)
@@ -340,7 +328,7 @@ async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[exce
         elif await store.device({"_id": prepared.device["_id"]}):
             outcomes[index] = ("registered", "registered")  # this row, stored before a restart
         else:
-            outcomes[index] = rejected("already_registered")
+            outcomes[index] = rejected("already_registered", ctx.language)
     return [outcome for outcome in outcomes if outcome is not None]
 
 

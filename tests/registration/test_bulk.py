@@ -15,6 +15,7 @@ import pytest
 
 from contracts.base import FileObject
 from contracts.client import PortalClient
+from contracts.errors import message_for
 from deploy.local.demo import OKI_MODELS
 from services.registration import bulk, excel
 from services.registration.app import service as registration_service
@@ -314,3 +315,13 @@ async def test_a_dealer_registers_rows_for_end_customers(registration: ServiceIn
     device = await registration.db.devices.find_one({"serial_number": "AK6C000001"})
     assert device is not None and device["end_customer"] == {"name": "Muster GmbH", "email": "it@muster.example",
                                                              "customer_number": None}
+
+
+async def test_the_result_file_explains_rejections_in_the_uploaders_language(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    rows = [["ZZ0000000", date.today() - timedelta(days=3)]]
+    reply = await portal.call("registration.bulk_upload", upload_body(workbook(rows)), token=token, lang="de")
+    await finished(portal, token, reply["upload_id"])
+    message = (await result_rows(portal, token, reply["upload_id"]))[1][-1]
+    assert message == f"unknown_serial: {message_for('unknown_serial', 'de')}"
