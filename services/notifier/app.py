@@ -12,6 +12,7 @@ from contracts.accounts import (
     VerificationDecided,
 )
 from contracts.notifier import ListDeliveries
+from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
 from services.notifier import handlers
 from services.runtime.commands import Access
 from services.runtime.service import Service
@@ -30,3 +31,6 @@ service.event(UsernameReminderRequested)(handlers.send_username_reminder)
 service.event(VerificationDecided)(handlers.send_verification_decision)
 service.event(UserActivated)(handlers.remember_activated_user)
 service.event(ProfileUpdated)(handlers.remember_profile)
+service.event(DeviceRegisteredEvent)(handlers.send_device_registration)
+service.event(BulkUploadCompleted)(handlers.send_bulk_result)
+service.event(RequestDecided)(handlers.send_request_decision)

@@ -1,4 +1,9 @@
-"""The notifier's handlers: keep recipients, turn account events into mails, retry, list deliveries.
+"""The notifier's handlers: keep recipients, turn account and registration events into mails, retry, list deliveries.
+
+Registration events name only a user id: the address, name and language come from `recipients`,
+kept from the accounts events. A user not known there yet (the accounts event is still on its
+way) raises `RecipientUnknown`, so the runtime retries the event with back-off and dead-letters
+it after its last attempt (`PORTAL_EVENT_MAX_ATTEMPTS`); nothing is stored for it before that.
 
 Each (event message_id, recipient address) is one `deliveries` document, inserted before the
 first attempt: a copy of the event finds it and sends nothing. The handler tries at once;
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +33,9 @@ from contracts.accounts import (
 )
 from contracts.base import Page
 from contracts.notifier import Delivery, ListDeliveries
+from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
 from services.notifier.mailer import Mailer, Outcome
-from services.notifier.mails import compose, render
+from services.notifier.mails import XLSX, Attachment, compose, render
 from services.notifier.settings import NotifierSettings, notifier_settings
 from services.notifier.store import DeliveryStore, RecipientStore, delivery_id
 from services.runtime.commands import CommandContext
@@ -98,32 +105,87 @@ async def send_verification_decision(event: VerificationDecided, ctx: EventConte
                   reason=event.reason)
 
 
-def _display_name(event: Recipient) -> str | None:
-    return " ".join(part for part in (event.first_name, event.last_name) if part) or None
+class RecipientUnknown(Exception):
+    """The event's user has no address in `recipients` yet: raised so that the runtime retries the event."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"recipient {user_id} not known yet")
+        self.user_id = user_id
+
+
+def _display_name(first_name: str | None, last_name: str | None) -> str | None:
+    return " ".join(part for part in (first_name, last_name) if part) or None
 
 
 async def deliver(ctx: EventContext, event: Recipient, mail: str, **values: Any) -> None:
-    """Render `mail` for the event's recipient, store it once per (event, address), and try to send it."""
-    log.info("%s: message_id=%s user_id=%s mail=%s", ctx.event, ctx.message_id, event.user_id, mail)
+    """Mail `mail` to the address, name and language the event itself carries."""
+    await _deliver(ctx, mail, user_id=event.user_id, address=event.email, language=event.language,
+                   name=_display_name(event.first_name, event.last_name), values=values)
+
+
+async def deliver_to_user(ctx: EventContext, user_id: str, mail: str, *, language: str | None,
+                          attachments: Sequence[Attachment] = (), **values: Any) -> None:
+    """Mail `mail` to a user kept in `recipients`, in their saved language, else `language`, else English.
+
+    Raises `RecipientUnknown` while the user is not known: the runtime retries the event with back-off.
+    """
+    recipient = await RecipientStore(ctx.db).get(user_id)
+    if recipient is None or not recipient.get("email"):
+        log.warning("%s: message_id=%s user_id=%s not known yet, event retried", ctx.event, ctx.message_id, user_id)
+        raise RecipientUnknown(user_id)
+    await _deliver(ctx, mail, user_id=user_id, address=recipient["email"],
+                   language=recipient.get("language") or language,
+                   name=_display_name(recipient.get("first_name"), recipient.get("last_name")),
+                   attachments=attachments, values=values)
+
+
+async def _deliver(ctx: EventContext, mail: str, *, user_id: str, address: str, language: str | None,
+                   name: str | None, values: dict[str, Any], attachments: Sequence[Attachment] = ()) -> None:
+    """Render `mail` for one recipient, store it once per (event, address), and try to send it."""
+    log.info("%s: message_id=%s user_id=%s mail=%s", ctx.event, ctx.message_id, user_id, mail)
     settings = notifier_settings(ctx.instance)
-    name = _display_name(event)
-    rendered = render(mail, event.language, public_url=settings.public_url, name=name, **values)
-    message = compose(rendered, sender=settings.mail_from, to=event.email, to_name=name).as_string()
+    rendered = render(mail, language, public_url=settings.public_url, name=name, **values)
+    message = compose(rendered, sender=settings.mail_from, to=address, to_name=name,
+                      attachments=attachments).as_string()
     # Without a message_id the event cannot be recognised again; the runtime cannot deduplicate it either.
     event_message_id = ctx.message_id or uuid.uuid4().hex
-    key = delivery_id(event_message_id, event.email)
+    key = delivery_id(event_message_id, address)
     store = DeliveryStore(ctx.db)
     lease_id = await store.create(
         {"_id": key, "event": ctx.event, "event_message_id": event_message_id, "mail": mail,
-         "user_id": event.user_id, "recipient": event.email.lower(), "address": event.email,
+         "user_id": user_id, "recipient": address.lower(), "address": address,
          "language": rendered.language, "subject": rendered.subject, "message": message},
         now=datetime.now(UTC), lease=timedelta(seconds=settings.notifier_lease_seconds))
     if lease_id is None:
         log.info("already mailed or being mailed: delivery=%s", key)
         return
     await attempt(store, Mailer(settings), settings,
-                  {"_id": key, "lease_id": lease_id, "attempts": 0, "address": event.email,
+                  {"_id": key, "lease_id": lease_id, "attempts": 0, "address": address,
                    "message": message})
+
+
+# --- registration mails -----------------------------------------------------------------------
+
+async def send_device_registration(event: DeviceRegisteredEvent, ctx: EventContext) -> None:
+    await deliver_to_user(ctx, event.registered_by, "device_registration", language=event.language,
+                          model=event.model, serial_number=event.serial_number, friendly_name=event.friendly_name,
+                          warranty=event.warranty)
+
+
+async def send_bulk_result(event: BulkUploadCompleted, ctx: EventContext) -> None:
+    failed = event.status == "failed"
+    attachments: list[Attachment] = []
+    if not failed and event.result_file is not None:
+        attachments.append((event.result_file.filename, event.result_file.content_type or XLSX,
+                            event.result_file.content()))
+    await deliver_to_user(ctx, event.user_id, "bulk_result", language=event.language, attachments=attachments,
+                          filename=event.filename, failed=failed, total=event.total, processed=event.processed,
+                          unprocessed=event.unprocessed, reason=event.reason, attached=bool(attachments))
+
+
+async def send_request_decision(event: RequestDecided, ctx: EventContext) -> None:
+    await deliver_to_user(ctx, event.user_id, "request_decision", language=event.language, kind=event.kind,
+                          approved=event.approved, reason=event.reason, devices=len(event.device_ids))
 
 
 async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettings, delivery: Document) -> None:

@@ -1,5 +1,8 @@
 """Mails as text: jinja2 templates per language rendered into multipart/alternative messages.
 
+With attachments the message is multipart/mixed: the multipart/alternative body first, then
+each attachment.
+
 `templates/<language>/<mail>.txt.j2` holds the subject (block `subject`) and the plain text,
 `templates/<language>/<mail>.html.j2` the HTML, autoescaped; both extend the shared layouts,
 which add the footer in the same language. A new mail is two files per language.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -18,6 +22,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 LANGUAGES = ("de", "en", "nb")
 FALLBACK_LANGUAGE = "en"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+Attachment = tuple[str, str, bytes]  # filename, content type, content
 
 _environment = Environment(
     loader=PackageLoader("services.notifier", "templates"),
@@ -57,8 +64,9 @@ def render(mail: str, language: str | None, *, public_url: str, **values: Any) -
 
 
 def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None = None,
-            now: datetime | None = None) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) marked as sent by a machine (RFC 3834)."""
+            now: datetime | None = None, attachments: Sequence[Attachment] = ()) -> EmailMessage:
+    """A multipart/alternative message (text, then HTML) marked as sent by a machine (RFC 3834);
+    multipart/mixed with that body first when there are `attachments` (filename, content type, bytes)."""
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = sender
     message["To"] = email.utils.formataddr((to_name, to)) if to_name else to
@@ -68,6 +76,10 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
+    for filename, content_type, content in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        # add_attachment turns multipart/alternative into multipart/mixed with the body as its first part
+        message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
     message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
     return message
 

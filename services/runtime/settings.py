@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # Seconds SIGTERM waits for in-flight messages before the process exits anyway.
     graceful_timeout: float = 15.0
     # A failing event handler runs at most this many times, then its message is dead-lettered.
-    event_max_attempts: int = 5
+    event_max_attempts: int = 8  # with the base delay: about a minute of retries before the DLQ
     event_retry_base_delay: float = 0.5
     # How long a stored reply answers a re-sent command.
     idempotency_days: int = 7
