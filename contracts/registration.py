@@ -218,9 +218,10 @@ class DeviceRegisteredEvent(DeviceState):
 
     routing_key: ClassVar[str] = "registration.device.registered"
     registered_by: str
-    recipient_email: str | None = None
     language: str = "en"
     warranty: Warranty | None = None
+    upload_id: str | None = Field(default=None, description="Set for a row of a bulk upload: its one result mail "
+                                                             "covers the device, so no mail goes out per device.")
 
 
 class DeviceUpdated(DeviceState):

@@ -167,6 +167,8 @@ async def _deliver(ctx: EventContext, mail: str, *, user_id: str, address: str, 
 # --- registration mails -----------------------------------------------------------------------
 
 async def send_device_registration(event: DeviceRegisteredEvent, ctx: EventContext) -> None:
+    if event.upload_id is not None:
+        return  # a row of a bulk upload: the upload's one result mail covers it (OKI: "sent via email")
     await deliver_to_user(ctx, event.registered_by, "device_registration", language=event.language,
                           model=event.model, serial_number=event.serial_number, friendly_name=event.friendly_name,
                           warranty=event.warranty)

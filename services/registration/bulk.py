@@ -312,7 +312,7 @@ async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[exce
         seen[serial] = row.number
         try:
             prepared = prepare(ctx.caller, ctx.language, request, device_id=row_device_id(upload_id, row.number),
-                               known=known, now=now)
+                               known=known, now=now, upload_id=upload_id)
         except CommandError as error:
             outcomes.append(rejected(error.code, ctx.language))
             continue

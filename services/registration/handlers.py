@@ -186,7 +186,7 @@ class Prepared:
 
 
 def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, device_id: str, known: Prefetched,
-            now: datetime) -> Prepared:
+            now: datetime, upload_id: str | None = None) -> Prepared:
     """The rules that need no database: terms, warranty, serial and model, purchase date, end customer.
 
     Bulk rows are prepared in batches and stored in one write; whether the serial was
@@ -222,7 +222,7 @@ def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, devic
         "reminders": True, "reminder_email": None, "e_maintenance": False, "visible": True, "version": 1,
     }
     event = api.DeviceRegisteredEvent(**device_state(device, 1), registered_by=claims.user_id,
-                                      language=language, warranty=warranty)
+                                      language=language, warranty=warranty, upload_id=upload_id)
     return Prepared(device, event, api.DeviceRegistered(device_id=device_id, model=model.model,
                                                         article_number=model.article_number, warranty=warranty))
 

@@ -140,6 +140,18 @@ async def test_a_recipient_without_a_saved_language_gets_the_events_language(
     assert message["Subject"] == REGISTRATION["nb"][0]
 
 
+async def test_a_device_registered_by_a_bulk_upload_gets_no_mail_of_its_own(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    user_id, address = await known_user(notifier, "en")
+    bulk_row = device_registered(user_id).model_copy(update={"upload_id": "upload-1"})
+    await publish(amqp_url, bulk_row)
+    await publish(amqp_url, device_registered(user_id))  # a single registration after it: mailed
+    message = await only_mail_to(smtp, address)
+    assert message["Subject"] == REGISTRATION["en"][0]
+    await asyncio.sleep(0.5)
+    assert len(smtp.mailbox.to(address)) == 1
+
+
 # --- bulk results -----------------------------------------------------------------------------
 
 BULK = {

@@ -325,3 +325,16 @@ async def test_the_result_file_explains_rejections_in_the_uploaders_language(
     await finished(portal, token, reply["upload_id"])
     message = (await result_rows(portal, token, reply["upload_id"]))[1][-1]
     assert message == f"unknown_serial: {message_for('unknown_serial', 'de')}"
+
+
+async def test_devices_of_a_bulk_upload_are_announced_with_the_upload_so_no_mail_goes_out_per_device(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    async with EventTap(amqp_url, "registration.device.registered") as tap:
+        upload_id = await upload(portal, token, workbook(valid_rows(2)))
+        await finished(portal, token, upload_id)
+        first = await tap.next("registration.device.registered")
+        await portal.call("registration.register_device", device_registration(), token=token)
+        single = await tap.next("registration.device.registered", lambda body: body["upload_id"] is None)
+    assert first["upload_id"] == upload_id
+    assert single["registered_by"] == first["registered_by"]
