@@ -19,8 +19,9 @@ collection (kind `same_location_claim`) until an operator decides; once approved
 view with those settings (`registration.device.claimed`, plus `registration.device.updated` when settings change).
 
 `registration.request_address_change` (kind `address_change`) asks to move a device the caller sees. Approved, it
-moves every device at that device's address (same normalised street, postcode and city, whoever's they are: it is
-the address that is corrected, as OneRicoh's FAQ says; the operator sees them all in `list_requests`), each with a
+moves every device of that device's customer at its address (same normalised street, postcode and city), as
+OneRicoh's FAQ says for "this account/address"; another customer's devices in the same building stay (the
+operator sees what will move in `list_requests`), each with a
 `registration.device.updated` of a new version; each device keeps its own `building_location` unless the new
 address names one.
 
@@ -83,6 +84,18 @@ async def devices_at(ctx: CommandContext, location: Document | None) -> list[Doc
         return []
     return [device for device in await store_of(ctx).devices_with_postcode(key[1])
             if location_key(device.get("location")) == key]
+
+
+async def devices_moving(ctx: CommandContext, request: Document, location: Document | None) -> list[Document]:
+    """The devices an address change moves: those of the requested device's customer at that address.
+
+    Another company's printer in the same building stays where it is; a device of no customer
+    moves alone.
+    """
+    origin = await store_of(ctx).device({"_id": request.get("device_id")})
+    owner = (origin or {}).get("customer_number")
+    return [device for device in await devices_at(ctx, location)
+            if (device.get("customer_number") == owner if owner else device["_id"] == request.get("device_id"))]
 
 
 async def visible_ids(ctx: CommandContext, device_ids: list[str]) -> set[str]:
@@ -203,7 +216,7 @@ async def list_requests(request: api.ListRequests, ctx: CommandContext) -> Page[
         devices: list[api.RequestDevice] = []
         if stored["kind"] == "address_change":
             location = await old_location(ctx, stored)
-            devices = [request_device(device) for device in await devices_at(ctx, location)]
+            devices = [request_device(device) for device in await devices_moving(ctx, stored, location)]
         else:
             for item in stored.get("items") or []:
                 device = await store.device({"_id": item["device_id"]})
@@ -224,7 +237,7 @@ async def decision_targets(ctx: CommandContext, stored: Document, from_location:
     targets: list[tuple[Document, Document]] = []
     if stored["kind"] == "address_change":
         address = stored.get("address") or {}
-        for device in await devices_at(ctx, from_location):
+        for device in await devices_moving(ctx, stored, from_location):
             location = {**address, "building_location": address.get("building_location")
                         or (device.get("location") or {}).get("building_location")}
             targets.append((device, {"location": location}))
