@@ -30,10 +30,4 @@ class NotifierSettings(Settings):
 
 
 def notifier_settings(instance: ServiceInstance) -> NotifierSettings:
-    """The instance's settings as NotifierSettings (the runtime builds a plain `Settings` when run as a process)."""
-    if isinstance(instance.settings, NotifierSettings):
-        return instance.settings
-    if "notifier_settings" not in instance.state:
-        instance.state["notifier_settings"] = NotifierSettings(**dict(instance.settings))
-    settings: NotifierSettings = instance.state["notifier_settings"]
-    return settings
+    return instance.settings_as(NotifierSettings)

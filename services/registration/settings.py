@@ -28,10 +28,4 @@ class RegistrationSettings(Settings):
 
 
 def registration_settings(instance: ServiceInstance) -> RegistrationSettings:
-    """The instance's settings as RegistrationSettings (the runtime builds a plain `Settings` as a process)."""
-    if isinstance(instance.settings, RegistrationSettings):
-        return instance.settings
-    if "registration_settings" not in instance.state:
-        instance.state["registration_settings"] = RegistrationSettings(**dict(instance.settings))
-    settings: RegistrationSettings = instance.state["registration_settings"]
-    return settings
+    return instance.settings_as(RegistrationSettings)

@@ -38,13 +38,11 @@ class RegistrationStore:
         await self.requests.create_index([("status", ASCENDING), ("requested_at", ASCENDING)])
 
     async def all_models(self) -> list[ProductModel]:
-        return [ProductModel(**{key: value for key, value in stored.items() if key in ProductModel.model_fields})
-                async for stored in self.models.find({}).sort("_id", ASCENDING)]
+        return [product_model(stored) async for stored in self.models.find({}).sort("_id", ASCENDING)]
 
     async def model(self, name: str) -> ProductModel | None:
         stored = await self.models.find_one({"_id": name})
-        return ProductModel(**{key: value for key, value in stored.items() if key in ProductModel.model_fields}) \
-            if stored else None
+        return product_model(stored) if stored else None
 
     async def upsert_models(self, models: list[ProductModel], events: Iterable[Event]) -> None:
         for model in models:
@@ -149,3 +147,7 @@ class RegistrationStore:
         cursor = self.requests.find(query).sort([("requested_at", ASCENDING), ("_id", ASCENDING)]) \
             .skip((page - 1) * page_size).limit(page_size)
         return [request async for request in cursor], total
+
+
+def product_model(stored: Document) -> ProductModel:
+    return ProductModel(**{key: value for key, value in stored.items() if key in ProductModel.model_fields})

@@ -41,6 +41,7 @@ except PackageNotFoundError:  # running from a tree that was not installed
 
 StartupHook = Callable[["ServiceInstance"], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=Settings)
 
 
 class Router:
@@ -188,6 +189,16 @@ class ServiceInstance:
             durable_queue(spec.queue, spec.model.routing_key), EVENTS, decoder=_raw, title=spec.queue,
             description=spec.model.__doc__, ack_policy=AckPolicy.MANUAL, no_reply=True,
         )(handle)
+
+    def settings_as(self, kind: type[S]) -> S:
+        """The settings as a service's own Settings subclass (a process gets a plain `Settings`), built once."""
+        if isinstance(self.settings, kind):
+            return self.settings
+        key = f"settings:{kind.__qualname__}"
+        if key not in self.state:
+            self.state[key] = kind(**dict(self.settings))
+        settings: S = self.state[key]
+        return settings
 
     async def _connect_database(self) -> None:
         await self.db.command("ping")

@@ -60,10 +60,6 @@ class SmtpServer:
             self._controller = None
 
 
-def random_email() -> str:
-    return f"{random_id('c.')}@example.com"
-
-
 def registered(email: str, language: Language = "en", **fields: Any) -> UserRegistered:
     values: dict[str, Any] = {
         "user_id": random_id("u"), "email": email, "language": language, "first_name": "Christine",

@@ -13,16 +13,8 @@ from services.notifier.store import delivery_id
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import token_for
-from tests.notifier.support import (
-    SmtpServer,
-    list_deliveries,
-    publish,
-    random_email,
-    registered,
-    reminder_requested,
-    reset_requested,
-)
+from tests.builders import random_email, token_for
+from tests.notifier.support import SmtpServer, list_deliveries, publish, registered, reminder_requested, reset_requested
 from tests.support import eventually, running
 
 

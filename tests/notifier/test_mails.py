@@ -15,11 +15,11 @@ from contracts.base import Event
 from services.notifier.mails import LANGUAGES, render
 from services.notifier.settings import NotifierSettings
 from services.runtime.service import ServiceInstance
+from tests.builders import random_email
 from tests.notifier.support import (
     SmtpServer,
     confirmation_requested,
     publish,
-    random_email,
     registered,
     reminder_requested,
     reset_requested,

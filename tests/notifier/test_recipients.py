@@ -6,8 +6,8 @@ from typing import Any
 
 from contracts.accounts import UserActivated
 from services.runtime.service import ServiceInstance
-from tests.builders import random_id
-from tests.notifier.support import profile_updated, publish, random_email, registered
+from tests.builders import random_email, random_id
+from tests.notifier.support import profile_updated, publish, registered
 from tests.support import eventually
 
 

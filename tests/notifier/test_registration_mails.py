@@ -23,8 +23,8 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.store import RecipientStore
 from services.registration.excel import result_workbook
 from services.runtime.service import ServiceInstance
-from tests.builders import random_id
-from tests.notifier.support import SmtpServer, profile_updated, publish, random_email
+from tests.builders import random_email, random_id
+from tests.notifier.support import SmtpServer, profile_updated, publish
 from tests.notifier.test_mails import only_mail_to, parts
 from tests.support import eventually, running
 

@@ -30,7 +30,8 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.store import delivery_id
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from tests.notifier.support import list_deliveries, publish, random_email, reset_requested
+from tests.builders import random_email
+from tests.notifier.support import list_deliveries, publish, reset_requested
 from tests.support import Mailbox, eventually, running
 
 USERNAME, PASSWORD = "notifier", "s3cret-Passw0rd"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +14,7 @@ from services.runtime.settings import Settings
 from services.runtime.tokens import InvalidToken, Role, bearer_token, verify_token
 from tests.builders import publish_event, random_id, token_for
 from tests.runtime.sample_service import sample
-from tests.support import eventually, running
+from tests.support import eventually, outcome, running
 
 
 @pytest.fixture
@@ -24,13 +23,12 @@ async def service(settings: Settings) -> AsyncIterator[ServiceInstance]:
         yield instance
 
 
-def note() -> bytes:
-    return json.dumps({"note_id": random_id(), "text": "x"}).encode()
+def note() -> dict[str, str]:
+    return {"note_id": random_id(), "text": "x"}
 
 
 async def code_of(portal: PortalClient, command: str, token: str | None) -> str:
-    reply = await portal.send(command, note() if command == "sample.add_note" else b"{}", token=token)
-    return "ok" if reply["ok"] else str(reply["error"]["code"])
+    return await outcome(portal, command, note() if command == "sample.add_note" else {}, token)
 
 
 def test_a_token_round_trips_its_claims() -> None:
