@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, ClassVar, Generic, TypeVar
+import unicodedata
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_PAGE_SIZE = 200
+
+
+def _single_line(value: str) -> str:
+    # Line breaks and other control characters in a name end up in mail headers (header
+    # injection) or in spreadsheet cells; refusing them at the edge keeps every sink safe.
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        raise ValueError("must not contain line breaks or other control characters")
+    return value
+
+
+SingleLine = Annotated[str, AfterValidator(_single_line)]
+"""Free text of one line (names, labels): control characters, line breaks included, are refused."""
 
 
 class Message(BaseModel):
