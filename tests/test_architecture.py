@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 SERVICE_NAMES = ("accounts", "registration", "metering", "ordering", "ticketing", "notifier")
+RUNTIME_LAYERS = ("service", "events", "commands", "instance")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -22,13 +23,29 @@ def test_the_tree_keeps_every_import_contract() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_a_service_importing_another_service_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+def skeleton(root: Path) -> None:
+    """The packages and runtime modules the import contracts name, all empty."""
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
     for package in ("contracts", "services", "services/runtime", *(f"services/{name}" for name in SERVICE_NAMES)):
-        (tmp_path / package).mkdir(parents=True, exist_ok=True)
-        (tmp_path / package / "__init__.py").write_text("")
+        (root / package).mkdir(parents=True, exist_ok=True)
+        (root / package / "__init__.py").write_text("")
+    for module in RUNTIME_LAYERS:
+        (root / f"services/runtime/{module}.py").write_text("")
+
+
+def test_a_service_importing_another_service_breaks_the_contract(tmp_path: Path) -> None:
+    skeleton(tmp_path)
     (tmp_path / "services/metering/handlers.py").write_text("from services.registration import store\n")
     (tmp_path / "services/registration/store.py").write_text("")
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "Services never import one another BROKEN" in result.stdout
+
+
+def test_the_command_pipeline_importing_the_service_breaks_the_contract(tmp_path: Path) -> None:
+    skeleton(tmp_path)
+    (tmp_path / "services/runtime/commands.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from services.runtime.service import Service\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "Runtime pipelines sit below the service (no import cycle) BROKEN" in result.stdout

@@ -40,8 +40,8 @@ from deploy.local.deps import (
     RABBITMQ_PORT,
     DependencyError,
     LocalRabbitMQ,
+    claim_port,
     free_port,
-    port_open,
     rabbitmq_running,
     start_nx_27017,
     stop_process,
@@ -217,7 +217,7 @@ def local_port(variable: str, default: int) -> int:
     """The port named by `variable`; else `default` unless something listens there; else a free one."""
     if value := os.environ.get(variable):
         return int(value)
-    return default if not port_open("127.0.0.1", default) else free_port()
+    return default if claim_port(default) else free_port()
 
 
 def without_password(url: str) -> str:

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -26,11 +27,33 @@ class DependencyError(RuntimeError):
     """A dependency cannot be found or started; the message says what to install."""
 
 
+_handed_out: set[int] = set()
+_handing_out = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port nobody listens on, never one this process handed out before.
+
+    The OS offers a port again as soon as its probe is closed, so two calls before either
+    port is bound can return the same one (MongoDB and SMTP once got one port between them).
+    """
+    with _handing_out:
+        while True:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port: int = probe.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+
+
+def claim_port(port: int) -> bool:
+    """Take `port` for this process unless something listens there or it was handed out already."""
+    with _handing_out:
+        if port in _handed_out or port_open("127.0.0.1", port):
+            return False
+        _handed_out.add(port)
+        return True
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

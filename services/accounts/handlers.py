@@ -15,7 +15,7 @@ from contracts.base import Event, Page
 from contracts.registration import DeviceProvisioned
 from services.accounts import domain
 from services.accounts.store import AccountStore, page_bounds, serial_key
-from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document, as_datetime
 from services.runtime.service import Router, ServiceInstance
@@ -173,7 +173,7 @@ async def user_to_mail(store: AccountStore, kind: str, email: str, now: datetime
 
 # --- sign-in and sessions ------------------------------------------------------------------------
 
-@router.command("accounts.login", api.Login, access=Access.ANYONE)
+@router.command("accounts.login", api.Login, access=Access.ANYONE, replay=Replay.RERUN)
 async def login(request: api.Login, ctx: CommandContext) -> api.Session:
     store, now = store_of(ctx), now_utc()
     key = domain.normalise_login(request.login)
@@ -208,7 +208,7 @@ async def record_failure(store: AccountStore, key: str, failures: domain.Failure
     await store.save_failures(key, failures.after_failure(now), now + domain.FAILURE_WINDOW + domain.LOCKOUT)
 
 
-@router.command("accounts.contract_login", api.ContractLogin, access=Access.ANYONE)
+@router.command("accounts.contract_login", api.ContractLogin, access=Access.ANYONE, replay=Replay.RERUN)
 async def contract_login(request: api.ContractLogin, ctx: CommandContext) -> api.Session:
     store, now = store_of(ctx), now_utc()
     key = f"contract:{request.customer_number.strip().upper()}"
@@ -346,7 +346,7 @@ def profile_updated(user: Document, version: int) -> api.ProfileUpdated:
                               subscriptions=profile.get("subscriptions", []), version=version)
 
 
-@router.command("accounts.get_profile", api.GetProfile, access=Access.AUTH)
+@router.command("accounts.get_profile", api.GetProfile, access=Access.AUTH, replay=Replay.RERUN)
 async def get_profile(request: api.GetProfile, ctx: CommandContext) -> api.Profile:
     return profile_of(await own_user(ctx, store_of(ctx)))
 
@@ -407,7 +407,7 @@ def contact_owner(ctx: CommandContext) -> str:
     return f"customer:{claims.customer_number}" if claims.customer_number else f"user:{claims.user_id}"
 
 
-@router.command("accounts.list_contacts", api.ListContacts, access=Access.AUTH)
+@router.command("accounts.list_contacts", api.ListContacts, access=Access.AUTH, replay=Replay.RERUN)
 async def list_contacts(request: api.ListContacts, ctx: CommandContext) -> dict[str, Any]:
     contacts = await store_of(ctx).contacts_of(contact_owner(ctx))
     return {"items": [api.Contact(contact_id=contact["_id"], name=contact["name"], email=contact["email"],
@@ -424,7 +424,7 @@ async def add_contact(request: api.AddContact, ctx: CommandContext) -> dict[str,
     return await list_contacts(api.ListContacts(), ctx)
 
 
-@router.command("accounts.list_contracts", api.ListContracts, access=Access.AUTH)
+@router.command("accounts.list_contracts", api.ListContracts, access=Access.AUTH, replay=Replay.RERUN)
 async def list_contracts(request: api.ListContracts, ctx: CommandContext) -> dict[str, Any]:
     claims = ctx.caller
     customer = await store_of(ctx).customer(claims.customer_number) if claims.customer_number else None
@@ -449,7 +449,7 @@ async def provision_customer(request: api.ProvisionCustomer, ctx: CommandContext
 
 
 @router.command("accounts.operator.list_pending_verifications", api.ListPendingVerifications,
-                access=Access.OPERATOR)
+                access=Access.OPERATOR, replay=Replay.RERUN)
 async def list_pending_verifications(request: api.ListPendingVerifications, ctx: CommandContext) -> Page[api.Profile]:
     skip, limit = page_bounds(request.page, request.page_size)
     users, total = await store_of(ctx).pending_verifications(skip, limit)

@@ -14,7 +14,7 @@ from contracts.accounts import (
 from contracts.notifier import ListDeliveries
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
 from services.notifier import handlers
-from services.runtime.commands import Access
+from services.runtime.commands import Access, Replay
 from services.runtime.service import Service
 
 service = Service("notifier", description="E-mail for every event above, in the recipient's language (CATALOG §7).")
@@ -22,7 +22,8 @@ service = Service("notifier", description="E-mail for every event above, in the 
 service.on_startup(handlers.create_indexes)
 service.background(handlers.retry_due_deliveries)
 
-service.command(ListDeliveries.routing_key, ListDeliveries, access=Access.OPERATOR)(handlers.list_deliveries)
+service.command(ListDeliveries.routing_key, ListDeliveries, access=Access.OPERATOR,
+                replay=Replay.RERUN)(handlers.list_deliveries)
 
 service.event(UserRegistered)(handlers.confirm_new_account)
 service.event(EmailConfirmationRequested)(handlers.confirm_email)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from services.runtime.instance import Instance
 from services.runtime.settings import Settings
-
-if TYPE_CHECKING:
-    from services.runtime.service import ServiceInstance
 
 
 class NotifierSettings(Settings):
@@ -29,5 +25,5 @@ class NotifierSettings(Settings):
         return float(min(self.notifier_retry_base_delay * 2 ** max(attempts - 1, 0), self.notifier_retry_max_delay))
 
 
-def notifier_settings(instance: ServiceInstance) -> NotifierSettings:
+def notifier_settings(instance: Instance) -> NotifierSettings:
     return instance.settings_as(NotifierSettings)

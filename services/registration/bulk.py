@@ -42,7 +42,8 @@ from services.registration import domain, excel
 from services.registration.handlers import Prefetched, Prepared, prefetch, prepare
 from services.registration.settings import RegistrationSettings, registration_settings
 from services.registration.store import UPLOADS, RegistrationStore
-from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.commands import Access, CommandContext, CommandError, Replay
+from services.runtime.instance import Instance
 from services.runtime.mongo import Database, Document, as_datetime
 from services.runtime.outbox import with_events
 from services.runtime.service import Router, ServiceInstance
@@ -70,7 +71,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def wake_event(instance: ServiceInstance) -> asyncio.Event:
+def wake_event(instance: Instance) -> asyncio.Event:
     event = instance.state.get(WAKE)
     if not isinstance(event, asyncio.Event):
         event = instance.state[WAKE] = asyncio.Event()
@@ -85,7 +86,7 @@ async def create_indexes(instance: ServiceInstance) -> None:
 
 # --- commands -------------------------------------------------------------------------------------------
 
-@router.command("registration.bulk_template", api.BulkTemplate, access=Access.ANYONE)
+@router.command("registration.bulk_template", api.BulkTemplate, access=Access.ANYONE, replay=Replay.RERUN)
 async def bulk_template(request: api.BulkTemplate, ctx: CommandContext) -> FileObject:
     language = excel.language_of(request.language or ctx.language)
     max_rows = registration_settings(ctx.instance).bulk_max_rows
@@ -159,7 +160,7 @@ def summary(upload: Document) -> api.BulkUploadSummary:
         else as_datetime(processed_at), reason=upload.get("reason"))
 
 
-@router.command("registration.list_bulk_uploads", api.ListBulkUploads, access=Access.AUTH)
+@router.command("registration.list_bulk_uploads", api.ListBulkUploads, access=Access.AUTH, replay=Replay.RERUN)
 async def list_bulk_uploads(request: api.ListBulkUploads, ctx: CommandContext) -> Page[api.BulkUploadSummary]:
     """The caller's own uploads, newest first, with status and counts."""
     uploads = uploads_of(ctx.db)
@@ -171,7 +172,7 @@ async def list_bulk_uploads(request: api.ListBulkUploads, ctx: CommandContext) -
     return Page[api.BulkUploadSummary](items=items, total=total, page=request.page, page_size=request.page_size)
 
 
-@router.command("registration.bulk_result", api.BulkResult, access=Access.AUTH)
+@router.command("registration.bulk_result", api.BulkResult, access=Access.AUTH, replay=Replay.RERUN)
 async def bulk_result(request: api.BulkResult, ctx: CommandContext) -> FileObject:
     """The result xlsx: `not_found` for another user's or a failed upload, `conflict` while not yet processed."""
     upload = await uploads_of(ctx.db).find_one({"_id": request.upload_id, "user_id": ctx.caller.user_id},

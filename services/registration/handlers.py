@@ -14,7 +14,7 @@ from contracts.accounts import TermsAccepted
 from contracts.base import Page
 from services.registration import domain
 from services.registration.store import RegistrationStore
-from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
 from services.runtime.service import Router, ServiceInstance
@@ -112,7 +112,7 @@ async def import_installed_base(request: api.ImportInstalledBase, ctx: CommandCo
     return api.Imported(imported=imported, rejected=rejected)
 
 
-@router.command("registration.lookup_serial", api.LookupSerial, access=Access.AUTH)
+@router.command("registration.lookup_serial", api.LookupSerial, access=Access.AUTH, replay=Replay.RERUN)
 async def lookup_serial(request: api.LookupSerial, ctx: CommandContext) -> dict[str, str]:
     model = domain.model_for_serial(await store_of(ctx).all_models(), domain.normalise_serial(request.serial_number))
     if model is None:
@@ -120,7 +120,7 @@ async def lookup_serial(request: api.LookupSerial, ctx: CommandContext) -> dict[
     return {"model": model.model, "article_number": model.article_number}
 
 
-@router.command("registration.serial_hint", api.SerialHint, access=Access.ANYONE)
+@router.command("registration.serial_hint", api.SerialHint, access=Access.ANYONE, replay=Replay.RERUN)
 async def serial_hint(request: api.SerialHint, ctx: CommandContext) -> dict[str, str | None]:
     model = await store_of(ctx).model(request.model)
     if model is None:
@@ -229,7 +229,7 @@ def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, devic
 
 # --- the caller's devices -------------------------------------------------------------------------------
 
-@router.command("registration.list_devices", api.ListDevices, access=Access.AUTH)
+@router.command("registration.list_devices", api.ListDevices, access=Access.AUTH, replay=Replay.RERUN)
 async def list_devices(request: api.ListDevices, ctx: CommandContext) -> Page[api.Device]:
     devices, total = await store_of(ctx).find_devices(visible_to(ctx.caller), request)
     return Page[api.Device](items=[device_view(device) for device in devices], total=total, page=request.page,
@@ -249,7 +249,7 @@ async def own_device(ctx: CommandContext, *, device_id: str | None = None, seria
     return device
 
 
-@router.command("registration.get_device", api.GetDevice, access=Access.AUTH)
+@router.command("registration.get_device", api.GetDevice, access=Access.AUTH, replay=Replay.RERUN)
 async def get_device(request: api.GetDevice, ctx: CommandContext) -> api.Device:
     return device_view(await own_device(ctx, device_id=request.device_id, serial_number=request.serial_number))
 

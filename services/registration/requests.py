@@ -44,7 +44,7 @@ from contracts import registration as api
 from contracts.base import Page
 from services.registration import domain
 from services.registration.handlers import device_state, own_device, store_of, visible_to
-from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.mongo import Document, as_datetime
 from services.runtime.outbox import APPLIED
 from services.runtime.service import Router
@@ -206,7 +206,7 @@ async def old_location(ctx: CommandContext, request: Document) -> Document:
     return (device or {}).get("location") or request.get("location") or {}
 
 
-@router.command("registration.operator.list_requests", api.ListRequests, access=Access.OPERATOR)
+@router.command("registration.operator.list_requests", api.ListRequests, access=Access.OPERATOR, replay=Replay.RERUN)
 async def list_requests(request: api.ListRequests, ctx: CommandContext) -> Page[api.RequestView]:
     store = store_of(ctx)
     found, total = await store.pending_requests(request.kind, request.page, request.page_size)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from services.runtime.instance import Instance
 from services.runtime.settings import Settings
-
-if TYPE_CHECKING:
-    from services.runtime.service import ServiceInstance
 
 MB = 1024 * 1024
 
@@ -27,5 +23,5 @@ class RegistrationSettings(Settings):
     bulk_max_attempts: int = 3
 
 
-def registration_settings(instance: ServiceInstance) -> RegistrationSettings:
+def registration_settings(instance: Instance) -> RegistrationSettings:
     return instance.settings_as(RegistrationSettings)

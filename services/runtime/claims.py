@@ -3,6 +3,10 @@
 A worker claims a message before handling it; a second copy arriving meanwhile waits for the
 first to finish and gets its reply; a worker that dies leaves a claim whose lease runs out,
 so a redelivery can take over. Used for commands (scope = command) and events (scope = queue).
+
+A command's claim carries the fingerprint of its sender and body: a message id is no secret
+(it is logged and travels into dead-letter queues), so a copy from another caller, or with
+another body, is told apart (`Claim.foreign`) and never gets the stored reply.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Claim:
     key: str
     owned: bool
     reply: dict[str, Any] | None = None
+    # Someone else's message id: another sender or another body than the claim was made for.
+    foreign: bool = False
 
 
 class ClaimStore:
@@ -41,16 +47,18 @@ class ClaimStore:
     async def create_indexes(self) -> None:
         await self.collection.create_index("expires_at", expireAfterSeconds=0)
 
-    async def claim(self, scope: str, message_id: str) -> Claim:
+    async def claim(self, scope: str, message_id: str, fingerprint: str | None = None) -> Claim:
         key = f"{scope}:{message_id}"
         while True:
             now = datetime.now(UTC)
-            if await self._inserts.submit(
-                    {"_id": key, "done": False, "lease_until": now + self.lease, "expires_at": now + self.keep}):
+            if await self._inserts.submit({"_id": key, "done": False, "fingerprint": fingerprint,
+                                           "lease_until": now + self.lease, "expires_at": now + self.keep}):
                 return Claim(key, owned=True)
             existing = await self.collection.find_one({"_id": key})
             if existing is None:
                 continue  # released meanwhile: try again
+            if existing.get("fingerprint") != fingerprint:
+                return Claim(key, owned=False, foreign=True)
             if existing["done"]:
                 return Claim(key, owned=False, reply=existing.get("reply"))
             lease_until = as_datetime(existing["lease_until"])

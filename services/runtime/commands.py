@@ -1,30 +1,38 @@
-"""Command handling: every command gets exactly one reply, whatever its body or its handler does.
+"""Command handling, in one place: decode, authenticate, validate, claim, handle, reply.
 
-FastStream sends no reply when decoding fails or a handler raises (STACK_NOTES §1), so the
-runtime decodes, authorises and validates itself, catches everything, and always returns
-the catalogue's envelope. The reply is stored under the command's `message_id`, so a
-re-sent copy is answered the same and applied once.
+Every command gets exactly one reply in the catalogue's envelope, whatever its body, headers
+or handler do: FastStream sends none when decoding fails or a handler raises (STACK_NOTES
+§1), so the runtime does all of it itself. Only an answer that could not be sent leaves the
+message unacknowledged, for redelivery.
+
+Idempotency: a command that changes state claims its `message_id` before its handler runs,
+and the handler's reply is stored with the claim, bound to a fingerprint of the caller and
+the body. A re-sent copy from the same caller with the same body gets that reply and changes
+nothing; the same id from another caller or with another body is refused (`conflict`).
+Refusals, read-only answers and answers that carry a secret are not stored: a refused
+command changed nothing, so running any of these again is harmless, and storing them would
+let anyone grow the store with new ids or read a secret back by its id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
 from contracts.base import Command
-from contracts.errors import ErrorCode, message_for, negotiate_language
+from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
+from services.runtime.claims import Claim
+from services.runtime.instance import Instance
 from services.runtime.mongo import Database
 from services.runtime.tokens import Claims, InvalidToken, Role, bearer_token, verify_token
-
-if TYPE_CHECKING:
-    from services.runtime.service import ServiceInstance
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,13 @@ class Access(StrEnum):
     ANYONE = "anyone"
     AUTH = "auth"
     OPERATOR = "operator"
+
+
+class Replay(StrEnum):
+    """What a re-sent copy of a command (same `message_id`) gets."""
+
+    STORED = "stored"  # it changes state: applied once, the stored reply answers every copy
+    RERUN = "rerun"  # it only reads, or its reply carries a secret: nothing is stored, a copy runs again
 
 
 class CommandError(Exception):
@@ -51,7 +66,7 @@ class CommandContext:
     language: str
     claims: Claims | None
     db: Database
-    instance: ServiceInstance
+    instance: Instance
 
     @property
     def caller(self) -> Claims:
@@ -70,6 +85,7 @@ class CommandSpec:
     handler: Handler
     access: Access
     description: str
+    replay: Replay = Replay.STORED
 
 
 def ok(data: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
@@ -101,64 +117,89 @@ def field_problems(error: ValidationError) -> dict[str, str]:
     return problems
 
 
-async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: ServiceInstance) -> None:
-    """Answer `msg`, then store the answer; the message is acked after both."""
-    language = negotiate_language(msg.headers.get("accept-language"))
-    body = msg.body
-    if len(body) > instance.settings.max_body_bytes:
-        await instance.reply(msg, refused(ErrorCode.VALIDATION_FAILED, language,
-                                          fields={"body": f"larger than {instance.settings.max_body_bytes} bytes"}))
-        return
-    payload = decode_object(body)
-    if payload is None:
-        await instance.reply(msg, refused(ErrorCode.INVALID_MESSAGE, language))
-        return
+def fingerprint(claims: Claims | None, payload: dict[str, Any]) -> str:
+    """Who sent which body: a stored reply answers only a copy with the same fingerprint."""
+    caller = f"{claims.user_id}/{claims.session_id}" if claims else "anonymous"
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{caller}\n{body}".encode()).hexdigest()
 
-    claim = await instance.claims.claim(spec.name, msg.message_id) if msg.message_id else None
-    if claim is not None and not claim.owned:
-        await instance.reply(msg, claim.reply or refused(ErrorCode.INTERNAL, language))
-        return
+
+async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance) -> None:
+    """Answer `msg` once. Raises only when the answer could not be sent: the message then stays for redelivery."""
     try:
-        reply = await _authorise_validate_handle(spec, msg, payload, language, instance)
+        reply, claim = await _answer(spec, msg, instance)
     except Exception:
         log.exception("command %s failed: message_id=%s correlation_id=%s",
                       spec.name, msg.message_id, msg.correlation_id)
+        reply, claim = refused(ErrorCode.INTERNAL, _language(msg)), None
+    try:
+        # The caller need not wait for the stored copy: a re-sent command arriving meanwhile
+        # finds the claim still open and waits for it.
+        await instance.reply(msg, reply)
+    finally:
         if claim is not None:
-            await instance.claims.release(claim)  # nothing was applied: a retry may run it afresh
-        await instance.reply(msg, refused(ErrorCode.INTERNAL, language))
-        return
-    # The caller need not wait for the stored copy: a re-sent command arriving meanwhile
-    # finds the claim still open and waits for it.
-    await instance.reply(msg, reply)
-    if claim is not None:
-        await instance.claims.complete(claim, reply)
+            await instance.claims.complete(claim, reply)
 
 
-async def _authorise_validate_handle(spec: CommandSpec, msg: RabbitMessage, payload: dict[str, Any],
-                                     language: str, instance: ServiceInstance) -> dict[str, Any]:
+async def _answer(spec: CommandSpec, msg: RabbitMessage,
+                  instance: Instance) -> tuple[dict[str, Any], Claim | None]:
+    """The reply, and the claim to complete with it once sent (None when nothing is to be stored)."""
+    language = _language(msg)
+    if len(msg.body) > instance.settings.max_body_bytes:
+        return refused(ErrorCode.VALIDATION_FAILED, language,
+                       fields={"body": f"larger than {instance.settings.max_body_bytes} bytes"}), None
+    payload = decode_object(msg.body)
+    if payload is None:
+        return refused(ErrorCode.INVALID_MESSAGE, language), None
     claims: Claims | None = None
     if spec.access is not Access.ANYONE:
-        token = bearer_token(msg.headers.get("authorization"))
-        if token is None:
-            return refused(ErrorCode.UNAUTHENTICATED, language)
-        try:
-            claims = verify_token(token, instance.settings.token_secret.get_secret_value())
-        except InvalidToken:
-            return refused(ErrorCode.UNAUTHENTICATED, language)
-        if await instance.revocations.is_revoked(claims):
-            return refused(ErrorCode.UNAUTHENTICATED, language)
+        claims = await _authenticate(msg, instance)
+        if claims is None:
+            return refused(ErrorCode.UNAUTHENTICATED, language), None
         if spec.access is Access.OPERATOR and claims.role is not Role.OPERATOR:
-            return refused(ErrorCode.FORBIDDEN, language)
+            return refused(ErrorCode.FORBIDDEN, language), None
     try:
         request = spec.request.model_validate(payload)
     except ValidationError as error:
-        return refused(ErrorCode.VALIDATION_FAILED, language, fields=field_problems(error))
+        return refused(ErrorCode.VALIDATION_FAILED, language, fields=field_problems(error)), None
 
+    claim: Claim | None = None
+    if spec.replay is Replay.STORED and msg.message_id:
+        claim = await instance.claims.claim(spec.name, msg.message_id, fingerprint(claims, payload))
+        if claim.foreign:
+            return refused(ErrorCode.CONFLICT, language, fields={
+                "message_id": "already used for another command or by another caller"}), None
+        if not claim.owned:
+            return claim.reply or refused(ErrorCode.INTERNAL, language), None
     context = CommandContext(command=spec.name, message_id=msg.message_id, correlation_id=msg.correlation_id,
                              language=language, claims=claims, db=instance.db, instance=instance)
     try:
         result = await spec.handler(request, context)
-    except CommandError as error:
-        return refused(error.code, language, fields=error.fields, message=error.message)
+    except BaseException as error:
+        if claim is not None:
+            # A refused or failed command changed nothing: a copy may run afresh, and refusals
+            # (which anyone can provoke with new ids) take no room.
+            await instance.claims.release(claim)
+        if isinstance(error, CommandError):
+            return refused(error.code, language, fields=error.fields, message=error.message), None
+        raise
     instance.relay.wake()
-    return ok(result)
+    return ok(result), claim
+
+
+def _language(msg: RabbitMessage) -> str:
+    header = msg.headers.get("accept-language")
+    return negotiate_language(header) if isinstance(header, str) else DEFAULT_LANGUAGE
+
+
+async def _authenticate(msg: RabbitMessage, instance: Instance) -> Claims | None:
+    """The caller of a valid, unrevoked bearer token, else None."""
+    header = msg.headers.get("authorization")
+    token = bearer_token(header) if isinstance(header, str) else None
+    if token is None:
+        return None
+    try:
+        claims = verify_token(token, instance.settings.token_secret.get_secret_value())
+    except InvalidToken:
+        return None
+    return None if await instance.revocations.is_revoked(claims) else claims

@@ -11,17 +11,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 
 from contracts.base import Event
 from services.runtime.commands import decode_object
+from services.runtime.instance import Instance
 from services.runtime.mongo import Database
-
-if TYPE_CHECKING:
-    from services.runtime.service import ServiceInstance
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ class EventContext:
     event: str
     message_id: str | None
     db: Database
-    instance: ServiceInstance
+    instance: Instance
 
 
 EventHandler = Callable[[Any, EventContext], Awaitable[None]]
@@ -51,7 +49,7 @@ def retry_delay(attempt: int, base: float) -> float:
     return float(min(base * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS))
 
 
-async def run_event(spec: EventSpec, msg: RabbitMessage, instance: ServiceInstance) -> None:
+async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> None:
     payload = decode_object(msg.body)
     try:
         event = spec.model.model_validate(payload) if payload is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -19,12 +20,13 @@ from faststream import FastStream
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from faststream.specification import AsyncAPI
+from pydantic import ValidationError
 
 from contracts.accounts import SessionRevoked
 from contracts.base import Command, Event, Health, HealthRequest, Reply
 from contracts.topology import command_queue, event_queue, health_command
 from services.runtime.claims import ClaimStore
-from services.runtime.commands import Access, CommandContext, CommandSpec, run_command
+from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
 from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
 from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay
@@ -51,11 +53,15 @@ class Router:
         self.commands: list[CommandSpec] = []
         self.event_handlers: list[tuple[type[Event], EventHandler]] = []
 
-    def command(self, name: str, request: type[Command], *, access: Access) -> Callable[[F], F]:
-        """Register `handler(request, ctx)` for the command `name` (its routing key and queue)."""
+    def command(self, name: str, request: type[Command], *, access: Access,
+                replay: Replay = Replay.STORED) -> Callable[[F], F]:
+        """Register `handler(request, ctx)` for the command `name` (its routing key and queue).
+
+        `replay=Replay.RERUN` for a command that only reads, or whose reply carries a secret.
+        """
         def register(handler: F) -> F:
             description = inspect.getdoc(handler) or request.__doc__ or name
-            self.commands.append(CommandSpec(name, request, handler, access, description))
+            self.commands.append(CommandSpec(name, request, handler, access, description, replay))
             return handler
         return register
 
@@ -77,7 +83,7 @@ class Service(Router):
         self.emits = list(emits)
         self.startup_hooks: list[StartupHook] = []
         self.background_loops: list[StartupHook] = []
-        self.command(health_command(name), HealthRequest, access=Access.ANYONE)(self._health)
+        self.command(health_command(name), HealthRequest, access=Access.ANYONE, replay=Replay.RERUN)(self._health)
         self.event(SessionRevoked)(_remember_revocation)
         for router in routers:
             self.commands.extend(router.commands)
@@ -109,7 +115,12 @@ class Service(Router):
 
     def run(self) -> None:
         """The process entry point: `python -m services.<name>`; SIGTERM or Ctrl-C stops it gracefully."""
-        instance = self.instance()
+        try:
+            settings = Settings()
+        except ValidationError as error:
+            problems = "; ".join(str(item["msg"]).removeprefix("Value error, ") for item in error.errors())
+            sys.exit(f"{self.name} refuses to start: {problems}")
+        instance = self.instance(settings)
         logging.basicConfig(level=instance.settings.log_level,
                             format=f"%(asctime)s {self.name} %(levelname)s %(name)s: %(message)s")
         asyncio.run(instance.app.run(log_level=logging.INFO))
@@ -164,9 +175,10 @@ class ServiceInstance:
 
         # FastStream documents the payload from the handler's signature; decoding and replying are ours.
         _document(handle, spec.name, spec.request, Reply)
+        # Acked once answered; a reply that could not be sent raises, and the command is redelivered.
         self.broker.subscriber(
             durable_queue(queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
-            description=spec.description, ack_policy=AckPolicy.ACK, no_reply=True,
+            description=spec.description, ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
         )(handle)
 
     async def reply(self, msg: RabbitMessage, reply: dict[str, Any]) -> None:

@@ -9,6 +9,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_TOKEN_SECRET = "local-development-secret-change-me-0123456789"
 DEVELOPMENT_OPERATOR_PASSWORD = "operator-password-change-me"
+# HS256 keys shorter than the hash can be guessed offline from one token (RFC 7518 §3.2).
+MIN_TOKEN_SECRET_BYTES = 32
+MIN_OPERATOR_PASSWORD_LENGTH = 12
+# Text that marks a value nobody replaced: sample files, templates, documentation.
+PLACEHOLDER_MARKS = ("replace", "change-me", "change_me", "changeme", "placeholder", "example", "secret-here",
+                     "your-", "xxx", "todo", "password")
 
 
 class Settings(BaseSettings):
@@ -50,13 +56,39 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 1.0
 
     @model_validator(mode="after")
-    def refuse_development_secrets_in_production(self) -> Settings:
+    def refuse_weak_secrets_in_production(self) -> Settings:
+        """Production starts only with real secrets: anyone could forge operator tokens otherwise."""
         if self.env == "production":
-            if self.token_secret.get_secret_value() == DEVELOPMENT_TOKEN_SECRET:
-                raise ValueError("PORTAL_TOKEN_SECRET must be set in production")
-            if self.bootstrap_operator_password.get_secret_value() == DEVELOPMENT_OPERATOR_PASSWORD:
-                raise ValueError("PORTAL_BOOTSTRAP_OPERATOR_PASSWORD must be set in production")
+            if problem := token_secret_problem(self.token_secret.get_secret_value()):
+                raise ValueError(f"PORTAL_TOKEN_SECRET {problem}")
+            if problem := operator_password_problem(self.bootstrap_operator_password.get_secret_value()):
+                raise ValueError(f"PORTAL_BOOTSTRAP_OPERATOR_PASSWORD {problem}")
         return self
 
     def database_name(self, service: str) -> str:
         return f"{self.database_prefix}{service}"
+
+
+def looks_like_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    return any(mark in lowered for mark in PLACEHOLDER_MARKS) or len(set(value)) < 8
+
+
+def token_secret_problem(secret: str) -> str | None:
+    if secret == DEVELOPMENT_TOKEN_SECRET:
+        return "is the development key: set a random one"
+    if len(secret.encode()) < MIN_TOKEN_SECRET_BYTES:
+        return f"must be at least {MIN_TOKEN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+    if looks_like_placeholder(secret):
+        return "looks like a placeholder: set a random one (e.g. `openssl rand -hex 32`)"
+    return None
+
+
+def operator_password_problem(password: str) -> str | None:
+    if password == DEVELOPMENT_OPERATOR_PASSWORD:
+        return "is the development password: set a strong one"
+    if len(password) < MIN_OPERATOR_PASSWORD_LENGTH:
+        return f"must be at least {MIN_OPERATOR_PASSWORD_LENGTH} characters"
+    if looks_like_placeholder(password):
+        return "looks like a placeholder or is too simple: set a strong one"
+    return None

@@ -216,12 +216,10 @@ async def test_a_re_sent_decision_is_answered_the_same_and_applied_once(
     token = token_for(settings, customer_number="C-7")[0]
     reply = await portal.call("registration.request_address_change", {
         "device_id": ids["AK5A100005"], "address": NEW_ADDRESS, "reason": "We moved"}, token=token)
-    message_id = uuid.uuid4().hex
+    message_id, operator = uuid.uuid4().hex, operator_token(settings)
     decide = {"request_id": reply["request_id"], "approve": True}
-    first = await portal.call("registration.operator.decide_request", decide, token=operator_token(settings),
-                              message_id=message_id)
-    again = await portal.call("registration.operator.decide_request", decide, token=operator_token(settings),
-                              message_id=message_id)
+    first = await portal.call("registration.operator.decide_request", decide, token=operator, message_id=message_id)
+    again = await portal.call("registration.operator.decide_request", decide, token=operator, message_id=message_id)
     assert first == again == {"status": "approved"}
     stored = await registration.db.devices.find_one({"_id": ids["AK5A100005"]})
     assert stored is not None and stored["version"] == 2

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Command, Event
-from services.runtime.commands import Access, CommandContext, CommandError
+from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.outbox import not_applied, with_events
 from services.runtime.service import Service
@@ -99,6 +99,19 @@ async def open_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
         raise CommandError("conflict", fields={"text": "refused on purpose"})
     writes = await write_note(ctx, request.note_id, request.text)
     return {"note_id": request.note_id, "writes": writes}
+
+
+class ReadNote(Command):
+    routing_key: ClassVar[str] = "sample.read_note"
+    note_id: str
+
+
+@sample.command("sample.read_note", ReadNote, access=Access.ANYONE, replay=Replay.RERUN)
+async def read_note(request: ReadNote, ctx: CommandContext) -> dict[str, Any]:
+    note = await ctx.db.notes.find_one({"_id": request.note_id})
+    if note is None:
+        raise CommandError("not_found")
+    return {"note_id": request.note_id, "text": note["text"], "writes": note["writes"]}
 
 
 @sample.command("sample.slow", Slow, access=Access.ANYONE)
