@@ -192,8 +192,9 @@ class ReminderRecipient(BaseModel):
 
     customer_number: str | None = Field(default=None, description="Set for the customer's own reminders (with "
                                         "`email`, else the customer's contacts).")
-    user_id: str | None = Field(default=None, description="Set for a user outside the customer who claimed the "
-                                "device and turned reminders on for themselves (with `email`, else their account's).")
+    user_id: str | None = Field(default=None, description="Set for a claimant outside the customer who turned "
+                                "reminders on for themselves, and for the registering user of a device of no "
+                                "customer (with `email`, else their account's address).")
     email: str | None = None
 
 

@@ -190,10 +190,8 @@ def user_id_claimed(device: Document, user_id: str) -> bool:
 async def claimed_there(ctx: CommandContext, device: Document) -> bool:
     """Whether the caller claimed another device of this device's customer at its address: the next ones at that
     address go through an operator, like `claim_same_location`, whoever learnt their serials."""
-    key = location_key(device.get("location"))
     return any(user_id_claimed(other, ctx.caller.user_id) for other in await devices_at(ctx, device.get("location"))
-               if other["_id"] != device["_id"] and other.get("customer_number") == device.get("customer_number")
-               and location_key(other.get("location")) == key)
+               if other["_id"] != device["_id"] and other.get("customer_number") == device.get("customer_number"))
 
 
 async def offered(ctx: CommandContext, claims: Claims, device: Document) -> list[api.SameLocationDevice]:
