@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from contracts.base import Command, Event, FileObject, Message, PageRequest
+from contracts.base import Command, Event, FileObject, Message, PageRequest, SingleLine
 
 Serial = Field(min_length=3, max_length=40, description="As printed on the rating plate; case and spaces ignored.",
                examples=["AK6C004746"])
@@ -103,9 +103,9 @@ class RegisterDevice(Command):
     proof_of_purchase: FileObject
     warranty_accepted: bool
     location: SameAsContact | Location
-    building_location: str | None = Field(default=None, max_length=200)
-    contact_name: str | None = Field(default=None, max_length=200)
-    friendly_name: str | None = Field(default=None, max_length=100)
+    building_location: SingleLine | None = Field(default=None, max_length=200)
+    contact_name: SingleLine | None = Field(default=None, max_length=200)
+    friendly_name: SingleLine | None = Field(default=None, max_length=100)
     questionnaire: Questionnaire | None = None
     end_customer: EndCustomer | None = None
 
@@ -165,14 +165,14 @@ class Device(BaseModel):
 class RenameDevice(Command):
     routing_key: ClassVar[str] = "registration.rename_device"
     device_id: str = Field(min_length=1, max_length=64)
-    friendly_name: str | None = Field(max_length=100)
+    friendly_name: SingleLine | None = Field(max_length=100)
 
 
 class SetReminders(Command):
     routing_key: ClassVar[str] = "registration.set_reminders"
     device_id: str = Field(min_length=1, max_length=64)
     reminders: bool
-    reminder_email: str | None = Field(default=None, max_length=254)
+    reminder_email: SingleLine | None = Field(default=None, max_length=254)
 
 
 class DeregisterDevices(Command):
@@ -185,6 +185,17 @@ class DeregisterDevices(Command):
 class ModelsUpdated(Event):
     routing_key: ClassVar[str] = "registration.models.updated"
     models: list[ProductModel]
+
+
+class ReminderRecipient(BaseModel):
+    """One recipient of a device's meter-reading reminders."""
+
+    customer_number: str | None = Field(default=None, description="Set for the customer's own reminders (with "
+                                        "`email`, else the customer's contacts).")
+    user_id: str | None = Field(default=None, description="Set for a claimant outside the customer who turned "
+                                "reminders on for themselves, and for the registering user of a device of no "
+                                "customer (with `email`, else their account's address).")
+    email: str | None = None
 
 
 class DeviceState(Event):
@@ -203,7 +214,12 @@ class DeviceState(Event):
     reminder_email: str | None = None
     e_maintenance: bool = False
     visible: bool = Field(default=True, description="False once deregistered: hidden from views and reminders.")
-    version: int = Field(default=1, description="Grows with every change; older copies are ignored.")
+    version: int = Field(default=1, description="Grows with every change; older copies are ignored. Each version "
+                         "is issued once, and the event with the highest one is the stored state.")
+    reminder_recipients: list[ReminderRecipient] = Field(
+        default_factory=list, description="Who gets meter-reading reminders for this device: the customer where "
+        "its reminders are on and it is visible, plus each claimant outside the customer who turned them on for "
+        "themselves. `reminders`/`reminder_email` stay the customer's own settings.")
 
 
 class DeviceProvisioned(DeviceState):
@@ -254,16 +270,22 @@ class SameLocationDevice(BaseModel):
 
 class ClaimedDevice(BaseModel):
     device_id: str
-    same_location: list[SameLocationDevice] = Field(description="Other devices at the same address that the caller "
-                                                    "does not see yet; claim them with `claim_same_location`.")
+    same_location: list[SameLocationDevice] = Field(description="Other devices of the same customer at the same "
+                                                    "address that the caller does not see yet; ask for them with "
+                                                    "`claim_same_location`. Empty unless the claim was granted at "
+                                                    "once.")
+    status: Literal["claimed", "pending_approval"] = Field(
+        default="claimed", description="`pending_approval`: the device belongs to another customer than the "
+        "caller's (or the caller already claimed one of that customer at that address); an operator decides.")
+    request_id: str | None = Field(default=None, description="The request an operator decides, when pending.")
 
 
 class SameLocationItem(Message):
     """One device of `claim_same_location`, with the settings it gets once approved (unset: left as they are)."""
 
     device_id: str = Field(min_length=1, max_length=64)
-    friendly_name: str | None = Field(default=None, max_length=100)
-    reminder_email: str | None = Field(default=None, max_length=254)
+    friendly_name: SingleLine | None = Field(default=None, max_length=100)
+    reminder_email: SingleLine | None = Field(default=None, max_length=254)
     reminders: bool | None = None
 
 

@@ -2,7 +2,9 @@
 
 `bulk_upload` stores the file (GridFS bucket `uploads`) and an `uploads` document and answers at
 once with `queued`. A background loop on every replica claims queued uploads one at a time with
-a lease (`find_one_and_update`), so two replicas never process the same upload; one left
+a lease (`find_one_and_update`), so two replicas never process the same upload, and users take turns
+(`claim_next`): one user's hundred uploads delay another's by at most one upload each. One upload at a
+time per replica, every part of it bounded before openpyxl reads it (`excel.py`), bounds the memory; one left
 `processing` by a replica that died is taken over once its lease runs out. Each row's device_id
 is derived from (upload_id, row number), so a row registered before the crash is recognised
 (its device exists under that id) and counted as registered, not rejected, on the second run.
@@ -58,6 +60,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # result file only when it is small (25 rows make ~10 KB); the rest is fetched with `bulk_result`.
 MAX_EVENT_FILE_BYTES = 5 * 1024 * 1024
 WAKE = "bulk_wake"
+TURNS = "upload_turns"  # per user: when the bulk loop last took one of their uploads
 
 def uploads_of(db: Database) -> AsyncCollection[Document]:
     return db[UPLOADS]
@@ -220,13 +223,35 @@ async def process_uploads(instance: ServiceInstance) -> None:
 
 
 async def claim_next(db: Database, owner: str, settings: RegistrationSettings) -> Document | None:
+    """The next upload this replica processes: one whose replica died (its lease ran out) first, else the oldest
+    queued upload of the user whose turn it is, so that one user's many uploads cannot starve everyone else's."""
     now = now_ms()
-    lease = now + int(settings.bulk_lease_seconds * 1000)
-    claimed: Document | None = await uploads_of(db).find_one_and_update(
-        {"$or": [{"status": "queued"}, {"status": "processing", "lease_until": {"$lt": now}}]},
-        {"$set": {"status": "processing", "lease_until": lease, "lease_owner": owner}, "$inc": {"attempts": 1}},
-        sort=[("uploaded_at", ASCENDING)], return_document=ReturnDocument.AFTER)
-    return claimed
+    take: Document = {"$set": {"status": "processing", "lease_until": now + int(settings.bulk_lease_seconds * 1000),
+                               "lease_owner": owner}, "$inc": {"attempts": 1}}
+    uploads = uploads_of(db)
+    orphan: Document | None = await uploads.find_one_and_update(
+        {"status": "processing", "lease_until": {"$lt": now}}, take, sort=[("uploaded_at", ASCENDING)],
+        return_document=ReturnDocument.AFTER)
+    if orphan is not None:
+        return orphan
+    for _ in range(3):  # another replica may take the chosen user's last upload first
+        waiting = await uploads.distinct("user_id", {"status": "queued"})
+        if not waiting:
+            return None
+        user_id = await next_turn(db, waiting)
+        claimed: Document | None = await uploads.find_one_and_update(
+            {"status": "queued", "user_id": user_id}, take, sort=[("uploaded_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER)
+        if claimed is not None:
+            await db[TURNS].update_one({"_id": user_id}, {"$set": {"served_at": now}}, upsert=True)
+            return claimed
+    return None
+
+
+async def next_turn(db: Database, users: list[str]) -> str:
+    """Round robin: of the users with queued uploads, the one served longest ago (never served: first)."""
+    served = {turn["_id"]: turn.get("served_at", 0) async for turn in db[TURNS].find({"_id": {"$in": users}})}
+    return min(users, key=lambda user_id: (served.get(user_id, 0), user_id))
 
 
 def held(upload: Document, owner: str) -> Document:

@@ -42,6 +42,16 @@ MAX_UNCOMPRESSED_BYTES: Final = 50 * 1024 * 1024
 MAX_COMPRESSION_RATIO: Final = 100
 RATIO_CHECKED_FROM_BYTES: Final = 1024 * 1024
 MAX_MEMBERS: Final = 1000
+# The ratio is no bound by itself: a 2.5 MB upload whose styles.xml unpacked to 46 MB passed it and cost 19 s of
+# CPU and 580 MB, since openpyxl builds every style as Python objects. So every part is bounded too. The parts
+# openpyxl reads whole from fixed paths hold no rows: a workbook with thousands of styles stays far below 2 MB.
+# Every other part (the sheet, which is streamed, and the shared strings, which are not) grows with the rows: an
+# honest row takes a few hundred bytes, 2 KB leaves room. The limits are for the unpacked bytes zipfile will hand
+# out (it stops at the stated size, see `_inspect_package`).
+MAX_WHOLE_PART_BYTES: Final = 2 * 1024 * 1024
+WHOLE_PARTS: Final = frozenset({"xl/styles.xml", "xl/workbook.xml", "xl/theme/theme1.xml", "docProps/core.xml",
+                                "docProps/custom.xml", "[Content_Types].xml"})
+PART_BYTES_PER_ROW: Final = 2048
 # Excel's own last row and the widest header we look at: anything past them is not a device list.
 EXCEL_MAX_ROWS: Final = 1_048_576
 MAX_COLUMNS: Final = 64
@@ -314,7 +324,7 @@ def read_bulk_rows(content: bytes, *, max_rows: int, max_bytes: int,
     """
     if len(content) > max_bytes:
         return BulkFailure("file_too_large", detail=f"{len(content)} bytes, at most {max_bytes}")
-    refused = _inspect_package(content, max_uncompressed)
+    refused = _inspect_package(content, max_uncompressed, max_part_bytes(max_rows))
     if refused is not None:
         return refused
     try:
@@ -329,7 +339,12 @@ def read_bulk_rows(content: bytes, *, max_rows: int, max_bytes: int,
         workbook.close()
 
 
-def _inspect_package(content: bytes, max_uncompressed: int) -> BulkFailure | None:
+def max_part_bytes(max_rows: int) -> int:
+    """The most any part other than `WHOLE_PARTS` may unpack to, for uploads of at most `max_rows` rows."""
+    return MAX_WHOLE_PART_BYTES + PART_BYTES_PER_ROW * max_rows
+
+
+def _inspect_package(content: bytes, max_uncompressed: int, max_part: int) -> BulkFailure | None:
     """Refuse what is no xlsx, or would unpack too far, before openpyxl reads a byte of XML.
 
     The sizes come from the zip's central directory, which an attacker writes; zipfile never returns more
@@ -346,6 +361,10 @@ def _inspect_package(content: bytes, max_uncompressed: int) -> BulkFailure | Non
         total = 0
         for member in members:
             total += member.file_size
+            limit = MAX_WHOLE_PART_BYTES if member.filename in WHOLE_PARTS else max_part
+            if member.file_size > limit:
+                return BulkFailure("spreadsheet_too_large", detail=f"{member.filename} unpacks to "
+                                                                   f"{member.file_size} bytes, at most {limit}")
             if (member.file_size > RATIO_CHECKED_FROM_BYTES
                     and member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1)):
                 return BulkFailure("spreadsheet_too_large", detail=f"a part unpacks from {member.compress_size} "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
@@ -13,6 +12,16 @@ from contracts import registration as api
 from contracts.accounts import TermsAccepted
 from contracts.base import Page
 from services.registration import domain
+from services.registration.devices import (
+    apply_settings,
+    change_device,
+    device_state,
+    device_view,
+    is_member,
+    set_fields,
+    updated,
+    visible_to,
+)
 from services.registration.store import RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
@@ -25,42 +34,6 @@ router = Router()
 
 def store_of(ctx: CommandContext | EventContext) -> RegistrationStore:
     return RegistrationStore(ctx.db)
-
-
-def visible_to(claims: Claims) -> Document:
-    """Every device of the caller's customer (only the contract's for a contract sign-in), their own, and those
-    they claimed (services/registration/requests.py)."""
-    claimed: Document = {f"claimants.{claims.user_id}": {"$exists": True}}
-    if claims.contract_number:
-        return {"$or": [{"customer_number": claims.customer_number, "contract_number": claims.contract_number},
-                        claimed]}
-    if claims.customer_number:
-        return {"$or": [{"customer_number": claims.customer_number}, {"registered_by": claims.user_id}, claimed]}
-    return {"$or": [{"registered_by": claims.user_id}, claimed]}
-
-
-def device_view(device: Document) -> api.Device:
-    return api.Device(
-        device_id=device["_id"], serial_number=device["serial_number"], model=device["model"],
-        article_number=device.get("article_number"), customer_number=device.get("customer_number"),
-        contract_number=device.get("contract_number"), friendly_name=device.get("friendly_name"),
-        location=api.Location(**(device.get("location") or {})), contact_name=device.get("contact_name"),
-        counters=device.get("counters") or [], last_readings=[
-            api.CounterReading(**reading) for reading in (device.get("last_readings") or {}).values()],
-        warranty=api.Warranty(**device["warranty"]) if device.get("warranty") else None,
-        reminders=bool(device.get("reminders", True)), reminder_email=device.get("reminder_email"),
-        e_maintenance=bool(device.get("e_maintenance")), registered_at=device.get("registered_at"))
-
-
-def device_state(device: Document, version: int) -> dict[str, Any]:
-    """The fields of every device event, from the device as it reads after the change."""
-    return {"device_id": device["_id"], "serial_number": device["serial_number"], "model": device["model"],
-            "article_number": device.get("article_number"), "counters": device.get("counters") or [],
-            "customer_number": device.get("customer_number"), "contract_number": device.get("contract_number"),
-            "location": api.Location(**(device.get("location") or {})), "friendly_name": device.get("friendly_name"),
-            "reminders": bool(device.get("reminders", True)), "reminder_email": device.get("reminder_email"),
-            "e_maintenance": bool(device.get("e_maintenance")), "visible": bool(device.get("visible", True)),
-            "version": version}
 
 
 # --- the catalogue and the installed base -------------------------------------------------------------
@@ -88,28 +61,29 @@ async def import_installed_base(request: api.ImportInstalledBase, ctx: CommandCo
             rejected.append(api.Rejected(index=index, code="unknown_model"))
             continue
         existing = await store.device({"serial_number": serial})
-        device_id = existing["_id"] if existing else uuid.uuid4().hex
-        version = (existing or {}).get("version", 0) + 1
         fields: Document = {
             "serial_number": serial, "model": model.model, "article_number": model.article_number,
             "counters": model.counters, "customer_number": item.customer_number,
             "contract_number": item.contract_number, "location": item.location.model_dump(),
-            "e_maintenance": item.e_maintenance, "visible": True, "version": version,
+            "e_maintenance": item.e_maintenance, "visible": True,
             "last_readings": {reading.name: reading.model_dump(mode="json") for reading in item.counters},
         }
-        device = {"_id": device_id, **(existing or {}), **fields}
-        event = api.DeviceProvisioned(**device_state(device, version))
         try:
             if existing:
-                await store.change_device(device_id, {"$set": fields}, [event], None)
+                await change_device(store, existing["_id"], set_fields(fields), provisioned,
+                                    command_id=None)
             else:
-                await store.insert_device({"_id": device_id, "provisioned_at": datetime.now(UTC), **fields},
-                                          [event], None)
+                device = {"_id": uuid.uuid4().hex, "provisioned_at": datetime.now(UTC), **fields, "version": 1}
+                await store.insert_device(device, provisioned(device), None)
         except DuplicateKeyError:  # the same serial twice in one import, or imported meanwhile
             rejected.append(api.Rejected(index=index, code="conflict"))
             continue
         imported += 1
     return api.Imported(imported=imported, rejected=rejected)
+
+
+def provisioned(device: Document) -> list[api.DeviceState]:
+    return [api.DeviceProvisioned(**device_state(device))]
 
 
 @router.command("registration.lookup_serial", api.LookupSerial, access=Access.AUTH, replay=Replay.RERUN)
@@ -163,16 +137,22 @@ async def register(ctx: CommandContext, request: api.RegisterDevice, *, device_i
     check = domain.check_proof(proof[1]) if proof else None
     if check is not None and check.problem:
         raise CommandError(check.problem, fields={"proof_of_purchase": check.problem})
-    if await store.device({"serial_number": prepared.device["serial_number"]}) is not None:
+    existing = await store.device({"serial_number": prepared.device["serial_number"]})
+    if existing is not None and existing["_id"] != device_id:  # else: this command's device, stored before a crash
         raise CommandError("already_registered", fields={"serial_number": "already_registered"})
+    proof_id = f"{device_id}.proof"
     if proof is not None and check is not None:
-        file_id = await store.store_proof(device_id, proof[0], check.content_type or "", proof[1])
-        prepared.device["proof_of_purchase"] = {"file_id": file_id, "filename": proof[0],
+        prepared.device["proof_of_purchase"] = {"file_id": proof_id, "filename": proof[0],
                                                 "content_type": check.content_type}
-    try:
-        await store.insert_device(prepared.device, [prepared.event], ctx.message_id)
-    except DuplicateKeyError:
-        raise CommandError("already_registered", fields={"serial_number": "already_registered"}) from None
+    if existing is None:
+        try:
+            await store.insert_device(prepared.device, [prepared.event], ctx.message_id)
+        except DuplicateKeyError:
+            raise CommandError("already_registered", fields={"serial_number": "already_registered"}) from None
+    # Stored only once its device is: a refused registration leaves no file behind. A crash in between is
+    # completed by the re-sent command (same device id), which finds its device and stores the proof then.
+    if proof is not None and check is not None:
+        await store.store_proof(proof_id, device_id, proof[0], check.content_type or "", proof[1])
     return prepared.reply
 
 
@@ -221,7 +201,7 @@ def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, devic
         "proof_of_purchase": None,
         "reminders": True, "reminder_email": None, "e_maintenance": False, "visible": True, "version": 1,
     }
-    event = api.DeviceRegisteredEvent(**device_state(device, 1), registered_by=claims.user_id,
+    event = api.DeviceRegisteredEvent(**device_state(device), registered_by=claims.user_id,
                                       language=language, warranty=warranty, upload_id=upload_id)
     return Prepared(device, event, api.DeviceRegistered(device_id=device_id, model=model.model,
                                                         article_number=model.article_number, warranty=warranty))
@@ -232,8 +212,8 @@ def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, devic
 @router.command("registration.list_devices", api.ListDevices, access=Access.AUTH, replay=Replay.RERUN)
 async def list_devices(request: api.ListDevices, ctx: CommandContext) -> Page[api.Device]:
     devices, total = await store_of(ctx).find_devices(visible_to(ctx.caller), request)
-    return Page[api.Device](items=[device_view(device) for device in devices], total=total, page=request.page,
-                            page_size=request.page_size)
+    return Page[api.Device](items=[device_view(device, ctx.caller) for device in devices], total=total,
+                            page=request.page, page_size=request.page_size)
 
 
 async def own_device(ctx: CommandContext, *, device_id: str | None = None, serial_number: str | None = None
@@ -243,7 +223,7 @@ async def own_device(ctx: CommandContext, *, device_id: str | None = None, seria
         raise CommandError("validation_failed", fields={"device_id": "device_id or serial_number is required"})
     query: Document = {"_id": device_id} if device_id else {"serial_number": domain.normalise_serial(serial_number
                                                                                                      or "")}
-    device = await store_of(ctx).device({"$and": [query, visible_to(ctx.caller), {"visible": True}]})
+    device = await store_of(ctx).device({"$and": [query, visible_to(ctx.caller)]})
     if device is None:
         raise CommandError("not_found")
     return device
@@ -251,39 +231,50 @@ async def own_device(ctx: CommandContext, *, device_id: str | None = None, seria
 
 @router.command("registration.get_device", api.GetDevice, access=Access.AUTH, replay=Replay.RERUN)
 async def get_device(request: api.GetDevice, ctx: CommandContext) -> api.Device:
-    return device_view(await own_device(ctx, device_id=request.device_id, serial_number=request.serial_number))
+    return device_view(await own_device(ctx, device_id=request.device_id, serial_number=request.serial_number),
+                       ctx.caller)
 
 
-async def change_visible_device(ctx: CommandContext, device: Document, fields: Document,
-                                event_type: type[api.DeviceState]) -> None:
-    version = device.get("version", 1) + 1
-    changed = {**device, **fields, "version": version}
-    await store_of(ctx).change_device(device["_id"], {"$set": {**fields, "version": version}},
-                                      [event_type(**device_state(changed, version))], ctx.message_id)
+async def change_own_device(ctx: CommandContext, device_id: str, settings: Document) -> None:
+    """Change a device the caller sees (checked before), for everyone of its customer or in the caller's own view."""
+    claims = ctx.caller
+
+    def events(changed: Document) -> list[api.DeviceState]:
+        hidden_for_customer = is_member(claims, changed) and not changed.get("visible", True)
+        return [api.DeviceDeregistered(**device_state(changed))] if hidden_for_customer else updated(changed)
+    await change_device(store_of(ctx), device_id, apply_settings(claims, settings), events,
+                        command_id=ctx.message_id)
 
 
 @router.command("registration.rename_device", api.RenameDevice, access=Access.AUTH)
 async def rename_device(request: api.RenameDevice, ctx: CommandContext) -> None:
     device = await own_device(ctx, device_id=request.device_id)
-    await change_visible_device(ctx, device, {"friendly_name": request.friendly_name}, api.DeviceUpdated)
+    await change_own_device(ctx, device["_id"], {"friendly_name": request.friendly_name})
 
 
 @router.command("registration.set_reminders", api.SetReminders, access=Access.AUTH)
 async def set_reminders(request: api.SetReminders, ctx: CommandContext) -> None:
     device = await own_device(ctx, device_id=request.device_id)
-    await change_visible_device(ctx, device, {"reminders": request.reminders,
-                                              "reminder_email": request.reminder_email}, api.DeviceUpdated)
+    await change_own_device(ctx, device["_id"], {"reminders": request.reminders,
+                                                 "reminder_email": request.reminder_email})
 
 
 @router.command("registration.deregister_devices", api.DeregisterDevices, access=Access.AUTH)
 async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext) -> dict[str, int]:
-    """Hidden from the caller's view and from reminders; contract and billing stay as they are."""
-    count = 0
-    for device_id in dict.fromkeys(request.device_ids):
-        device = await own_device(ctx, device_id=device_id)
-        await change_visible_device(ctx, device, {"visible": False, "reminders": False}, api.DeviceDeregistered)
-        count += 1
-    return {"count": count}
+    """Hidden from the caller's view and from reminders; contract and billing stay as they are.
+
+    Every device is checked before any changes, so a list naming one the caller may not see changes nothing.
+    """
+    device_ids = list(dict.fromkeys(request.device_ids))
+    found = store_of(ctx).devices.find({"$and": [{"_id": {"$in": device_ids}}, visible_to(ctx.caller)]}, {"_id": 1})
+    seen = {device["_id"] async for device in found}
+    missing = {f"device_ids.{index}": "not_found" for index, device_id in enumerate(request.device_ids)
+               if device_id not in seen}
+    if missing:
+        raise CommandError("not_found", fields=missing)
+    for device_id in device_ids:
+        await change_own_device(ctx, device_id, {"visible": False, "reminders": False})
+    return {"count": len(device_ids)}
 
 
 # --- events ------------------------------------------------------------------------------------------

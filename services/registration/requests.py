@@ -1,22 +1,28 @@
 """registration: claims of installed-base devices and address changes, decided by operators.
 
 Claiming (`registration.claim_device`): the serial and the postcode of the device's location (compared without
-spaces or case) prove the caller stands at the machine; the device then joins the caller's view, recorded as
-`claimants.<user_id>` on the device (a map, safe on nx-27017) and matched by `handlers.visible_to`. A wrong
-postcode and an unknown serial get the same `serial_or_postcode_mismatch`, so nothing tells which part was wrong.
+spaces or case) prove the caller stands at the machine. A wrong postcode and an unknown serial get the same
+`serial_or_postcode_mismatch`, so nothing tells which part was wrong. At most 10 attempts that fail so within 15
+minutes (`claim_attempts`, one atomic counter per user): after that every `claim_device` of that user answers
+`rate_limited` until the window ends, a matching one too, so serials and postcodes cannot be guessed.
 
-Claims do not exclude each other. The device keeps belonging to its ERP customer (whose users all see it, the
-Canon rule); a claim only adds one user's view. So a device someone else already claimed, even a user of another
-customer, can still be claimed with the right serial and postcode: colleagues at one location each claim the
-machines they use (OneRicoh "several machines at the same place"), and a shared building or a facility service
-needs the same. Claiming a deregistered device brings it back into view (`visible`), like registering it anew.
+What a matching claim grants depends on who asks (`ClaimedDevice.status`):
+- a user of the device's customer (or of its contract) sees it already: nothing changes, except that a device their
+  customer deregistered comes back into view, like registering it anew;
+- a contract sign-in claims nothing outside its contract: `serial_or_postcode_mismatch`, as for a wrong postcode;
+- a user who belongs to no customer yet joins the device's claimants at once (OneRicoh's first machine) and is
+  offered the other devices of that customer at that address (`same_location`), which they ask for with
+  `claim_same_location`; a second device of that customer at that address claimed directly waits like those;
+- a user of another customer, or anyone claiming a device of no customer (someone's own registration), waits
+  for an operator (a `same_location_claim` request naming that one device) and is offered nothing.
+A claimant outside the device's customer gets a view of their own (services/registration/devices.py): their
+name, their reminders and hiding the device never change what the customer's users see or receive.
 
-`same_location` in the reply lists the other devices at the same address (normalised street, postcode and city)
-that the caller does not see yet. `registration.claim_same_location` asks for them with
-`devices: [{device_id, friendly_name?, reminder_email?, reminders?}]` (settings left unset stay as they are); only
-devices at the address of a device the caller claimed qualify (else `not_found`). It waits in the `requests`
-collection (kind `same_location_claim`) until an operator decides; once approved the devices join the requester's
-view with those settings (`registration.device.claimed`, plus `registration.device.updated` when settings change).
+`claim_same_location` asks for devices with `devices: [{device_id, friendly_name?, reminder_email?, reminders?}]`;
+only devices of the customer of a device the caller claimed, at that device's address (same normalised street,
+postcode and city), qualify (else `not_found`). It waits in the `requests` collection (kind `same_location_claim`)
+until an operator decides; once approved the devices join the requester's view with those settings in it
+(`registration.device.claimed`, plus `registration.device.updated` when settings were given).
 
 `registration.request_address_change` (kind `address_change`) asks to move a device the caller sees. Approved, it
 moves every device of that device's customer at its address (same normalised street, postcode and city), as
@@ -34,6 +40,7 @@ the device changes once.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -43,16 +50,29 @@ from pymongo.errors import DuplicateKeyError
 from contracts import registration as api
 from contracts.base import Page
 from services.registration import domain
-from services.registration.handlers import device_state, own_device, store_of, visible_to
+from services.registration.devices import (
+    CLAIMANTS,
+    Change,
+    apply_settings,
+    change_device,
+    device_state,
+    is_member,
+    updated,
+    visible_to,
+)
+from services.registration.handlers import own_device, store_of
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.mongo import Document, as_datetime
 from services.runtime.outbox import APPLIED
 from services.runtime.service import Router
+from services.runtime.tokens import Claims
 
 router = Router()
 
 PENDING = "pending_approval"
 MISMATCH = "serial_or_postcode_mismatch"
+MAX_FAILED_CLAIMS = 10
+CLAIM_WINDOW_MS = 15 * 60 * 1000
 
 
 def compact_postcode(postal_code: str | None) -> str:
@@ -101,61 +121,128 @@ async def devices_moving(ctx: CommandContext, request: Document, location: Docum
 async def visible_ids(ctx: CommandContext, device_ids: list[str]) -> set[str]:
     if not device_ids:
         return set()
-    found = store_of(ctx).devices.find({"$and": [{"_id": {"$in": device_ids}}, visible_to(ctx.caller),
-                                                 {"visible": True}]}, {"_id": 1})
+    found = store_of(ctx).devices.find({"$and": [{"_id": {"$in": device_ids}}, visible_to(ctx.caller)]}, {"_id": 1})
     return {device["_id"] async for device in found}
 
 
-def claimed_by(device: Document, user_id: str) -> bool:
-    return user_id in (device.get("claimants") or {})
+async def add_claimant(ctx: CommandContext, device_id: str, user_id: str, settings: Document) -> None:
+    """The user joins the device's claimants with their own settings (reminders off unless they turn them on):
+    a new version, `device.claimed`, and `device.updated` when settings were given."""
+    def change(device: Document) -> Document:
+        before = (device.get(CLAIMANTS) or {}).get(user_id)
+        entry = {"reminders": False, **(before if isinstance(before, dict) else {}), **settings, "hidden": False}
+        return {CLAIMANTS: {**(device.get(CLAIMANTS) or {}), user_id: entry}}
 
-
-async def add_claimant(ctx: CommandContext, device: Document, user_id: str, settings: Document) -> None:
-    """One write: the claimant, the settings, a new version; `device.claimed` (and `device.updated` for settings)."""
-    version = device.get("version", 1) + 1
-    fields = {**settings, "visible": True, "version": version}
-    changed = {**device, **fields}
-    state = device_state(changed, version)
-    events: list[api.DeviceState] = [api.DeviceClaimed(**state, claimed_by=user_id)]
-    if settings:
-        events.append(api.DeviceUpdated(**state))
-    await store_of(ctx).change_device(device["_id"], {"$set": {f"claimants.{user_id}": True, **fields}}, events,
-                                      ctx.message_id)
+    def events(changed: Document) -> list[api.DeviceState]:
+        claimed = api.DeviceClaimed(**device_state(changed), claimed_by=user_id)
+        return [claimed, *updated(changed)] if settings else [claimed]
+    await change_device(store_of(ctx), device_id, change, events, command_id=ctx.message_id)
 
 
 # --- customers ---------------------------------------------------------------------------------------------
 
 @router.command("registration.claim_device", api.ClaimDevice, access=Access.AUTH)
 async def claim_device(request: api.ClaimDevice, ctx: CommandContext) -> api.ClaimedDevice:
-    user_id = ctx.caller.user_id
-    device = await store_of(ctx).device({"serial_number": domain.normalise_serial(request.serial_number)})
+    """`rate_limited` once the caller's window holds 10 failed claims; else the claim, as the module says."""
+    store, user_id = store_of(ctx), ctx.caller.user_id
+    # The attempt is counted before it is tried, so parallel attempts cannot all pass a check made before any
+    # of them failed; one that does not fail gives its place back.
+    window = await store.take_claim_attempt(user_id, now_ms=int(time.time() * 1000), window_ms=CLAIM_WINDOW_MS,
+                                            limit=MAX_FAILED_CLAIMS)
+    if window is None:
+        raise CommandError("rate_limited")
+    failed = False
+    try:
+        return await claim(request, ctx)
+    except CommandError as error:
+        failed = error.code == MISMATCH
+        raise
+    finally:
+        if not failed:
+            await store.give_back_claim_attempt(user_id, window)
+
+
+async def claim(request: api.ClaimDevice, ctx: CommandContext) -> api.ClaimedDevice:
+    claims, store = ctx.caller, store_of(ctx)
+    device = await store.device({"serial_number": domain.normalise_serial(request.serial_number)})
     if device is None or location_key(device.get("location")) is None \
             or compact_postcode((device.get("location") or {}).get("postal_code")) \
-            != compact_postcode(request.postal_code):
+            != compact_postcode(request.postal_code) \
+            or (claims.contract_number and not is_member(claims, device)):
         raise CommandError(MISMATCH, fields={"serial_number": MISMATCH, "postal_code": MISMATCH})
-    if not (claimed_by(device, user_id) and device.get("visible", True)):
-        await add_claimant(ctx, device, user_id, {})
-    others = [other for other in await devices_at(ctx, device.get("location")) if other["_id"] != device["_id"]]
+    if is_member(claims, device):
+        if not device.get("visible", True):
+            await change_device(store, device["_id"], apply_settings(claims, {"visible": True}), updated,
+                                command_id=ctx.message_id)
+        return api.ClaimedDevice(device_id=device["_id"], same_location=[])
+    if user_id_claimed(device, claims.user_id) or (claims.customer_number is None and device.get("customer_number")
+                                                   and not await claimed_there(ctx, device)):
+        await add_claimant(ctx, device["_id"], claims.user_id, {})
+        return api.ClaimedDevice(device_id=device["_id"], same_location=await offered(ctx, claims, device))
+    request_id = await request_claim(ctx, device)
+    return api.ClaimedDevice(device_id=device["_id"], same_location=[], status=PENDING, request_id=request_id)
+
+
+def user_id_claimed(device: Document, user_id: str) -> bool:
+    return user_id in (device.get(CLAIMANTS) or {})
+
+
+async def claimed_there(ctx: CommandContext, device: Document) -> bool:
+    """Whether the caller claimed another device of this device's customer at its address: the next ones at that
+    address go through an operator, like `claim_same_location`, whoever learnt their serials."""
+    return any(user_id_claimed(other, ctx.caller.user_id) for other in await devices_at(ctx, device.get("location"))
+               if other["_id"] != device["_id"] and other.get("customer_number") == device.get("customer_number"))
+
+
+async def offered(ctx: CommandContext, claims: Claims, device: Document) -> list[api.SameLocationDevice]:
+    """The other devices of the device's customer at its address that the caller does not see yet; only for a user
+    who belongs to no customer (another customer's user is offered nothing)."""
+    if claims.customer_number is not None:
+        return []
+    others = [other for other in await devices_at(ctx, device.get("location"))
+              if other["_id"] != device["_id"] and other.get("customer_number") == device.get("customer_number")]
     seen = await visible_ids(ctx, [other["_id"] for other in others])
-    return api.ClaimedDevice(device_id=device["_id"], same_location=[
-        api.SameLocationDevice(device_id=other["_id"], serial_number=other["serial_number"], model=other["model"])
-        for other in others if other["_id"] not in seen])
+    return [api.SameLocationDevice(device_id=other["_id"], serial_number=other["serial_number"], model=other["model"])
+            for other in others if other["_id"] not in seen]
+
+
+async def request_claim(ctx: CommandContext, device: Document) -> str:
+    """A claim an operator decides: the caller's pending one for this device, else a new one."""
+    store = store_of(ctx)
+    pending = await store.requests.find_one({"kind": "same_location_claim", "status": PENDING,
+                                             "requested_by": ctx.caller.user_id, "device_id": device["_id"]})
+    if pending is not None:
+        return str(pending["_id"])
+    request_id = request_id_for(ctx)
+    document: Document = {
+        "_id": request_id, "kind": "same_location_claim", "status": PENDING, "requested_by": ctx.caller.user_id,
+        "customer_number": ctx.caller.customer_number, "language": ctx.language,
+        "requested_at": datetime.now(UTC), "location": device.get("location") or {}, "device_id": device["_id"],
+        "items": [api.SameLocationItem(device_id=device["_id"]).model_dump()],
+    }
+    try:
+        await store.insert_request(document)
+    except DuplicateKeyError:
+        pass  # this command's request, inserted before a crash
+    return request_id
 
 
 @router.command("registration.claim_same_location", api.ClaimSameLocation, access=Access.AUTH)
 async def claim_same_location(request: api.ClaimSameLocation, ctx: CommandContext) -> api.PendingRequest:
     user_id, store = ctx.caller.user_id, store_of(ctx)
-    claimed = store.devices.find({f"claimants.{user_id}": {"$exists": True}}, {"location": 1})
-    keys = {key: device["location"] async for device in claimed
-            if (key := location_key(device.get("location"))) is not None}  # the addresses as the caller claimed
+    claimed = store.devices.find({f"{CLAIMANTS}.{user_id}": {"$exists": True}}, {"location": 1, "customer_number": 1})
+    # The addresses as the caller claimed them, each with the customer whose devices there may be asked for.
+    keys: dict[tuple[tuple[str, str, str] | None, str | None], Document] = {
+        (key, device.get("customer_number")): device["location"] async for device in claimed
+        if (key := location_key(device.get("location"))) is not None}
     items = list({item.device_id: item for item in request.devices}.values())
     locations: list[Document] = []
     for index, item in enumerate(items):
-        device = await store.device({"_id": item.device_id})
-        key = location_key(device.get("location")) if device else None
-        if key is None or key not in keys:
+        device = await store.device({"_id": item.device_id}) or {}
+        place = (location_key(device.get("location")), device.get("customer_number"))
+        if place not in keys:
             raise CommandError("not_found", fields={f"devices.{index}.device_id": "not_found"})
-        locations.append(keys[key])
+        locations.append(keys[place])
     request_id = request_id_for(ctx)
     document: Document = {
         "_id": request_id, "kind": "same_location_claim", "status": PENDING, "requested_by": user_id,
@@ -232,22 +319,26 @@ async def list_requests(request: api.ListRequests, ctx: CommandContext) -> Page[
 
 
 async def decision_targets(ctx: CommandContext, stored: Document, from_location: Document
-                           ) -> list[tuple[Document, Document]]:
-    """The devices an approval changes, each with the fields it sets."""
-    targets: list[tuple[Document, Document]] = []
+                           ) -> list[tuple[str, Change | Document]]:
+    """The devices an approval changes: for an address change with the change moving it, for a claim with the
+    settings the claimant asked for."""
     if stored["kind"] == "address_change":
-        address = stored.get("address") or {}
-        for device in await devices_moving(ctx, stored, from_location):
-            location = {**address, "building_location": address.get("building_location")
-                        or (device.get("location") or {}).get("building_location")}
-            targets.append((device, {"location": location}))
-        return targets
+        return [(device["_id"], moved_to(stored.get("address") or {}))
+                for device in await devices_moving(ctx, stored, from_location)]
+    targets: list[tuple[str, Change | Document]] = []
     for item in stored.get("items") or []:
-        claimed = await store_of(ctx).device({"_id": item["device_id"]})
-        if claimed is not None:
-            targets.append((claimed, {key: item[key] for key in ("friendly_name", "reminder_email", "reminders")
-                                     if item.get(key) is not None}))
+        if await store_of(ctx).device({"_id": item["device_id"]}) is not None:
+            targets.append((item["device_id"], {key: item[key] for key in ("friendly_name", "reminder_email",
+                                                                            "reminders") if item.get(key) is not None}))
     return targets
+
+
+def moved_to(address: Document) -> Change:
+    """The device at the new address, keeping its own `building_location` unless the address names one."""
+    def change(device: Document) -> Document:
+        return {"location": {**address, "building_location": address.get("building_location")
+                             or (device.get("location") or {}).get("building_location")}}
+    return change
 
 
 @router.command("registration.operator.decide_request", api.DecideRequest, access=Access.OPERATOR)
@@ -259,7 +350,7 @@ async def decide_request(request: api.DecideRequest, ctx: CommandContext) -> api
     status = "approved" if request.approve else "rejected"
     from_location = await old_location(ctx, stored) if stored["kind"] == "address_change" else {}
     targets = await decision_targets(ctx, stored, from_location) if request.approve else []
-    device_ids = [device["_id"] for device, _ in targets] if request.approve else \
+    device_ids = [device_id for device_id, _ in targets] if request.approve else \
         [item["device_id"] for item in stored.get("items") or []] or [stored.get("device_id", "")]
     event = api.RequestDecided(request_id=stored["_id"], kind=stored["kind"], approved=request.approve,
                                reason=request.reason, user_id=stored["requested_by"], device_ids=device_ids,
@@ -273,12 +364,9 @@ async def decide_request(request: api.DecideRequest, ctx: CommandContext) -> api
             raise CommandError("conflict")  # decided by someone else, not a re-run of this decision
         # A re-run after a crash: move from where the first run decided, not from where devices are now.
         targets = await decision_targets(ctx, again, again.get("from_location") or {}) if request.approve else []
-    for device, settings in targets:
-        if stored["kind"] == "address_change":
-            version = device.get("version", 1) + 1
-            changed = {**device, **settings, "version": version}
-            await store.change_device(device["_id"], {"$set": {**settings, "version": version}},
-                                      [api.DeviceUpdated(**device_state(changed, version))], ctx.message_id)
+    for device_id, change in targets:
+        if callable(change):
+            await change_device(store, device_id, change, updated, command_id=ctx.message_id)
         else:
-            await add_claimant(ctx, device, stored["requested_by"], settings)
+            await add_claimant(ctx, device_id, stored["requested_by"], change)
     return api.Decision(status=status)

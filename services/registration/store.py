@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from gridfs import AsyncGridFSBucket
-from pymongo import ASCENDING, UpdateOne
-from pymongo.errors import BulkWriteError
+from gridfs.errors import FileExists
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.base import Event
 from contracts.registration import DeviceFilter, ProductModel
@@ -18,6 +18,7 @@ from services.runtime.outbox import not_applied, with_events
 MODELS, DEVICES, CATALOGUE = "models", "devices", "catalogue"
 REQUESTS = "requests"  # claims of devices at one location and address changes, waiting for an operator
 UPLOADS = "uploads"  # bulk uploads (services/registration/bulk.py), whose final update emits
+CLAIM_ATTEMPTS = "claim_attempts"  # per user: the current window of claim attempts and how many it holds
 OUTBOX_COLLECTIONS = (CATALOGUE, DEVICES, REQUESTS, UPLOADS)
 
 
@@ -28,6 +29,7 @@ class RegistrationStore:
         self.devices = db[DEVICES]
         self.terms = db["terms_accepted"]
         self.requests = db[REQUESTS]
+        self.claim_attempts = db[CLAIM_ATTEMPTS]
         self.proofs = AsyncGridFSBucket(db, bucket_name="proofs")
 
     async def create_indexes(self) -> None:
@@ -79,27 +81,31 @@ class RegistrationStore:
             return [index not in taken for index in range(len(batch))]
         return [True] * len(batch)
 
-    async def change_device(self, device_id: str, update: Document, events: Iterable[Event],
-                            command_id: str | None) -> None:
-        await self.devices.update_one({"_id": device_id, **not_applied(command_id)},
-                                      with_events(update, events, command_id=command_id))
+    async def change_device(self, read: Document, fields: Document, events: Iterable[Event],
+                            command_id: str | None) -> bool:
+        """Set `fields` with `events` if the device is still at the version it was read at; False if it changed
+        since (see `devices.change_device`, which retries)."""
+        version: Document = {"version": read["version"]} if "version" in read else {"version": {"$exists": False}}
+        result = await self.devices.update_one({"_id": read["_id"], **version, **not_applied(command_id)},
+                                               with_events({"$set": fields}, events, command_id=command_id))
+        return result.matched_count == 1
 
     async def find_devices(self, visible_to: Document, filters: DeviceFilter) -> tuple[list[Document], int]:
-        query: Document = {**visible_to, "visible": True}
+        conditions: list[Document] = [visible_to]
         for field, path in (("model", "model"), ("city", "location.city"), ("postal_code", "location.postal_code"),
                             ("location", "location.name")):
             value = getattr(filters, field)
             if value:
-                query[path] = {"$regex": re.escape(value), "$options": "i"}
+                conditions.append({path: {"$regex": re.escape(value), "$options": "i"}})
         if filters.serial_number:
-            query["serial_number"] = {"$regex": re.escape(filters.serial_number.replace(" ", "")), "$options": "i"}
+            conditions.append({"serial_number": {"$regex": re.escape(filters.serial_number.replace(" ", "")),
+                                                 "$options": "i"}})
         if filters.text:
             text = {"$regex": re.escape(filters.text), "$options": "i"}
-            query["$or"] = [{path: text} for path in ("serial_number", "model", "friendly_name", "location.name",
-                                                      "location.street", "location.city", "location.postal_code")]
-            if "$or" in visible_to:  # both conditions must hold
-                query["$and"] = [{"$or": visible_to["$or"]}, {"$or": query.pop("$or")}]
-                query.pop("$or", None)
+            conditions.append({"$or": [{path: text} for path in (
+                "serial_number", "model", "friendly_name", "location.name", "location.street", "location.city",
+                "location.postal_code")]})
+        query: Document = {"$and": conditions}
         total = await self.devices.count_documents(query)
         cursor = self.devices.find(query).sort("serial_number", ASCENDING) \
             .skip((filters.page - 1) * filters.page_size).limit(filters.page_size)
@@ -112,9 +118,39 @@ class RegistrationStore:
         await self.terms.update_one({"_id": user_id}, {"$set": {"terms_version": terms_version,
                                                                  "privacy_version": privacy_version}}, upsert=True)
 
-    async def store_proof(self, device_id: str, filename: str, content_type: str, content: bytes) -> Any:
-        return await self.proofs.upload_from_stream(filename, content,
-                                                    metadata={"device_id": device_id, "content_type": content_type})
+    async def store_proof(self, file_id: str, device_id: str, filename: str, content_type: str,
+                          content: bytes) -> None:
+        """Under an id derived from the device, so a registration completed after a crash stores it once."""
+        try:
+            await self.proofs.upload_from_stream_with_id(
+                file_id, filename, content, metadata={"device_id": device_id, "content_type": content_type})
+        except (FileExists, DuplicateKeyError):
+            pass  # stored by this registration before a crash
+
+    # --- failed claims (services/registration/requests.py) ---
+
+    async def take_claim_attempt(self, user_id: str, *, now_ms: int, window_ms: int, limit: int) -> int | None:
+        """One of the user's `limit` claim attempts in the current window (which the first attempt opens); the
+        window's start, or None when none is left. Atomic (`$inc`), so parallel attempts cannot get past it."""
+        for _ in range(10):
+            live = await self.claim_attempts.find_one_and_update(
+                {"_id": user_id, "window_start": {"$gt": now_ms - window_ms}}, {"$inc": {"count": 1}},
+                return_document=ReturnDocument.AFTER)
+            if live is not None:
+                return int(live["window_start"]) if live["count"] <= limit else None
+            try:  # no live window: open one, unless another attempt opened it meanwhile
+                opened = await self.claim_attempts.find_one_and_update(
+                    {"_id": user_id, "window_start": {"$lte": now_ms - window_ms}},
+                    {"$set": {"window_start": now_ms, "count": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
+            except DuplicateKeyError:  # MongoDB; nx-27017 answers None instead
+                continue
+            if opened is not None:
+                return now_ms
+        return None
+
+    async def give_back_claim_attempt(self, user_id: str, window_start: int) -> None:
+        """An attempt that did not fail counts for nothing (if its window is still the current one)."""
+        await self.claim_attempts.update_one({"_id": user_id, "window_start": window_start}, {"$inc": {"count": -1}})
 
     # --- requests (services/registration/requests.py) ---
 

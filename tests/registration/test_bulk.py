@@ -6,7 +6,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from io import BytesIO
 from typing import Any
 
@@ -19,7 +19,7 @@ from contracts.errors import message_for
 from deploy.local.demo import OKI_MODELS
 from services.registration import bulk, excel
 from services.registration.app import service as registration_service
-from services.registration.settings import RegistrationSettings
+from services.registration.settings import RegistrationSettings, registration_settings
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
@@ -338,3 +338,20 @@ async def test_devices_of_a_bulk_upload_are_announced_with_the_upload_so_no_mail
         single = await tap.next("registration.device.registered", lambda body: body["upload_id"] is None)
     assert first["upload_id"] == upload_id
     assert single["registered_by"] == first["registered_by"]
+
+
+async def test_users_take_turns_so_that_one_users_many_uploads_cannot_starve_another(
+        registration: ServiceInstance, settings: Settings) -> None:
+    # A database of its own (dropped with the test's prefix), so the running loop does not take them first.
+    db = registration.db.client[f"{settings.database_prefix}turns"]
+    queued = [("busy", minute) for minute in range(5)] + [("other", 10), ("busy", 11)]
+    await db.uploads.insert_many([{"_id": f"{user_id}-{minute}", "user_id": user_id, "status": "queued",
+                                   "uploaded_at": datetime(2026, 12, 1, 9, minute, tzinfo=UTC)}
+                                  for user_id, minute in queued])
+    taken = []
+    while (upload := await bulk.claim_next(db, "replica", registration_settings(registration))) is not None:
+        taken.append(upload["_id"])
+    assert len(taken) == len(queued)
+    assert "other-10" in taken[:2]
+    assert [upload_id for upload_id in taken if upload_id.startswith("busy")] == [
+        "busy-0", "busy-1", "busy-2", "busy-3", "busy-4", "busy-11"]  # each user's own in the order uploaded

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date, timedelta
 
 import pytest
+from gridfs import AsyncGridFSBucket
 
 from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
@@ -161,3 +163,16 @@ async def test_catalogue_commands_are_for_operators(registration: ServiceInstanc
     assert await outcome(portal, "registration.operator.import_installed_base",
                          {"devices": [{"serial_number": "AK5A000001", "model": "ES5431dn", "customer_number": "C"}]},
                          token) == "forbidden"
+
+
+async def test_registrations_of_one_serial_at_once_keep_one_proof_of_purchase_and_no_orphan_file(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    request = device_registration()
+    outcomes = await asyncio.gather(*(outcome(portal, "registration.register_device", request, token)
+                                      for _ in range(6)))
+    assert sorted(outcomes) == ["already_registered"] * 5 + ["ok"]
+    files = [stored async for stored in AsyncGridFSBucket(registration.db, bucket_name="proofs").find({})]
+    device = await registration.db.devices.find_one({"serial_number": request["serial_number"]})
+    assert device is not None
+    assert [stored._id for stored in files] == [device["proof_of_purchase"]["file_id"]]

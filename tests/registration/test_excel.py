@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import struct
 import time
@@ -272,6 +273,49 @@ def test_a_spreadsheet_bomb_is_refused_before_openpyxl_opens_it(
         tracemalloc.stop()
     assert reason == "spreadsheet_too_large"
     assert peak < MB
+
+
+def varied_styles(total: int) -> Iterable[bytes]:
+    """A styles.xml of `total` bytes that packs only about 12:1, far under the ratio check."""
+    numbers = random.Random(7)
+    yield b'<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><cellXfs>'
+    for _ in range(total // 100_000 + 1):
+        yield b"".join(b'<xf numFmtId="%d" fontId="0" fillId="0" borderId="0" xfId="%d"/>'
+                       % (numbers.randrange(50), numbers.randrange(10**5)) for _ in range(1500))
+    yield b"</cellXfs></styleSheet>"
+
+
+def test_a_part_unpacking_beyond_its_bound_is_refused_quickly_though_it_packs_under_the_ratio(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Unbounded, a 46 MB styles.xml like this cost 22 s of CPU and 736 MB in openpyxl.
+    bomb = repacked(devices(1), replace={"xl/styles.xml": varied_styles(3 * MB)})
+    with zipfile.ZipFile(BytesIO(bomb)) as archive:
+        styles = archive.getinfo("xl/styles.xml")
+    assert styles.file_size > excel.MAX_WHOLE_PART_BYTES
+    assert styles.file_size < excel.MAX_COMPRESSION_RATIO * styles.compress_size
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("openpyxl was given the bomb")
+
+    monkeypatch.setattr(openpyxl, "load_workbook", never)
+    started = time.process_time()
+    assert failure(bomb) == "spreadsheet_too_large"
+    assert time.process_time() - started < 0.5
+
+
+def test_the_bound_of_a_sheet_grows_with_the_rows_allowed_and_honest_files_stay_under_it() -> None:
+    assert len(rows_of(read(devices(25))).rows) == 25
+    assert len(rows_of(read(devices(10_000), max_rows=10_000)).rows) == 10_000
+    oversized = repacked(devices(1), replace={SHEET: varied_sheet(excel.max_part_bytes(25) + MB)})
+    assert failure(oversized) == "spreadsheet_too_large"
+
+
+def varied_sheet(total: int) -> Iterable[bytes]:
+    numbers = random.Random(3)
+    yield b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row r="1">'
+    for _ in range(total // 60_000 + 1):
+        yield b"".join(b'<c t="inlineStr"><is><t>%d</t></is></c>' % numbers.randrange(10**9) for _ in range(1500))
+    yield b"</row></sheetData></worksheet>"
 
 
 def understated(package: bytes, name: str, size: int) -> bytes:

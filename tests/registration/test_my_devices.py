@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import device_registration, random_serial, token_for
 from tests.registration.flows import customer
-from tests.support import EventTap, outcome
+from tests.support import EventTap, eventually, outcome
 
 FLEET = [
     {"serial_number": "AK5A000001", "model": "ES5431dn", "customer_number": "C-1", "contract_number": "K-1",
@@ -120,3 +123,54 @@ async def test_a_user_without_a_customer_sees_the_devices_they_registered(
     serial = random_serial()
     await portal.call("registration.register_device", device_registration(serial_number=serial), token=token)
     assert await serials(portal, token) == [serial]
+
+
+async def device_id_of(portal: PortalClient, token: str, serial_number: str) -> str:
+    device = await portal.call("registration.get_device", {"serial_number": serial_number}, token=token)
+    device_id: str = device["device_id"]
+    return device_id
+
+
+async def test_concurrent_changes_issue_each_version_once_and_the_highest_one_is_what_is_stored(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    await import_fleet(portal, settings)
+    token, _ = token_for(settings, customer_number="C-1")
+    device_id = await device_id_of(portal, token, "AK5A000001")
+
+    def change(number: int) -> Any:
+        if number % 2:
+            return portal.call("registration.rename_device", {"device_id": device_id,
+                                                              "friendly_name": f"Name {number}"}, token=token)
+        return portal.call("registration.set_reminders", {"device_id": device_id, "reminders": number % 4 == 0,
+                                                          "reminder_email": f"m{number}@example.com"}, token=token)
+    async with EventTap(amqp_url, "registration.device.updated") as tap:
+        await asyncio.gather(*(change(number) for number in range(12)))
+
+        async def all_published() -> bool:
+            return len(tap.named("registration.device.updated")) >= 12
+        await eventually(all_published)
+    events = tap.named("registration.device.updated")
+    assert sorted(event["version"] for event in events) == list(range(2, 14))
+    last = max(events, key=lambda event: event["version"])
+    stored = await portal.call("registration.get_device", {"device_id": device_id}, token=token)
+    assert (stored["friendly_name"], stored["reminders"], stored["reminder_email"]) == (
+        last["friendly_name"], last["reminders"], last["reminder_email"])
+    raw = await registration.db.devices.find_one({"_id": device_id})
+    assert raw is not None and raw["version"] == 13
+
+
+async def test_deregistering_a_list_naming_a_device_the_caller_may_not_see_changes_nothing(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    await import_fleet(portal, settings)
+    token, _ = token_for(settings, customer_number="C-1")
+    own = await device_id_of(portal, token, "AK5A000001")
+    foreign = await device_id_of(portal, token_for(settings, customer_number="C-2")[0], "AK6C000003")
+    async with EventTap(amqp_url, "registration.device.#") as tap:
+        for device_ids in ([own, "unknown"], [own, foreign], ["unknown", own]):
+            assert await outcome(portal, "registration.deregister_devices", {"device_ids": device_ids},
+                                 token) == "not_found", device_ids
+        await asyncio.sleep(0.5)  # time for an event that should not come
+    assert tap.events == []
+    assert await serials(portal, token) == ["AK5A000001", "AK5M000002"]
+    stored = await registration.db.devices.find_one({"_id": own})
+    assert stored is not None and stored["version"] == 1 and stored["visible"]

@@ -27,6 +27,7 @@ FLEET: list[dict[str, Any]] = [
     {"serial_number": "AK5A100005", "model": "ES5431dn", "customer_number": "C-7", "contract_number": "K-7",
      "location": {"name": "Lager", "street": "Bryggen 1", "postal_code": "5003", "city": "Bergen"}},
 ]
+MISMATCH = "serial_or_postcode_mismatch"
 NEW_ADDRESS = {"name": "Nytt kontor", "street": "Dronning Eufemias gate 16", "postal_code": "0191", "city": "Oslo"}
 
 
@@ -56,7 +57,7 @@ async def claim_and_request(portal: PortalClient, settings: Settings, token: str
     await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
                       token=token)
     reply = await portal.call("registration.claim_same_location", {"devices": [
-        {"device_id": ids["AK5M100002"], **settings_of_second}, {"device_id": ids["AK6C100003"]}]}, token=token)
+        {"device_id": ids["AK5M100002"], **settings_of_second}]}, token=token)
     assert reply["status"] == "pending_approval"
     request_id: str = reply["request_id"]
     return request_id
@@ -90,14 +91,16 @@ async def test_a_wrong_postcode_and_an_unknown_serial_are_refused_alike(
     assert await visible_serials(portal, token) == []
 
 
-async def test_the_claim_lists_the_other_devices_at_that_address_and_none_elsewhere(
+async def test_the_claim_lists_the_other_devices_of_that_customer_at_that_address_and_none_elsewhere(
         registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
     ids = await import_fleet(portal, settings)
     token = token_for(settings, customer_number=None)[0]
     reply = await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
                               token=token)
-    assert sorted((item["serial_number"], item["device_id"], item["model"]) for item in reply["same_location"]) == [
-        ("AK5M100002", ids["AK5M100002"], "ES5462 MFP"), ("AK6C100003", ids["AK6C100003"], "C332")]
+    # AK6C100003 stands at the same address but belongs to another customer (C-8): not offered.
+    assert reply["status"] == "claimed"
+    assert [(item["serial_number"], item["device_id"], item["model"]) for item in reply["same_location"]] == [
+        ("AK5M100002", ids["AK5M100002"], "ES5462 MFP")]
 
 
 async def test_a_same_location_claim_waits_for_approval_then_brings_the_devices_with_their_settings(
@@ -105,29 +108,36 @@ async def test_a_same_location_claim_waits_for_approval_then_brings_the_devices_
     ids = await import_fleet(portal, settings)
     token, claims = token_for(settings, customer_number=None)
     request_id = await claim_and_request(portal, settings, token, ids, friendly_name="2. etasje",
-                                         reminder_email="meter@example.com", reminders=False)
+                                         reminder_email="meter@example.com", reminders=True)
     assert await visible_serials(portal, token) == ["AK5A100001"]
     pending = await portal.call("registration.operator.list_requests", {"kind": "same_location_claim"},
                                 token=operator_token(settings))
     [listed] = [item for item in pending["items"] if item["request_id"] == request_id]
     assert (listed["requested_by"], listed["location"]["postal_code"]) == (claims.user_id, "0154")
     assert [(device["serial_number"], device["friendly_name"]) for device in listed["devices"]] == [
-        ("AK5M100002", "2. etasje"), ("AK6C100003", None)]
+        ("AK5M100002", "2. etasje")]
 
     async with EventTap(amqp_url, "registration.#") as tap:
         decision = await portal.call("registration.operator.decide_request",
                                      {"request_id": request_id, "approve": True}, token=operator_token(settings))
         decided = await tap.next("registration.request.decided")
         updated = await tap.next("registration.device.updated")
-        await tap.next("registration.device.claimed", lambda body: body["device_id"] == ids["AK6C100003"])
+        await tap.next("registration.device.claimed", lambda body: body["device_id"] == ids["AK5M100002"])
     assert decision == {"status": "approved"}
-    assert (decided["approved"], decided["user_id"], sorted(decided["device_ids"])) == (
-        True, claims.user_id, sorted([ids["AK5M100002"], ids["AK6C100003"]]))
-    assert (updated["friendly_name"], updated["reminders"]) == ("2. etasje", False)
-    assert await visible_serials(portal, token) == ["AK5A100001", "AK5M100002", "AK6C100003"]
+    assert (decided["approved"], decided["user_id"], decided["device_ids"]) == (
+        True, claims.user_id, [ids["AK5M100002"]])
+    # The claimant's settings are theirs: the customer's name and reminders stay, the claimant is one more recipient.
+    assert (updated["friendly_name"], updated["reminders"], updated["reminder_email"]) == (None, True, None)
+    assert updated["reminder_recipients"] == [
+        {"customer_number": "C-7", "user_id": None, "email": None},
+        {"customer_number": None, "user_id": claims.user_id, "email": "meter@example.com"}]
+    assert await visible_serials(portal, token) == ["AK5A100001", "AK5M100002"]
     device = await portal.call("registration.get_device", {"device_id": ids["AK5M100002"]}, token=token)
     assert (device["friendly_name"], device["reminder_email"], device["reminders"]) == (
-        "2. etasje", "meter@example.com", False)
+        "2. etasje", "meter@example.com", True)
+    owner = await portal.call("registration.get_device", {"device_id": ids["AK5M100002"]},
+                              token=token_for(settings, customer_number="C-7")[0])
+    assert (owner["friendly_name"], owner["reminder_email"], owner["reminders"]) == (None, None, True)
     after = await portal.call("registration.operator.list_requests", {}, token=operator_token(settings))
     assert request_id not in [item["request_id"] for item in after["items"]]
 
@@ -255,20 +265,131 @@ async def test_an_address_change_for_another_customers_device_is_not_found(
     assert await registration.db.requests.count_documents({}) == 0
 
 
-async def test_claims_do_not_exclude_each_other_and_stay_personal(
+async def test_users_of_no_customer_claim_at_once_without_excluding_each_other(
         registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
     ids = await import_fleet(portal, settings)
     first = token_for(settings, customer_number=None)[0]
-    colleague = token_for(settings, customer_number="C-9")[0]
+    colleague = token_for(settings, customer_number=None)[0]
     bystander = token_for(settings, customer_number=None)[0]
     body = {"serial_number": "AK5A100001", "postal_code": "0154"}
-    assert (await portal.call("registration.claim_device", body, token=first))["device_id"] == ids["AK5A100001"]
-    assert (await portal.call("registration.claim_device", body, token=colleague))["device_id"] == ids["AK5A100001"]
-    assert await visible_serials(portal, first) == ["AK5A100001"]
-    assert await visible_serials(portal, colleague) == ["AK5A100001"]
+    for token in (first, colleague):
+        reply = await portal.call("registration.claim_device", body, token=token)
+        assert (reply["device_id"], reply["status"]) == (ids["AK5A100001"], "claimed")
+        assert await visible_serials(portal, token) == ["AK5A100001"]
     assert await visible_serials(portal, bystander) == []
     owner = token_for(settings, customer_number="C-7")[0]
     assert "AK5A100001" in await visible_serials(portal, owner)  # the ERP customer keeps its device
+
+
+async def test_a_user_of_another_customer_waits_for_an_operator_and_is_offered_nothing(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    stranger, claims = token_for(settings, customer_number="C-9")
+    body = {"serial_number": "AK5A100001", "postal_code": "0154"}
+    reply = await portal.call("registration.claim_device", body, token=stranger)
+    assert (reply["status"], reply["same_location"]) == ("pending_approval", [])
+    again = await portal.call("registration.claim_device", body, token=stranger)
+    assert again["request_id"] == reply["request_id"]  # one request, however often asked
+    assert await visible_serials(portal, stranger) == []
+    pending = await portal.call("registration.operator.list_requests", {"kind": "same_location_claim"},
+                                token=operator_token(settings))
+    [listed] = pending["items"]
+    assert (listed["requested_by"], [device["device_id"] for device in listed["devices"]]) == (
+        claims.user_id, [ids["AK5A100001"]])
+    await portal.call("registration.operator.decide_request", {"request_id": reply["request_id"], "approve": True},
+                      token=operator_token(settings))
+    assert await visible_serials(portal, stranger) == ["AK5A100001"]
+
+
+async def test_serials_offered_at_the_same_location_cannot_be_claimed_past_the_operator(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    first = await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                              token=token)
+    [offered] = first["same_location"]
+    direct = await portal.call("registration.claim_device", {"serial_number": offered["serial_number"],
+                                                             "postal_code": "0154"}, token=token)
+    assert (direct["status"], direct["same_location"]) == ("pending_approval", [])
+    assert await visible_serials(portal, token) == ["AK5A100001"]
+
+
+async def test_a_contract_sign_in_claims_nothing_outside_its_contract(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await import_fleet(portal, settings)
+    for customer_number, contract_number in (("C-7", "K-other"), ("C-8", "K-8")):
+        token = token_for(settings, customer_number=customer_number, contract_number=contract_number)[0]
+        assert await outcome(portal, "registration.claim_device", {"serial_number": "AK5A100001",
+                                                                   "postal_code": "0154"}, token) == MISMATCH
+        assert "AK5A100001" not in await visible_serials(portal, token)
+    assert await registration.db.requests.count_documents({}) == 0
+
+
+async def test_after_ten_failed_claims_every_claim_of_that_user_is_rate_limited_even_a_matching_one(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    wrong = [outcome(portal, "registration.claim_device", {"serial_number": "AK5A100001",
+                                                           "postal_code": f"{9000 + attempt}"}, token)
+             for attempt in range(25)]
+    outcomes = await asyncio.gather(*wrong)  # in parallel: the counter must not let them all through
+    assert (outcomes.count(MISMATCH), outcomes.count("rate_limited")) == (10, 15)
+    assert await outcome(portal, "registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                         token) == "rate_limited"
+    assert await visible_serials(portal, token) == []
+    other = token_for(settings, customer_number=None)[0]  # counted per user
+    assert await outcome(portal, "registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                         other) == "ok"
+
+
+async def test_claims_that_do_not_fail_do_not_count_towards_the_limit(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    body = {"serial_number": "AK5A100001", "postal_code": "0154"}
+    for _ in range(12):
+        assert await outcome(portal, "registration.claim_device", body, token) == "ok"
+    for _ in range(10):
+        assert await outcome(portal, "registration.claim_device", {**body, "postal_code": "1"}, token) == MISMATCH
+    assert await outcome(portal, "registration.claim_device", body, token) == "rate_limited"
+
+
+async def test_a_claimants_name_reminders_and_hiding_change_only_their_own_view(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    device_id = ids["AK5A100001"]
+    owner = token_for(settings, customer_number="C-7")[0]
+    before = await portal.call("registration.get_device", {"device_id": device_id}, token=owner)
+    claimant, claims = token_for(settings, customer_number=None)
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=claimant)
+    async with EventTap(amqp_url, "registration.device.#") as tap:
+        await portal.call("registration.rename_device", {"device_id": device_id, "friendly_name": "Mine now"},
+                          token=claimant)
+        await portal.call("registration.set_reminders", {"device_id": device_id, "reminders": True,
+                                                         "reminder_email": "me@example.com"}, token=claimant)
+        redirected = await tap.next("registration.device.updated", lambda body: len(body["reminder_recipients"]) == 2)
+        mine = await portal.call("registration.get_device", {"device_id": device_id}, token=claimant)
+        assert (mine["friendly_name"], mine["reminders"], mine["reminder_email"]) == (
+            "Mine now", True, "me@example.com")
+        assert await portal.call("registration.deregister_devices", {"device_ids": [device_id]},
+                                 token=claimant) == {"count": 1}
+        hidden = await tap.next("registration.device.updated",
+                                lambda body: body["version"] == redirected["version"] + 1)
+    assert await visible_serials(portal, claimant) == []
+    assert await portal.call("registration.get_device", {"device_id": device_id}, token=owner) == before
+    for event in (redirected, hidden):
+        assert (event["friendly_name"], event["reminders"], event["reminder_email"], event["visible"]) == (
+            None, True, None, True)
+    assert redirected["reminder_recipients"] == [
+        {"customer_number": "C-7", "user_id": None, "email": None},
+        {"customer_number": None, "user_id": claims.user_id, "email": "me@example.com"}]
+    assert hidden["reminder_recipients"] == [{"customer_number": "C-7", "user_id": None, "email": None}]
+    assert tap.named("registration.device.deregistered") == []
+    # Claiming it again brings it back into the claimant's own view only.
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=claimant)
+    assert await visible_serials(portal, claimant) == ["AK5A100001"]
 
 
 async def test_a_re_sent_same_location_claim_makes_one_request(

@@ -1,0 +1,161 @@
+"""Who sees a device and whose settings apply, and the one versioned write every change of a device goes through.
+
+Members of a device are the users of its customer (only the contract's devices for a contract sign-in) and, for a
+device of no customer, the user who registered it. They share one view: what one of them changes, all of them see.
+
+A claimant outside the device's customer (`claimants.<user_id>` on the device: a map, since nx-27017 turns the
+elements of an existing array into strings) has a view of their own: their friendly name, their reminders (off
+until they turn them on; to their own address) and hiding the device (`hidden`) change their map entry only, never
+what the customer's users see or receive. Device events carry the resulting `reminder_recipients` for read models.
+
+Every change is a conditional update on the version the device was read at, retried when another change came first
+(`change_device`): each version is issued once, and the event with the highest version is the device as stored, so
+read models that skip older versions converge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from contracts import registration as api
+from services.registration.store import RegistrationStore
+from services.runtime.commands import CommandError
+from services.runtime.mongo import Document
+from services.runtime.outbox import APPLIED
+from services.runtime.tokens import Claims
+
+CLAIMANTS = "claimants"
+# Each retry follows a change that won, so n concurrent changes of one device need at most n attempts.
+MAX_CHANGE_ATTEMPTS = 100
+
+Change = Callable[[Document], Document | None]  # the device as read → the top-level fields to set (None: nothing)
+Events = Callable[[Document], Sequence[api.DeviceState]]  # the device as it reads after the change → its events
+
+
+def member_filter(claims: Claims) -> Document:
+    if claims.contract_number:
+        return {"customer_number": claims.customer_number, "contract_number": claims.contract_number}
+    if claims.customer_number:
+        return {"$or": [{"customer_number": claims.customer_number}, {"registered_by": claims.user_id}]}
+    return {"registered_by": claims.user_id}
+
+
+def is_member(claims: Claims, device: Document) -> bool:
+    """`member_filter` for one device read already."""
+    if claims.contract_number:
+        return (device.get("customer_number") == claims.customer_number
+                and device.get("contract_number") == claims.contract_number)
+    if claims.customer_number and device.get("customer_number") == claims.customer_number:
+        return True
+    return device.get("registered_by") == claims.user_id
+
+
+def claimant_filter(user_id: str) -> Document:
+    # `$nin`, not `$ne`: nx-27017 matches `$ne` wrongly on missing fields; booleans may read back as 1.
+    return {f"{CLAIMANTS}.{user_id}": {"$exists": True}, f"{CLAIMANTS}.{user_id}.hidden": {"$nin": [True, 1]}}
+
+
+def visible_to(claims: Claims) -> Document:
+    """Filter: the devices in the caller's view. A contract sign-in sees its contract's devices and nothing else."""
+    members: Document = {"$and": [member_filter(claims), {"visible": True}]}
+    if claims.contract_number:
+        return members
+    return {"$or": [members, claimant_filter(claims.user_id)]}
+
+
+def personal_settings(claims: Claims, device: Document) -> Document | None:
+    """The caller's own entry for a device they claimed from outside its customer; None for its members."""
+    if is_member(claims, device):
+        return None
+    entry = (device.get(CLAIMANTS) or {}).get(claims.user_id)
+    return dict(entry) if isinstance(entry, dict) else {}  # claims stored before personal settings: `True`
+
+
+def apply_settings(claims: Claims, settings: Document) -> Change:
+    """`settings` (`friendly_name`, `reminders`, `reminder_email`, `visible`) as the caller changes them: on the device
+    for its members, in the caller's own entry for a claimant outside its customer."""
+    def change(device: Document) -> Document:
+        own = personal_settings(claims, device)
+        if own is None:
+            return dict(settings)
+        for key, value in settings.items():
+            if key == "visible":
+                own["hidden"] = not value
+            else:
+                own[key] = value
+        return {CLAIMANTS: {**(device.get(CLAIMANTS) or {}), claims.user_id: own}}
+    return change
+
+
+def set_fields(fields: Document) -> Change:
+    """A change setting the same fields whatever the device reads."""
+    return lambda _device: fields
+
+
+def device_view(device: Document, claims: Claims) -> api.Device:
+    view = api.Device(
+        device_id=device["_id"], serial_number=device["serial_number"], model=device["model"],
+        article_number=device.get("article_number"), customer_number=device.get("customer_number"),
+        contract_number=device.get("contract_number"), friendly_name=device.get("friendly_name"),
+        location=api.Location(**(device.get("location") or {})), contact_name=device.get("contact_name"),
+        counters=device.get("counters") or [], last_readings=[
+            api.CounterReading(**reading) for reading in (device.get("last_readings") or {}).values()],
+        warranty=api.Warranty(**device["warranty"]) if device.get("warranty") else None,
+        reminders=bool(device.get("reminders", True)), reminder_email=device.get("reminder_email"),
+        e_maintenance=bool(device.get("e_maintenance")), registered_at=device.get("registered_at"))
+    own = personal_settings(claims, device)
+    if own is None:
+        return view
+    return view.model_copy(update={"friendly_name": own.get("friendly_name", view.friendly_name),
+                                   "reminders": bool(own.get("reminders", False)),
+                                   "reminder_email": own.get("reminder_email")})
+
+
+def reminder_recipients(device: Document) -> list[api.ReminderRecipient]:
+    """The customer's reminders where they are on (the registering user's for a device of no customer), plus each
+    claimant outside the customer who turned them on for themselves and did not hide the device."""
+    recipients = []
+    if bool(device.get("visible", True)) and bool(device.get("reminders", True)):
+        customer = device.get("customer_number")
+        recipients.append(api.ReminderRecipient(customer_number=customer, email=device.get("reminder_email"),
+                                                user_id=None if customer else device.get("registered_by")))
+    for user_id, entry in sorted((device.get(CLAIMANTS) or {}).items()):
+        if isinstance(entry, dict) and entry.get("reminders") and not entry.get("hidden"):
+            recipients.append(api.ReminderRecipient(user_id=user_id, email=entry.get("reminder_email")))
+    return recipients
+
+
+def device_state(device: Document) -> dict[str, Any]:
+    """The fields of every device event, from the device as it reads after the change."""
+    return {"device_id": device["_id"], "serial_number": device["serial_number"], "model": device["model"],
+            "article_number": device.get("article_number"), "counters": device.get("counters") or [],
+            "customer_number": device.get("customer_number"), "contract_number": device.get("contract_number"),
+            "location": api.Location(**(device.get("location") or {})), "friendly_name": device.get("friendly_name"),
+            "reminders": bool(device.get("reminders", True)), "reminder_email": device.get("reminder_email"),
+            "e_maintenance": bool(device.get("e_maintenance")), "visible": bool(device.get("visible", True)),
+            "version": device.get("version", 1), "reminder_recipients": reminder_recipients(device)}
+
+
+def updated(device: Document) -> list[api.DeviceState]:
+    return [api.DeviceUpdated(**device_state(device))]
+
+
+async def change_device(store: RegistrationStore, device_id: str, change: Change, events: Events, *,
+                        command_id: str | None) -> Document | None:
+    """Apply `change` to the device as stored now, conditional on its version; read again and retry when another
+    change came first. The device as stored afterwards; None when there is no such device.
+
+    A command re-run after a crash finds its id among the device's applied commands and changes nothing twice.
+    """
+    for _ in range(MAX_CHANGE_ATTEMPTS):
+        device = await store.device({"_id": device_id})
+        if device is None or (command_id is not None and command_id in (device.get(APPLIED) or [])):
+            return device
+        fields = change(device)
+        if fields is None:
+            return device
+        changed = {**device, **fields, "version": device.get("version", 1) + 1}
+        if await store.change_device(device, {**fields, "version": changed["version"]}, events(changed), command_id):
+            return changed
+    raise CommandError("conflict")
