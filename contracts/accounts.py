@@ -340,11 +340,18 @@ class ProfileUpdated(Recipient):
 
 
 class TermsAccepted(Event):
+    """A user accepted the vendor's terms and privacy notice in the versions current at that moment."""
+
     routing_key: ClassVar[str] = "accounts.terms.accepted"
     user_id: str
     customer_number: str | None = None
-    terms_version: str
-    privacy_version: str
+    terms_version: str = Field(description="The vendor's current terms version (PORTAL_TERMS_VERSION) accepted.")
+    privacy_version: str = Field(description="The vendor's current privacy version (PORTAL_PRIVACY_VERSION) accepted.")
+    accepted_at: datetime | None = Field(default=None, description="When; a later acceptance wins over an older one "
+                                                                   "arriving late.")
+    stated_terms_version: str | None = Field(default=None, description="The terms version the client named, "
+                                                                        "kept for the audit trail.")
+    stated_privacy_version: str | None = Field(default=None, description="The privacy version the client named.")
 
 
 class SessionRevoked(Event):

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     bootstrap_operator_email: str = "operator@portal.localhost"
     bootstrap_operator_password: SecretStr = SecretStr(DEVELOPMENT_OPERATOR_PASSWORD)
 
+    # The vendor's current terms and privacy notice: device registration waits until a user has
+    # accepted these (accounts.accept_terms); publishing a new version asks everyone again.
+    terms_version: str = "1"
+    privacy_version: str = "1"
+
     log_level: str = "INFO"
     prefetch: int = 32
     # Bigger command bodies are refused before parsing: a 5 MB upload is ~6.7 MB in base64,
