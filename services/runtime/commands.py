@@ -16,6 +16,7 @@ let anyone grow the store with new ids or read a secret back by its id.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -61,6 +62,8 @@ class CommandError(Exception):
 @dataclass(frozen=True)
 class CommandContext:
     command: str
+    # The command's identity (`command_id`): the sender's message id bound to command, caller and
+    # body. Derive new ids from it and mark applied commands with it.
     message_id: str | None
     correlation_id: str | None
     language: str
@@ -119,26 +122,68 @@ def field_problems(error: ValidationError) -> dict[str, str]:
 
 def fingerprint(claims: Claims | None, payload: dict[str, Any]) -> str:
     """Who sent which body: a stored reply answers only a copy with the same fingerprint."""
-    caller = f"{claims.user_id}/{claims.session_id}" if claims else "anonymous"
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{caller}\n{body}".encode()).hexdigest()
+    caller = [claims.user_id, claims.session_id] if claims else None
+    return hashlib.sha256(json.dumps([caller, payload], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance) -> None:
-    """Answer `msg` once. Raises only when the answer could not be sent: the message then stays for redelivery."""
+    """Answer `msg` once, then ack it; a reply that could not be sent leaves it for one redelivery."""
     try:
         reply, claim = await _answer(spec, msg, instance)
     except Exception:
         log.exception("command %s failed: message_id=%s correlation_id=%s",
-                      spec.name, msg.message_id, msg.correlation_id)
+                      spec.name, sent_message_id(msg), msg.correlation_id)
         reply, claim = refused(ErrorCode.INTERNAL, _language(msg)), None
     try:
         # The caller need not wait for the stored copy: a re-sent command arriving meanwhile
         # finds the claim still open and waits for it.
         await instance.reply(msg, reply)
-    finally:
+    except Exception:
         if claim is not None:
+            await _complete(instance, claim, reply)  # applied: the redelivery gets this reply
+        if msg.raw_message.redelivered:  # a second failure: no hot loop, the dead-letter queue keeps it
+            log.exception("reply to %s not sent again, dead-lettered: message_id=%s", spec.name, sent_message_id(msg))
+            await msg.reject()
+        else:
+            log.exception("reply to %s not sent, redelivering: message_id=%s", spec.name, sent_message_id(msg))
+            await msg.nack()
+        return
+    if claim is not None:
+        await _complete(instance, claim, reply)
+    await msg.ack()
+
+
+COMPLETE_RETRY_SECONDS = (0.1, 0.5, 2.0)
+
+
+async def _complete(instance: Instance, claim: Claim, reply: dict[str, Any]) -> None:
+    """Store the reply of an applied command, retried briefly.
+
+    The reply has gone out, so failing the message would gain nothing; if the database stays
+    away, the claim's lease runs out and a re-sent copy runs the handler again, which its
+    `not_applied` filter makes harmless.
+    """
+    for delay in (*COMPLETE_RETRY_SECONDS, None):
+        try:
             await instance.claims.complete(claim, reply)
+            return
+        except Exception:
+            if delay is None:
+                log.exception("reply of %s not stored", claim.key)
+                return
+            await asyncio.sleep(delay)
+
+
+def sent_message_id(msg: RabbitMessage) -> str | None:
+    """The `message_id` the sender set; FastStream invents one when there is none, which would defeat idempotency."""
+    message_id = msg.raw_message.message_id
+    return message_id if isinstance(message_id, str) and message_id else None
+
+
+def command_id(name: str, message_id: str, sender: str) -> str:
+    """The command's identity: its message id bound to command, caller and body, so ids derived from it
+    (new users, devices, uploads) and the `not_applied` markers made with it are never another caller's."""
+    return hashlib.sha256(f"{name}\n{message_id}\n{sender}".encode()).hexdigest()[:32]
 
 
 async def _answer(spec: CommandSpec, msg: RabbitMessage,
@@ -162,19 +207,27 @@ async def _answer(spec: CommandSpec, msg: RabbitMessage,
         request = spec.request.model_validate(payload)
     except ValidationError as error:
         return refused(ErrorCode.VALIDATION_FAILED, language, fields=field_problems(error)), None
+    message_id = sent_message_id(msg)
+    if message_id is None and spec.replay is Replay.STORED:
+        # Without it a redelivered copy could not be told from a new command.
+        return refused(ErrorCode.VALIDATION_FAILED, language, fields={
+            "message_id": "required for a command that changes state"}), None
 
+    sender = fingerprint(claims, payload)
     claim: Claim | None = None
-    if spec.replay is Replay.STORED and msg.message_id:
-        claim = await instance.claims.claim(spec.name, msg.message_id, fingerprint(claims, payload))
+    if message_id is not None and spec.replay is Replay.STORED:
+        claim = await instance.claims.claim(spec.name, message_id, sender)
         if claim.foreign:
             return refused(ErrorCode.CONFLICT, language, fields={
                 "message_id": "already used for another command or by another caller"}), None
         if not claim.owned:
             return claim.reply or refused(ErrorCode.INTERNAL, language), None
-    context = CommandContext(command=spec.name, message_id=msg.message_id, correlation_id=msg.correlation_id,
-                             language=language, claims=claims, db=instance.db, instance=instance)
+    context = CommandContext(
+        command=spec.name, message_id=command_id(spec.name, message_id, sender) if message_id else None,
+        correlation_id=msg.correlation_id, language=language, claims=claims, db=instance.db, instance=instance)
     try:
-        result = await spec.handler(request, context)
+        async with instance.claims.held(claim):
+            result = await spec.handler(request, context)
     except BaseException as error:
         if claim is not None:
             # A refused or failed command changed nothing: a copy may run afresh, and refusals

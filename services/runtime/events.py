@@ -17,7 +17,7 @@ from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 
 from contracts.base import Event
-from services.runtime.commands import decode_object
+from services.runtime.commands import decode_object, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
 
@@ -45,6 +45,12 @@ class EventSpec:
     handler: EventHandler
 
 
+def attempt_of(msg: RabbitMessage) -> int:
+    """This delivery's attempt number; a header that is not a positive number counts as the first."""
+    value = msg.headers.get(ATTEMPT_HEADER, 1)
+    return value if isinstance(value, int) and value > 0 else 1
+
+
 def retry_delay(attempt: int, base: float) -> float:
     return float(min(base * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS))
 
@@ -60,15 +66,17 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
         await msg.reject()
         return
 
-    attempt = int(msg.headers.get(ATTEMPT_HEADER, 1))
+    attempt = attempt_of(msg)
+    message_id = sent_message_id(msg)
     try:
-        claim = await instance.claims.claim(spec.queue, msg.message_id) if msg.message_id else None
+        claim = await instance.claims.claim(spec.queue, message_id) if message_id else None
         if claim is not None and not claim.owned:
             await msg.ack()  # a copy of a message already handled
             return
         try:
-            await spec.handler(event, EventContext(event=spec.model.routing_key, message_id=msg.message_id,
-                                                   db=instance.db, instance=instance))
+            async with instance.claims.held(claim):
+                await spec.handler(event, EventContext(event=spec.model.routing_key, message_id=message_id,
+                                                       db=instance.db, instance=instance))
         except BaseException:
             if claim is not None:
                 await instance.claims.release(claim)

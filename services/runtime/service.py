@@ -175,10 +175,10 @@ class ServiceInstance:
 
         # FastStream documents the payload from the handler's signature; decoding and replying are ours.
         _document(handle, spec.name, spec.request, Reply)
-        # Acked once answered; a reply that could not be sent raises, and the command is redelivered.
+        # run_command acks once answered, or leaves a command whose reply could not be sent for redelivery.
         self.broker.subscriber(
             durable_queue(queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
-            description=spec.description, ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True,
+            description=spec.description, ack_policy=AckPolicy.MANUAL, no_reply=True,
         )(handle)
 
     async def reply(self, msg: RabbitMessage, reply: dict[str, Any]) -> None:

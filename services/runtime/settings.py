@@ -12,9 +12,11 @@ DEVELOPMENT_OPERATOR_PASSWORD = "operator-password-change-me"
 # HS256 keys shorter than the hash can be guessed offline from one token (RFC 7518 §3.2).
 MIN_TOKEN_SECRET_BYTES = 32
 MIN_OPERATOR_PASSWORD_LENGTH = 12
-# Text that marks a value nobody replaced: sample files, templates, documentation.
-PLACEHOLDER_MARKS = ("replace", "change-me", "change_me", "changeme", "placeholder", "example", "secret-here",
-                     "your-", "xxx", "todo", "password")
+# Text that marks a value nobody replaced (sample files, templates, documentation): long enough
+# that random output practically never contains it.
+PLACEHOLDER_MARKS = ("replace", "change-me", "change_me", "changeme", "placeholder", "example", "secret-here")
+# Guessable parts of the bootstrap operator's password, besides its e-mail's name.
+GUESSABLE_WORDS = ("password", "passw0rd", "operator", "admin", "portal", "123456", "qwerty")
 
 
 class Settings(BaseSettings):
@@ -66,7 +68,8 @@ class Settings(BaseSettings):
         if self.env == "production":
             if problem := token_secret_problem(self.token_secret.get_secret_value()):
                 raise ValueError(f"PORTAL_TOKEN_SECRET {problem}")
-            if problem := operator_password_problem(self.bootstrap_operator_password.get_secret_value()):
+            if problem := operator_password_problem(self.bootstrap_operator_password.get_secret_value(),
+                                                    self.bootstrap_operator_email):
                 raise ValueError(f"PORTAL_BOOTSTRAP_OPERATOR_PASSWORD {problem}")
         return self
 
@@ -89,11 +92,13 @@ def token_secret_problem(secret: str) -> str | None:
     return None
 
 
-def operator_password_problem(password: str) -> str | None:
+def operator_password_problem(password: str, email: str) -> str | None:
     if password == DEVELOPMENT_OPERATOR_PASSWORD:
         return "is the development password: set a strong one"
     if len(password) < MIN_OPERATOR_PASSWORD_LENGTH:
         return f"must be at least {MIN_OPERATOR_PASSWORD_LENGTH} characters"
-    if looks_like_placeholder(password):
-        return "looks like a placeholder or is too simple: set a strong one"
+    lowered, email_name = password.lower(), email.split("@", 1)[0].lower()
+    if looks_like_placeholder(password) or any(word in lowered for word in GUESSABLE_WORDS) or (
+            len(email_name) >= 3 and email_name in lowered):
+        return "looks like a placeholder or is easy to guess: set a strong one"
     return None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aio_pika
 import pytest
 
-from contracts.topology import dead_letter_queue, event_queue
-from services.runtime.events import retry_delay
+from contracts.topology import EVENTS_EXCHANGE, dead_letter_queue, event_queue
+from services.runtime.events import ATTEMPT_HEADER, retry_delay
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from tests.builders import drain_queue, publish_event, random_id
+from tests.builders import amqp_channel, drain_queue, publish_event, random_id
 from tests.runtime.sample_service import Flaky, NoteAdded, listener
 from tests.support import eventually, running
 
@@ -90,3 +93,18 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_the_last_atte
 def test_the_retry_delay_doubles_from_the_base_and_is_capped() -> None:
     assert [retry_delay(attempt, 0.5) for attempt in (1, 2, 3)] == [0.5, 1.0, 2.0]
     assert retry_delay(20, 0.5) == 30.0
+
+
+@pytest.mark.parametrize("attempt", ["abc", -3, {"n": 1}])
+async def test_an_event_with_a_garbled_attempt_header_is_handled_as_a_first_attempt(
+        service: ServiceInstance, amqp_url: str, attempt: Any) -> None:
+    note_id = random_id()
+    async with amqp_channel(amqp_url) as channel:
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        await exchange.publish(aio_pika.Message(
+            NoteAdded(note_id=note_id, text="x").model_dump_json().encode(), content_type="application/json",
+            message_id=uuid.uuid4().hex, headers={ATTEMPT_HEADER: attempt}), routing_key=NoteAdded.routing_key)
+
+    async def handled() -> bool:
+        return await times_seen(service, note_id) == 1
+    await eventually(handled)

@@ -13,10 +13,11 @@ import pytest
 from faststream.rabbit import RabbitMessage
 from pymongo.errors import ServerSelectionTimeoutError
 
-from contracts.topology import COMMANDS_EXCHANGE
+from contracts.topology import COMMANDS_EXCHANGE, command_queue, dead_letter_queue
+from services.runtime.claims import Claim
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from tests.builders import amqp_channel
+from tests.builders import amqp_channel, drain_queue
 from tests.runtime.sample_service import sample
 from tests.support import running
 
@@ -98,3 +99,49 @@ async def test_a_reply_that_cannot_be_sent_leaves_the_command_for_redelivery_and
     assert replies == [{"ok": True, "data": {"note_id": "h3", "writes": 1}}]
     note = await service.db.notes.find_one({"_id": "h3"})
     assert note is not None and note["writes"] == 1
+
+
+async def test_a_reply_that_fails_again_after_redelivery_goes_to_the_dead_letter_queue_instead_of_looping(
+        service: ServiceInstance, amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[str | None] = []
+
+    async def always_fails(msg: RabbitMessage, reply: dict[str, Any]) -> None:
+        attempts.append(msg.message_id)
+        raise ConnectionError("the reply cannot be published")
+
+    monkeypatch.setattr(service, "reply", always_fails)
+    assert await raw_call(amqp_url, "sample.read_note", {"note_id": "h4"}, {}, wait=3.0) == []
+    assert len(attempts) == 2
+    assert len(await drain_queue(amqp_url, dead_letter_queue(command_queue("sample.read_note")))) == 1
+
+
+async def test_a_reply_stored_only_on_a_second_try_is_still_applied_once_and_answered_once(
+        service: ServiceInstance, amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    complete = service.claims.complete
+    calls: list[str] = []
+
+    async def fails_once(claim: Claim, reply: dict[str, Any] | None = None) -> None:
+        calls.append(claim.key)
+        if len(calls) == 1:
+            raise ServerSelectionTimeoutError("a blip")
+        await complete(claim, reply)
+
+    monkeypatch.setattr(service.claims, "complete", fails_once)
+    message_id = uuid.uuid4().hex
+    replies = await raw_call(amqp_url, "sample.slow", {"note_id": "h5", "seconds": 0}, {}, message_id=message_id)
+    assert replies == [{"ok": True, "data": {"writes": 1}}]
+    again = await raw_call(amqp_url, "sample.slow", {"note_id": "h5", "seconds": 0}, {}, message_id=message_id)
+    assert again == replies
+    runs = await service.db.runs.find_one({"_id": "h5"})
+    assert runs is not None and runs["count"] == 1
+
+
+async def test_a_handler_running_longer_than_the_lease_keeps_its_claim(settings: Settings, amqp_url: str) -> None:
+    async with running(sample, settings.model_copy(update={"claim_lease_seconds": 0.6})) as service:
+        message_id, body = uuid.uuid4().hex, {"note_id": "h6", "seconds": 2.0}
+        first = asyncio.create_task(raw_call(amqp_url, "sample.slow", body, {}, message_id=message_id))
+        await asyncio.sleep(0.3)
+        second = await raw_call(amqp_url, "sample.slow", body, {}, message_id=message_id)
+        assert await first == second == [{"ok": True, "data": {"writes": 1}}]
+        runs = await service.db.runs.find_one({"_id": "h6"})
+        assert runs is not None and runs["count"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -34,15 +35,23 @@ def test_production_refuses_a_short_or_placeholder_token_secret(secret: str) -> 
 
 
 @pytest.mark.parametrize("password", [DEVELOPMENT_OPERATOR_PASSWORD, "REPLACE-ME", "short1!", "aaaaaaaaaaaaaaaa",
-                                      "operator-password-2026"])
+                                      "operator-password-2026", "Operator2024!", "Admin1234567x", "Passw0rd!Passw0rd",
+                                      "ops-team-Xy7#kq"])
 def test_production_refuses_a_weak_or_placeholder_operator_password(password: str) -> None:
     with pytest.raises(ValidationError, match="PORTAL_BOOTSTRAP_OPERATOR_PASSWORD"):
-        Settings(env="production", token_secret=STRONG_SECRET, bootstrap_operator_password=password)
+        Settings(env="production", token_secret=STRONG_SECRET, bootstrap_operator_password=password,
+                 bootstrap_operator_email="ops-team@portal.example.com")
 
 
 def test_production_starts_with_a_random_secret_and_a_strong_password() -> None:
     settings = Settings(env="production", token_secret=STRONG_SECRET, bootstrap_operator_password=STRONG_PASSWORD)
     assert settings.token_secret.get_secret_value() == STRONG_SECRET
+
+
+def test_random_secrets_are_never_taken_for_placeholders() -> None:
+    for _ in range(2000):
+        Settings(env="production", token_secret=secrets.token_urlsafe(32),
+                 bootstrap_operator_password=secrets.token_urlsafe(12))
 
 
 def test_development_keeps_working_with_simple_values() -> None:

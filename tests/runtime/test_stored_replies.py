@@ -125,3 +125,17 @@ async def test_refusals_before_the_command_ran_are_not_stored(service: ServiceIn
     assert [reply["error"]["code"] for reply in refusals] == [
         "invalid_message", "validation_failed", "unauthenticated", "unauthenticated", "forbidden"]
     assert await stored_replies(service) == 0
+
+
+async def test_a_message_id_reused_by_another_caller_after_its_reply_expired_is_a_new_command(
+        service: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    owner, _ = token_for(settings)
+    stranger, stranger_claims = token_for(settings)
+    message_id, body = uuid.uuid4().hex, {"note_id": "r11", "text": "x"}
+    await portal.call("sample.add_note", body, token=owner, message_id=message_id)
+    await service.db.message_claims.delete_many({})  # as the TTL index does after PORTAL_IDEMPOTENCY_DAYS
+
+    # Not mistaken for a copy of the owner's command, which the note remembers as applied.
+    assert (await portal.call("sample.add_note", body, token=stranger, message_id=message_id))["writes"] == 2
+    note = await service.db.notes.find_one({"_id": "r11"})
+    assert note is not None and note["owner"] == stranger_claims.user_id
