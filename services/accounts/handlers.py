@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from pymongo.errors import DuplicateKeyError
 
@@ -176,17 +176,15 @@ async def user_to_mail(store: AccountStore, kind: str, email: str, now: datetime
 @router.command("accounts.login", api.Login, access=Access.ANYONE)
 async def login(request: api.Login, ctx: CommandContext) -> api.Session:
     store, now = store_of(ctx), now_utc()
-    key = domain.normalise_login(request.login)
-    failures = await store.failures_of(key)
-    if failures.locked(now):
-        raise CommandError("account_locked")
-    user = await store.user_by_login(key)
+    login_key = domain.normalise_login(request.login)
+    user = await store.user_by_login(login_key)
+    key = attempts_key(user, login_key)
+    attempt = await counted_attempt(store, key, now)
     # Unknown users cost the same Argon2 verification as known ones: timing tells nothing.
     matches = await check_password(user["password_hash"] if user else ctx.instance.state["dummy_hash"],
                                    request.password)
     if user is None or not matches:
-        await record_failure(store, key, failures, now)
-        raise CommandError("invalid_credentials")
+        await failed_attempt(store, key, attempt, now)
     await store.clear_failures(key)
     refuse_unless_active(user)
     return await open_session(ctx, store, now, user_id=user["_id"], role=Role(user["role"]),
@@ -204,26 +202,42 @@ def refuse_unless_active(user: Document) -> None:
         raise CommandError("forbidden")
 
 
-async def record_failure(store: AccountStore, key: str, failures: domain.Failures, now: datetime) -> None:
-    await store.save_failures(key, failures.after_failure(now), now + domain.FAILURE_WINDOW + domain.LOCKOUT)
+def attempts_key(user: Document | None, login_key: str) -> str:
+    """One counter per account, whichever of its names is tried; unknown names get their own."""
+    return f"user:{user['_id']}" if user else f"login:{login_key}"
+
+
+async def counted_attempt(store: AccountStore, key: str, now: datetime) -> domain.Attempt:
+    """Count this attempt before the secret is checked; `account_locked` when it is one too many."""
+    attempt = await store.count_attempt(key, now)
+    if attempt.refused(now):
+        raise CommandError("account_locked")
+    return attempt
+
+
+async def failed_attempt(store: AccountStore, key: str, attempt: domain.Attempt, now: datetime,
+                         fields: dict[str, str] | None = None) -> NoReturn:
+    if attempt.locks_on_failure():
+        await store.lock(key, now + domain.LOCKOUT)
+    raise CommandError("invalid_credentials", fields=fields)
 
 
 @router.command("accounts.contract_login", api.ContractLogin, access=Access.ANYONE)
 async def contract_login(request: api.ContractLogin, ctx: CommandContext) -> api.Session:
     store, now = store_of(ctx), now_utc()
+    # The contract number is the only secret: guesses are counted per customer.
     key = f"contract:{request.customer_number.strip().upper()}"
-    failures = await store.failures_of(key)
-    if failures.locked(now):
-        raise CommandError("account_locked")
+    attempt = await counted_attempt(store, key, now)
     customer = await store.customer(request.customer_number.strip())
-    contract = (customer or {}).get("contracts", {}).get(request.contract_number.strip())
-    if customer is None or contract is None:
-        await record_failure(store, key, failures, now)
-        raise CommandError("invalid_credentials")
+    stored = (customer or {}).get("contracts", {}).get(request.contract_number.strip())
+    contract = api.Contract(**stored) if stored else None
+    if customer is None or contract is None or not domain.contract_in_force(contract.start_date, contract.end_date,
+                                                                            now.date()):
+        await failed_attempt(store, key, attempt, now)
     await store.clear_failures(key)
-    return await open_session(ctx, store, now, user_id=f"contract:{customer['_id']}:{contract['contract_number']}",
+    return await open_session(ctx, store, now, user_id=f"contract:{customer['_id']}:{contract.contract_number}",
                               role=Role.CUSTOMER, customer_number=customer["_id"],
-                              contract_number=contract["contract_number"], lifetime=domain.SESSION_DEFAULT,
+                              contract_number=contract.contract_number, lifetime=domain.SESSION_DEFAULT,
                               user=None)
 
 
@@ -286,8 +300,7 @@ async def reset_password(request: api.ResetPassword, ctx: CommandContext) -> Non
     if changed is None:
         raise CommandError("token_invalid")  # used a moment ago
     await ctx.instance.revocations.add(revoked)
-    await store.clear_failures(user["email_key"])
-    await store.clear_failures(user["username_key"])
+    await store.clear_failures(attempts_key(user, user["email_key"]))
 
 
 @router.command("accounts.change_password", api.ChangePassword, access=Access.AUTH)
@@ -402,8 +415,14 @@ async def accept_terms(request: api.AcceptTerms, ctx: CommandContext) -> None:
 
 
 def contact_owner(ctx: CommandContext) -> str:
-    """Contacts belong to the customer, so colleagues share them; a user without one keeps their own."""
+    """Contacts belong to the customer, so colleagues share them; a user without one keeps their own.
+
+    A contract sign-in (whose only secret is a contract number) sees that contract's contacts
+    only: the customer's people and addresses are not its business.
+    """
     claims = ctx.caller
+    if claims.contract_number:
+        return f"contract:{claims.customer_number}:{claims.contract_number}"
     return f"customer:{claims.customer_number}" if claims.customer_number else f"user:{claims.user_id}"
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
-from services.accounts.domain import Failures
-from services.runtime.mongo import Database, Document, as_datetime
+from services.accounts.domain import FAILURE_WINDOW, LOCKOUT, Attempt, looks_like_email
+from services.runtime.mongo import Database, Document
 from services.runtime.outbox import not_applied, with_events
 
 USERS, SESSIONS, CUSTOMERS, CONTACTS = "users", "sessions", "customers", "contacts"
@@ -45,7 +46,10 @@ class AccountStore:
         return await self.users.find_one({"_id": user_id})
 
     async def user_by_login(self, login_key: str) -> Document | None:
-        return await self.users.find_one({"$or": [{"email_key": login_key}, {"username_key": login_key}]})
+        """By e-mail when the login looks like one, else by username: never one for the other, so a
+        username equal to someone's address (possible before usernames refused `@`) takes nothing over."""
+        field = "email_key" if looks_like_email(login_key) else "username_key"
+        return await self.users.find_one({field: login_key})
 
     async def user_by_email(self, email_key: str) -> Document | None:
         return await self.users.find_one({"email_key": email_key})
@@ -89,18 +93,35 @@ class AccountStore:
 
     # --- sign-in failures and mail requests ---------------------------------------------------
 
-    async def failures_of(self, key: str) -> Failures:
-        found = await self.failures.find_one({"_id": key})
-        if found is None:
-            return Failures(0, None, None)
-        return Failures(found["count"], as_datetime(found["window_start"]), as_datetime(found.get("locked_until")))
+    async def count_attempt(self, key: str, now: datetime) -> Attempt:
+        """Count a sign-in attempt under `key` in one atomic write; what it is within its window.
 
-    async def save_failures(self, key: str, failures: Failures, expires_at: datetime) -> None:
-        # replace, not $set: the TTL needs a real date, which nx-27017 keeps only on insert and replace;
-        # `_id` repeated in the document: nx-27017's upserting replace ignores the filter's.
-        await self.failures.replace_one({"_id": key}, {
-            "_id": key, "count": failures.count, "window_start": failures.window_start,
-            "locked_until": failures.locked_until, "expires_at": expires_at}, upsert=True)
+        Read-then-replace lost counts under concurrency (30 parallel guesses stored 2). Times
+        are epoch milliseconds: nx-27017 turns dates `$set` on an existing document into
+        strings. A window past its end (and past any lock) is removed first, so the upsert
+        starts a fresh one; `expires_at` (a real date, set on insert) lets the TTL index
+        clear forgotten windows.
+        """
+        now_ms = epoch_ms(now)
+        await self.failures.delete_one({"_id": key, "stale_after_ms": {"$lte": now_ms}})
+        window_end_ms = now_ms + epoch_ms_of(FAILURE_WINDOW)
+        fresh = {"window_start_ms": now_ms, "stale_after_ms": window_end_ms, "locked_until_ms": 0,
+                 "expires_at": now + FAILURE_WINDOW + LOCKOUT + timedelta(minutes=1)}
+        update = {"$inc": {"attempts": 1}, "$setOnInsert": fresh}
+        try:
+            found = await self.failures.find_one_and_update({"_id": key}, update, upsert=True,
+                                                            return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # two upserts raced to insert: the other one's document exists now
+            found = await self.failures.find_one_and_update({"_id": key}, update, return_document=ReturnDocument.AFTER)
+        assert found is not None
+        locked_until_ms = int(found.get("locked_until_ms") or 0)
+        return Attempt(int(found["attempts"]), from_epoch_ms(locked_until_ms) if locked_until_ms else None)
+
+    async def lock(self, key: str, until: datetime) -> None:
+        # $max: concurrent failures agree on the latest end whatever their order.
+        until_ms = epoch_ms(until)
+        await self.failures.update_one({"_id": key}, {"$max": {"locked_until_ms": until_ms,
+                                                               "stale_after_ms": until_ms}})
 
     async def clear_failures(self, key: str) -> None:
         await self.failures.delete_one({"_id": key})
@@ -152,3 +173,15 @@ def page_bounds(page: int, page_size: int) -> tuple[int, int]:
 
 def without_private(user: Document) -> dict[str, Any]:
     return {key: value for key, value in user.items() if not key.endswith(("_digest", "_hash"))}
+
+
+def epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def epoch_ms_of(span: timedelta) -> int:
+    return round(span.total_seconds() * 1000)
+
+
+def from_epoch_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=UTC)

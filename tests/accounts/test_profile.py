@@ -77,6 +77,20 @@ async def test_contacts_are_shared_by_the_users_of_one_customer_and_nobody_else(
     assert (await portal.call("accounts.list_contacts", {}, token=stranger))["items"] == []
 
 
+async def test_a_contract_sign_in_sees_and_adds_only_its_contracts_contacts(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    colleague, _ = token_for(settings, customer_number="C-1")
+    contract, _ = token_for(settings, customer_number="C-1", contract_number="K-1")
+    other_contract, _ = token_for(settings, customer_number="C-1", contract_number="K-2")
+    await portal.call("accounts.add_contact", {"name": "Anna Admin", "email": "anna@example.com"}, token=colleague)
+    added = await portal.call("accounts.add_contact", {"name": "Kai Copier", "email": "kai@example.com"},
+                              token=contract)
+    assert [contact["name"] for contact in added["items"]] == ["Kai Copier"]
+    assert [contact["name"] for contact in (await portal.call("accounts.list_contacts", {}, token=colleague))[
+        "items"]] == ["Anna Admin"]
+    assert (await portal.call("accounts.list_contacts", {}, token=other_contract))["items"] == []
+
+
 async def test_contracts_are_those_of_the_callers_customer(accounts: ServiceInstance, portal: PortalClient,
                                                            settings: Settings) -> None:
     operator, _ = token_for(settings, Role.OPERATOR)

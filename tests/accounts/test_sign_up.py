@@ -60,6 +60,8 @@ async def test_a_username_is_taken_whatever_its_case(accounts: ServiceInstance, 
     ({"accept_privacy": False}, "terms_not_accepted"),
     ({"email": "not-an-address"}, "validation_failed"),
     ({"username": "x" * 2_000_000}, "validation_failed"),
+    ({"username": "target@example.com"}, "validation_failed"),  # would look like someone's e-mail address
+    ({"country": "DE\r\nBcc: all@example.com"}, "validation_failed"),
     ({"password": "p" * 129, "password_confirm": "p" * 129}, "validation_failed"),
 ])
 async def test_a_sign_up_breaking_a_rule_is_refused_with_its_code_and_stores_nothing(
