@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from contracts.client import PortalClient, PortalError
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
@@ -54,6 +56,30 @@ async def test_a_new_email_takes_effect_only_once_confirmed_from_that_address(
     assert (profile["email"], profile["pending_email"]) == (new_email, None)
     session = await portal.call("accounts.login", {"login": new_email, "password": request["password"]})
     assert session["user"]["email"] == new_email
+
+
+@pytest.mark.parametrize("change", [
+    {"first_name": "Eve\r\nBcc: everyone@example.com"}, {"last_name": "Doe\n"}, {"title": "Dr\u0085"},
+    {"address": {"city": "Oslo\rX"}}, {"company": {"name": "ACME\tLtd"}}, {"subscriptions": ["news\nletter"]},
+    {"subscriptions": ["x" * 61]}, {"subscriptions": [f"topic-{number}" for number in range(21)]},
+])
+async def test_control_characters_and_unbounded_lists_in_a_profile_are_refused_and_change_nothing(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, change: dict[str, object]) -> None:
+    _, token = await signed_in(portal, tap)
+    before = await portal.call("accounts.get_profile", {}, token=token)
+    with pytest.raises(PortalError) as refused:
+        await portal.call("accounts.update_profile", change, token=token)
+    assert refused.value.code == "validation_failed"
+    assert await portal.call("accounts.get_profile", {}, token=token) == before
+
+
+async def test_a_contact_name_with_a_line_break_is_refused(accounts: ServiceInstance, portal: PortalClient,
+                                                           settings: Settings) -> None:
+    token, _ = token_for(settings, customer_number="C-1")
+    with pytest.raises(PortalError) as refused:
+        await portal.call("accounts.add_contact", {"name": "Anna\nBcc: x@example.com", "email": "anna@example.com"},
+                          token=token)
+    assert refused.value.code == "validation_failed" and "name" in refused.value.fields
 
 
 async def test_accepting_terms_records_the_versions_and_tells_other_services(

@@ -155,3 +155,13 @@ async def test_a_username_with_markup_arrives_escaped_in_the_html_part(
     assert "<strong>&lt;script&gt;x&lt;/script&gt;</strong>" in html
     assert "<script>" not in html
     assert "your user name is: <script>x</script>" in text
+
+
+async def test_a_name_stored_with_a_line_break_is_mailed_on_one_line_instead_of_failing(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = registered(random_email(), first_name="Eve\r\nBcc: everyone@example.com", last_name="Doe")
+    await publish(amqp_url, event)
+    message = await only_mail_to(smtp, event.email)
+    assert [address.addr_spec for address in message["To"].addresses] == [event.email]
+    assert message["To"].addresses[0].display_name == "Eve Bcc: everyone@example.com Doe"
+    assert message["Bcc"] is None
