@@ -302,6 +302,17 @@ class EmailConfirmationRequested(Recipient):
     username: str
     confirmation_url: str
     expires_at: datetime
+    email_change: bool = Field(default=False, description="True: `email` is a new address for an existing "
+                                                          "account; false: the sign-up's own address.")
+
+
+class EmailChangeRequested(Recipient):
+    """The account is to move to `new_email` once that address confirms; `email` is the current one, told so
+    that its owner notices a change they did not make."""
+
+    routing_key: ClassVar[str] = "accounts.email_change.requested"
+    username: str
+    new_email: str
 
 
 class UserActivated(Recipient):

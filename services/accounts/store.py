@@ -11,11 +11,12 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
 from services.accounts.domain import FAILURE_WINDOW, LOCKOUT, Attempt, looks_like_email
-from services.runtime.mongo import Database, Document
+from services.runtime.mongo import Database, Document, as_datetime
 from services.runtime.outbox import not_applied, with_events
 
 USERS, SESSIONS, CUSTOMERS, CONTACTS = "users", "sessions", "customers", "contacts"
 OUTBOX_COLLECTIONS = (USERS, SESSIONS, CUSTOMERS)
+UNCONFIRMED_UNTIL = "unconfirmed_expires_at"  # set at sign-up (a real date), removed at confirmation
 
 
 class AccountStore:
@@ -35,7 +36,9 @@ class AccountStore:
         await self.users.create_index("confirmation_digest")
         await self.users.create_index("reset_digest")
         await self.users.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        await self.users.create_index(UNCONFIRMED_UNTIL, expireAfterSeconds=0)
         await self.sessions.create_index("expires_at", expireAfterSeconds=0)
+        await self.sessions.create_index("user_id")
         await self.contacts.create_index("owner")
         await self.failures.create_index("expires_at", expireAfterSeconds=0)
         await self.mail_requests.create_index("expires_at", expireAfterSeconds=0)
@@ -62,6 +65,19 @@ class AccountStore:
             return "username_taken"
         return None
 
+    async def drop_expired_sign_ups(self, now: datetime, *, email_key: str, username_key: str) -> None:
+        """Unconfirmed accounts whose link has expired hold their address and username no more.
+
+        The TTL index removes them too, but only every minute or so (and not those created before
+        it existed). The delete matches the digest read, so a link resent meanwhile keeps the account.
+        """
+        query = {"$or": [{"email_key": email_key}, {"username_key": username_key}], "status": "pending_confirmation"}
+        async for user in self.users.find(query, {"confirmation_digest": 1, "confirmation_expires_at": 1}):
+            expires_at = as_datetime(user.get("confirmation_expires_at"))
+            if expires_at is not None and expires_at < now:
+                await self.users.delete_one({"_id": user["_id"], "status": "pending_confirmation",
+                                             "confirmation_digest": user.get("confirmation_digest")})
+
     async def insert_user(self, user: Document, events: Iterable[Event], command_id: str | None) -> None:
         """Raises DuplicateKeyError when the e-mail, username or id exists already."""
         fields = {key: value for key, value in user.items() if key != "_id"}
@@ -85,6 +101,17 @@ class AccountStore:
 
     async def add_session(self, session: Document) -> None:
         await self.sessions.insert_one(session)
+
+    async def live_sessions(self, user_id: str, *, keep: str | None) -> list[Document]:
+        """The user's sessions not revoked yet, but `keep`."""
+        query = {"user_id": user_id, "revoked_at": None, "_id": {"$nin": [keep]}}
+        return [session async for session in self.sessions.find(query, {"_id": 1, "expires_at": 1})]
+
+    async def drop_session(self, session_id: str) -> None:
+        await self.sessions.delete_one({"_id": session_id})
+
+    async def has_password_hash(self, user_id: str, password_hash: str) -> bool:
+        return await self.users.find_one({"_id": user_id, "password_hash": password_hash}, {"_id": 1}) is not None
 
     async def revoke_session(self, session_id: str, now: datetime, events: Iterable[Event]) -> bool:
         revoked = await self.sessions.update_one(

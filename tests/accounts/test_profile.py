@@ -48,7 +48,8 @@ async def test_a_new_email_takes_effect_only_once_confirmed_from_that_address(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
     request, token = await signed_in(portal, tap)
     new_email = random_email()
-    profile = await portal.call("accounts.update_profile", {"email": new_email}, token=token)
+    profile = await portal.call("accounts.update_profile", {"email": new_email,
+                                                            "current_password": request["password"]}, token=token)
     assert (profile["email"], profile["pending_email"]) == (request["email"], new_email)
     event = await tap.next("accounts.email_confirmation.requested", lambda body: body["email"] == new_email)
     await portal.call("accounts.confirm_email", {"token": token_in(event["confirmation_url"])})
@@ -80,6 +81,33 @@ async def test_a_contact_name_with_a_line_break_is_refused(accounts: ServiceInst
         await portal.call("accounts.add_contact", {"name": "Anna\nBcc: x@example.com", "email": "anna@example.com"},
                           token=token)
     assert refused.value.code == "validation_failed" and "name" in refused.value.fields
+
+
+async def test_an_email_change_needs_the_current_password_and_the_old_address_is_told(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    new_email = random_email()
+    for password, code in ((None, "validation_failed"), ("not the password", "invalid_credentials")):
+        change = {"email": new_email, "first_name": "Mallory"} | ({"current_password": password} if password else {})
+        with pytest.raises(PortalError) as refused:
+            await portal.call("accounts.update_profile", change, token=token)
+        assert (refused.value.code, list(refused.value.fields)) == (code, ["current_password"])
+    profile = await portal.call("accounts.get_profile", {}, token=token)
+    assert (profile["pending_email"], profile["first_name"]) == (None, None)  # a refusal changes nothing
+    await portal.call("accounts.update_profile", {"email": new_email, "current_password": request["password"]},
+                      token=token)
+    notice = await tap.next("accounts.email_change.requested")
+    assert (notice["email"], notice["new_email"]) == (request["email"], new_email)
+    confirmation = await tap.next("accounts.email_confirmation.requested", lambda body: body["email"] == new_email)
+    assert confirmation["email_change"] is True
+
+
+async def test_the_same_email_in_another_case_needs_no_password(accounts: ServiceInstance, portal: PortalClient,
+                                                                tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    profile = await portal.call("accounts.update_profile", {"email": request["email"].upper(), "phone": "1"},
+                                token=token)
+    assert (profile["pending_email"], profile["phone"]) == (None, "1")
 
 
 async def test_accepting_terms_records_the_versions_and_tells_other_services(
