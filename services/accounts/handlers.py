@@ -588,7 +588,9 @@ async def bootstrap(instance: ServiceInstance) -> None:
     instance.state["dummy_hash"] = await new_hash(uuid.uuid4().hex)
     settings = instance.settings
     email_key = domain.normalise_login(settings.bootstrap_operator_email)
-    if await store.user_by_email(email_key):
+    password = settings.bootstrap_operator_password.get_secret_value()
+    if existing := await store.user_by_email(email_key):
+        await follow_bootstrap_password(instance, store, existing, password)
         return
     now = now_utc()
     operator_id = uuid.uuid5(uuid.NAMESPACE_URL, f"operator:{email_key}").hex
@@ -596,10 +598,28 @@ async def bootstrap(instance: ServiceInstance) -> None:
         await store.users.insert_one({
             "_id": operator_id, "email": settings.bootstrap_operator_email, "email_key": email_key,
             "username": "operator", "username_key": "operator", "role": Role.OPERATOR.value,
-            "password_hash": await new_hash(settings.bootstrap_operator_password.get_secret_value()),
+            "password_hash": await new_hash(password),
             "language": "en", "country": None, "status": "active", "customer_number": None, "profile": {},
             "profile_version": 1, "created_at": now, "confirmation_digest": None, "reset_digest": None})
     except DuplicateKeyError:
         # Another replica created it at the same moment, or someone took the username `operator`.
         if not await store.user_by_email(email_key):
             log.error("bootstrap operator not created: the username `operator` is taken")
+
+
+async def follow_bootstrap_password(instance: ServiceInstance, store: AccountStore, operator: Document,
+                                    password: str) -> None:
+    """A changed `PORTAL_BOOTSTRAP_OPERATOR_PASSWORD` replaces the operator's password and ends their sessions.
+
+    Rotating the setting must lock out whoever knew the old one. Conditional on the hash read, so
+    replicas starting together change it once.
+    """
+    if await check_password(operator["password_hash"], password):
+        return
+    now = now_utc()
+    revoked = api.SessionRevoked(user_id=operator["_id"], revoked_at=now, until=now + domain.SESSION_REMEMBERED)
+    changed = await store.change_user({"_id": operator["_id"], "password_hash": operator["password_hash"]},
+                                      {"$set": {"password_hash": await new_hash(password)}}, [revoked])
+    if changed is not None:
+        await instance.revocations.add(revoked)
+        log.info("bootstrap operator's password follows the setting; their sessions are revoked")
