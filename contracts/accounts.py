@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, EmailStr, Field, model_validator
 
-from contracts.base import Command, Event, Message, PageRequest
+from contracts.base import Command, Event, Message, PageRequest, SingleLine
 
 Language = Literal["de", "en", "nb"]
 SignUpRole = Literal["customer", "dealer"]
@@ -18,24 +18,26 @@ Email = EmailStr
 Password = Field(min_length=1, max_length=128, description="Plain text; only its Argon2id hash is kept.")
 Token = Field(min_length=16, max_length=256, description="The token from the link in the e-mail.")
 Name = Field(min_length=1, max_length=100)
+# Free text (names, addresses, labels) is `SingleLine`: a name reaches mail headers as the display name.
+Subscription = Annotated[SingleLine, Field(min_length=1, max_length=60)]
 
 
 class Address(Message):
-    street1: str | None = Field(default=None, max_length=200)
-    street2: str | None = Field(default=None, max_length=200)
-    postal_code: str | None = Field(default=None, max_length=20)
-    city: str | None = Field(default=None, max_length=100)
-    district: str | None = Field(default=None, max_length=100)
-    country: str | None = Field(default=None, max_length=100)
+    street1: SingleLine | None = Field(default=None, max_length=200)
+    street2: SingleLine | None = Field(default=None, max_length=200)
+    postal_code: SingleLine | None = Field(default=None, max_length=20)
+    city: SingleLine | None = Field(default=None, max_length=100)
+    district: SingleLine | None = Field(default=None, max_length=100)
+    country: SingleLine | None = Field(default=None, max_length=100)
 
 
 class Company(Message):
-    name: str | None = Field(default=None, max_length=200)
-    vat_number: str | None = Field(default=None, max_length=40)
-    customer_type: str | None = Field(default=None, max_length=100, examples=["Business User"])
-    position: str | None = Field(default=None, max_length=100)
-    vertical: str | None = Field(default=None, max_length=200)
-    employees: str | None = Field(default=None, max_length=50, examples=["250 - 999"])
+    name: SingleLine | None = Field(default=None, max_length=200)
+    vat_number: SingleLine | None = Field(default=None, max_length=40)
+    customer_type: SingleLine | None = Field(default=None, max_length=100, examples=["Business User"])
+    position: SingleLine | None = Field(default=None, max_length=100)
+    vertical: SingleLine | None = Field(default=None, max_length=200)
+    employees: SingleLine | None = Field(default=None, max_length=50, examples=["250 - 999"])
 
 
 class Communication(Message):
@@ -55,11 +57,13 @@ class Register(Command):
 
     routing_key: ClassVar[str] = "accounts.register"
     email: Email = Field(examples=["c.zimmermann@example.com"])
-    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$", examples=["czimmermann"])
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", examples=["czimmermann"],
+                          description="Letters, digits, `.`, `_`, `-`: never `@`, so a username never looks like "
+                                      "someone's e-mail address.")
     password: str = Password
     password_confirm: str = Password
     language: Language = "en"
-    country: str = Field(min_length=2, max_length=56, examples=["DE"])
+    country: SingleLine = Field(min_length=2, max_length=56, examples=["DE"])
     accept_terms: bool = Field(description="The terms and conditions; required.")
     accept_privacy: bool = Field(description="The privacy terms; required.")
     customer_number: str | None = Field(default=None, max_length=32, examples=["100234"])
@@ -143,8 +147,8 @@ class ChangePassword(Command):
 
 class RecoverUsername(Command):
     routing_key: ClassVar[str] = "accounts.recover_username"
-    first_name: str = Name
-    last_name: str = Name
+    first_name: SingleLine = Name
+    last_name: SingleLine = Name
     email: Email
 
 
@@ -157,17 +161,19 @@ class UpdateProfile(Command):
 
     routing_key: ClassVar[str] = "accounts.update_profile"
     email: Email | None = None
-    title: str | None = Field(default=None, max_length=30)
-    first_name: str | None = Field(default=None, max_length=100)
-    last_name: str | None = Field(default=None, max_length=100)
-    phone: str | None = Field(default=None, max_length=40)
+    title: SingleLine | None = Field(default=None, max_length=30)
+    first_name: SingleLine | None = Field(default=None, max_length=100)
+    last_name: SingleLine | None = Field(default=None, max_length=100)
+    phone: SingleLine | None = Field(default=None, max_length=40)
     language: Language | None = None
-    country: str | None = Field(default=None, min_length=2, max_length=56)
+    country: SingleLine | None = Field(default=None, min_length=2, max_length=56)
     address: Address | None = None
     company: Company | None = None
     communication: Communication | None = None
-    subscriptions: list[str] | None = Field(default=None, max_length=20,
-                                            examples=[["newsletter", "special_offers"]])
+    subscriptions: list[Subscription] | None = Field(default=None, max_length=20,
+                                                     examples=[["newsletter", "special_offers"]])
+    current_password: str | None = Field(default=None, min_length=1, max_length=128,
+                                         description="Required when `email` changes the address.")
 
 
 class Profile(BaseModel):
@@ -194,8 +200,8 @@ class Profile(BaseModel):
 
 class AcceptTerms(Command):
     routing_key: ClassVar[str] = "accounts.accept_terms"
-    terms_version: str = Field(min_length=1, max_length=20)
-    privacy_version: str = Field(min_length=1, max_length=20)
+    terms_version: SingleLine = Field(min_length=1, max_length=20)
+    privacy_version: SingleLine = Field(min_length=1, max_length=20)
 
 
 class ListContacts(Command):
@@ -204,9 +210,9 @@ class ListContacts(Command):
 
 class AddContact(Command):
     routing_key: ClassVar[str] = "accounts.add_contact"
-    name: str = Field(min_length=1, max_length=100)
+    name: SingleLine = Field(min_length=1, max_length=100)
     email: Email
-    phone: str | None = Field(default=None, max_length=40)
+    phone: SingleLine | None = Field(default=None, max_length=40)
 
 
 class Contact(BaseModel):
@@ -226,7 +232,7 @@ NUMBER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_/-]*$"
 
 class Contract(Message):
     contract_number: str = Field(min_length=1, max_length=32, pattern=NUMBER_PATTERN)
-    type: str = Field(min_length=1, max_length=60, examples=["page_price"])
+    type: SingleLine = Field(min_length=1, max_length=60, examples=["page_price"])
     start_date: date
     end_date: date | None = None
     billing_period: BillingPeriod = "quarterly"
@@ -247,8 +253,8 @@ class ProvisionCustomer(Command):
     """Upsert a customer and its contracts from the vendor's master data."""
 
     routing_key: ClassVar[str] = "accounts.operator.provision_customer"
-    customer_number: str = Field(min_length=1, max_length=32, pattern=NUMBER_PATTERN)
-    name: str = Field(min_length=1, max_length=200, examples=["Muster GmbH"])
+    customer_number: SingleLine = Field(min_length=1, max_length=32, pattern=NUMBER_PATTERN)
+    name: SingleLine = Field(min_length=1, max_length=200, examples=["Muster GmbH"])
     contracts: list[Contract] = Field(default_factory=list, max_length=500)
 
 
@@ -296,6 +302,17 @@ class EmailConfirmationRequested(Recipient):
     username: str
     confirmation_url: str
     expires_at: datetime
+    email_change: bool = Field(default=False, description="True: `email` is a new address for an existing "
+                                                          "account; false: the sign-up's own address.")
+
+
+class EmailChangeRequested(Recipient):
+    """The account is to move to `new_email` once that address confirms; `email` is the current one, told so
+    that its owner notices a change they did not make."""
+
+    routing_key: ClassVar[str] = "accounts.email_change.requested"
+    username: str
+    new_email: str
 
 
 class UserActivated(Recipient):

@@ -11,9 +11,9 @@ service = Service(
     "accounts",
     description="People, customers, contracts, sessions and access tokens (CATALOG §2).",
     outbox_collections=OUTBOX_COLLECTIONS,
-    emits=[api.UserRegistered, api.EmailConfirmationRequested, api.UserActivated, api.VerificationDecided,
-           api.PasswordResetRequested, api.PasswordChanged, api.UsernameReminderRequested, api.ProfileUpdated,
-           api.TermsAccepted, api.SessionRevoked, api.CustomerProvisioned],
+    emits=[api.UserRegistered, api.EmailConfirmationRequested, api.EmailChangeRequested, api.UserActivated,
+           api.VerificationDecided, api.PasswordResetRequested, api.PasswordChanged, api.UsernameReminderRequested,
+           api.ProfileUpdated, api.TermsAccepted, api.SessionRevoked, api.CustomerProvisioned],
     routers=[router],
 )
 service.on_startup(bootstrap)

@@ -71,22 +71,30 @@ def token_digest(token: str) -> str:
 
 
 @dataclass(frozen=True)
-class Failures:
-    """Failed sign-ins of one login name within the current window."""
+class Attempt:
+    """One sign-in attempt, counted (atomically, under its account) before its secret is checked.
 
-    count: int
-    window_start: datetime | None
+    Counting first is what bounds guessing: of any number of attempts sent at once, only the
+    first MAX_FAILURES of a window get a password check; the rest are refused unchecked.
+    """
+
+    number: int  # within the current window, this one included; a success resets the window
     locked_until: datetime | None
 
-    def locked(self, now: datetime) -> bool:
-        return self.locked_until is not None and now < self.locked_until
+    def refused(self, now: datetime) -> bool:
+        return self.number > MAX_FAILURES or (self.locked_until is not None and now < self.locked_until)
 
-    def after_failure(self, now: datetime) -> Failures:
-        if self.window_start is None or now - self.window_start > FAILURE_WINDOW:
-            count, start = 1, now
-        else:
-            count, start = self.count + 1, self.window_start
-        return Failures(count, start, now + LOCKOUT if count >= MAX_FAILURES else None)
+    def locks_on_failure(self) -> bool:
+        return self.number >= MAX_FAILURES
+
+
+def looks_like_email(login: str) -> bool:
+    """Usernames cannot hold `@`, so a login with one is an e-mail address and only ever matches e-mails."""
+    return "@" in login
+
+
+def contract_in_force(start: date, end: date | None, today: date) -> bool:
+    return start <= today and (end is None or today <= end)
 
 
 def session_lifetime(remember_me: bool) -> timedelta:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from pymongo.errors import DuplicateKeyError
 
@@ -14,10 +14,11 @@ from contracts import accounts as api
 from contracts.base import Event, Page
 from contracts.registration import DeviceProvisioned
 from services.accounts import domain
-from services.accounts.store import AccountStore, page_bounds, serial_key
+from services.accounts.store import UNCONFIRMED_UNTIL, AccountStore, page_bounds, serial_key
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document, as_datetime
+from services.runtime.outbox import APPLIED
 from services.runtime.service import Router, ServiceInstance
 from services.runtime.tokens import Role, issue_token
 
@@ -69,12 +70,12 @@ async def register(request: api.Register, ctx: CommandContext) -> api.Registered
                                       username=request.username, email=request.email)
     if problem:
         raise CommandError(problem, fields={"password": problem})
-    store = store_of(ctx)
+    store, now = store_of(ctx), now_utc()
     email_key, username_key = domain.normalise_login(request.email), domain.normalise_login(request.username)
+    await store.drop_expired_sign_ups(now, email_key=email_key, username_key=username_key)
     if taken := await store.taken(email_key=email_key, username_key=username_key):
         raise CommandError(taken, fields={"email" if taken == "email_taken" else "username": taken})
 
-    now = now_utc()
     # Derived from the command id: a command run again after a crash finds its own user.
     user_id = uuid.uuid5(uuid.NAMESPACE_URL, f"accounts.register:{ctx.message_id}").hex if ctx.message_id \
         else uuid.uuid4().hex
@@ -89,6 +90,7 @@ async def register(request: api.Register, ctx: CommandContext) -> api.Registered
         "terms_version": domain.CURRENT_TERMS_VERSION, "privacy_version": domain.CURRENT_PRIVACY_VERSION,
         "terms_accepted_at": now, "confirmation_digest": confirmation.digest,
         "confirmation_expires_at": confirmation.expires_at, "pending_email": None, "created_at": now,
+        UNCONFIRMED_UNTIL: confirmation.expires_at,  # the TTL index removes the account with its link
     }
     events = [
         api.UserRegistered(**recipient(user), username=request.username,
@@ -127,15 +129,8 @@ async def confirm_email(request: api.ConfirmEmail, ctx: CommandContext) -> api.C
         events.append(profile_updated(changed, user["profile_version"] + 1))
         status = user["status"]
     else:
-        owner = await store.serial_owner(user["serial_number"]) if user.get("serial_number") else None
-        requested = user.get("requested_customer_number")
-        status = domain.status_after_confirmation(
-            role=user["role"], requested_customer=requested, serial_matches=owner is not None and owner == requested)
-        customer = requested if status == "active" and requested and owner == requested else None
-        update = {"$set": {**clear, "status": status, "customer_number": customer, "confirmed_at": now}}
-        if status == "active":
-            events.append(api.UserActivated(**recipient(user), username=user["username"], role=user["role"],
-                                            customer_number=customer))
+        update, status, events = await sign_up_confirmed(store, user, now)
+        update["$set"].update(clear)
     try:
         changed_user = await store.change_user({"_id": user["_id"], "confirmation_digest": digest}, update, events,
                                                ctx.message_id)
@@ -146,13 +141,33 @@ async def confirm_email(request: api.ConfirmEmail, ctx: CommandContext) -> api.C
     return api.Confirmed(user_id=user["_id"], status=status)
 
 
+async def sign_up_confirmed(store: AccountStore, user: Document, now: datetime) -> tuple[Document, str, list[Event]]:
+    """The update confirming a sign-up's address, the status it gives and the events it emits."""
+    owner = await store.serial_owner(user["serial_number"]) if user.get("serial_number") else None
+    requested = user.get("requested_customer_number")
+    status = domain.status_after_confirmation(
+        role=user["role"], requested_customer=requested, serial_matches=owner is not None and owner == requested)
+    customer = requested if status == "active" and requested and owner == requested else None
+    events: list[Event] = []
+    if status == "active":
+        events.append(api.UserActivated(**recipient(user), username=user["username"], role=user["role"],
+                                        customer_number=customer))
+    update = {"$set": {"status": status, "customer_number": customer, "confirmed_at": now},
+              "$unset": {UNCONFIRMED_UNTIL: ""}}  # confirmed: the account no longer expires
+    return update, status, events
+
+
 @router.command("accounts.resend_confirmation", api.ResendConfirmation, access=Access.ANYONE)
 async def resend_confirmation(request: api.ResendConfirmation, ctx: CommandContext) -> None:
     store, now = store_of(ctx), now_utc()
     user = await user_to_mail(store, "confirmation", request.email, now)
     if user is None or user["status"] != "pending_confirmation":
         return  # the same `ok`: nothing tells whether the address exists
-    confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
+    # A new link, not a longer life: whoever signed up with someone else's address cannot keep it by resending.
+    deadline = as_datetime(user.get(UNCONFIRMED_UNTIL) or user["confirmation_expires_at"])
+    if deadline is None or deadline <= now:
+        return  # expired with its link: the address is free for a new sign-up
+    confirmation = domain.new_token(now, deadline - now)
     await store.change_user({"_id": user["_id"]}, {"$set": {
         "confirmation_digest": confirmation.digest, "confirmation_expires_at": confirmation.expires_at}}, [
         api.EmailConfirmationRequested(**recipient(user), username=user["username"],
@@ -176,17 +191,15 @@ async def user_to_mail(store: AccountStore, kind: str, email: str, now: datetime
 @router.command("accounts.login", api.Login, access=Access.ANYONE, replay=Replay.RERUN)
 async def login(request: api.Login, ctx: CommandContext) -> api.Session:
     store, now = store_of(ctx), now_utc()
-    key = domain.normalise_login(request.login)
-    failures = await store.failures_of(key)
-    if failures.locked(now):
-        raise CommandError("account_locked")
-    user = await store.user_by_login(key)
+    login_key = domain.normalise_login(request.login)
+    user = await store.user_by_login(login_key)
+    key = attempts_key(user, login_key)
+    attempt = await counted_attempt(store, key, now)
     # Unknown users cost the same Argon2 verification as known ones: timing tells nothing.
     matches = await check_password(user["password_hash"] if user else ctx.instance.state["dummy_hash"],
                                    request.password)
     if user is None or not matches:
-        await record_failure(store, key, failures, now)
-        raise CommandError("invalid_credentials")
+        await failed_attempt(store, key, attempt, now)
     await store.clear_failures(key)
     refuse_unless_active(user)
     return await open_session(ctx, store, now, user_id=user["_id"], role=Role(user["role"]),
@@ -204,26 +217,42 @@ def refuse_unless_active(user: Document) -> None:
         raise CommandError("forbidden")
 
 
-async def record_failure(store: AccountStore, key: str, failures: domain.Failures, now: datetime) -> None:
-    await store.save_failures(key, failures.after_failure(now), now + domain.FAILURE_WINDOW + domain.LOCKOUT)
+def attempts_key(user: Document | None, login_key: str) -> str:
+    """One counter per account, whichever of its names is tried; unknown names get their own."""
+    return f"user:{user['_id']}" if user else f"login:{login_key}"
+
+
+async def counted_attempt(store: AccountStore, key: str, now: datetime) -> domain.Attempt:
+    """Count this attempt before the secret is checked; `account_locked` when it is one too many."""
+    attempt = await store.count_attempt(key, now)
+    if attempt.refused(now):
+        raise CommandError("account_locked")
+    return attempt
+
+
+async def failed_attempt(store: AccountStore, key: str, attempt: domain.Attempt, now: datetime,
+                         fields: dict[str, str] | None = None) -> NoReturn:
+    if attempt.locks_on_failure():
+        await store.lock(key, now + domain.LOCKOUT)
+    raise CommandError("invalid_credentials", fields=fields)
 
 
 @router.command("accounts.contract_login", api.ContractLogin, access=Access.ANYONE, replay=Replay.RERUN)
 async def contract_login(request: api.ContractLogin, ctx: CommandContext) -> api.Session:
     store, now = store_of(ctx), now_utc()
+    # The contract number is the only secret: guesses are counted per customer.
     key = f"contract:{request.customer_number.strip().upper()}"
-    failures = await store.failures_of(key)
-    if failures.locked(now):
-        raise CommandError("account_locked")
+    attempt = await counted_attempt(store, key, now)
     customer = await store.customer(request.customer_number.strip())
-    contract = (customer or {}).get("contracts", {}).get(request.contract_number.strip())
-    if customer is None or contract is None:
-        await record_failure(store, key, failures, now)
-        raise CommandError("invalid_credentials")
+    stored = (customer or {}).get("contracts", {}).get(request.contract_number.strip())
+    contract = api.Contract(**stored) if stored else None
+    if customer is None or contract is None or not domain.contract_in_force(contract.start_date, contract.end_date,
+                                                                            now.date()):
+        await failed_attempt(store, key, attempt, now)
     await store.clear_failures(key)
-    return await open_session(ctx, store, now, user_id=f"contract:{customer['_id']}:{contract['contract_number']}",
+    return await open_session(ctx, store, now, user_id=f"contract:{customer['_id']}:{contract.contract_number}",
                               role=Role.CUSTOMER, customer_number=customer["_id"],
-                              contract_number=contract["contract_number"], lifetime=domain.SESSION_DEFAULT,
+                              contract_number=contract.contract_number, lifetime=domain.SESSION_DEFAULT,
                               user=None)
 
 
@@ -235,6 +264,11 @@ async def open_session(ctx: CommandContext, store: AccountStore, now: datetime, 
                                 contract_number=contract_number)
     await store.add_session({"_id": claims.session_id, "user_id": user_id, "created_at": now,
                              "expires_at": claims.expires_at, "revoked_at": None})
+    # A password changed between our check and now ends every other session by listing them
+    # after its write: either it listed this one, or we see the new hash here.
+    if user is not None and not await store.has_password_hash(user_id, user["password_hash"]):
+        await store.drop_session(claims.session_id)
+        raise CommandError("invalid_credentials")
     return api.Session(access_token=token, expires_at=claims.expires_at, user=api.UserSummary(
         id=user_id, email=user["email"] if user else None, username=user["username"] if user else None,
         role=role.value, language=user.get("language", ctx.language) if user else ctx.language,
@@ -277,31 +311,68 @@ async def reset_password(request: api.ResetPassword, ctx: CommandContext) -> Non
                                       username=user["username"], email=user["email"])
     if problem:
         raise CommandError(problem, fields={"password": problem})
-    revoked = api.SessionRevoked(user_id=user["_id"], revoked_at=now, until=now + domain.SESSION_REMEMBERED)
-    changed = await store.change_user(
-        {"_id": user["_id"], "reset_digest": digest},
-        {"$set": {"password_hash": await new_hash(request.password), "reset_digest": None,
-                  "reset_expires_at": None}},
-        [api.PasswordChanged(**recipient(user)), revoked], ctx.message_id)
+    # The link went to the account's address, so using it proves that address: an unconfirmed sign-up is
+    # confirmed (its owner takes over an account someone else made with it), and a pending e-mail change,
+    # possibly an intruder's, is cancelled.
+    update: Document = {"$set": {}}
+    events: list[Event] = [api.PasswordChanged(**recipient(user))]
+    if user["status"] == "pending_confirmation":
+        update, _, events = await sign_up_confirmed(store, user, now)
+        events.insert(0, api.PasswordChanged(**recipient(user)))
+    update["$set"].update(password_hash=await new_hash(request.password), reset_digest=None, reset_expires_at=None,
+                          pending_email=None, confirmation_digest=None, confirmation_expires_at=None)
+    revoked = api.SessionRevoked(user_id=user["_id"], revoked_at=now_utc(), until=now + domain.SESSION_REMEMBERED)
+    changed = await store.change_user({"_id": user["_id"], "reset_digest": digest}, update, [*events, revoked],
+                                      ctx.message_id)
     if changed is None:
         raise CommandError("token_invalid")  # used a moment ago
     await ctx.instance.revocations.add(revoked)
-    await store.clear_failures(user["email_key"])
-    await store.clear_failures(user["username_key"])
+    await end_other_sessions(ctx, store, user["_id"], keep=None)
+    await store.clear_failures(attempts_key(user, user["email_key"]))
 
 
 @router.command("accounts.change_password", api.ChangePassword, access=Access.AUTH)
 async def change_password(request: api.ChangePassword, ctx: CommandContext) -> None:
-    store = store_of(ctx)
+    store, now = store_of(ctx), now_utc()
     user = await own_user(ctx, store)
-    if not await check_password(user["password_hash"], request.current_password):
-        raise CommandError("invalid_credentials", fields={"current_password": "invalid_credentials"})
-    problem = domain.password_problem(request.password, request.password_confirm,
-                                      username=user["username"], email=user["email"])
-    if problem:
-        raise CommandError(problem, fields={"password": problem})
-    await store.change_user({"_id": user["_id"]}, {"$set": {"password_hash": await new_hash(request.password)}},
-                            [api.PasswordChanged(**recipient(user))], ctx.message_id)
+    if not already_applied(user, ctx.message_id):  # else a crash came before the sessions were ended
+        await check_current_password(store, user, request.current_password, now, field="current_password")
+        problem = domain.password_problem(request.password, request.password_confirm,
+                                          username=user["username"], email=user["email"])
+        if problem:
+            raise CommandError(problem, fields={"password": problem})
+        changed = await store.change_user({"_id": user["_id"], "password_hash": user["password_hash"]},
+                                          {"$set": {"password_hash": await new_hash(request.password)}},
+                                          [api.PasswordChanged(**recipient(user))], ctx.message_id)
+        if changed is None:  # changed by a concurrent command: the password given is no longer the current one
+            raise CommandError("invalid_credentials", fields={"current_password": "invalid_credentials"})
+    # OWASP ASVS 3.3: a new password ends every other session (listed after the write, see open_session).
+    await end_other_sessions(ctx, store, user["_id"], keep=ctx.caller.session_id)
+
+
+def already_applied(user: Document, command_id: str | None) -> bool:
+    return command_id is not None and command_id in (user.get(APPLIED) or [])
+
+
+async def check_current_password(store: AccountStore, user: Document, password: str, now: datetime, *,
+                                 field: str) -> None:
+    """`invalid_credentials` unless `password` is the user's; counted like a sign-in, so a stolen session
+    cannot try passwords without limit."""
+    key = attempts_key(user, user["email_key"])
+    attempt = await counted_attempt(store, key, now)
+    if not await check_password(user["password_hash"], password):
+        await failed_attempt(store, key, attempt, now, fields={field: "invalid_credentials"})
+    await store.clear_failures(key)
+
+
+async def end_other_sessions(ctx: CommandContext, store: AccountStore, user_id: str, *, keep: str | None) -> None:
+    """Revoke every session of the user but `keep`: here at once, elsewhere through the events."""
+    now = now_utc()
+    for session in await store.live_sessions(user_id, keep=keep):
+        revoked = api.SessionRevoked(session_id=session["_id"], user_id=user_id, revoked_at=now,
+                                     until=as_datetime(session["expires_at"]) or now + domain.SESSION_REMEMBERED)
+        await ctx.instance.revocations.add(revoked)
+        await store.revoke_session(session["_id"], now, [revoked])
 
 
 @router.command("accounts.recover_username", api.RecoverUsername, access=Access.ANYONE)
@@ -355,7 +426,8 @@ async def get_profile(request: api.GetProfile, ctx: CommandContext) -> api.Profi
 async def update_profile(request: api.UpdateProfile, ctx: CommandContext) -> api.Profile:
     store, now = store_of(ctx), now_utc()
     user = await own_user(ctx, store)
-    changes = request.model_dump(exclude_unset=True, exclude={"email", "language", "country"}, mode="json")
+    changes = request.model_dump(exclude_unset=True, exclude={"email", "current_password", "language", "country"},
+                                 mode="json")
     fields: Document = {f"profile.{name}": value for name, value in changes.items()}
     for name in ("language", "country"):
         if getattr(request, name) is not None:
@@ -364,17 +436,29 @@ async def update_profile(request: api.UpdateProfile, ctx: CommandContext) -> api
     new_email = request.email if request.email and domain.normalise_login(request.email) != user["email_key"] \
         else None
     if new_email:  # takes effect once confirmed from the new address
+        await check_email_change_allowed(store, user, request.current_password, now)
         confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
         fields.update(pending_email=new_email, confirmation_digest=confirmation.digest,
                       confirmation_expires_at=confirmation.expires_at)
         events.append(api.EmailConfirmationRequested(
-            **{**recipient(user), "email": new_email}, username=user["username"],
+            **{**recipient(user), "email": new_email}, username=user["username"], email_change=True,
             confirmation_url=link(ctx, "confirm-email", confirmation.token), expires_at=confirmation.expires_at))
+        # The old address is told, so its owner notices a change made with a stolen session.
+        events.append(api.EmailChangeRequested(**recipient(user), username=user["username"], new_email=new_email))
     preview = apply_profile(user, fields)
     events.append(profile_updated(preview, user.get("profile_version", 1) + 1))
     updated = await store.change_user({"_id": user["_id"]}, {"$set": fields, "$inc": {"profile_version": 1}},
                                       events, ctx.message_id)
     return profile_of(updated or preview)
+
+
+async def check_email_change_allowed(store: AccountStore, user: Document, current_password: str | None,
+                                     now: datetime) -> None:
+    """Moving the account to another address needs the password: a session alone must not be enough."""
+    if current_password is None:
+        raise CommandError("validation_failed",
+                           fields={"current_password": "required to change the e-mail address"})
+    await check_current_password(store, user, current_password, now, field="current_password")
 
 
 def apply_profile(user: Document, fields: Document) -> Document:
@@ -402,8 +486,14 @@ async def accept_terms(request: api.AcceptTerms, ctx: CommandContext) -> None:
 
 
 def contact_owner(ctx: CommandContext) -> str:
-    """Contacts belong to the customer, so colleagues share them; a user without one keeps their own."""
+    """Contacts belong to the customer, so colleagues share them; a user without one keeps their own.
+
+    A contract sign-in (whose only secret is a contract number) sees that contract's contacts
+    only: the customer's people and addresses are not its business.
+    """
     claims = ctx.caller
+    if claims.contract_number:
+        return f"contract:{claims.customer_number}:{claims.contract_number}"
     return f"customer:{claims.customer_number}" if claims.customer_number else f"user:{claims.user_id}"
 
 
@@ -498,7 +588,9 @@ async def bootstrap(instance: ServiceInstance) -> None:
     instance.state["dummy_hash"] = await new_hash(uuid.uuid4().hex)
     settings = instance.settings
     email_key = domain.normalise_login(settings.bootstrap_operator_email)
-    if await store.user_by_email(email_key):
+    password = settings.bootstrap_operator_password.get_secret_value()
+    if existing := await store.user_by_email(email_key):
+        await follow_bootstrap_password(instance, store, existing, password)
         return
     now = now_utc()
     operator_id = uuid.uuid5(uuid.NAMESPACE_URL, f"operator:{email_key}").hex
@@ -506,10 +598,28 @@ async def bootstrap(instance: ServiceInstance) -> None:
         await store.users.insert_one({
             "_id": operator_id, "email": settings.bootstrap_operator_email, "email_key": email_key,
             "username": "operator", "username_key": "operator", "role": Role.OPERATOR.value,
-            "password_hash": await new_hash(settings.bootstrap_operator_password.get_secret_value()),
+            "password_hash": await new_hash(password),
             "language": "en", "country": None, "status": "active", "customer_number": None, "profile": {},
             "profile_version": 1, "created_at": now, "confirmation_digest": None, "reset_digest": None})
     except DuplicateKeyError:
         # Another replica created it at the same moment, or someone took the username `operator`.
         if not await store.user_by_email(email_key):
             log.error("bootstrap operator not created: the username `operator` is taken")
+
+
+async def follow_bootstrap_password(instance: ServiceInstance, store: AccountStore, operator: Document,
+                                    password: str) -> None:
+    """A changed `PORTAL_BOOTSTRAP_OPERATOR_PASSWORD` replaces the operator's password and ends their sessions.
+
+    Rotating the setting must lock out whoever knew the old one. Conditional on the hash read, so
+    replicas starting together change it once.
+    """
+    if await check_password(operator["password_hash"], password):
+        return
+    now = now_utc()
+    revoked = api.SessionRevoked(user_id=operator["_id"], revoked_at=now, until=now + domain.SESSION_REMEMBERED)
+    changed = await store.change_user({"_id": operator["_id"], "password_hash": operator["password_hash"]},
+                                      {"$set": {"password_hash": await new_hash(password)}}, [revoked])
+    if changed is not None:
+        await instance.revocations.add(revoked)
+        log.info("bootstrap operator's password follows the setting; their sessions are revoked")

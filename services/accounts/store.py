@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
-from services.accounts.domain import Failures
+from services.accounts.domain import FAILURE_WINDOW, LOCKOUT, Attempt, looks_like_email
 from services.runtime.mongo import Database, Document, as_datetime
 from services.runtime.outbox import not_applied, with_events
 
 USERS, SESSIONS, CUSTOMERS, CONTACTS = "users", "sessions", "customers", "contacts"
 OUTBOX_COLLECTIONS = (USERS, SESSIONS, CUSTOMERS)
+UNCONFIRMED_UNTIL = "unconfirmed_expires_at"  # set at sign-up (a real date), removed at confirmation
 
 
 class AccountStore:
@@ -34,7 +36,9 @@ class AccountStore:
         await self.users.create_index("confirmation_digest")
         await self.users.create_index("reset_digest")
         await self.users.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        await self.users.create_index(UNCONFIRMED_UNTIL, expireAfterSeconds=0)
         await self.sessions.create_index("expires_at", expireAfterSeconds=0)
+        await self.sessions.create_index("user_id")
         await self.contacts.create_index("owner")
         await self.failures.create_index("expires_at", expireAfterSeconds=0)
         await self.mail_requests.create_index("expires_at", expireAfterSeconds=0)
@@ -45,7 +49,10 @@ class AccountStore:
         return await self.users.find_one({"_id": user_id})
 
     async def user_by_login(self, login_key: str) -> Document | None:
-        return await self.users.find_one({"$or": [{"email_key": login_key}, {"username_key": login_key}]})
+        """By e-mail when the login looks like one, else by username: never one for the other, so a
+        username equal to someone's address (possible before usernames refused `@`) takes nothing over."""
+        field = "email_key" if looks_like_email(login_key) else "username_key"
+        return await self.users.find_one({field: login_key})
 
     async def user_by_email(self, email_key: str) -> Document | None:
         return await self.users.find_one({"email_key": email_key})
@@ -57,6 +64,19 @@ class AccountStore:
         if await self.users.find_one({"username_key": username_key}, {"_id": 1}):
             return "username_taken"
         return None
+
+    async def drop_expired_sign_ups(self, now: datetime, *, email_key: str, username_key: str) -> None:
+        """Unconfirmed accounts whose link has expired hold their address and username no more.
+
+        The TTL index removes them too, but only every minute or so (and not those created before
+        it existed). The delete matches the digest read, so a link resent meanwhile keeps the account.
+        """
+        query = {"$or": [{"email_key": email_key}, {"username_key": username_key}], "status": "pending_confirmation"}
+        async for user in self.users.find(query, {"confirmation_digest": 1, "confirmation_expires_at": 1}):
+            expires_at = as_datetime(user.get("confirmation_expires_at"))
+            if expires_at is not None and expires_at < now:
+                await self.users.delete_one({"_id": user["_id"], "status": "pending_confirmation",
+                                             "confirmation_digest": user.get("confirmation_digest")})
 
     async def insert_user(self, user: Document, events: Iterable[Event], command_id: str | None) -> None:
         """Raises DuplicateKeyError when the e-mail, username or id exists already."""
@@ -82,6 +102,17 @@ class AccountStore:
     async def add_session(self, session: Document) -> None:
         await self.sessions.insert_one(session)
 
+    async def live_sessions(self, user_id: str, *, keep: str | None) -> list[Document]:
+        """The user's sessions not revoked yet, but `keep`."""
+        query = {"user_id": user_id, "revoked_at": None, "_id": {"$nin": [keep]}}
+        return [session async for session in self.sessions.find(query, {"_id": 1, "expires_at": 1})]
+
+    async def drop_session(self, session_id: str) -> None:
+        await self.sessions.delete_one({"_id": session_id})
+
+    async def has_password_hash(self, user_id: str, password_hash: str) -> bool:
+        return await self.users.find_one({"_id": user_id, "password_hash": password_hash}, {"_id": 1}) is not None
+
     async def revoke_session(self, session_id: str, now: datetime, events: Iterable[Event]) -> bool:
         revoked = await self.sessions.update_one(
             {"_id": session_id, "revoked_at": None}, with_events({"$set": {"revoked_at": now}}, events))
@@ -89,18 +120,35 @@ class AccountStore:
 
     # --- sign-in failures and mail requests ---------------------------------------------------
 
-    async def failures_of(self, key: str) -> Failures:
-        found = await self.failures.find_one({"_id": key})
-        if found is None:
-            return Failures(0, None, None)
-        return Failures(found["count"], as_datetime(found["window_start"]), as_datetime(found.get("locked_until")))
+    async def count_attempt(self, key: str, now: datetime) -> Attempt:
+        """Count a sign-in attempt under `key` in one atomic write; what it is within its window.
 
-    async def save_failures(self, key: str, failures: Failures, expires_at: datetime) -> None:
-        # replace, not $set: the TTL needs a real date, which nx-27017 keeps only on insert and replace;
-        # `_id` repeated in the document: nx-27017's upserting replace ignores the filter's.
-        await self.failures.replace_one({"_id": key}, {
-            "_id": key, "count": failures.count, "window_start": failures.window_start,
-            "locked_until": failures.locked_until, "expires_at": expires_at}, upsert=True)
+        Read-then-replace lost counts under concurrency (30 parallel guesses stored 2). Times
+        are epoch milliseconds: nx-27017 turns dates `$set` on an existing document into
+        strings. A window past its end (and past any lock) is removed first, so the upsert
+        starts a fresh one; `expires_at` (a real date, set on insert) lets the TTL index
+        clear forgotten windows.
+        """
+        now_ms = epoch_ms(now)
+        await self.failures.delete_one({"_id": key, "stale_after_ms": {"$lte": now_ms}})
+        window_end_ms = now_ms + epoch_ms_of(FAILURE_WINDOW)
+        fresh = {"window_start_ms": now_ms, "stale_after_ms": window_end_ms, "locked_until_ms": 0,
+                 "expires_at": now + FAILURE_WINDOW + LOCKOUT + timedelta(minutes=1)}
+        update = {"$inc": {"attempts": 1}, "$setOnInsert": fresh}
+        try:
+            found = await self.failures.find_one_and_update({"_id": key}, update, upsert=True,
+                                                            return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # two upserts raced to insert: the other one's document exists now
+            found = await self.failures.find_one_and_update({"_id": key}, update, return_document=ReturnDocument.AFTER)
+        assert found is not None
+        locked_until_ms = int(found.get("locked_until_ms") or 0)
+        return Attempt(int(found["attempts"]), from_epoch_ms(locked_until_ms) if locked_until_ms else None)
+
+    async def lock(self, key: str, until: datetime) -> None:
+        # $max: concurrent failures agree on the latest end whatever their order.
+        until_ms = epoch_ms(until)
+        await self.failures.update_one({"_id": key}, {"$max": {"locked_until_ms": until_ms,
+                                                               "stale_after_ms": until_ms}})
 
     async def clear_failures(self, key: str) -> None:
         await self.failures.delete_one({"_id": key})
@@ -152,3 +200,15 @@ def page_bounds(page: int, page_size: int) -> tuple[int, int]:
 
 def without_private(user: Document) -> dict[str, Any]:
     return {key: value for key, value in user.items() if not key.endswith(("_digest", "_hash"))}
+
+
+def epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def epoch_ms_of(span: timedelta) -> int:
+    return round(span.total_seconds() * 1000)
+
+
+def from_epoch_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=UTC)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from contracts.accounts import (
+    EmailChangeRequested,
     EmailConfirmationRequested,
+    PasswordChanged,
     PasswordResetRequested,
     ProfileUpdated,
     UserActivated,
@@ -28,6 +30,8 @@ service.command(ListDeliveries.routing_key, ListDeliveries, access=Access.OPERAT
 service.event(UserRegistered)(handlers.confirm_new_account)
 service.event(EmailConfirmationRequested)(handlers.confirm_email)
 service.event(PasswordResetRequested)(handlers.send_password_reset)
+service.event(PasswordChanged)(handlers.send_password_changed)
+service.event(EmailChangeRequested)(handlers.send_email_change_notice)
 service.event(UsernameReminderRequested)(handlers.send_username_reminder)
 service.event(VerificationDecided)(handlers.send_verification_decision)
 service.event(UserActivated)(handlers.remember_activated_user)

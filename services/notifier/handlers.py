@@ -22,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from contracts.accounts import (
+    EmailChangeRequested,
     EmailConfirmationRequested,
+    PasswordChanged,
     PasswordResetRequested,
     ProfileUpdated,
     Recipient,
@@ -83,17 +85,27 @@ async def remember_profile(event: ProfileUpdated, ctx: EventContext) -> None:
 
 async def confirm_new_account(event: UserRegistered, ctx: EventContext) -> None:
     await remember_registered_user(event, ctx)
-    await deliver(ctx, event, "account_confirmation", username=event.username,
-                  confirmation_url=event.confirmation_url)
+    await deliver(ctx, event, "account_confirmation", username=event.username, email_change=False,
+                  confirmation_url=event.confirmation_url, expires_on=event.expires_at.date().isoformat())
 
 
 async def confirm_email(event: EmailConfirmationRequested, ctx: EventContext) -> None:
-    await deliver(ctx, event, "account_confirmation", username=event.username,
-                  confirmation_url=event.confirmation_url)
+    # The closing words differ: someone who did not sign up may take the account over; someone whose
+    # address was named as a new one for another account need only ignore the mail.
+    await deliver(ctx, event, "account_confirmation", username=event.username, email_change=event.email_change,
+                  confirmation_url=event.confirmation_url, expires_on=event.expires_at.date().isoformat())
 
 
 async def send_password_reset(event: PasswordResetRequested, ctx: EventContext) -> None:
     await deliver(ctx, event, "password_reset", reset_url=event.reset_url)
+
+
+async def send_password_changed(event: PasswordChanged, ctx: EventContext) -> None:
+    await deliver(ctx, event, "password_changed")
+
+
+async def send_email_change_notice(event: EmailChangeRequested, ctx: EventContext) -> None:
+    await deliver(ctx, event, "email_change_notice", username=event.username, new_email=event.new_email)
 
 
 async def send_username_reminder(event: UsernameReminderRequested, ctx: EventContext) -> None:

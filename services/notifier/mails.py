@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
     multipart/mixed with that body first when there are `attachments` (filename, content type, bytes)."""
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = sender
-    message["To"] = email.utils.formataddr((to_name, to)) if to_name else to
+    message["To"] = email.utils.formataddr((one_line(to_name), to)) if to_name else to
     message["Subject"] = rendered.subject
     message["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
@@ -82,6 +83,19 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
         message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
     message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
     return message
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of control characters (line breaks included) turned into one space.
+
+    accounts refuses them in names now; names stored before that would otherwise make every
+    mail to that person fail at composing (header injection refused) and be retried until
+    dead-lettered.
+    """
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 def _domain_of(sender: str) -> str | None:

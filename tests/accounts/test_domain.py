@@ -18,21 +18,28 @@ def test_a_password_is_at_least_10_characters_and_holds_neither_username_nor_ema
     assert domain.password_problem(password, password, username="JDoe", email="janedoe@example.com") == problem
 
 
-def test_lockout_comes_with_the_fifth_failure_in_the_window() -> None:
+def test_the_fifth_attempt_of_a_window_is_still_checked_and_the_sixth_is_refused_unchecked() -> None:
     now = datetime.now(UTC)
-    failures = domain.Failures(0, None, None)
-    for minute in range(4):
-        failures = failures.after_failure(now + timedelta(minutes=minute))
-        assert not failures.locked(now + timedelta(minutes=minute))
-    failures = failures.after_failure(now + timedelta(minutes=14))
-    assert failures.locked(now + timedelta(minutes=14))
-    assert not failures.locked(now + timedelta(minutes=29, seconds=1))
+    assert not domain.Attempt(5, None).refused(now)
+    assert domain.Attempt(5, None).locks_on_failure()
+    assert not domain.Attempt(4, None).locks_on_failure()
+    assert domain.Attempt(6, None).refused(now)
 
 
-def test_a_failure_after_the_window_starts_a_new_count() -> None:
+def test_a_lock_refuses_until_it_ends() -> None:
     now = datetime.now(UTC)
-    failures = domain.Failures(4, now - timedelta(minutes=16), None).after_failure(now)
-    assert (failures.count, failures.window_start, failures.locked_until) == (1, now, None)
+    locked = domain.Attempt(1, now + timedelta(minutes=15))
+    assert locked.refused(now + timedelta(minutes=14))
+    assert not locked.refused(now + timedelta(minutes=15, seconds=1))
+
+
+@pytest.mark.parametrize(("start", "end", "in_force"), [
+    (date(2026, 1, 1), date(2026, 12, 31), True), (date(2026, 1, 1), None, True),
+    (date(2026, 1, 1), date(2026, 6, 30), False), (date(2026, 7, 2), None, False),
+    (date(2026, 7, 1), date(2026, 7, 1), True)])
+def test_a_contract_is_in_force_from_its_start_to_its_end_day_inclusive(start: date, end: date | None,
+                                                                        in_force: bool) -> None:
+    assert domain.contract_in_force(start, end, date(2026, 7, 1)) is in_force
 
 
 def test_one_time_tokens_carry_at_least_128_random_bits_and_only_their_digest_is_kept() -> None:

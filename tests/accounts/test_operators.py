@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from contracts.client import PortalClient, PortalError
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.accounts.flows import active_user, signed_up
 from tests.builders import token_for
-from tests.support import EventTap, running
+from tests.support import EventTap, outcome, running
 
 
 async def operator_token(portal: PortalClient, settings: Settings) -> str:
@@ -31,6 +33,19 @@ async def test_the_bootstrap_operator_exists_once_however_often_accounts_starts(
         pass
     await operator_token(portal, settings)
     assert await accounts.db.users.count_documents({"role": "operator"}) == 1
+
+
+async def test_a_changed_bootstrap_password_setting_replaces_the_operators_password_at_start_up(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    old_token = await operator_token(portal, settings)
+    rotated = settings.model_copy(update={"bootstrap_operator_password": SecretStr("a rotated operator secret")})
+    async with running(accounts.service, rotated):  # a replica (or the next start) with the new setting
+        pass
+    assert await outcome(portal, "accounts.login", {
+        "login": settings.bootstrap_operator_email,
+        "password": settings.bootstrap_operator_password.get_secret_value()}) == "invalid_credentials"
+    await operator_token(portal, rotated)
+    assert await outcome(portal, "accounts.operator.list_pending_verifications", {}, old_token) == "unauthenticated"
 
 
 async def test_an_operator_sees_who_waits_and_approves_them_into_their_customer(

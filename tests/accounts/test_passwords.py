@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -101,6 +102,52 @@ async def test_changing_the_password_needs_the_current_one(accounts: ServiceInst
     assert await outcome(portal, "accounts.login", {"login": request["email"],
                                                     "password": "another fine passphrase"}) == "ok"
     await tap.next("accounts.password.changed")
+
+
+async def test_changing_the_password_ends_every_other_session_but_not_this_one(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    credentials = {"login": request["username"], "password": request["password"]}
+    others = [(await portal.call("accounts.login", credentials))["access_token"] for _ in range(2)]
+    await portal.call("accounts.change_password", {"current_password": request["password"],
+                                                   "password": "another fine passphrase",
+                                                   "password_confirm": "another fine passphrase"}, token=token)
+    assert await outcome(portal, "accounts.get_profile", {}, token) == "ok"
+    for other in others:
+        assert await outcome(portal, "accounts.get_profile", {}, other) == "unauthenticated"
+    await tap.next("accounts.session.revoked")
+    await accounts.relay.drain()
+    assert len(tap.named("accounts.session.revoked")) == 2
+
+
+async def test_wrong_current_passwords_count_toward_the_lockout(accounts: ServiceInstance, portal: PortalClient,
+                                                                tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    change = {"current_password": "not the password", "password": "another fine passphrase",
+              "password_confirm": "another fine passphrase"}
+    codes = await asyncio.gather(*(outcome(portal, "accounts.change_password", change, token) for _ in range(8)))
+    assert sorted(codes) == ["account_locked"] * 3 + ["invalid_credentials"] * 5
+    assert await outcome(portal, "accounts.change_password", {**change, "current_password": request["password"]},
+                         token) == "account_locked"
+    assert await outcome(portal, "accounts.login", {"login": request["email"], "password": request["password"]}) \
+        == "account_locked"
+
+
+async def test_a_password_reset_cancels_a_pending_email_change(accounts: ServiceInstance, portal: PortalClient,
+                                                               tap: EventTap) -> None:
+    request, user_id = await active_user(portal, tap)
+    session = await portal.call("accounts.login", {"login": request["email"], "password": request["password"]})
+    intruders = random_email()
+    await portal.call("accounts.update_profile", {"email": intruders, "current_password": request["password"]},
+                      token=session["access_token"])
+    change = await tap.next("accounts.email_confirmation.requested", lambda body: body["email"] == intruders)
+    token = await reset_token(portal, tap, request["email"], user_id)
+    await portal.call("accounts.reset_password", {"token": token, "password": "a brand new passphrase",
+                                                  "password_confirm": "a brand new passphrase"})
+    assert await outcome(portal, "accounts.confirm_email", {"token": token_in(change["confirmation_url"])}) \
+        == "token_invalid"
+    stored = await accounts.db.users.find_one({"_id": user_id})
+    assert stored is not None and (stored["email"], stored["pending_email"]) == (request["email"], None)
 
 
 async def test_the_username_is_mailed_only_when_names_and_address_match(

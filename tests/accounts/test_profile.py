@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from contracts.client import PortalClient, PortalError
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
@@ -46,7 +48,8 @@ async def test_a_new_email_takes_effect_only_once_confirmed_from_that_address(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
     request, token = await signed_in(portal, tap)
     new_email = random_email()
-    profile = await portal.call("accounts.update_profile", {"email": new_email}, token=token)
+    profile = await portal.call("accounts.update_profile", {"email": new_email,
+                                                            "current_password": request["password"]}, token=token)
     assert (profile["email"], profile["pending_email"]) == (request["email"], new_email)
     event = await tap.next("accounts.email_confirmation.requested", lambda body: body["email"] == new_email)
     await portal.call("accounts.confirm_email", {"token": token_in(event["confirmation_url"])})
@@ -54,6 +57,57 @@ async def test_a_new_email_takes_effect_only_once_confirmed_from_that_address(
     assert (profile["email"], profile["pending_email"]) == (new_email, None)
     session = await portal.call("accounts.login", {"login": new_email, "password": request["password"]})
     assert session["user"]["email"] == new_email
+
+
+@pytest.mark.parametrize("change", [
+    {"first_name": "Eve\r\nBcc: everyone@example.com"}, {"last_name": "Doe\n"}, {"title": "Dr\u0085"},
+    {"address": {"city": "Oslo\rX"}}, {"company": {"name": "ACME\tLtd"}}, {"subscriptions": ["news\nletter"]},
+    {"subscriptions": ["x" * 61]}, {"subscriptions": [f"topic-{number}" for number in range(21)]},
+])
+async def test_control_characters_and_unbounded_lists_in_a_profile_are_refused_and_change_nothing(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, change: dict[str, object]) -> None:
+    _, token = await signed_in(portal, tap)
+    before = await portal.call("accounts.get_profile", {}, token=token)
+    with pytest.raises(PortalError) as refused:
+        await portal.call("accounts.update_profile", change, token=token)
+    assert refused.value.code == "validation_failed"
+    assert await portal.call("accounts.get_profile", {}, token=token) == before
+
+
+async def test_a_contact_name_with_a_line_break_is_refused(accounts: ServiceInstance, portal: PortalClient,
+                                                           settings: Settings) -> None:
+    token, _ = token_for(settings, customer_number="C-1")
+    with pytest.raises(PortalError) as refused:
+        await portal.call("accounts.add_contact", {"name": "Anna\nBcc: x@example.com", "email": "anna@example.com"},
+                          token=token)
+    assert refused.value.code == "validation_failed" and "name" in refused.value.fields
+
+
+async def test_an_email_change_needs_the_current_password_and_the_old_address_is_told(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    new_email = random_email()
+    for password, code in ((None, "validation_failed"), ("not the password", "invalid_credentials")):
+        change = {"email": new_email, "first_name": "Mallory"} | ({"current_password": password} if password else {})
+        with pytest.raises(PortalError) as refused:
+            await portal.call("accounts.update_profile", change, token=token)
+        assert (refused.value.code, list(refused.value.fields)) == (code, ["current_password"])
+    profile = await portal.call("accounts.get_profile", {}, token=token)
+    assert (profile["pending_email"], profile["first_name"]) == (None, None)  # a refusal changes nothing
+    await portal.call("accounts.update_profile", {"email": new_email, "current_password": request["password"]},
+                      token=token)
+    notice = await tap.next("accounts.email_change.requested")
+    assert (notice["email"], notice["new_email"]) == (request["email"], new_email)
+    confirmation = await tap.next("accounts.email_confirmation.requested", lambda body: body["email"] == new_email)
+    assert confirmation["email_change"] is True
+
+
+async def test_the_same_email_in_another_case_needs_no_password(accounts: ServiceInstance, portal: PortalClient,
+                                                                tap: EventTap) -> None:
+    request, token = await signed_in(portal, tap)
+    profile = await portal.call("accounts.update_profile", {"email": request["email"].upper(), "phone": "1"},
+                                token=token)
+    assert (profile["pending_email"], profile["phone"]) == (None, "1")
 
 
 async def test_accepting_terms_records_the_versions_and_tells_other_services(
@@ -75,6 +129,20 @@ async def test_contacts_are_shared_by_the_users_of_one_customer_and_nobody_else(
     shared = await portal.call("accounts.list_contacts", {}, token=other_colleague)
     assert [contact["name"] for contact in shared["items"]] == ["Anna Admin"]
     assert (await portal.call("accounts.list_contacts", {}, token=stranger))["items"] == []
+
+
+async def test_a_contract_sign_in_sees_and_adds_only_its_contracts_contacts(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    colleague, _ = token_for(settings, customer_number="C-1")
+    contract, _ = token_for(settings, customer_number="C-1", contract_number="K-1")
+    other_contract, _ = token_for(settings, customer_number="C-1", contract_number="K-2")
+    await portal.call("accounts.add_contact", {"name": "Anna Admin", "email": "anna@example.com"}, token=colleague)
+    added = await portal.call("accounts.add_contact", {"name": "Kai Copier", "email": "kai@example.com"},
+                              token=contract)
+    assert [contact["name"] for contact in added["items"]] == ["Kai Copier"]
+    assert [contact["name"] for contact in (await portal.call("accounts.list_contacts", {}, token=colleague))[
+        "items"]] == ["Anna Admin"]
+    assert (await portal.call("accounts.list_contacts", {}, token=other_contract))["items"] == []
 
 
 async def test_contracts_are_those_of_the_callers_customer(accounts: ServiceInstance, portal: PortalClient,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -85,34 +85,72 @@ async def test_an_account_waiting_for_verification_cannot_sign_in(accounts: Serv
 
 async def test_five_failures_within_15_minutes_lock_the_account_for_15_minutes(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
-    request, _ = await active_user(portal, tap)
+    request, user_id = await active_user(portal, tap)
     wrong = {"login": request["email"], "password": "not the password"}
     codes = [await outcome(portal, "accounts.login", wrong) for _ in range(5)]
     assert codes == ["invalid_credentials"] * 5
     right = {"login": request["email"], "password": request["password"]}
     assert await outcome(portal, "accounts.login", right) == "account_locked"
-    failures = await accounts.db.login_failures.find_one({"_id": request["email"].lower()})
+    failures = await accounts.db.login_failures.find_one({"_id": f"user:{user_id}"})
     assert failures is not None
-    assert abs(failures["locked_until"] - (datetime.now(UTC) + timedelta(minutes=15))) < timedelta(minutes=1)
+    locked_until = datetime.fromtimestamp(failures["locked_until_ms"] / 1000, UTC)
+    assert abs(locked_until - (datetime.now(UTC) + timedelta(minutes=15))) < timedelta(minutes=1)
     # 15 minutes later the lock is over
-    await accounts.db.login_failures.replace_one({"_id": request["email"].lower()}, {
-        **failures, "locked_until": datetime.now(UTC) - timedelta(seconds=1)})
+    await age_failures(accounts, f"user:{user_id}", timedelta(minutes=15, seconds=1))
     assert await outcome(portal, "accounts.login", right) == "ok"
+
+
+async def age_failures(accounts: ServiceInstance, key: str, by: timedelta) -> None:
+    """Move a sign-in window into the past, as if `by` had gone by."""
+    shift = round(by.total_seconds() * 1000)
+    await accounts.db.login_failures.update_one({"_id": key}, {"$inc": {
+        "window_start_ms": -shift, "stale_after_ms": -shift, "locked_until_ms": -shift}})
 
 
 async def test_failures_spread_over_more_than_15_minutes_do_not_lock(accounts: ServiceInstance,
                                                                      portal: PortalClient, tap: EventTap) -> None:
-    request, _ = await active_user(portal, tap)
+    request, user_id = await active_user(portal, tap)
     wrong = {"login": request["username"], "password": "not the password"}
     for _ in range(4):
         await outcome(portal, "accounts.login", wrong)
-    key = request["username"].lower()
-    failures = await accounts.db.login_failures.find_one({"_id": key})
-    assert failures is not None
-    await accounts.db.login_failures.replace_one({"_id": key}, {
-        **failures, "window_start": datetime.now(UTC) - timedelta(minutes=16)})
+    await age_failures(accounts, f"user:{user_id}", timedelta(minutes=16))
     assert await outcome(portal, "accounts.login", wrong) == "invalid_credentials"
     assert await outcome(portal, "accounts.login", {**wrong, "password": request["password"]}) == "ok"
+
+
+async def test_thirty_wrong_passwords_sent_at_once_lock_the_account(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, user_id = await active_user(portal, tap)
+    wrong = {"login": request["email"], "password": "not the password"}
+    codes = await asyncio.gather(*(outcome(portal, "accounts.login", wrong) for _ in range(30)))
+    # Only five guesses got a password check; the rest were refused unchecked.
+    assert sorted(codes) == ["account_locked"] * 25 + ["invalid_credentials"] * 5
+    assert await outcome(portal, "accounts.login", {"login": request["email"], "password": request["password"]}) \
+        == "account_locked"
+
+
+async def test_the_email_and_the_username_of_one_account_share_one_failure_count(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, _ = await active_user(portal, tap)
+    for login in (request["email"], request["username"]) * 2 + (request["email"].upper(),):
+        assert await outcome(portal, "accounts.login", {"login": login, "password": "not the password"}) \
+            == "invalid_credentials"
+    assert await outcome(portal, "accounts.login", {"login": request["username"], "password": request["password"]}) \
+        == "account_locked"
+
+
+async def test_sign_in_by_email_matches_only_email_addresses_never_a_username(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    attacker, attacker_id = await active_user(portal, tap, password="the attacker's own",
+                                              password_confirm="the attacker's own")
+    victim, _ = await active_user(portal, tap)
+    # A username equal to the victim's address, as sign-up allowed before usernames refused `@`.
+    await accounts.db.users.update_one({"_id": attacker_id}, {"$set": {
+        "username": victim["email"], "username_key": victim["email"].lower()}})
+    session = await portal.call("accounts.login", {"login": victim["email"], "password": victim["password"]})
+    assert session["user"]["email"] == victim["email"]
+    assert await outcome(portal, "accounts.login", {"login": victim["email"], "password": attacker["password"]}) \
+        == "invalid_credentials"
 
 
 async def test_unknown_logins_lock_too_so_a_lock_tells_nothing(accounts: ServiceInstance,
@@ -138,13 +176,17 @@ async def test_a_token_signed_with_another_key_is_unauthenticated(accounts: Serv
     assert await outcome(portal, "accounts.get_profile", {}, token) == "unauthenticated"
 
 
-async def provision(portal: PortalClient, settings: Settings, customer_number: str = "100234") -> None:
+CONTRACTS = [
+    {"contract_number": "K-1", "type": "page_price", "start_date": "2024-01-01", "end_date": "2098-12-31",
+     "billing_period": "quarterly", "includes_consumables": True},
+    {"contract_number": "K-2", "type": "service", "start_date": "2025-01-15", "billing_period": "annual"}]
+
+
+async def provision(portal: PortalClient, settings: Settings, customer_number: str = "100234",
+                    contracts: list[dict[str, object]] | None = None) -> None:
     operator, _ = token_for(settings, role="operator")  # type: ignore[arg-type]
     await portal.call("accounts.operator.provision_customer", {
-        "customer_number": customer_number, "name": "Muster GmbH", "contracts": [
-            {"contract_number": "K-1", "type": "page_price", "start_date": "2024-01-01",
-             "end_date": "2026-12-31", "billing_period": "quarterly", "includes_consumables": True},
-            {"contract_number": "K-2", "type": "service", "start_date": "2025-01-15", "billing_period": "annual"}]},
+        "customer_number": customer_number, "name": "Muster GmbH", "contracts": contracts or CONTRACTS},
         token=operator)
 
 
@@ -156,7 +198,7 @@ async def test_a_contract_sign_in_gives_a_token_scoped_to_that_contract(
     assert (claims.customer_number, claims.contract_number) == ("100234", "K-1")
     contracts = await portal.call("accounts.list_contracts", {}, token=session["access_token"])
     assert [contract["contract_number"] for contract in contracts["items"]] == ["K-1"]
-    assert contracts["items"][0]["term_months"] == 36
+    assert contracts["items"][0]["term_months"] == 900
 
 
 async def test_a_wrong_contract_number_is_invalid_credentials_and_locks_after_five(
@@ -167,6 +209,32 @@ async def test_a_wrong_contract_number_is_invalid_credentials_and_locks_after_fi
     assert codes == ["invalid_credentials"] * 5 + ["account_locked"]
     assert await outcome(portal, "accounts.contract_login", {"customer_number": "100234", "contract_number": "K-1"}) \
         == "account_locked"
+
+
+async def test_contract_numbers_guessed_at_once_are_counted_all_the_same(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await provision(portal, settings)
+    guesses = [{"customer_number": "100234", "contract_number": f"K-{number}"} for number in range(3, 33)]
+    codes = await asyncio.gather(*(outcome(portal, "accounts.contract_login", guess) for guess in guesses))
+    assert sorted(codes) == ["account_locked"] * 25 + ["invalid_credentials"] * 5
+    assert await outcome(portal, "accounts.contract_login", {"customer_number": "100234", "contract_number": "K-1"}) \
+        == "account_locked"
+
+
+TODAY = datetime.now(UTC).date()
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    (TODAY - timedelta(days=400), TODAY - timedelta(days=1)),  # ended yesterday
+    (TODAY + timedelta(days=1), None),  # starts tomorrow
+])
+async def test_a_contract_not_in_force_today_signs_in_no_more(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings, start: date, end: date | None) -> None:
+    await provision(portal, settings, contracts=[{
+        "contract_number": "K-7", "type": "service", "start_date": start.isoformat(),
+        "end_date": end.isoformat() if end else None}])
+    assert await outcome(portal, "accounts.contract_login", {"customer_number": "100234", "contract_number": "K-7"}) \
+        == "invalid_credentials"
 
 
 async def test_a_two_megabyte_login_name_is_refused_at_once_while_others_are_served(

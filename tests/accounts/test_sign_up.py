@@ -12,7 +12,7 @@ from contracts.registration import DeviceProvisioned
 from services.runtime.service import ServiceInstance
 from tests.accounts.flows import active_user, signed_up
 from tests.builders import publish_event, random_email, sign_up, token_in
-from tests.support import EventTap, eventually
+from tests.support import EventTap, eventually, outcome
 
 
 async def refusal(portal: PortalClient, command: str, body: dict[str, object]) -> PortalError:
@@ -60,6 +60,8 @@ async def test_a_username_is_taken_whatever_its_case(accounts: ServiceInstance, 
     ({"accept_privacy": False}, "terms_not_accepted"),
     ({"email": "not-an-address"}, "validation_failed"),
     ({"username": "x" * 2_000_000}, "validation_failed"),
+    ({"username": "target@example.com"}, "validation_failed"),  # would look like someone's e-mail address
+    ({"country": "DE\r\nBcc: all@example.com"}, "validation_failed"),
     ({"password": "p" * 129, "password_confirm": "p" * 129}, "validation_failed"),
 ])
 async def test_a_sign_up_breaking_a_rule_is_refused_with_its_code_and_stores_nothing(
@@ -103,6 +105,58 @@ async def test_a_confirmation_link_expires_after_14_days(accounts: ServiceInstan
     await accounts.db.users.update_one({"_id": user_id}, {"$set": {
         "confirmation_expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
     assert (await refusal(portal, "accounts.confirm_email", {"token": token})).code == "token_invalid"
+
+
+async def test_an_unconfirmed_sign_up_frees_its_address_and_username_once_its_link_has_expired(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, user_id, token = await signed_up(portal, tap)
+    stored = await accounts.db.users.find_one({"_id": user_id})
+    assert stored is not None and stored["unconfirmed_expires_at"] == stored["confirmation_expires_at"]  # the TTL
+    assert (await refusal(portal, "accounts.register", sign_up(email=request["email"]))).code == "email_taken"
+    await accounts.db.users.update_one({"_id": user_id}, {"$set": {
+        "confirmation_expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+    again = await portal.call("accounts.register", sign_up(email=request["email"], username=request["username"]))
+    assert again["user_id"] != user_id
+    assert await accounts.db.users.count_documents({"_id": user_id}) == 0
+    assert (await refusal(portal, "accounts.confirm_email", {"token": token})).code == "token_invalid"
+
+
+async def test_a_confirmed_account_no_longer_expires(accounts: ServiceInstance, portal: PortalClient,
+                                                     tap: EventTap) -> None:
+    _, user_id = await active_user(portal, tap)
+    stored = await accounts.db.users.find_one({"_id": user_id})
+    assert stored is not None and "unconfirmed_expires_at" not in stored
+
+
+async def test_resending_the_confirmation_gives_a_new_link_but_no_longer_life(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    request, user_id, _ = await signed_up(portal, tap)
+    registered = tap.named("accounts.user.registered")[0]
+    await portal.call("accounts.resend_confirmation", {"email": request["email"]})
+    resent = await tap.next("accounts.email_confirmation.requested", lambda body: body["user_id"] == user_id)
+    # the same deadline (stored to the millisecond)
+    deadline = datetime.fromisoformat(registered["expires_at"])
+    assert abs(datetime.fromisoformat(resent["expires_at"]) - deadline) < timedelta(milliseconds=1)
+    assert resent["email_change"] is False
+
+
+async def test_the_addresss_owner_takes_over_an_unconfirmed_sign_up_with_a_password_reset(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    intruder, user_id, confirmation = await signed_up(portal, tap)  # made with the victim's address
+    await portal.call("accounts.request_password_reset", {"email": intruder["email"]})
+    reset = await tap.next("accounts.password_reset.requested", lambda body: body["user_id"] == user_id)
+    await portal.call("accounts.reset_password", {"token": token_in(reset["reset_url"]),
+                                                  "password": "the owner's passphrase",
+                                                  "password_confirm": "the owner's passphrase"})
+    session = await portal.call("accounts.login", {"login": intruder["email"], "password": "the owner's passphrase"})
+    assert session["user"]["id"] == user_id
+    assert await outcome(portal, "accounts.login", {"login": intruder["email"], "password": intruder["password"]}) \
+        == "invalid_credentials"
+    assert (await refusal(portal, "accounts.confirm_email", {"token": confirmation})).code == "token_invalid"
+    await tap.next("accounts.user.activated", lambda body: body["user_id"] == user_id)
+    await tap.next("accounts.session.revoked", lambda body: body["user_id"] == user_id and not body["session_id"])
+    stored = await accounts.db.users.find_one({"_id": user_id})
+    assert stored is not None and "unconfirmed_expires_at" not in stored
 
 
 async def test_an_unknown_confirmation_token_is_invalid(accounts: ServiceInstance, portal: PortalClient) -> None:

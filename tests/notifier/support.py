@@ -10,8 +10,10 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from contracts.accounts import (
+    EmailChangeRequested,
     EmailConfirmationRequested,
     Language,
+    PasswordChanged,
     PasswordResetRequested,
     ProfileUpdated,
     UsernameReminderRequested,
@@ -69,11 +71,21 @@ def registered(email: str, language: Language = "en", **fields: Any) -> UserRegi
     return UserRegistered(**values)
 
 
-def confirmation_requested(email: str, language: Language = "en") -> EmailConfirmationRequested:
+def confirmation_requested(email: str, language: Language = "en", *,
+                           email_change: bool = False) -> EmailConfirmationRequested:
     return EmailConfirmationRequested(
         user_id=random_id("u"), email=email, language=language, username="czimmermann",
         confirmation_url=f"https://portal.example.test/confirm/{random_id()}",
-        expires_at=datetime.now(UTC) + timedelta(days=14))
+        expires_at=datetime.now(UTC) + timedelta(days=14), email_change=email_change)
+
+
+def password_changed(email: str, language: Language = "en") -> PasswordChanged:
+    return PasswordChanged(user_id=random_id("u"), email=email, language=language, first_name="Christine")
+
+
+def email_change_requested(email: str, language: Language = "en") -> EmailChangeRequested:
+    return EmailChangeRequested(user_id=random_id("u"), email=email, language=language, username="czimmermann",
+                                new_email="new.address@example.org")
 
 
 def reset_requested(email: str, language: Language = "en") -> PasswordResetRequested:

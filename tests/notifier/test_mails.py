@@ -19,6 +19,8 @@ from tests.builders import random_email
 from tests.notifier.support import (
     SmtpServer,
     confirmation_requested,
+    email_change_requested,
+    password_changed,
     publish,
     registered,
     reminder_requested,
@@ -49,6 +51,17 @@ CASES = {
          "nb": "Bekreft e-postadressen din"},
         {"de": "für den Benutzernamen czimmermann", "en": "for the user name czimmermann",
          "nb": "for brukernavnet czimmermann"}),
+    "password_changed": MailCase(
+        password_changed, lambda event: "Christine",
+        {"de": "Ihr Passwort wurde geändert", "en": "Your password has been changed", "nb": "Passordet ditt er endret"},
+        {"de": "das Passwort Ihres Kontos wurde soeben geändert", "en": "the password of your account has just been "
+         "changed", "nb": "passordet til kontoen din ble nettopp endret"}),
+    "email_change_notice": MailCase(
+        email_change_requested, lambda event: "new.address@example.org",
+        {"de": "Ihre E-Mail-Adresse wird geändert", "en": "Your e-mail address is about to change",
+         "nb": "E-postadressen din er i ferd med å endres"},
+        {"de": "Das hebt die Änderung auf", "en": "it cancels the change",
+         "nb": "det opphever endringen"}),
     "password_reset": MailCase(
         reset_requested, lambda event: str(event.reset_url),  # type: ignore[attr-defined]
         {"de": "Passwort zurücksetzen", "en": "Reset your password", "nb": "Tilbakestill passordet ditt"},
@@ -119,8 +132,10 @@ def test_a_language_without_templates_falls_back_to_english() -> None:
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_mail_renders_in_every_language_with_the_footer(language: str) -> None:
     values = {"name": None, "username": "u", "confirmation_url": "https://c.example/1",
-              "reset_url": "https://r.example/1", "approved": False, "reason": "r"}
-    for mail in ("account_confirmation", "password_reset", "username_reminder", "verification_decision"):
+              "reset_url": "https://r.example/1", "approved": False, "reason": "r", "email_change": False,
+              "expires_on": "2026-12-17", "new_email": "n@example.org"}
+    for mail in ("account_confirmation", "password_reset", "username_reminder", "verification_decision",
+                 "password_changed", "email_change_notice"):
         rendered = render(mail, language, public_url="https://service.example.test", **values)
         assert rendered.language == language
         assert rendered.subject and "\n" not in rendered.subject
@@ -155,3 +170,25 @@ async def test_a_username_with_markup_arrives_escaped_in_the_html_part(
     assert "<strong>&lt;script&gt;x&lt;/script&gt;</strong>" in html
     assert "<script>" not in html
     assert "your user name is: <script>x</script>" in text
+
+
+async def test_a_name_stored_with_a_line_break_is_mailed_on_one_line_instead_of_failing(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = registered(random_email(), first_name="Eve\r\nBcc: everyone@example.com", last_name="Doe")
+    await publish(amqp_url, event)
+    message = await only_mail_to(smtp, event.email)
+    assert [address.addr_spec for address in message["To"].addresses] == [event.email]
+    assert message["To"].addresses[0].display_name == "Eve Bcc: everyone@example.com Doe"
+    assert message["Bcc"] is None
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_sign_up_confirmation_says_how_to_take_the_account_over_and_when_it_expires(language: str) -> None:
+    values = {"name": None, "username": "u", "confirmation_url": "https://c.example/1", "expires_on": "2026-12-17"}
+    sign_up = render("account_confirmation", language, public_url="https://p.example", email_change=False, **values)
+    change = render("account_confirmation", language, public_url="https://p.example", email_change=True, **values)
+    takeover = {"de": "Zurücksetzen des Passworts", "en": "password reset", "nb": "tilbakestille passordet"}[language]
+    for text in (sign_up.text, sign_up.html):
+        assert takeover in text and "2026-12-17" in text
+        assert text.count("https://c.example/1") == (1 if text is sign_up.text else 2)  # no second link
+    assert takeover not in change.text and "2026-12-17" not in change.text
