@@ -194,8 +194,13 @@ class Profile(BaseModel):
     company: Company = Field(default_factory=Company)
     communication: Communication = Field(default_factory=Communication)
     subscriptions: list[str] = Field(default_factory=list)
-    terms_version: str | None = None
-    privacy_version: str | None = None
+    terms_version: str | None = Field(default=None, description="The terms version the user accepted, if any.")
+    privacy_version: str | None = Field(default=None, description="The privacy version the user accepted, if any.")
+    terms_accepted_at: datetime | None = Field(default=None, description="When the user accepted them.")
+    current_terms_version: str | None = Field(default=None, description="The vendor's terms version now in force.")
+    current_privacy_version: str | None = Field(default=None, description="The vendor's privacy version now in force.")
+    terms_open: bool = Field(default=True, description="True while the current versions are not accepted: device "
+                                                       "registration is refused until they are.")
 
 
 class AcceptTerms(Command):

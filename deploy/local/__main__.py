@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.base import Health
-from contracts.client import PortalClient
+from contracts.client import PortalClient, PortalError
 from contracts.topology import SERVICES
 from deploy.local.demo import load_demo_catalogue
 from deploy.local.deps import (
@@ -213,6 +213,19 @@ def stop_all(services: dict[str, subprocess.Popen[bytes]], timeout: float) -> No
             process.wait()
 
 
+def load_demo(stack: Stack) -> int:
+    """The demo catalogue, loaded by the bootstrap operator of the settings."""
+    settings = Settings()
+    try:
+        return asyncio.run(load_demo_catalogue(stack.amqp_url, settings))
+    except PortalError as error:
+        raise StartupFailed(
+            f"the demo catalogue was not loaded: the bootstrap operator {settings.bootstrap_operator_email} "
+            f"could not sign in ({error.code}). Check PORTAL_BOOTSTRAP_OPERATOR_EMAIL and _PASSWORD (an address "
+            f"that belongs to a customer's account is not made an operator), or start afresh with `make clean`"
+        ) from None
+
+
 def local_port(variable: str, default: int) -> int:
     """The port named by `variable`; else `default` unless something listens there; else a free one."""
     if value := os.environ.get(variable):
@@ -298,8 +311,7 @@ def main() -> int:
         stack.start_dependencies()
         stack.start_services()
         stack.wait_until_healthy(STARTUP_TIMEOUT)
-        models = asyncio.run(load_demo_catalogue(stack.amqp_url, Settings()))
-        log.info("demo catalogue loaded: %d OKI models", models)
+        log.info("demo catalogue loaded: %d OKI models", load_demo(stack))
         print_summary(stack, time.monotonic() - began)
         return stack.watch()
     except (DependencyError, StartupFailed) as error:
@@ -307,6 +319,11 @@ def main() -> int:
         return 1
     except subprocess.CalledProcessError as error:  # installing rabbitmq-server failed
         print(f"local stack: {error}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as error:  # one line, not a traceback; the log above has the details
+        log.debug("start-up failed", exc_info=True)
+        print(f"local stack: start-up failed: {error!r}; see the log above, or start afresh with `make clean`",
+              file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -18,9 +18,6 @@ MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 10
-# Accepted at sign-up: the acceptance boxes of the form stand for these versions.
-CURRENT_TERMS_VERSION = "1"
-CURRENT_PRIVACY_VERSION = "1"
 
 hasher = PasswordHasher()  # Argon2id with argon2-cffi's defaults (RFC 9106 low-memory profile)
 

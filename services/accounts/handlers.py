@@ -20,6 +20,7 @@ from services.runtime.events import EventContext
 from services.runtime.mongo import Document, as_datetime
 from services.runtime.outbox import APPLIED
 from services.runtime.service import Router, ServiceInstance
+from services.runtime.settings import Settings
 from services.runtime.tokens import Role, issue_token
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ async def register(request: api.Register, ctx: CommandContext) -> api.Registered
         "status": "pending_confirmation", "requested_customer_number": request.customer_number,
         "serial_number": serial_key(request.serial_number) if request.serial_number else None,
         "customer_number": None, "profile": {}, "profile_version": 1,
-        "terms_version": domain.CURRENT_TERMS_VERSION, "privacy_version": domain.CURRENT_PRIVACY_VERSION,
-        "terms_accepted_at": now, "confirmation_digest": confirmation.digest,
+        # Consent to create the account (the privacy notice was read); accepting the terms for
+        # device registration is `accounts.accept_terms`, later, from the profile page (OKI flow).
+        "signed_up_with_consent_at": now, "terms_version": None, "privacy_version": None,
+        "terms_accepted_at": None, "confirmation_digest": confirmation.digest,
         "confirmation_expires_at": confirmation.expires_at, "pending_email": None, "created_at": now,
         UNCONFIRMED_UNTIL: confirmation.expires_at,  # the TTL index removes the account with its link
     }
@@ -96,8 +99,6 @@ async def register(request: api.Register, ctx: CommandContext) -> api.Registered
         api.UserRegistered(**recipient(user), username=request.username,
                            confirmation_url=link(ctx, "confirm-email", confirmation.token),
                            expires_at=confirmation.expires_at),
-        api.TermsAccepted(user_id=user_id, terms_version=domain.CURRENT_TERMS_VERSION,
-                          privacy_version=domain.CURRENT_PRIVACY_VERSION),
     ]
     try:
         await store.insert_user(user, events, ctx.message_id)
@@ -400,14 +401,17 @@ async def own_user(ctx: CommandContext, store: AccountStore) -> Document:
     return user
 
 
-def profile_of(user: Document) -> api.Profile:
+def profile_of(user: Document, settings: Settings) -> api.Profile:
     profile = user.get("profile") or {}
+    accepted = (user.get("terms_version"), user.get("privacy_version"))
     return api.Profile(
         user_id=user["_id"], email=user["email"], pending_email=user.get("pending_email"),
         username=user["username"], role=user["role"], status=user["status"],
         customer_number=user.get("customer_number"), language=user.get("language", "en"),
-        country=user.get("country"), terms_version=user.get("terms_version"),
-        privacy_version=user.get("privacy_version"), **profile)
+        country=user.get("country"), terms_version=accepted[0], privacy_version=accepted[1],
+        terms_accepted_at=as_datetime(user.get("terms_accepted_at")),
+        current_terms_version=settings.terms_version, current_privacy_version=settings.privacy_version,
+        terms_open=accepted != (settings.terms_version, settings.privacy_version), **profile)
 
 
 def profile_updated(user: Document, version: int) -> api.ProfileUpdated:
@@ -419,7 +423,7 @@ def profile_updated(user: Document, version: int) -> api.ProfileUpdated:
 
 @router.command("accounts.get_profile", api.GetProfile, access=Access.AUTH, replay=Replay.RERUN)
 async def get_profile(request: api.GetProfile, ctx: CommandContext) -> api.Profile:
-    return profile_of(await own_user(ctx, store_of(ctx)))
+    return profile_of(await own_user(ctx, store_of(ctx)), ctx.instance.settings)
 
 
 @router.command("accounts.update_profile", api.UpdateProfile, access=Access.AUTH)
@@ -449,7 +453,7 @@ async def update_profile(request: api.UpdateProfile, ctx: CommandContext) -> api
     events.append(profile_updated(preview, user.get("profile_version", 1) + 1))
     updated = await store.change_user({"_id": user["_id"]}, {"$set": fields, "$inc": {"profile_version": 1}},
                                       events, ctx.message_id)
-    return profile_of(updated or preview)
+    return profile_of(updated or preview, ctx.instance.settings)
 
 
 async def check_email_change_allowed(store: AccountStore, user: Document, current_password: str | None,
@@ -474,14 +478,20 @@ def apply_profile(user: Document, fields: Document) -> Document:
 
 @router.command("accounts.accept_terms", api.AcceptTerms, access=Access.AUTH)
 async def accept_terms(request: api.AcceptTerms, ctx: CommandContext) -> None:
-    store = store_of(ctx)
+    """Accepts the vendor's current terms and privacy versions (the settings), whatever the client calls them.
+
+    The client's names are kept beside them for the audit trail; a new version in the settings
+    asks everyone again.
+    """
+    store, settings, now = store_of(ctx), ctx.instance.settings, now_utc()
     user = await own_user(ctx, store)
+    acceptance = {"terms_version": settings.terms_version, "privacy_version": settings.privacy_version,
+                  "terms_accepted_at": now, "stated_terms_version": request.terms_version,
+                  "stated_privacy_version": request.privacy_version}
     await store.change_user(
-        {"_id": user["_id"]},
-        {"$set": {"terms_version": request.terms_version, "privacy_version": request.privacy_version,
-                  "terms_accepted_at": now_utc()}},
-        [api.TermsAccepted(user_id=user["_id"], customer_number=user.get("customer_number"),
-                           terms_version=request.terms_version, privacy_version=request.privacy_version)],
+        {"_id": user["_id"]}, {"$set": acceptance},
+        [api.TermsAccepted(user_id=user["_id"], customer_number=user.get("customer_number"), accepted_at=now,
+                           **{key: value for key, value in acceptance.items() if key != "terms_accepted_at"})],
         ctx.message_id)
 
 
@@ -543,8 +553,8 @@ async def provision_customer(request: api.ProvisionCustomer, ctx: CommandContext
 async def list_pending_verifications(request: api.ListPendingVerifications, ctx: CommandContext) -> Page[api.Profile]:
     skip, limit = page_bounds(request.page, request.page_size)
     users, total = await store_of(ctx).pending_verifications(skip, limit)
-    items = [profile_of(user).model_copy(update={"customer_number": user.get("requested_customer_number")})
-             for user in users]
+    items = [profile_of(user, ctx.instance.settings).model_copy(
+        update={"customer_number": user.get("requested_customer_number")}) for user in users]
     return Page[api.Profile](items=items, total=total, page=request.page, page_size=request.page_size)
 
 
@@ -587,24 +597,54 @@ async def bootstrap(instance: ServiceInstance) -> None:
     await store.create_indexes()
     instance.state["dummy_hash"] = await new_hash(uuid.uuid4().hex)
     settings = instance.settings
-    email_key = domain.normalise_login(settings.bootstrap_operator_email)
-    password = settings.bootstrap_operator_password.get_secret_value()
-    if existing := await store.user_by_email(email_key):
+    email, password = settings.bootstrap_operator_email, settings.bootstrap_operator_password.get_secret_value()
+    email_key = domain.normalise_login(email)
+    existing = await store.user_by_email(email_key) or await follow_bootstrap_email(store, email)
+    if existing is None:
+        await create_bootstrap_operator(store, email, password)
+    elif existing["role"] != Role.OPERATOR.value:
+        log.error("PORTAL_BOOTSTRAP_OPERATOR_EMAIL %s belongs to a %s account: no operator set up from the settings",
+                  email, existing["role"])
+    else:
         await follow_bootstrap_password(instance, store, existing, password)
-        return
-    now = now_utc()
+
+
+async def create_bootstrap_operator(store: AccountStore, email: str, password: str) -> None:
+    email_key = domain.normalise_login(email)
     operator_id = uuid.uuid5(uuid.NAMESPACE_URL, f"operator:{email_key}").hex
+    # `operator` unless someone signed up with that name first; the operator signs in by e-mail anyway.
+    for username in ("operator", f"operator-{operator_id[:8]}"):
+        try:
+            await store.users.insert_one({
+                "_id": operator_id, "email": email, "email_key": email_key, "username": username,
+                "username_key": username, "role": Role.OPERATOR.value, "bootstrap": True,
+                "password_hash": await new_hash(password), "language": "en", "country": None, "status": "active",
+                "customer_number": None, "profile": {}, "profile_version": 1, "created_at": now_utc(),
+                "confirmation_digest": None, "reset_digest": None})
+            return
+        except DuplicateKeyError:
+            if await store.user_by_email(email_key) or await store.user(operator_id):
+                return  # another replica created it at the same moment
+
+
+async def follow_bootstrap_email(store: AccountStore, email: str) -> Document | None:
+    """A changed `PORTAL_BOOTSTRAP_OPERATOR_EMAIL` moves the bootstrap operator to the new address.
+
+    The settings name one operator; changing its address must not leave a second, unreachable
+    one behind, nor stop the stack (the demo loader signs in with the new address).
+    """
+    operator = await store.users.find_one({"bootstrap": True}) or await store.users.find_one(
+        {"username_key": "operator", "role": Role.OPERATOR.value})  # made before the marker existed
+    if operator is None:
+        return None
     try:
-        await store.users.insert_one({
-            "_id": operator_id, "email": settings.bootstrap_operator_email, "email_key": email_key,
-            "username": "operator", "username_key": "operator", "role": Role.OPERATOR.value,
-            "password_hash": await new_hash(password),
-            "language": "en", "country": None, "status": "active", "customer_number": None, "profile": {},
-            "profile_version": 1, "created_at": now, "confirmation_digest": None, "reset_digest": None})
-    except DuplicateKeyError:
-        # Another replica created it at the same moment, or someone took the username `operator`.
-        if not await store.user_by_email(email_key):
-            log.error("bootstrap operator not created: the username `operator` is taken")
+        moved = await store.change_user({"_id": operator["_id"], "email_key": operator["email_key"]}, {"$set": {
+            "email": email, "email_key": domain.normalise_login(email), "bootstrap": True}})
+    except DuplicateKeyError:  # another replica moved it, or the address was taken meanwhile
+        return await store.user_by_email(domain.normalise_login(email))
+    if moved is not None:
+        log.info("bootstrap operator moved from %s to %s, as the settings say", operator["email"], email)
+    return moved or await store.user_by_email(domain.normalise_login(email))
 
 
 async def follow_bootstrap_password(instance: ServiceInstance, store: AccountStore, operator: Document,

@@ -48,6 +48,39 @@ async def test_a_changed_bootstrap_password_setting_replaces_the_operators_passw
     assert await outcome(portal, "accounts.operator.list_pending_verifications", {}, old_token) == "unauthenticated"
 
 
+async def test_a_changed_bootstrap_email_setting_moves_the_operator_to_the_new_address(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    await operator_token(portal, settings)
+    moved = settings.model_copy(update={"bootstrap_operator_email": "ops-desk@portal.localhost"})
+    async with running(accounts.service, moved), running(accounts.service, moved):  # two replicas, the next start
+        pass
+    await operator_token(portal, moved)
+    assert await outcome(portal, "accounts.login", {
+        "login": settings.bootstrap_operator_email,
+        "password": settings.bootstrap_operator_password.get_secret_value()}) == "invalid_credentials"
+    assert await accounts.db.users.count_documents({"role": "operator"}) == 1
+
+
+async def test_a_bootstrap_email_that_belongs_to_a_customer_makes_no_operator_and_keeps_their_password(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, settings: Settings) -> None:
+    customer, _ = await active_user(portal, tap)
+    hijack = settings.model_copy(update={"bootstrap_operator_email": customer["email"]})
+    async with running(accounts.service, hijack):
+        pass
+    session = await portal.call("accounts.login", {"login": customer["email"], "password": customer["password"]})
+    assert session["user"]["role"] == "customer"
+    await operator_token(portal, settings)  # the operator keeps the address it has
+
+
+async def test_a_bootstrap_operator_is_made_even_when_someone_took_the_username_operator(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, settings: Settings) -> None:
+    await accounts.db.users.delete_many({"role": "operator"})  # as on data where a customer took the name first
+    await active_user(portal, tap, username="operator")
+    async with running(accounts.service, settings):  # the next start
+        pass
+    await operator_token(portal, settings)
+
+
 async def test_an_operator_sees_who_waits_and_approves_them_into_their_customer(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap, settings: Settings) -> None:
     operator = await operator_token(portal, settings)

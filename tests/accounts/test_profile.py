@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from contracts.client import PortalClient, PortalError
+from services.accounts.app import service as accounts_service
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.accounts.flows import signed_in
 from tests.builders import random_email, token_for, token_in
-from tests.support import EventTap
+from tests.support import EventTap, running
 
 OKI_PROFILE = {
     "title": "Mr", "first_name": "Robert", "last_name": "Raut", "phone": "09846528418", "country": "IN",
@@ -110,14 +111,41 @@ async def test_the_same_email_in_another_case_needs_no_password(accounts: Servic
     assert (profile["pending_email"], profile["phone"]) == (None, "1")
 
 
-async def test_accepting_terms_records_the_versions_and_tells_other_services(
+async def test_signing_up_is_consent_to_the_account_but_accepts_no_terms_for_device_registration(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
     _, token = await signed_in(portal, tap)
-    await portal.call("accounts.accept_terms", {"terms_version": "2026-11", "privacy_version": "2026-10"},
+    profile = await portal.call("accounts.get_profile", {}, token=token)
+    assert (profile["terms_version"], profile["privacy_version"], profile["terms_accepted_at"]) == (None, None, None)
+    assert profile["terms_open"] is True
+    assert tap.named("accounts.terms.accepted") == []
+
+
+async def test_accepting_terms_records_the_current_versions_beside_what_the_client_named(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
+    _, token = await signed_in(portal, tap)
+    await portal.call("accounts.accept_terms", {"terms_version": "AGB 11/2026", "privacy_version": "DS v1"},
                       token=token)
     profile = await portal.call("accounts.get_profile", {}, token=token)
-    assert (profile["terms_version"], profile["privacy_version"]) == ("2026-11", "2026-10")
-    await tap.next("accounts.terms.accepted", lambda body: body["terms_version"] == "2026-11")
+    assert (profile["terms_version"], profile["privacy_version"]) == ("1", "1")
+    assert (profile["current_terms_version"], profile["terms_open"]) == ("1", False)
+    assert profile["terms_accepted_at"]
+    accepted = await tap.next("accounts.terms.accepted", lambda body: body["user_id"] == profile["user_id"])
+    assert (accepted["terms_version"], accepted["privacy_version"]) == ("1", "1")
+    assert (accepted["stated_terms_version"], accepted["stated_privacy_version"]) == ("AGB 11/2026", "DS v1")
+    assert accepted["accepted_at"]
+
+
+async def test_a_new_terms_version_in_the_settings_asks_everyone_again(
+        portal: PortalClient, tap: EventTap, settings: Settings) -> None:
+    async with running(accounts_service, settings):
+        _, token = await signed_in(portal, tap)
+        await portal.call("accounts.accept_terms", {"terms_version": "1", "privacy_version": "1"}, token=token)
+    async with running(accounts_service, settings.model_copy(update={"terms_version": "2"})):
+        profile = await portal.call("accounts.get_profile", {}, token=token)
+        assert (profile["terms_version"], profile["current_terms_version"], profile["terms_open"]) == ("1", "2", True)
+        await portal.call("accounts.accept_terms", {"terms_version": "2", "privacy_version": "1"}, token=token)
+        profile = await portal.call("accounts.get_profile", {}, token=token)
+        assert (profile["terms_version"], profile["terms_open"]) == ("2", False)
 
 
 async def test_contacts_are_shared_by_the_users_of_one_customer_and_nobody_else(

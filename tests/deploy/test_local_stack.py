@@ -9,6 +9,7 @@ developer's `make run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import logging
@@ -98,16 +99,16 @@ class Runner:
     smtp_port: int
 
 
-@pytest.fixture
-async def runner(amqp_url: str, tmp_path: Path) -> AsyncIterator[Runner]:
-    """`python -m deploy.local` with its own data directory and free ports, on the test's vhost."""
-    data_dir, mongodb_port, smtp_port = tmp_path / "data", free_port(), free_port()
+@contextlib.asynccontextmanager
+async def local_stack(amqp_url: str, tmp_path: Path, data_dir: Path, mongodb_port: int, smtp_port: int,
+                      **variables: str) -> AsyncIterator[Runner]:
+    """`python -m deploy.local` with this data directory and these ports, on the test's vhost."""
     env = {name: value for name, value in os.environ.items()
            if name not in ("PORTAL_MONGODB_URL", "PORTAL_SMTP_HOST")}
     env |= {"PORTAL_LOCAL_DATA_DIR": str(data_dir), "PORTAL_AMQP_URL": amqp_url,
-            "PORTAL_LOCAL_MONGODB_PORT": str(mongodb_port), "PORTAL_LOCAL_SMTP_PORT": str(smtp_port)}
+            "PORTAL_LOCAL_MONGODB_PORT": str(mongodb_port), "PORTAL_LOCAL_SMTP_PORT": str(smtp_port), **variables}
     # The services log a lot; a file, unlike an unread pipe, never fills up and blocks them.
-    with (tmp_path / "stderr.log").open("wb") as log:
+    with (tmp_path / "stderr.log").open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "deploy.local", cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=log)
@@ -115,6 +116,13 @@ async def runner(amqp_url: str, tmp_path: Path) -> AsyncIterator[Runner]:
             yield Runner(process, data_dir, mongodb_port, smtp_port)
         finally:
             await stop(process)
+
+
+@pytest.fixture
+async def runner(amqp_url: str, tmp_path: Path) -> AsyncIterator[Runner]:
+    """The local stack with its own data directory and free ports."""
+    async with local_stack(amqp_url, tmp_path, tmp_path / "data", free_port(), free_port()) as started:
+        yield started
 
 
 async def stop(runner: asyncio.subprocess.Process) -> None:
@@ -153,3 +161,15 @@ async def test_the_local_stack_starts_six_healthy_services_and_stops_everything_
     assert [name for name, pid in pids.items() if alive(pid)] == []
     assert not port_open("127.0.0.1", runner.mongodb_port), "nx-27017 still listens"
     assert not port_open("127.0.0.1", runner.smtp_port), "the mail sink still listens"
+
+
+async def test_a_changed_bootstrap_email_on_existing_data_brings_up_a_working_operator(
+        amqp_url: str, tmp_path: Path) -> None:
+    data_dir, ports = tmp_path / "data", (free_port(), free_port())
+    for email_address in ("operator@portal.localhost", "ops-desk@portal.localhost"):
+        async with local_stack(amqp_url, tmp_path, data_dir, *ports,
+                               PORTAL_BOOTSTRAP_OPERATOR_EMAIL=email_address) as started:
+            async with asyncio.timeout(40):
+                await read_until_ready(started.process)  # the demo loader signed in as this operator
+            started.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(started.process.wait(), 30) == 0
