@@ -89,6 +89,8 @@ class CommandSpec:
     access: Access
     description: str
     replay: Replay = Replay.STORED
+    # Messages one replica takes at once from this command's queue; None: PORTAL_PREFETCH.
+    prefetch: int | None = None
 
 
 def ok(data: BaseModel | dict[str, Any] | None) -> dict[str, Any]:

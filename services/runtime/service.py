@@ -53,15 +53,16 @@ class Router:
         self.commands: list[CommandSpec] = []
         self.event_handlers: list[tuple[type[Event], EventHandler]] = []
 
-    def command(self, name: str, request: type[Command], *, access: Access,
-                replay: Replay = Replay.STORED) -> Callable[[F], F]:
+    def command(self, name: str, request: type[Command], *, access: Access, replay: Replay = Replay.STORED,
+                prefetch: int | None = None) -> Callable[[F], F]:
         """Register `handler(request, ctx)` for the command `name` (its routing key and queue).
 
-        `replay=Replay.RERUN` for a command that only reads, or whose reply carries a secret.
+        `replay=Replay.RERUN` for a command that only reads, or whose reply carries a secret;
+        `prefetch` bounds how many of its messages one replica holds at once (big bodies: files).
         """
         def register(handler: F) -> F:
             description = inspect.getdoc(handler) or request.__doc__ or name
-            self.commands.append(CommandSpec(name, request, handler, access, description, replay))
+            self.commands.append(CommandSpec(name, request, handler, access, description, replay, prefetch))
             return handler
         return register
 
@@ -179,6 +180,7 @@ class ServiceInstance:
         self.broker.subscriber(
             durable_queue(queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
             description=spec.description, ack_policy=AckPolicy.MANUAL, no_reply=True,
+            channel=Channel(prefetch_count=spec.prefetch) if spec.prefetch else None,
         )(handle)
 
     async def reply(self, msg: RabbitMessage, reply: dict[str, Any]) -> None:

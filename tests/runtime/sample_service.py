@@ -114,6 +114,25 @@ async def read_note(request: ReadNote, ctx: CommandContext) -> dict[str, Any]:
     return {"note_id": request.note_id, "text": note["text"], "writes": note["writes"]}
 
 
+class Heavy(Command):
+    routing_key: ClassVar[str] = "sample.heavy"
+    seconds: float = Field(ge=0, le=10)
+
+
+heavy_running: list[int] = [0, 0]  # now, most at once (the tests run the service in this process)
+
+
+@sample.command("sample.heavy", Heavy, access=Access.ANYONE, prefetch=1)
+async def heavy(request: Heavy, ctx: CommandContext) -> dict[str, Any]:
+    heavy_running[0] += 1
+    heavy_running[1] = max(heavy_running)
+    try:
+        await asyncio.sleep(request.seconds)
+    finally:
+        heavy_running[0] -= 1
+    return {}
+
+
 @sample.command("sample.slow", Slow, access=Access.ANYONE)
 async def slow(request: Slow, ctx: CommandContext) -> dict[str, Any]:
     # Counts every run of the handler, which `not_applied` cannot hide: tells the claim's work apart.

@@ -15,7 +15,7 @@ from services.runtime.mongo import mongo_client
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import random_id, token_for
-from tests.runtime.sample_service import sample
+from tests.runtime.sample_service import heavy_running, sample
 from tests.support import running
 
 NOT_AN_OBJECT = [b"not json", b'{"note_id": "a"', b"[1, 2]", b'"hello"', b"42", b"null",
@@ -194,3 +194,10 @@ async def test_unauthenticated_calls_to_commands_needing_a_token_are_refused(
     assert data["writes"] == 1
     note = await service.db.notes.find_one({"_id": body["note_id"]})
     assert note is not None and note["owner"] == claims.user_id
+
+
+async def test_a_command_with_its_own_prefetch_is_taken_that_many_at_a_time(
+        service: ServiceInstance, portal: PortalClient) -> None:
+    heavy_running[1] = 0
+    await asyncio.gather(*[portal.call("sample.heavy", {"seconds": 0.3}) for _ in range(3)])
+    assert heavy_running[1] == 1
