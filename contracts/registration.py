@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from contracts.base import Command, Event, FileObject, Message, PageRequest, SingleLine
 
@@ -280,6 +280,9 @@ class ClaimedDevice(BaseModel):
     request_id: str | None = Field(default=None, description="The request an operator decides, when pending.")
 
 
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class SameLocationItem(Message):
     """One device of `claim_same_location`, with the settings it gets once approved (unset: left as they are)."""
 
@@ -290,10 +293,17 @@ class SameLocationItem(Message):
 
 
 class ClaimSameLocation(Command):
-    """Asks for more devices at the address of a device the caller claimed; an operator approves."""
+    """Asks for more devices at the address of a device the caller claimed; an operator approves.
+
+    Name the devices in `device_ids` (CATALOG §3), in `devices` with the settings each gets once approved, or
+    both (a device in both gets the settings of `devices`); at least one device in all, else `validation_failed`.
+    """
 
     routing_key: ClassVar[str] = "registration.claim_same_location"
-    devices: list[SameLocationItem] = Field(min_length=1, max_length=200)
+    device_ids: list[DeviceId] = Field(default_factory=list, max_length=200, description="The devices asked for (the "
+                                  "`same_location` of `claim_device`).", examples=[["3f2a9c..."]])
+    devices: list[SameLocationItem] = Field(default_factory=list, max_length=200, description="Optional: devices "
+                                            "with the settings they get in the caller's view once approved.")
 
 
 class PendingRequest(BaseModel):
