@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import FileExists
@@ -62,7 +62,7 @@ class RegistrationStore:
         await self.devices.update_one({"_id": device["_id"], **not_applied(command_id)},
                                       with_events({"$set": fields}, events, command_id=command_id), upsert=True)
 
-    async def insert_devices(self, batch: list[tuple[Document, list[Event]]]) -> list[bool]:
+    async def insert_devices(self, batch: Sequence[tuple[Document, Sequence[Event]]]) -> list[bool]:
         """Store new devices with their events in one round trip; False where the serial or id exists."""
         if not batch:
             return []
