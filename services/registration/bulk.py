@@ -41,7 +41,7 @@ from contracts import registration as api
 from contracts.base import FileObject, Page
 from contracts.errors import message_for
 from services.registration import domain, excel
-from services.registration.handlers import Prefetched, Prepared, prefetch, prepare
+from services.registration.handlers import Prefetched, Prepared, prefetch, prepare, terms_accepted
 from services.registration.settings import RegistrationSettings, registration_settings
 from services.registration.store import UPLOADS, RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
@@ -119,7 +119,7 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
     settings = registration_settings(ctx.instance)
     content = decoded_upload(request.file, settings.bulk_max_file_bytes)
     claims = ctx.caller
-    if not await RegistrationStore(ctx.db).accepted_terms(claims.user_id):
+    if not await terms_accepted(ctx):
         raise CommandError("terms_not_accepted")
     if not request.warranty_accepted:
         raise CommandError("warranty_not_accepted", fields={"warranty_accepted": "must be accepted"})

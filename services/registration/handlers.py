@@ -94,8 +94,14 @@ class Prefetched:
 
 
 async def prefetch(ctx: CommandContext) -> Prefetched:
-    store = store_of(ctx)
-    return Prefetched(await store.all_models(), await store.accepted_terms(ctx.caller.user_id))
+    return Prefetched(await store_of(ctx).all_models(), await terms_accepted(ctx))
+
+
+async def terms_accepted(ctx: CommandContext) -> bool:
+    """Whether the caller's latest acceptance is of the vendor's current terms and privacy versions (the settings):
+    publishing a new version asks everyone again (CATALOG §2 `accounts.accept_terms`)."""
+    settings = ctx.instance.settings
+    return await store_of(ctx).accepted_terms(ctx.caller.user_id, settings.terms_version, settings.privacy_version)
 
 
 async def register(ctx: CommandContext, request: api.RegisterDevice, *, device_id: str,
@@ -251,7 +257,7 @@ async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext
 
 @router.event(TermsAccepted)
 async def remember_terms(event: TermsAccepted, ctx: EventContext) -> None:
-    await store_of(ctx).remember_terms(event.user_id, event.terms_version, event.privacy_version)
+    await store_of(ctx).remember_terms(event.user_id, event.terms_version, event.privacy_version, event.accepted_at)
 
 
 async def create_indexes(instance: ServiceInstance) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import FileExists
@@ -111,12 +112,30 @@ class RegistrationStore:
             .skip((filters.page - 1) * filters.page_size).limit(filters.page_size)
         return [device async for device in cursor], total
 
-    async def accepted_terms(self, user_id: str) -> bool:
-        return await self.terms.find_one({"_id": user_id}) is not None
+    async def accepted_terms(self, user_id: str, terms_version: str, privacy_version: str) -> bool:
+        """Whether the user's latest acceptance is of these (the vendor's current) versions."""
+        latest = await self.terms.find_one({"_id": user_id})
+        return latest is not None and latest.get("terms_version") == terms_version \
+            and latest.get("privacy_version") == privacy_version
 
-    async def remember_terms(self, user_id: str, terms_version: str, privacy_version: str) -> None:
-        await self.terms.update_one({"_id": user_id}, {"$set": {"terms_version": terms_version,
-                                                                 "privacy_version": privacy_version}}, upsert=True)
+    async def remember_terms(self, user_id: str, terms_version: str, privacy_version: str,
+                             accepted_at: datetime | None) -> None:
+        """Keep the user's latest acceptance: one that arrives late, after a newer one, changes nothing.
+
+        The write is conditional on the stored acceptance being older (an upsert that finds it newer collides
+        on `_id` and is dropped), so events handled in any order, twice or on two replicas at once end with
+        the newest. `accepted_at` is kept in epoch milliseconds (nx-27017 would `$set` a date as a string);
+        an acceptance without one (from before accounts sent it) counts as older than any dated one.
+        """
+        at_ms = int(accepted_at.timestamp() * 1000) if accepted_at is not None else 0
+        older: Document = {"$or": [{"accepted_at_ms": {"$lt": at_ms} if at_ms else {"$lte": 0}},
+                                   {"accepted_at_ms": {"$exists": False}}]}
+        try:
+            await self.terms.update_one({"_id": user_id, **older}, {"$set": {
+                "terms_version": terms_version, "privacy_version": privacy_version, "accepted_at_ms": at_ms}},
+                upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer acceptance is stored already
 
     async def store_proof(self, file_id: str, device_id: str, filename: str, content_type: str,
                           content: bytes) -> None:
