@@ -402,7 +402,10 @@ class BulkUpload(Command):
 
     routing_key: ClassVar[str] = "registration.bulk_upload"
     file: FileObject
-    warranty_accepted: bool = Field(description="The uploader accepts the warranty statement once for every row.")
+    warranty_accepted: bool = Field(default=False, description="Optional: true accepts the warranty statement for "
+                                    "every row of the file. Otherwise each row accepts it in the template's column "
+                                    "\"Warranty statement accepted\" (yes/ja, TRUE, 1 or x); a row with neither is "
+                                    "rejected as `warranty_not_accepted`.")
 
 
 class BulkUploadQueued(BaseModel):

@@ -121,8 +121,6 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
     claims = ctx.caller
     if not await terms_accepted(ctx):
         raise CommandError("terms_not_accepted")
-    if not request.warranty_accepted:
-        raise CommandError("warranty_not_accepted", fields={"warranty_accepted": "must be accepted"})
     upload_id = uuid.uuid5(uuid.NAMESPACE_URL, f"registration.bulk_upload:{ctx.message_id}").hex \
         if ctx.message_id else uuid.uuid4().hex
     uploads = uploads_of(ctx.db)
@@ -141,7 +139,7 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
         "language": ctx.language, "filename": filename, "file_id": upload_id, "size": len(content),
         "uploaded_at": datetime.now(UTC), "status": "queued", "total": 0, "processed": 0, "unprocessed": 0,
         "processed_at": None, "reason": None, "lease_until": 0, "lease_owner": None, "attempts": 0,
-        "result_file_id": None,
+        "result_file_id": None, "warranty_accepted": request.warranty_accepted,
     }
     try:
         await uploads.insert_one(document)
@@ -287,7 +285,9 @@ async def process(instance: ServiceInstance, upload: Document, owner: str, setti
     batch_size = max(settings.bulk_batch_rows, 1)
     for start in range(0, total, batch_size):
         batch = parsed.rows[start:start + batch_size]
-        outcomes = await register_rows(ctx, upload["_id"], batch, seen, known)
+        # Uploads queued before rows could accept the warranty were only taken with it accepted for every row.
+        outcomes = await register_rows(ctx, upload["_id"], batch, seen, known,
+                                       warranty_for_all=bool(upload.get("warranty_accepted", True)))
         results.extend(RowResult(row.cells, result, message) for row, (result, message) in zip(batch, outcomes,
                                                                                                  strict=True))
         if len(results) < total:
@@ -320,14 +320,14 @@ def rejected(code: str, language: str, detail: str = "") -> tuple[str, str]:
 
 
 async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[excel.BulkRow],
-                        seen: dict[str, int], known: Prefetched) -> list[tuple[str, str]]:
+                        seen: dict[str, int], known: Prefetched, *, warranty_for_all: bool) -> list[tuple[str, str]]:
     """`registered` or `rejected` and the result file's message, for each row; the accepted ones stored at once."""
     outcomes: list[tuple[str, str] | None] = []
     accepted: list[tuple[int, Prepared]] = []
     now = datetime.now(UTC)
     for row in rows:
         try:
-            request = device_request(row.values)
+            request = device_request(row.values, warranty_for_all=warranty_for_all)
         except RowProblem as problem:
             outcomes.append(rejected(problem.code, ctx.language, problem.detail))
             continue
@@ -389,7 +389,7 @@ def purchase_date_of(value: object) -> date:
     raise RowProblem("invalid_purchase_date")
 
 
-def device_request(values: dict[str, object]) -> api.RegisterDevice:
+def device_request(values: dict[str, object], *, warranty_for_all: bool) -> api.RegisterDevice:
     serial = text_of(values.get("serial_number"))
     if serial is None:
         raise RowProblem("validation_failed", ": serial number is required")
@@ -398,7 +398,8 @@ def device_request(values: dict[str, object]) -> api.RegisterDevice:
     location: dict[str, Any] = address if any(address.values()) else {"same_as_contact": True}
     end_customer_name = text_of(values.get("end_customer_name"))
     body: dict[str, Any] = {
-        "serial_number": serial, "purchase_date": purchase, "warranty_accepted": True, "location": location,
+        "serial_number": serial, "purchase_date": purchase, "location": location,
+        "warranty_accepted": warranty_for_all or excel.accepts(values.get("warranty_accepted")),
         # Rows carry no proof of purchase; `register` is called without one and never reads this.
         "proof_of_purchase": {"filename": "-", "content_type": "-", "content_base64": ""},
         "friendly_name": text_of(values.get("friendly_name")),

@@ -53,9 +53,18 @@ def valid_rows(count: int, first: int = 0) -> list[list[object]]:
     return [row(f"AK6C{index:06d}", name=f"Printer {index}") for index in range(first, first + count)]
 
 
-def upload_body(content: bytes, *, filename: str = "devices.xlsx", warranty_accepted: bool = True) -> dict[str, Any]:
-    return {"file": FileObject.from_bytes(filename, bulk.XLSX, content).model_dump(),
-            "warranty_accepted": warranty_accepted}
+def upload_body(content: bytes, *, filename: str = "devices.xlsx", warranty_accepted: bool | None = True
+                ) -> dict[str, Any]:
+    """The upload command; `warranty_accepted=None` leaves the flag out, as a client of CATALOG §3 sends it."""
+    body: dict[str, Any] = {"file": FileObject.from_bytes(filename, bulk.XLSX, content).model_dump()}
+    if warranty_accepted is not None:
+        body["warranty_accepted"] = warranty_accepted
+    return body
+
+
+def accepting(serial: object, answer: object) -> list[object]:
+    """A row with the warranty column (the template's last, after the dealers' two) filled in with `answer`."""
+    return [*row(serial), None, None, answer]
 
 
 async def upload(portal: PortalClient, token: str, content: bytes, **options: Any) -> str:
@@ -294,17 +303,48 @@ async def test_a_row_registered_before_a_restart_counts_as_registered_when_proce
     assert await registration.db.devices.count_documents({}) == 3
 
 
-@pytest.mark.parametrize(("accept_terms", "warranty_accepted", "code"), [
-    (False, True, "terms_not_accepted"),
-    (True, False, "warranty_not_accepted"),
-])
-async def test_an_upload_without_terms_or_warranty_accepted_is_refused(
-        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
-        accept_terms: bool, warranty_accepted: bool, code: str) -> None:
-    token = await customer(settings, registration, amqp_url, accept=accept_terms)
-    body = upload_body(workbook(valid_rows(1)), warranty_accepted=warranty_accepted)
-    assert await outcome(portal, "registration.bulk_upload", body, token) == code
+async def test_an_upload_without_terms_accepted_is_refused(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url, accept=False)
+    body = upload_body(workbook(valid_rows(1)))
+    assert await outcome(portal, "registration.bulk_upload", body, token) == "terms_not_accepted"
     assert await registration.db.uploads.count_documents({}) == 0
+
+
+async def test_an_upload_of_only_the_file_registers_the_rows_that_accept_the_warranty_in_their_column(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    yes = ["ja", "Yes", " JA ", True, 1, "x", "X", "TRUE", "1"]
+    no = [None, "nein", "no", "nei", False, 0, "vielleicht"]
+    rows = [accepting(f"AK6C{index:06d}", answer) for index, answer in enumerate([*yes, *no])]
+    reply = await portal.call("registration.bulk_upload", upload_body(workbook(rows, "de"), warranty_accepted=None),
+                              token=token)
+    line = await finished(portal, token, reply["upload_id"])
+    assert (line["status"], line["processed"], line["unprocessed"]) == ("processed", len(yes), len(no))
+    assert judged(await result_rows(portal, token, reply["upload_id"])) == [
+        ("registered", "registered")] * len(yes) + [("rejected", "warranty_not_accepted")] * len(no)
+    assert await registration.db.devices.count_documents({}) == len(yes)
+
+
+async def test_the_flag_accepts_the_warranty_for_every_row_and_old_templates_without_the_column_keep_working(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    old_template = openpyxl.Workbook()
+    sheet = old_template.active
+    sheet.append(["Serial number *", "Purchase date *", "Device name"])
+    sheet.append(["AK6C000001", BOUGHT, "no column"])
+    buffer = BytesIO()
+    old_template.save(buffer)
+    flagged = await upload(portal, token, buffer.getvalue())
+    assert (await finished(portal, token, flagged))["processed"] == 1
+    # The new template with its column left empty, and the flag: every row accepted.
+    assert (await finished(portal, token, await upload(portal, token, workbook(valid_rows(2, first=2)))))[
+        "processed"] == 2
+    # Neither flag nor column: the file is processed, each row rejected on its own.
+    unflagged = await upload(portal, token, workbook(valid_rows(1, first=9)), warranty_accepted=False)
+    line = await finished(portal, token, unflagged)
+    assert (line["status"], line["processed"], line["unprocessed"]) == ("processed", 0, 1)
+    assert judged(await result_rows(portal, token, unflagged)) == [("rejected", "warranty_not_accepted")]
 
 
 async def test_a_dealer_registers_rows_for_end_customers(registration: ServiceInstance, portal: PortalClient,
