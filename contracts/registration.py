@@ -398,7 +398,8 @@ class BulkTemplate(Command):
 
 
 class BulkUpload(Command):
-    """An xlsx of at most 25 devices (PORTAL_BULK_MAX_ROWS), registered in the background."""
+    """An xlsx of at most 25 devices (PORTAL_BULK_MAX_ROWS, `too_many_rows` beyond), registered in the
+    background."""
 
     routing_key: ClassVar[str] = "registration.bulk_upload"
     file: FileObject
@@ -430,6 +431,10 @@ class BulkUploadSummary(BaseModel):
     processed_at: datetime | None = None
     reason: str | None = Field(default=None, description="Why a `failed` upload was refused as a whole.",
                                examples=["too_many_rows"])
+    limit: int | None = Field(default=None, description="With `too_many_rows`: the most device rows one upload may "
+                              "hold (PORTAL_BULK_MAX_ROWS when the upload was processed).", examples=[25])
+    message: str | None = Field(default=None, description="`reason` in words, in the caller's language, naming "
+                                "`limit` where there is one.")
 
 
 class BulkResult(Command):
@@ -452,6 +457,8 @@ class BulkUploadCompleted(Event):
     processed: int
     unprocessed: int
     reason: str | None = None
+    limit: int | None = Field(default=None, description="With `too_many_rows`: the most device rows one upload may "
+                              "hold (PORTAL_BULK_MAX_ROWS), for the mail to name it.", examples=[25])
     language: str = "en"
     result_file: FileObject | None = Field(default=None, description="The result xlsx; left out when over ~5 MB "
                                            "(fetch it with `registration.bulk_result`).")

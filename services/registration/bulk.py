@@ -149,7 +149,8 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
     return api.BulkUploadQueued(upload_id=upload_id, status="queued")
 
 
-def summary(upload: Document) -> api.BulkUploadSummary:
+def summary(upload: Document, language: str) -> api.BulkUploadSummary:
+    reason, limit = upload.get("reason"), upload.get("limit")
     uploaded_at = as_datetime(upload.get("uploaded_at"))
     assert uploaded_at is not None
     processed_at = upload.get("processed_at")
@@ -158,7 +159,8 @@ def summary(upload: Document) -> api.BulkUploadSummary:
         total=upload.get("total", 0), processed=upload.get("processed", 0),
         unprocessed=upload.get("unprocessed", 0),
         processed_at=datetime.fromtimestamp(processed_at / 1000, UTC) if isinstance(processed_at, int)
-        else as_datetime(processed_at), reason=upload.get("reason"))
+        else as_datetime(processed_at), reason=reason, limit=limit,
+        message=message_for(reason, language, **({"limit": limit} if limit is not None else {})) if reason else None)
 
 
 @router.command("registration.list_bulk_uploads", api.ListBulkUploads, access=Access.AUTH, replay=Replay.RERUN)
@@ -169,7 +171,7 @@ async def list_bulk_uploads(request: api.ListBulkUploads, ctx: CommandContext) -
     total = await uploads.count_documents(query)
     cursor = uploads.find(query, {"outbox": 0}).sort([("uploaded_at", DESCENDING), ("_id", DESCENDING)]) \
         .skip((request.page - 1) * request.page_size).limit(request.page_size)
-    items = [summary(upload) async for upload in cursor]
+    items = [summary(upload, ctx.language) async for upload in cursor]
     return Page[api.BulkUploadSummary](items=items, total=total, page=request.page, page_size=request.page_size)
 
 
@@ -274,7 +276,8 @@ async def process(instance: ServiceInstance, upload: Document, owner: str, setti
                                      max_bytes=settings.bulk_max_file_bytes)
     if isinstance(parsed, excel.BulkFailure):
         log.info("bulk upload %s failed: %s %s", upload["_id"], parsed.reason, parsed.detail)
-        await finish(instance, upload, owner, status="failed", reason=parsed.reason, rows=[])
+        limit = settings.bulk_max_rows if parsed.reason == "too_many_rows" else None
+        await finish(instance, upload, owner, status="failed", reason=parsed.reason, rows=[], limit=limit)
         return
     ctx = uploader_context(instance, upload)
     known = await prefetch(ctx)
@@ -417,7 +420,7 @@ def device_request(values: dict[str, object], *, warranty_for_all: bool) -> api.
 
 
 async def finish(instance: ServiceInstance, upload: Document, owner: str, *, status: api.BulkStatus, reason: str | None,
-                 rows: Sequence[RowResult], header: Sequence[str] = ()) -> None:
+                 rows: Sequence[RowResult], header: Sequence[str] = (), limit: int | None = None) -> None:
     """The final status, counts and result file, with the completed event, in one write."""
     db = instance.db
     registered = sum(1 for row in rows if row.result == "registered")
@@ -436,10 +439,10 @@ async def finish(instance: ServiceInstance, upload: Document, owner: str, *, sta
             result_file = FileObject.from_bytes(result_filename(upload["filename"]), XLSX, content)
     fields: Document = {"status": status, "reason": reason, "total": len(rows), "processed": registered,
                         "unprocessed": len(rows) - registered, "processed_at": now_ms(),
-                        "result_file_id": result_id, "lease_until": 0, "lease_owner": None}
+                        "result_file_id": result_id, "lease_until": 0, "lease_owner": None, "limit": limit}
     event = api.BulkUploadCompleted(
         upload_id=upload["_id"], user_id=upload["user_id"], filename=upload["filename"], status=status,
-        total=len(rows), processed=registered, unprocessed=len(rows) - registered, reason=reason,
+        total=len(rows), processed=registered, unprocessed=len(rows) - registered, reason=reason, limit=limit,
         language=upload.get("language") or "en", result_file=result_file)
     written = await uploads_of(db).update_one(held(upload, owner), with_events({"$set": fields}, [event]))
     if not written.matched_count:

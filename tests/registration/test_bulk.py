@@ -213,6 +213,24 @@ async def test_the_row_limit_raised_in_the_settings_lets_26_rows_through(
         assert await instance.db.devices.count_documents({}) == 26
 
 
+async def test_too_many_rows_names_the_limit_in_force_beside_its_code_in_the_list_and_the_event(
+        settings: Settings, portal: PortalClient, amqp_url: str) -> None:
+    raised = RegistrationSettings(**dict(settings), bulk_max_rows=30)
+    async with running(registration_service, raised) as instance, \
+            EventTap(amqp_url, "registration.bulk_upload.#") as tap:
+        operator, _ = token_for(settings, Role.OPERATOR)
+        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator)
+        token = await customer(settings, instance, amqp_url)
+        upload_id = await upload(portal, token, workbook(valid_rows(31)))
+        line = await finished(portal, token, upload_id)
+        event = await tap.next("registration.bulk_upload.completed", timeout=20)
+        german = await portal.call("registration.list_bulk_uploads", {}, token=token, lang="de")
+    assert (line["status"], line["reason"], line["limit"]) == ("failed", "too_many_rows", 30)
+    assert "at most 30 devices per file" in line["message"]
+    assert "höchstens 30 Geräte pro Datei" in german["items"][0]["message"]
+    assert (event["reason"], event["limit"]) == ("too_many_rows", 30)
+
+
 async def test_the_upload_answers_queued_at_once_and_the_result_is_a_conflict_until_processed(
         registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
