@@ -8,7 +8,7 @@ from datetime import datetime
 
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import FileExists
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.base import Event
@@ -64,17 +64,18 @@ class RegistrationStore:
                                       with_events({"$set": fields}, events, command_id=command_id), upsert=True)
 
     async def insert_devices(self, batch: Sequence[tuple[Document, Sequence[Event]]]) -> list[bool]:
-        """Store new devices with their events in one round trip; False where the serial or id exists."""
+        """Store new devices with their events in one round trip; False where the serial or id exists.
+
+        Plain inserts (`insert_many`, unordered): nx-27017 handles them several times faster than upserts, and a
+        device id stored before (the same row, processed again after a crash) collides on `_id` like a serial
+        registered before collides on the unique serial index, so either is recognised instead of written twice.
+        """
         if not batch:
             return []
-        # A device id stored before (the same row, processed again after a crash) must not match:
-        # the upsert then collides on `_id`, and the row is recognised instead of written twice.
-        writes = [UpdateOne({"_id": device["_id"], "serial_number": {"$exists": False}},
-                            with_events({"$set": {key: value for key, value in device.items() if key != "_id"}},
-                                        events), upsert=True)
-                  for device, events in batch]
+        documents = [inserted({"_id": device["_id"]}, with_events({"$set": {
+            key: value for key, value in device.items() if key != "_id"}}, events)) for device, events in batch]
         try:
-            await self.devices.bulk_write(writes, ordered=False)
+            await self.devices.insert_many(documents, ordered=False)
         except BulkWriteError as error:
             taken = {failure["index"] for failure in error.details["writeErrors"] if failure["code"] == 11000}
             if len(taken) < len(error.details["writeErrors"]):
@@ -202,6 +203,19 @@ class RegistrationStore:
         cursor = self.requests.find(query).sort([("requested_at", ASCENDING), ("_id", ASCENDING)]) \
             .skip((page - 1) * page_size).limit(page_size)
         return [request async for request in cursor], total
+
+
+def inserted(document: Document, update: Document) -> Document:
+    """The document an upsert of `update` (`$set` with dotted paths, `$inc`) would create from `document`: so a new
+    document is inserted with its outbox exactly as `with_events` writes it into an existing one."""
+    created = dict(document)
+    for path, value in {**update.get("$set", {}), **update.get("$inc", {})}.items():
+        *parents, leaf = path.split(".")
+        target = created
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return created
 
 
 def product_model(stored: Document) -> ProductModel:
