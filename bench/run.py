@@ -8,6 +8,9 @@ Each server runs in its own process (`bench.server`) and is driven by the same r
 - raw: an aio-pika echo (durable queue on the topic exchange, prefetch 32), the floor;
 - runtime: the `bench` service's `bench.write` (claim by message_id, one upsert, stored reply).
 
+Before those: bulk registration (`bench.bulk`) and the installed-base import (`bench.import_base`);
+`--only bulk|import|runtime` runs one part.
+
 Goal: runtime throughput >= 0.5x raw and runtime p99 <= 2x raw p99. Figures go to the console
 and to bench/results/latest.json. `--profile` adds a separate run of the runtime server under
 pyinstrument (so the table stays unprofiled) and writes bench/results/profile.txt and .html.
@@ -35,6 +38,7 @@ from pymongo import MongoClient
 
 from bench.bulk import SIZES, print_bulk, run_bulk
 from bench.client import Caller, Cell
+from bench.import_base import STEPS, print_import, run_import
 from bench.server import RAW_QUEUE
 from bench.service import COLLECTION, Write, service
 from deploy.local import deps
@@ -136,17 +140,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (default 1)")
     parser.add_argument("--profile", action="store_true", help="also profile the runtime server (c=32)")
-    parser.add_argument("--only", choices=("runtime", "bulk"), help="run one part only")
+    parser.add_argument("--only", choices=("runtime", "bulk", "import"), help="run one part only")
     args = parser.parse_args()
 
     cells: dict[str, list[Cell]] = {}
     with (tempfile.TemporaryDirectory(prefix="bench-") as tmp, rabbitmq_vhost(Path(tmp)) as amqp_url,
           nx_27017(Path(tmp)) as (mongo_url, nx_pid)):
-        if args.only != "runtime":
+        if args.only in (None, "bulk"):
             print(f"bulk registration, {' and '.join(f'{rows:,}' for rows in SIZES)} rows ...", flush=True)
             bulk_runs = run_bulk(amqp_url, mongo_url)
             print_bulk(bulk_runs)
-        if args.only == "bulk":
+        if args.only in (None, "import"):
+            print("installed-base import, " + ", ".join(f"{count:,} {kind}" for count, _, kind in STEPS) + " ...",
+                  flush=True)
+            idle_rss, import_runs = run_import(amqp_url, mongo_url)
+            print_import(idle_rss, import_runs)
+        if args.only in ("bulk", "import"):
             return
         watch = {"nx": nx_pid, "client": os.getpid()}
         print(f"raw echo server, c={CONCURRENCIES}, {args.seconds:g} s each ...", flush=True)
@@ -182,7 +191,9 @@ def main() -> None:
         "goal": {"throughput_at_least": GOAL_THROUGHPUT, "p99_at_most": GOAL_P99},
         "results": {name: [cell.summary() for cell in results] for name, results in cells.items()},
         "ratios": rows, "runtime_writes": writes,
-        "bulk": [{**vars(run), "rows_per_s": round(run.rows_per_s)} for run in bulk_runs] if args.only != "runtime"
+        "bulk": [{**vars(run), "rows_per_s": round(run.rows_per_s)} for run in bulk_runs] if args.only is None
         else None,
+        "import": {"idle_rss_mb": idle_rss, "runs": [{**vars(run), "devices_per_s": round(run.devices_per_s)}
+                                                     for run in import_runs]} if args.only is None else None,
     }, indent=2) + "\n")
     print(f"\nwrote {RESULTS / 'latest.json'}")

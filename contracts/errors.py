@@ -219,10 +219,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "det for adressen der enheten står.",
     },
     BulkUploadCode.TOO_MANY_ROWS: {
-        "en": "The file lists too many devices: at most 25 devices per file. Please split the list into several files.",
-        "de": "Die Datei enthält zu viele Geräte: höchstens 25 Geräte pro Datei. Bitte teilen Sie die Liste auf "
+        "en": "The file lists more devices than one upload may hold. Please split the list into several files.",
+        "de": "Die Datei enthält mehr Geräte, als ein Upload enthalten darf. Bitte teilen Sie die Liste auf "
             "mehrere Dateien auf.",
-        "nb": "Filen inneholder for mange enheter: maksimalt 25 enheter per fil. Del listen opp i flere filer.",
+        "nb": "Filen inneholder flere enheter enn én opplasting kan ha. Del listen opp i flere filer.",
     },
     BulkUploadCode.NOT_A_SPREADSHEET: {
         "en": "The file could not be read as an Excel workbook (.xlsx). Please fill in the template and save it as "
@@ -258,6 +258,19 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 
+# Messages that name a value in force (a limit set by configuration): `message_for(code, language, **values)`
+# formats these when the values are given, and falls back to the general text of MESSAGES otherwise.
+MESSAGES_WITH_VALUES: dict[str, dict[str, str]] = {
+    BulkUploadCode.TOO_MANY_ROWS: {
+        "en": "The file lists too many devices: at most {limit} devices per file. Please split the list into "
+            "several files.",
+        "de": "Die Datei enthält zu viele Geräte: höchstens {limit} Geräte pro Datei. Bitte teilen Sie die Liste "
+            "auf mehrere Dateien auf.",
+        "nb": "Filen inneholder for mange enheter: maksimalt {limit} enheter per fil. Del listen opp i flere filer.",
+    },
+}
+
+
 def negotiate_language(header: str | None) -> str:
     """The first supported language of an `accept-language` header (`de`, `en`, `nb`), else `en`."""
     if not header:
@@ -271,7 +284,14 @@ def negotiate_language(header: str | None) -> str:
     return DEFAULT_LANGUAGE
 
 
-def message_for(code: str, language: str) -> str:
+def message_for(code: str, language: str, **values: object) -> str:
+    """The code's message in `language` (else English); with `values`, the text naming them where there is one."""
+    detailed = MESSAGES_WITH_VALUES.get(code) if values else None
+    if detailed is not None:
+        try:
+            return (detailed.get(language) or detailed[DEFAULT_LANGUAGE]).format(**values)
+        except KeyError:  # not every value the text names was given
+            pass
     texts = MESSAGES.get(code)
     if texts is None:
         return code.replace("_", " ").capitalize() + "."

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from contracts.base import Command, Event, FileObject, Message, PageRequest, SingleLine
 
@@ -280,6 +280,9 @@ class ClaimedDevice(BaseModel):
     request_id: str | None = Field(default=None, description="The request an operator decides, when pending.")
 
 
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class SameLocationItem(Message):
     """One device of `claim_same_location`, with the settings it gets once approved (unset: left as they are)."""
 
@@ -290,10 +293,17 @@ class SameLocationItem(Message):
 
 
 class ClaimSameLocation(Command):
-    """Asks for more devices at the address of a device the caller claimed; an operator approves."""
+    """Asks for more devices at the address of a device the caller claimed; an operator approves.
+
+    Name the devices in `device_ids` (CATALOG §3), in `devices` with the settings each gets once approved, or
+    both (a device in both gets the settings of `devices`); at least one device in all, else `validation_failed`.
+    """
 
     routing_key: ClassVar[str] = "registration.claim_same_location"
-    devices: list[SameLocationItem] = Field(min_length=1, max_length=200)
+    device_ids: list[DeviceId] = Field(default_factory=list, max_length=200, description="The devices asked for (the "
+                                  "`same_location` of `claim_device`).", examples=[["3f2a9c..."]])
+    devices: list[SameLocationItem] = Field(default_factory=list, max_length=200, description="Optional: devices "
+                                            "with the settings they get in the caller's view once approved.")
 
 
 class PendingRequest(BaseModel):
@@ -388,11 +398,15 @@ class BulkTemplate(Command):
 
 
 class BulkUpload(Command):
-    """An xlsx of at most 25 devices (PORTAL_BULK_MAX_ROWS), registered in the background."""
+    """An xlsx of at most 25 devices (PORTAL_BULK_MAX_ROWS, `too_many_rows` beyond), registered in the
+    background."""
 
     routing_key: ClassVar[str] = "registration.bulk_upload"
     file: FileObject
-    warranty_accepted: bool = Field(description="The uploader accepts the warranty statement once for every row.")
+    warranty_accepted: bool = Field(default=False, description="Optional: true accepts the warranty statement for "
+                                    "every row of the file. Otherwise each row accepts it in the template's column "
+                                    "\"Warranty statement accepted\" (yes/ja, TRUE, 1 or x); a row with neither is "
+                                    "rejected as `warranty_not_accepted`.")
 
 
 class BulkUploadQueued(BaseModel):
@@ -417,6 +431,10 @@ class BulkUploadSummary(BaseModel):
     processed_at: datetime | None = None
     reason: str | None = Field(default=None, description="Why a `failed` upload was refused as a whole.",
                                examples=["too_many_rows"])
+    limit: int | None = Field(default=None, description="With `too_many_rows`: the most device rows one upload may "
+                              "hold (PORTAL_BULK_MAX_ROWS when the upload was processed).", examples=[25])
+    message: str | None = Field(default=None, description="`reason` in words, in the caller's language, naming "
+                                "`limit` where there is one.")
 
 
 class BulkResult(Command):
@@ -439,6 +457,8 @@ class BulkUploadCompleted(Event):
     processed: int
     unprocessed: int
     reason: str | None = None
+    limit: int | None = Field(default=None, description="With `too_many_rows`: the most device rows one upload may "
+                              "hold (PORTAL_BULK_MAX_ROWS), for the mail to name it.", examples=[25])
     language: str = "en"
     result_file: FileObject | None = Field(default=None, description="The result xlsx; left out when over ~5 MB "
                                            "(fetch it with `registration.bulk_result`).")

@@ -194,7 +194,8 @@ async def send_bulk_result(event: BulkUploadCompleted, ctx: EventContext) -> Non
                             event.result_file.content()))
     await deliver_to_user(ctx, event.user_id, "bulk_result", language=event.language, attachments=attachments,
                           filename=event.filename, failed=failed, total=event.total, processed=event.processed,
-                          unprocessed=event.unprocessed, reason=event.reason, attached=bool(attachments))
+                          unprocessed=event.unprocessed, reason=event.reason, limit=event.limit,
+                          attached=bool(attachments))
 
 
 async def send_request_decision(event: RequestDecided, ctx: EventContext) -> None:

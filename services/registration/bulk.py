@@ -41,7 +41,7 @@ from contracts import registration as api
 from contracts.base import FileObject, Page
 from contracts.errors import message_for
 from services.registration import domain, excel
-from services.registration.handlers import Prefetched, Prepared, prefetch, prepare
+from services.registration.handlers import Prefetched, Prepared, prefetch, prepare, terms_accepted
 from services.registration.settings import RegistrationSettings, registration_settings
 from services.registration.store import UPLOADS, RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
@@ -119,10 +119,8 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
     settings = registration_settings(ctx.instance)
     content = decoded_upload(request.file, settings.bulk_max_file_bytes)
     claims = ctx.caller
-    if not await RegistrationStore(ctx.db).accepted_terms(claims.user_id):
+    if not await terms_accepted(ctx):
         raise CommandError("terms_not_accepted")
-    if not request.warranty_accepted:
-        raise CommandError("warranty_not_accepted", fields={"warranty_accepted": "must be accepted"})
     upload_id = uuid.uuid5(uuid.NAMESPACE_URL, f"registration.bulk_upload:{ctx.message_id}").hex \
         if ctx.message_id else uuid.uuid4().hex
     uploads = uploads_of(ctx.db)
@@ -141,7 +139,7 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
         "language": ctx.language, "filename": filename, "file_id": upload_id, "size": len(content),
         "uploaded_at": datetime.now(UTC), "status": "queued", "total": 0, "processed": 0, "unprocessed": 0,
         "processed_at": None, "reason": None, "lease_until": 0, "lease_owner": None, "attempts": 0,
-        "result_file_id": None,
+        "result_file_id": None, "warranty_accepted": request.warranty_accepted,
     }
     try:
         await uploads.insert_one(document)
@@ -151,7 +149,8 @@ async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkU
     return api.BulkUploadQueued(upload_id=upload_id, status="queued")
 
 
-def summary(upload: Document) -> api.BulkUploadSummary:
+def summary(upload: Document, language: str) -> api.BulkUploadSummary:
+    reason, limit = upload.get("reason"), upload.get("limit")
     uploaded_at = as_datetime(upload.get("uploaded_at"))
     assert uploaded_at is not None
     processed_at = upload.get("processed_at")
@@ -160,7 +159,8 @@ def summary(upload: Document) -> api.BulkUploadSummary:
         total=upload.get("total", 0), processed=upload.get("processed", 0),
         unprocessed=upload.get("unprocessed", 0),
         processed_at=datetime.fromtimestamp(processed_at / 1000, UTC) if isinstance(processed_at, int)
-        else as_datetime(processed_at), reason=upload.get("reason"))
+        else as_datetime(processed_at), reason=reason, limit=limit,
+        message=message_for(reason, language, **({"limit": limit} if limit is not None else {})) if reason else None)
 
 
 @router.command("registration.list_bulk_uploads", api.ListBulkUploads, access=Access.AUTH, replay=Replay.RERUN)
@@ -171,7 +171,7 @@ async def list_bulk_uploads(request: api.ListBulkUploads, ctx: CommandContext) -
     total = await uploads.count_documents(query)
     cursor = uploads.find(query, {"outbox": 0}).sort([("uploaded_at", DESCENDING), ("_id", DESCENDING)]) \
         .skip((request.page - 1) * request.page_size).limit(request.page_size)
-    items = [summary(upload) async for upload in cursor]
+    items = [summary(upload, ctx.language) async for upload in cursor]
     return Page[api.BulkUploadSummary](items=items, total=total, page=request.page, page_size=request.page_size)
 
 
@@ -276,7 +276,8 @@ async def process(instance: ServiceInstance, upload: Document, owner: str, setti
                                      max_bytes=settings.bulk_max_file_bytes)
     if isinstance(parsed, excel.BulkFailure):
         log.info("bulk upload %s failed: %s %s", upload["_id"], parsed.reason, parsed.detail)
-        await finish(instance, upload, owner, status="failed", reason=parsed.reason, rows=[])
+        limit = settings.bulk_max_rows if parsed.reason == "too_many_rows" else None
+        await finish(instance, upload, owner, status="failed", reason=parsed.reason, rows=[], limit=limit)
         return
     ctx = uploader_context(instance, upload)
     known = await prefetch(ctx)
@@ -287,7 +288,9 @@ async def process(instance: ServiceInstance, upload: Document, owner: str, setti
     batch_size = max(settings.bulk_batch_rows, 1)
     for start in range(0, total, batch_size):
         batch = parsed.rows[start:start + batch_size]
-        outcomes = await register_rows(ctx, upload["_id"], batch, seen, known)
+        # Uploads queued before rows could accept the warranty were only taken with it accepted for every row.
+        outcomes = await register_rows(ctx, upload["_id"], batch, seen, known,
+                                       warranty_for_all=bool(upload.get("warranty_accepted", True)))
         results.extend(RowResult(row.cells, result, message) for row, (result, message) in zip(batch, outcomes,
                                                                                                  strict=True))
         if len(results) < total:
@@ -320,14 +323,14 @@ def rejected(code: str, language: str, detail: str = "") -> tuple[str, str]:
 
 
 async def register_rows(ctx: CommandContext, upload_id: str, rows: Sequence[excel.BulkRow],
-                        seen: dict[str, int], known: Prefetched) -> list[tuple[str, str]]:
+                        seen: dict[str, int], known: Prefetched, *, warranty_for_all: bool) -> list[tuple[str, str]]:
     """`registered` or `rejected` and the result file's message, for each row; the accepted ones stored at once."""
     outcomes: list[tuple[str, str] | None] = []
     accepted: list[tuple[int, Prepared]] = []
     now = datetime.now(UTC)
     for row in rows:
         try:
-            request = device_request(row.values)
+            request = device_request(row.values, warranty_for_all=warranty_for_all)
         except RowProblem as problem:
             outcomes.append(rejected(problem.code, ctx.language, problem.detail))
             continue
@@ -389,7 +392,7 @@ def purchase_date_of(value: object) -> date:
     raise RowProblem("invalid_purchase_date")
 
 
-def device_request(values: dict[str, object]) -> api.RegisterDevice:
+def device_request(values: dict[str, object], *, warranty_for_all: bool) -> api.RegisterDevice:
     serial = text_of(values.get("serial_number"))
     if serial is None:
         raise RowProblem("validation_failed", ": serial number is required")
@@ -398,7 +401,8 @@ def device_request(values: dict[str, object]) -> api.RegisterDevice:
     location: dict[str, Any] = address if any(address.values()) else {"same_as_contact": True}
     end_customer_name = text_of(values.get("end_customer_name"))
     body: dict[str, Any] = {
-        "serial_number": serial, "purchase_date": purchase, "warranty_accepted": True, "location": location,
+        "serial_number": serial, "purchase_date": purchase, "location": location,
+        "warranty_accepted": warranty_for_all or excel.accepts(values.get("warranty_accepted")),
         # Rows carry no proof of purchase; `register` is called without one and never reads this.
         "proof_of_purchase": {"filename": "-", "content_type": "-", "content_base64": ""},
         "friendly_name": text_of(values.get("friendly_name")),
@@ -416,7 +420,7 @@ def device_request(values: dict[str, object]) -> api.RegisterDevice:
 
 
 async def finish(instance: ServiceInstance, upload: Document, owner: str, *, status: api.BulkStatus, reason: str | None,
-                 rows: Sequence[RowResult], header: Sequence[str] = ()) -> None:
+                 rows: Sequence[RowResult], header: Sequence[str] = (), limit: int | None = None) -> None:
     """The final status, counts and result file, with the completed event, in one write."""
     db = instance.db
     registered = sum(1 for row in rows if row.result == "registered")
@@ -435,10 +439,10 @@ async def finish(instance: ServiceInstance, upload: Document, owner: str, *, sta
             result_file = FileObject.from_bytes(result_filename(upload["filename"]), XLSX, content)
     fields: Document = {"status": status, "reason": reason, "total": len(rows), "processed": registered,
                         "unprocessed": len(rows) - registered, "processed_at": now_ms(),
-                        "result_file_id": result_id, "lease_until": 0, "lease_owner": None}
+                        "result_file_id": result_id, "lease_until": 0, "lease_owner": None, "limit": limit}
     event = api.BulkUploadCompleted(
         upload_id=upload["_id"], user_id=upload["user_id"], filename=upload["filename"], status=status,
-        total=len(rows), processed=registered, unprocessed=len(rows) - registered, reason=reason,
+        total=len(rows), processed=registered, unprocessed=len(rows) - registered, reason=reason, limit=limit,
         language=upload.get("language") or "en", result_file=result_file)
     written = await uploads_of(db).update_one(held(upload, owner), with_events({"$set": fields}, [event]))
     if not written.matched_count:

@@ -76,8 +76,14 @@ class Column:
     width: int
     labels: dict[Language, str]
     help: dict[Language, str]
-    example: str | date
+    example: str | date | dict[Language, str]
     text: bool = False  # formatted as text, so Excel keeps leading zeros and long serials as typed
+    yes_no: bool = False  # a list of the language's yes and no in the template
+
+
+# What a user types or picks to accept the warranty statement in a row: the yes word of every language, Excel's
+# TRUE (a boolean cell, whatever the language Excel speaks), 1 or a cross. Case and blanks are ignored.
+YES_WORDS: Final = frozenset({"ja", "yes", "true", "1", "x"})
 
 
 COLUMNS: Final[tuple[Column, ...]] = (
@@ -150,6 +156,18 @@ COLUMNS: Final[tuple[Column, ...]] = (
             "en": "Dealers only: the end customer's e-mail address.",
             "nb": "Kun for forhandlere: sluttkundens e-postadresse."},
            "it@muster.example"),
+    # The OKI form asks every device to have the manufacturer's warranty statement accepted; a row carries its own
+    # acceptance here, as the form does. `warranty_accepted` of the upload accepts it for every row instead.
+    Column("warranty_accepted", False, 16,
+           {"de": "Garantieerklärung akzeptiert", "en": "Warranty statement accepted",
+            "nb": "Garantierklæring godtatt"},
+           {"de": "„ja“, wenn Sie die Garantieerklärung des Herstellers für dieses Gerät gelesen haben und "
+                  "akzeptieren (auch WAHR, 1 oder x). Zeilen ohne Zustimmung werden nicht registriert.",
+            "en": "“yes” if you have read and accept the manufacturer's warranty statement for this device (TRUE, 1 "
+                  "or x also do). Rows without it are not registered.",
+            "nb": "«ja» hvis du har lest og godtar produsentens garantierklæring for denne enheten (også SANN, 1 "
+                  "eller x). Rader uten godkjenning blir ikke registrert."},
+           {"de": "ja", "en": "yes", "nb": "ja"}, yes_no=True),
 )
 COLUMN_KEYS: Final[tuple[str, ...]] = tuple(column.key for column in COLUMNS)
 REQUIRED_KEYS: Final[tuple[str, ...]] = tuple(column.key for column in COLUMNS if column.required)
@@ -172,6 +190,11 @@ _TEXT: Final[dict[Language, dict[str, str]]] = {
         "yes": "yes", "no": "no",
         "date_title": "Purchase date", "date_prompt": "A date from 2000 on, not in the future.",
         "date_error": "Enter the purchase date as a date, from 2000 on and not in the future.",
+        "warranty_title": "Warranty statement",
+        "warranty_prompt": "Pick “yes” to accept the manufacturer's warranty statement for this device.",
+        "warranty": "Accept the manufacturer's warranty statement for each device with “yes” in the column "
+                    "“{column}”; rows without it are not registered. If you accepted it for the whole file when "
+                    "uploading, the column may stay empty.",
     },
     "de": {
         "title": "Registrierung mehrerer Geräte",
@@ -186,6 +209,12 @@ _TEXT: Final[dict[Language, dict[str, str]]] = {
         "yes": "ja", "no": "nein",
         "date_title": "Kaufdatum", "date_prompt": "Ein Datum ab 2000, nicht in der Zukunft.",
         "date_error": "Bitte das Kaufdatum als Datum eingeben, ab 2000 und nicht in der Zukunft.",
+        "warranty_title": "Garantieerklärung",
+        "warranty_prompt": "Wählen Sie „ja“, um die Garantieerklärung des Herstellers für dieses Gerät zu "
+                           "akzeptieren.",
+        "warranty": "Akzeptieren Sie die Garantieerklärung des Herstellers für jedes Gerät mit „ja“ in der Spalte "
+                    "„{column}“; Zeilen ohne Zustimmung werden nicht registriert. Haben Sie sie beim Hochladen für "
+                    "die ganze Datei akzeptiert, darf die Spalte leer bleiben.",
     },
     "nb": {
         "title": "Registrering av flere enheter",
@@ -200,6 +229,11 @@ _TEXT: Final[dict[Language, dict[str, str]]] = {
         "yes": "ja", "no": "nei",
         "date_title": "Kjøpsdato", "date_prompt": "En dato fra 2000, ikke i fremtiden.",
         "date_error": "Skriv kjøpsdatoen som dato, fra 2000 og ikke i fremtiden.",
+        "warranty_title": "Garantierklæring",
+        "warranty_prompt": "Velg «ja» for å godta produsentens garantierklæring for denne enheten.",
+        "warranty": "Godta produsentens garantierklæring for hver enhet med «ja» i kolonnen «{column}»; rader uten "
+                    "godkjenning blir ikke registrert. Godtok du den for hele filen ved opplastingen, kan kolonnen "
+                    "stå tom.",
     },
 }
 _DATE_FORMAT: Final[dict[Language, str]] = {"de": "DD.MM.YYYY", "en": "YYYY-MM-DD", "nb": "DD.MM.YYYY"}
@@ -277,6 +311,8 @@ def bulk_template(language: str, *, max_rows: int = MAX_DEVICES) -> bytes:
         if isinstance(column.example, date):
             dimension.number_format = _DATE_FORMAT[lang]
             sheet.add_data_validation(_purchase_date_validation(letter, text))
+        if column.yes_no:
+            sheet.add_data_validation(_yes_no_validation(letter, text))
     sheet.freeze_panes = "A2"
 
     guide = workbook.create_sheet(INSTRUCTIONS_SHEET[lang])
@@ -286,7 +322,9 @@ def bulk_template(language: str, *, max_rows: int = MAX_DEVICES) -> bytes:
     guide.column_dimensions["D"].width = 20
     guide["A1"] = text["title"]
     guide["A1"].font = Font(bold=True, size=14)
-    paragraphs = (text["rows"].format(sheet=DATA_SHEET[lang], limit=max_rows), text["header"], text["upload"])
+    warranty_column = next(column for column in COLUMNS if column.key == "warranty_accepted")
+    paragraphs = (text["rows"].format(sheet=DATA_SHEET[lang], limit=max_rows), text["header"],
+                  text["warranty"].format(column=warranty_column.labels[lang]), text["upload"])
     for row, paragraph in enumerate(paragraphs, start=2):
         guide.cell(row=row, column=1, value=paragraph)
     table = len(paragraphs) + 3
@@ -296,7 +334,8 @@ def bulk_template(language: str, *, max_rows: int = MAX_DEVICES) -> bytes:
         guide.cell(row=row, column=1, value=column.labels[lang])
         guide.cell(row=row, column=2, value=text["yes" if column.required else "no"])
         guide.cell(row=row, column=3, value=column.help[lang]).alignment = Alignment(wrap_text=True, vertical="top")
-        example = guide.cell(row=row, column=4, value=column.example)
+        example = guide.cell(row=row, column=4, value=column.example[lang] if isinstance(column.example, dict)
+                             else column.example)
         if isinstance(column.example, date):
             example.number_format = _DATE_FORMAT[lang]
         elif column.text:
@@ -313,6 +352,24 @@ def _purchase_date_validation(letter: str, text: dict[str, str]) -> Any:
                                 errorTitle=text["date_title"], error=text["date_error"])
     validation.add(f"{letter}2:{letter}{EXCEL_MAX_ROWS}")
     return validation
+
+
+def _yes_no_validation(letter: str, text: dict[str, str]) -> Any:
+    # A list to pick from, not a rule: typing TRUE, 1 or x must still be possible, so Excel shows no error.
+    validation = DataValidation(type="list", formula1=f'"{text["yes"]},{text["no"]}"', allow_blank=True,
+                                showInputMessage=True, showErrorMessage=False, promptTitle=text["warranty_title"],
+                                prompt=text["warranty_prompt"])
+    validation.add(f"{letter}2:{letter}{EXCEL_MAX_ROWS}")
+    return validation
+
+
+def accepts(value: object) -> bool:
+    """Whether a cell says yes: the yes word of de, en or nb, TRUE (a boolean cell or the word), 1 or x."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value == 1
+    return isinstance(value, str) and value.strip().casefold() in YES_WORDS
 
 
 def read_bulk_rows(content: bytes, *, max_rows: int, max_bytes: int,

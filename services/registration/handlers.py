@@ -11,17 +11,17 @@ from pymongo.errors import DuplicateKeyError
 from contracts import registration as api
 from contracts.accounts import TermsAccepted
 from contracts.base import Page
-from services.registration import domain
+from services.registration import domain, installed_base
 from services.registration.devices import (
     apply_settings,
     change_device,
     device_state,
     device_view,
     is_member,
-    set_fields,
     updated,
     visible_to,
 )
+from services.registration.settings import registration_settings
 from services.registration.store import RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
@@ -50,40 +50,10 @@ async def upsert_models(request: api.UpsertModels, ctx: CommandContext) -> dict[
 
 @router.command("registration.operator.import_installed_base", api.ImportInstalledBase, access=Access.OPERATOR)
 async def import_installed_base(request: api.ImportInstalledBase, ctx: CommandContext) -> api.Imported:
-    """Upserts devices under contract from the vendor's ERP; each is judged on its own and can be re-imported."""
-    store = store_of(ctx)
-    models = {model.model: model for model in await store.all_models()}
-    imported, rejected = 0, []
-    for index, item in enumerate(request.devices):
-        model = models.get(item.model)
-        serial = domain.normalise_serial(item.serial_number)
-        if model is None:
-            rejected.append(api.Rejected(index=index, code="unknown_model"))
-            continue
-        existing = await store.device({"serial_number": serial})
-        fields: Document = {
-            "serial_number": serial, "model": model.model, "article_number": model.article_number,
-            "counters": model.counters, "customer_number": item.customer_number,
-            "contract_number": item.contract_number, "location": item.location.model_dump(),
-            "e_maintenance": item.e_maintenance, "visible": True,
-            "last_readings": {reading.name: reading.model_dump(mode="json") for reading in item.counters},
-        }
-        try:
-            if existing:
-                await change_device(store, existing["_id"], set_fields(fields), provisioned,
-                                    command_id=None)
-            else:
-                device = {"_id": uuid.uuid4().hex, "provisioned_at": datetime.now(UTC), **fields, "version": 1}
-                await store.insert_device(device, provisioned(device), None)
-        except DuplicateKeyError:  # the same serial twice in one import, or imported meanwhile
-            rejected.append(api.Rejected(index=index, code="conflict"))
-            continue
-        imported += 1
-    return api.Imported(imported=imported, rejected=rejected)
-
-
-def provisioned(device: Document) -> list[api.DeviceState]:
-    return [api.DeviceProvisioned(**device_state(device))]
+    """Upserts devices under contract from the vendor's ERP, a batch per write; each is judged on its own and can be
+    re-imported (see `installed_base.py`)."""
+    batch_size = registration_settings(ctx.instance).import_batch_devices
+    return await installed_base.import_devices(store_of(ctx), request.devices, batch_size=batch_size)
 
 
 @router.command("registration.lookup_serial", api.LookupSerial, access=Access.AUTH, replay=Replay.RERUN)
@@ -124,8 +94,14 @@ class Prefetched:
 
 
 async def prefetch(ctx: CommandContext) -> Prefetched:
-    store = store_of(ctx)
-    return Prefetched(await store.all_models(), await store.accepted_terms(ctx.caller.user_id))
+    return Prefetched(await store_of(ctx).all_models(), await terms_accepted(ctx))
+
+
+async def terms_accepted(ctx: CommandContext) -> bool:
+    """Whether the caller's latest acceptance is of the vendor's current terms and privacy versions (the settings):
+    publishing a new version asks everyone again (CATALOG §2 `accounts.accept_terms`)."""
+    settings = ctx.instance.settings
+    return await store_of(ctx).accepted_terms(ctx.caller.user_id, settings.terms_version, settings.privacy_version)
 
 
 async def register(ctx: CommandContext, request: api.RegisterDevice, *, device_id: str,
@@ -281,7 +257,7 @@ async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext
 
 @router.event(TermsAccepted)
 async def remember_terms(event: TermsAccepted, ctx: EventContext) -> None:
-    await store_of(ctx).remember_terms(event.user_id, event.terms_version, event.privacy_version)
+    await store_of(ctx).remember_terms(event.user_id, event.terms_version, event.privacy_version, event.accepted_at)
 
 
 async def create_indexes(instance: ServiceInstance) -> None:

@@ -18,7 +18,8 @@ What a matching claim grants depends on who asks (`ClaimedDevice.status`):
 A claimant outside the device's customer gets a view of their own (services/registration/devices.py): their
 name, their reminders and hiding the device never change what the customer's users see or receive.
 
-`claim_same_location` asks for devices with `devices: [{device_id, friendly_name?, reminder_email?, reminders?}]`;
+`claim_same_location` asks for devices with `device_ids` (CATALOG §3) and, optionally, `devices: [{device_id,
+friendly_name?, reminder_email?, reminders?}]` for the settings each gets (a device named in both gets these);
 only devices of the customer of a device the caller claimed, at that device's address (same normalised street,
 postcode and city), qualify (else `not_found`). It waits in the `requests` collection (kind `same_location_claim`)
 until an operator decides; once approved the devices join the requester's view with those settings in it
@@ -229,32 +230,45 @@ async def request_claim(ctx: CommandContext, device: Document) -> str:
 
 @router.command("registration.claim_same_location", api.ClaimSameLocation, access=Access.AUTH)
 async def claim_same_location(request: api.ClaimSameLocation, ctx: CommandContext) -> api.PendingRequest:
-    user_id, store = ctx.caller.user_id, store_of(ctx)
+    items, user_id, store = asked_for(request), ctx.caller.user_id, store_of(ctx)
     claimed = store.devices.find({f"{CLAIMANTS}.{user_id}": {"$exists": True}}, {"location": 1, "customer_number": 1})
     # The addresses as the caller claimed them, each with the customer whose devices there may be asked for.
     keys: dict[tuple[tuple[str, str, str] | None, str | None], Document] = {
         (key, device.get("customer_number")): device["location"] async for device in claimed
         if (key := location_key(device.get("location"))) is not None}
-    items = list({item.device_id: item for item in request.devices}.values())
     locations: list[Document] = []
-    for index, item in enumerate(items):
+    for path, item in items.values():
         device = await store.device({"_id": item.device_id}) or {}
         place = (location_key(device.get("location")), device.get("customer_number"))
         if place not in keys:
-            raise CommandError("not_found", fields={f"devices.{index}.device_id": "not_found"})
+            raise CommandError("not_found", fields={path: "not_found"})
         locations.append(keys[place])
     request_id = request_id_for(ctx)
     document: Document = {
         "_id": request_id, "kind": "same_location_claim", "status": PENDING, "requested_by": user_id,
         "customer_number": ctx.caller.customer_number, "language": ctx.language,
         "requested_at": datetime.now(UTC), "location": locations[0],
-        "items": [item.model_dump() for item in items],
+        "items": [item.model_dump() for _, item in items.values()],
     }
     try:
         await store.insert_request(document)
     except DuplicateKeyError:
         pass  # this command's request, inserted before a crash
     return api.PendingRequest(request_id=request_id)
+
+
+def asked_for(request: api.ClaimSameLocation) -> dict[str, tuple[str, api.SameLocationItem]]:
+    """Each device asked for once, by id, with the field that named it (for `not_found`) and its settings: those
+    of `devices` where it is named there too, else none (`device_ids`, the catalogue's form)."""
+    items: dict[str, tuple[str, api.SameLocationItem]] = {}
+    for index, device_id in enumerate(request.device_ids):
+        items.setdefault(device_id, (f"device_ids.{index}", api.SameLocationItem(device_id=device_id)))
+    for index, item in enumerate(request.devices):
+        path = items[item.device_id][0] if item.device_id in items else f"devices.{index}.device_id"
+        items[item.device_id] = (path, item)
+    if not items:
+        raise CommandError("validation_failed", fields={"device_ids": "Field required: name at least one device"})
+    return items
 
 
 @router.command("registration.request_address_change", api.RequestAddressChange, access=Access.AUTH)

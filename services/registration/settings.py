@@ -21,6 +21,8 @@ class RegistrationSettings(Settings):
     bulk_batch_rows: int = 200
     # An upload whose processing crashed this often is marked `failed` with `internal`.
     bulk_max_attempts: int = 3
+    # Devices of `import_installed_base` read and written per batch (one bulk write each).
+    import_batch_devices: int = 500
 
 
 def registration_settings(instance: Instance) -> RegistrationSettings:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import FileExists
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.base import Event
@@ -62,18 +63,19 @@ class RegistrationStore:
         await self.devices.update_one({"_id": device["_id"], **not_applied(command_id)},
                                       with_events({"$set": fields}, events, command_id=command_id), upsert=True)
 
-    async def insert_devices(self, batch: list[tuple[Document, list[Event]]]) -> list[bool]:
-        """Store new devices with their events in one round trip; False where the serial or id exists."""
+    async def insert_devices(self, batch: Sequence[tuple[Document, Sequence[Event]]]) -> list[bool]:
+        """Store new devices with their events in one round trip; False where the serial or id exists.
+
+        Plain inserts (`insert_many`, unordered): nx-27017 handles them several times faster than upserts, and a
+        device id stored before (the same row, processed again after a crash) collides on `_id` like a serial
+        registered before collides on the unique serial index, so either is recognised instead of written twice.
+        """
         if not batch:
             return []
-        # A device id stored before (the same row, processed again after a crash) must not match:
-        # the upsert then collides on `_id`, and the row is recognised instead of written twice.
-        writes = [UpdateOne({"_id": device["_id"], "serial_number": {"$exists": False}},
-                            with_events({"$set": {key: value for key, value in device.items() if key != "_id"}},
-                                        events), upsert=True)
-                  for device, events in batch]
+        documents = [inserted({"_id": device["_id"]}, with_events({"$set": {
+            key: value for key, value in device.items() if key != "_id"}}, events)) for device, events in batch]
         try:
-            await self.devices.bulk_write(writes, ordered=False)
+            await self.devices.insert_many(documents, ordered=False)
         except BulkWriteError as error:
             taken = {failure["index"] for failure in error.details["writeErrors"] if failure["code"] == 11000}
             if len(taken) < len(error.details["writeErrors"]):
@@ -111,12 +113,30 @@ class RegistrationStore:
             .skip((filters.page - 1) * filters.page_size).limit(filters.page_size)
         return [device async for device in cursor], total
 
-    async def accepted_terms(self, user_id: str) -> bool:
-        return await self.terms.find_one({"_id": user_id}) is not None
+    async def accepted_terms(self, user_id: str, terms_version: str, privacy_version: str) -> bool:
+        """Whether the user's latest acceptance is of these (the vendor's current) versions."""
+        latest = await self.terms.find_one({"_id": user_id})
+        return latest is not None and latest.get("terms_version") == terms_version \
+            and latest.get("privacy_version") == privacy_version
 
-    async def remember_terms(self, user_id: str, terms_version: str, privacy_version: str) -> None:
-        await self.terms.update_one({"_id": user_id}, {"$set": {"terms_version": terms_version,
-                                                                 "privacy_version": privacy_version}}, upsert=True)
+    async def remember_terms(self, user_id: str, terms_version: str, privacy_version: str,
+                             accepted_at: datetime | None) -> None:
+        """Keep the user's latest acceptance: one that arrives late, after a newer one, changes nothing.
+
+        The write is conditional on the stored acceptance being older (an upsert that finds it newer collides
+        on `_id` and is dropped), so events handled in any order, twice or on two replicas at once end with
+        the newest. `accepted_at` is kept in epoch milliseconds (nx-27017 would `$set` a date as a string);
+        an acceptance without one (from before accounts sent it) counts as older than any dated one.
+        """
+        at_ms = int(accepted_at.timestamp() * 1000) if accepted_at is not None else 0
+        older: Document = {"$or": [{"accepted_at_ms": {"$lt": at_ms} if at_ms else {"$lte": 0}},
+                                   {"accepted_at_ms": {"$exists": False}}]}
+        try:
+            await self.terms.update_one({"_id": user_id, **older}, {"$set": {
+                "terms_version": terms_version, "privacy_version": privacy_version, "accepted_at_ms": at_ms}},
+                upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer acceptance is stored already
 
     async def store_proof(self, file_id: str, device_id: str, filename: str, content_type: str,
                           content: bytes) -> None:
@@ -183,6 +203,19 @@ class RegistrationStore:
         cursor = self.requests.find(query).sort([("requested_at", ASCENDING), ("_id", ASCENDING)]) \
             .skip((page - 1) * page_size).limit(page_size)
         return [request async for request in cursor], total
+
+
+def inserted(document: Document, update: Document) -> Document:
+    """The document an upsert of `update` (`$set` with dotted paths, `$inc`) would create from `document`: so a new
+    document is inserted with its outbox exactly as `with_events` writes it into an existing one."""
+    created = dict(document)
+    for path, value in {**update.get("$set", {}), **update.get("$inc", {})}.items():
+        *parents, leaf = path.split(".")
+        target = created
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return created
 
 
 def product_model(stored: Document) -> ProductModel:

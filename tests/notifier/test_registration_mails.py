@@ -62,11 +62,12 @@ def result_file() -> FileObject:
 
 
 def bulk_completed(user_id: str, language: str = "en", *, status: BulkStatus = "processed", reason: str | None = None,
-                   file: FileObject | None = None) -> BulkUploadCompleted:
+                   file: FileObject | None = None, limit: int | None = None) -> BulkUploadCompleted:
     failed = status == "failed"
     return BulkUploadCompleted(upload_id=random_id("b"), user_id=user_id, filename="geraete-maerz.xlsx",
                                status=status, total=0 if failed else 2, processed=0 if failed else 1,
-                               unprocessed=0 if failed else 1, reason=reason, language=language, result_file=file)
+                               unprocessed=0 if failed else 1, reason=reason, limit=limit, language=language,
+                               result_file=file)
 
 
 def request_decided(user_id: str, *, approved: bool, kind: str = "same_location_claim", reason: str | None = None,
@@ -80,7 +81,7 @@ def test_every_registration_mail_renders_in_every_language_with_the_footer_and_f
         language: str) -> None:
     values = {"name": None, "model": "m", "serial_number": "s", "friendly_name": None, "warranty": None,
               "filename": "f.xlsx", "failed": True, "total": 0, "processed": 0, "unprocessed": 0, "reason": None,
-              "attached": False, "kind": "other", "approved": False, "devices": 1}
+              "attached": False, "kind": "other", "approved": False, "devices": 1, "limit": None}
     for mail in ("device_registration", "bulk_result", "request_decision"):
         rendered = render(mail, language, public_url="https://service.example.test", **values)
         assert rendered.language == (language if language in MAIL_LANGUAGES else "en")
@@ -252,6 +253,19 @@ async def test_a_failed_upload_is_explained_in_the_users_language(
     # A subject too long for the first header line is folded right after "Subject:"; the parser keeps the blank.
     assert message["Subject"].lstrip() == subject
     text, html = parts(message)
+    assert sentence in text and sentence in html
+
+
+@pytest.mark.parametrize(("language", "sentence"), [
+    ("de", "Sie enthält mehr Gerätezeilen, als ein Upload enthalten darf: höchstens 10000."),
+    ("en", "it has more device rows than one upload may hold: at most 10000."),
+    ("nb", "den har flere enhetsrader enn én opplasting kan ha: maksimalt 10000."),
+])
+async def test_too_many_rows_names_the_limit_in_force_in_the_users_language(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language, sentence: str) -> None:
+    user_id, address = await known_user(notifier, language)
+    await publish(amqp_url, bulk_completed(user_id, status="failed", reason="too_many_rows", limit=10_000))
+    text, html = parts(await only_mail_to(smtp, address))
     assert sentence in text and sentence in html
 
 

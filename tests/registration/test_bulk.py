@@ -53,9 +53,18 @@ def valid_rows(count: int, first: int = 0) -> list[list[object]]:
     return [row(f"AK6C{index:06d}", name=f"Printer {index}") for index in range(first, first + count)]
 
 
-def upload_body(content: bytes, *, filename: str = "devices.xlsx", warranty_accepted: bool = True) -> dict[str, Any]:
-    return {"file": FileObject.from_bytes(filename, bulk.XLSX, content).model_dump(),
-            "warranty_accepted": warranty_accepted}
+def upload_body(content: bytes, *, filename: str = "devices.xlsx", warranty_accepted: bool | None = True
+                ) -> dict[str, Any]:
+    """The upload command; `warranty_accepted=None` leaves the flag out, as a client of CATALOG §3 sends it."""
+    body: dict[str, Any] = {"file": FileObject.from_bytes(filename, bulk.XLSX, content).model_dump()}
+    if warranty_accepted is not None:
+        body["warranty_accepted"] = warranty_accepted
+    return body
+
+
+def accepting(serial: object, answer: object) -> list[object]:
+    """A row with the warranty column (the template's last, after the dealers' two) filled in with `answer`."""
+    return [*row(serial), None, None, answer]
 
 
 async def upload(portal: PortalClient, token: str, content: bytes, **options: Any) -> str:
@@ -204,6 +213,24 @@ async def test_the_row_limit_raised_in_the_settings_lets_26_rows_through(
         assert await instance.db.devices.count_documents({}) == 26
 
 
+async def test_too_many_rows_names_the_limit_in_force_beside_its_code_in_the_list_and_the_event(
+        settings: Settings, portal: PortalClient, amqp_url: str) -> None:
+    raised = RegistrationSettings(**dict(settings), bulk_max_rows=30)
+    async with running(registration_service, raised) as instance, \
+            EventTap(amqp_url, "registration.bulk_upload.#") as tap:
+        operator, _ = token_for(settings, Role.OPERATOR)
+        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator)
+        token = await customer(settings, instance, amqp_url)
+        upload_id = await upload(portal, token, workbook(valid_rows(31)))
+        line = await finished(portal, token, upload_id)
+        event = await tap.next("registration.bulk_upload.completed", timeout=20)
+        german = await portal.call("registration.list_bulk_uploads", {}, token=token, lang="de")
+    assert (line["status"], line["reason"], line["limit"]) == ("failed", "too_many_rows", 30)
+    assert "at most 30 devices per file" in line["message"]
+    assert "höchstens 30 Geräte pro Datei" in german["items"][0]["message"]
+    assert (event["reason"], event["limit"]) == ("too_many_rows", 30)
+
+
 async def test_the_upload_answers_queued_at_once_and_the_result_is_a_conflict_until_processed(
         registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,17 +321,48 @@ async def test_a_row_registered_before_a_restart_counts_as_registered_when_proce
     assert await registration.db.devices.count_documents({}) == 3
 
 
-@pytest.mark.parametrize(("accept_terms", "warranty_accepted", "code"), [
-    (False, True, "terms_not_accepted"),
-    (True, False, "warranty_not_accepted"),
-])
-async def test_an_upload_without_terms_or_warranty_accepted_is_refused(
-        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
-        accept_terms: bool, warranty_accepted: bool, code: str) -> None:
-    token = await customer(settings, registration, amqp_url, accept=accept_terms)
-    body = upload_body(workbook(valid_rows(1)), warranty_accepted=warranty_accepted)
-    assert await outcome(portal, "registration.bulk_upload", body, token) == code
+async def test_an_upload_without_terms_accepted_is_refused(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url, accept=False)
+    body = upload_body(workbook(valid_rows(1)))
+    assert await outcome(portal, "registration.bulk_upload", body, token) == "terms_not_accepted"
     assert await registration.db.uploads.count_documents({}) == 0
+
+
+async def test_an_upload_of_only_the_file_registers_the_rows_that_accept_the_warranty_in_their_column(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    yes = ["ja", "Yes", " JA ", True, 1, "x", "X", "TRUE", "1"]
+    no = [None, "nein", "no", "nei", False, 0, "vielleicht"]
+    rows = [accepting(f"AK6C{index:06d}", answer) for index, answer in enumerate([*yes, *no])]
+    reply = await portal.call("registration.bulk_upload", upload_body(workbook(rows, "de"), warranty_accepted=None),
+                              token=token)
+    line = await finished(portal, token, reply["upload_id"])
+    assert (line["status"], line["processed"], line["unprocessed"]) == ("processed", len(yes), len(no))
+    assert judged(await result_rows(portal, token, reply["upload_id"])) == [
+        ("registered", "registered")] * len(yes) + [("rejected", "warranty_not_accepted")] * len(no)
+    assert await registration.db.devices.count_documents({}) == len(yes)
+
+
+async def test_the_flag_accepts_the_warranty_for_every_row_and_old_templates_without_the_column_keep_working(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token = await customer(settings, registration, amqp_url)
+    old_template = openpyxl.Workbook()
+    sheet = old_template.active
+    sheet.append(["Serial number *", "Purchase date *", "Device name"])
+    sheet.append(["AK6C000001", BOUGHT, "no column"])
+    buffer = BytesIO()
+    old_template.save(buffer)
+    flagged = await upload(portal, token, buffer.getvalue())
+    assert (await finished(portal, token, flagged))["processed"] == 1
+    # The new template with its column left empty, and the flag: every row accepted.
+    assert (await finished(portal, token, await upload(portal, token, workbook(valid_rows(2, first=2)))))[
+        "processed"] == 2
+    # Neither flag nor column: the file is processed, each row rejected on its own.
+    unflagged = await upload(portal, token, workbook(valid_rows(1, first=9)), warranty_accepted=False)
+    line = await finished(portal, token, unflagged)
+    assert (line["status"], line["processed"], line["unprocessed"]) == ("processed", 0, 1)
+    assert judged(await result_rows(portal, token, unflagged)) == [("rejected", "warranty_not_accepted")]
 
 
 async def test_a_dealer_registers_rows_for_end_customers(registration: ServiceInstance, portal: PortalClient,

@@ -116,7 +116,7 @@ def test_a_filled_in_template_reads_back_in_every_language(language: str) -> Non
         "serial_number": "AK6C004746", "purchase_date": date(2024, 4, 16), "friendly_name": "Empfang links",
         "building_location": "Empfang", "contact_name": "Erika Mustermann", "street": "Hauptstraße 1",
         "postal_code": "01067", "city": "Dresden", "country": "DE", "end_customer_name": None,
-        "end_customer_email": None}
+        "end_customer_email": None, "warranty_accepted": None}
     assert rows[1].values["serial_number"] == "AK6C004747"
     assert rows[1].values["purchase_date"] == date(2023, 12, 1) and type(rows[1].values["purchase_date"]) is date
     assert rows[1].values["end_customer_email"] == "it@muster.example"
@@ -143,11 +143,38 @@ def test_the_template_speaks_the_requested_language_and_falls_back_to_english(
 def test_the_template_freezes_its_header_and_validates_the_purchase_date() -> None:
     sheet = openpyxl.load_workbook(BytesIO(bulk_template("en"))).worksheets[0]
     assert sheet.freeze_panes == "A2"
-    (validation,) = sheet.data_validations.dataValidation
+    (validation, _) = sheet.data_validations.dataValidation
     assert validation.type == "date" and str(validation.sqref) == "B2:B1048576"
     assert validation.formula2 == "TODAY()" and validation.showInputMessage and validation.prompt
     assert sheet.column_dimensions["A"].number_format == "@"  # serials and postcodes keep their leading zeros
     assert all(sheet.column_dimensions[letter].width >= 10 for letter in "ABCDEFGHIJK")
+
+
+@pytest.mark.parametrize(("language", "label", "choices"), [
+    ("de", "Garantieerklärung akzeptiert", '"ja,nein"'), ("en", "Warranty statement accepted", '"yes,no"'),
+    ("nb", "Garantierklæring godtatt", '"ja,nei"'),
+])
+def test_the_template_asks_each_row_to_accept_the_warranty_with_a_yes_no_list_in_its_language(
+        language: str, label: str, choices: str) -> None:
+    data, guide = openpyxl.load_workbook(BytesIO(bulk_template(language))).worksheets
+    header = [cell.value for cell in data[1]]
+    letter = openpyxl.utils.get_column_letter(header.index(label) + 1)
+    [validation] = [item for item in data.data_validations.dataValidation if item.type == "list"]
+    assert (validation.formula1, str(validation.sqref)) == (choices, f"{letter}2:{letter}1048576")
+    assert not validation.showErrorMessage  # TRUE, 1 or x may be typed as well
+    guide_text = " ".join(str(cell.value) for row in guide.iter_rows() for cell in row if cell.value is not None)
+    assert f"{label}" in guide_text
+
+
+@pytest.mark.parametrize(("value", "accepted"), [
+    ("ja", True), ("yes", True), (" Yes ", True), ("JA", True), (True, True), ("TRUE", True), ("true", True),
+    (1, True), (1.0, True), ("1", True), ("x", True), ("X", True),
+    (None, False), ("", False), ("nein", False), ("no", False), ("nei", False), (False, False), (0, False),
+    ("0", False), (2, False), ("yes please", False),
+])
+def test_a_row_accepts_the_warranty_with_the_yes_word_of_any_language_true_1_or_x(value: object,
+                                                                                  accepted: bool) -> None:
+    assert excel.accepts(value) is accepted
 
 
 def test_the_template_states_the_row_limit_it_is_given() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -404,3 +405,47 @@ async def test_a_re_sent_same_location_claim_makes_one_request(
     again = await portal.call("registration.claim_same_location", body, token=token, message_id=message_id)
     assert first == again
     assert await registration.db.requests.count_documents({}) == 1
+
+
+async def test_a_same_location_claim_naming_only_device_ids_as_the_catalogue_does_is_accepted_and_approved(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    reply = await portal.call("registration.claim_same_location", {"device_ids": [ids["AK5M100002"]]}, token=token)
+    assert reply["status"] == "pending_approval"
+    await portal.call("registration.operator.decide_request", {"request_id": reply["request_id"], "approve": True},
+                      token=operator_token(settings))
+    assert await visible_serials(portal, token) == ["AK5A100001", "AK5M100002"]
+    device = await portal.call("registration.get_device", {"device_id": ids["AK5M100002"]}, token=token)
+    assert (device["friendly_name"], device["reminders"]) == (None, False)  # no settings asked for: reminders off
+
+
+async def test_device_ids_and_devices_together_ask_once_per_device_with_the_settings_of_devices(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    reply = await portal.call("registration.claim_same_location", {
+        "device_ids": [ids["AK5M100002"], ids["AK5M100002"]],
+        "devices": [{"device_id": ids["AK5M100002"], "friendly_name": "2. etasje"}]}, token=token)
+    pending = await portal.call("registration.operator.list_requests", {}, token=operator_token(settings))
+    [listed] = [item for item in pending["items"] if item["request_id"] == reply["request_id"]]
+    assert [(device["serial_number"], device["friendly_name"]) for device in listed["devices"]] == [
+        ("AK5M100002", "2. etasje")]
+
+
+async def test_a_same_location_claim_names_the_device_id_it_refuses_and_needs_at_least_one(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    ids = await import_fleet(portal, settings)
+    token = token_for(settings, customer_number=None)[0]
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    refused = await portal.send("registration.claim_same_location", json.dumps(
+        {"device_ids": [ids["AK5M100002"], ids["AK5A100005"]]}).encode(), token=token)
+    assert (refused["error"]["code"], refused["error"]["fields"]) == ("not_found", {"device_ids.1": "not_found"})
+    empty = await portal.send("registration.claim_same_location", b"{}", token=token)
+    assert (empty["error"]["code"], list(empty["error"]["fields"])) == ("validation_failed", ["device_ids"])
+    assert await registration.db.requests.count_documents({}) == 0
