@@ -42,7 +42,7 @@ from contracts.base import FileObject, Page
 from contracts.errors import message_for
 from services.registration import domain, excel
 from services.registration.handlers import Prefetched, Prepared, prefetch, prepare, terms_accepted
-from services.registration.settings import RegistrationSettings, registration_settings
+from services.registration.settings import FILE_PREFETCH, RegistrationSettings, registration_settings
 from services.registration.store import UPLOADS, RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.instance import Instance
@@ -113,7 +113,7 @@ def decoded_upload(file: FileObject, max_bytes: int) -> bytes:
     return content
 
 
-@router.command("registration.bulk_upload", api.BulkUpload, access=Access.AUTH)
+@router.command("registration.bulk_upload", api.BulkUpload, access=Access.AUTH, prefetch=FILE_PREFETCH)
 async def bulk_upload(request: api.BulkUpload, ctx: CommandContext) -> api.BulkUploadQueued:
     """Answers `queued` at once; the rows are registered in the background (see `list_bulk_uploads`)."""
     settings = registration_settings(ctx.instance)

@@ -21,7 +21,7 @@ from services.registration.devices import (
     updated,
     visible_to,
 )
-from services.registration.settings import registration_settings
+from services.registration.settings import FILE_PREFETCH, registration_settings
 from services.registration.store import RegistrationStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
@@ -48,7 +48,8 @@ async def upsert_models(request: api.UpsertModels, ctx: CommandContext) -> dict[
     return {"count": len(request.models)}
 
 
-@router.command("registration.operator.import_installed_base", api.ImportInstalledBase, access=Access.OPERATOR)
+@router.command("registration.operator.import_installed_base", api.ImportInstalledBase, access=Access.OPERATOR,
+                prefetch=FILE_PREFETCH)
 async def import_installed_base(request: api.ImportInstalledBase, ctx: CommandContext) -> api.Imported:
     """Upserts devices under contract from the vendor's ERP, a batch per write; each is judged on its own and can be
     re-imported (see `installed_base.py`)."""
@@ -74,7 +75,7 @@ async def serial_hint(request: api.SerialHint, ctx: CommandContext) -> dict[str,
 
 # --- registering single devices -----------------------------------------------------------------------
 
-@router.command("registration.register_device", api.RegisterDevice, access=Access.AUTH)
+@router.command("registration.register_device", api.RegisterDevice, access=Access.AUTH, prefetch=FILE_PREFETCH)
 async def register_device(request: api.RegisterDevice, ctx: CommandContext) -> api.DeviceRegistered:
     try:
         proof = request.proof_of_purchase.content()

@@ -6,6 +6,9 @@ from services.runtime.instance import Instance
 from services.runtime.settings import Settings
 
 MB = 1024 * 1024
+# Commands whose bodies carry files (proofs, spreadsheets, ERP imports of megabytes): how many one
+# replica holds at once, so their bodies cannot fill its memory.
+FILE_PREFETCH = 2
 
 
 class RegistrationSettings(Settings):
