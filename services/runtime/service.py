@@ -235,13 +235,17 @@ class ServiceInstance:
         self.ready = False
         # Stop taking messages and let in-flight ones finish (up to graceful_timeout),
         # then publish what they wrote to the outbox while the connection is still open.
-        for subscriber in self.broker.subscribers:
-            await subscriber.stop()
+        # Every step is bounded: a step that hangs (a consumer cancel the broker never confirms, a
+        # loop that does not end) is logged and left behind, so the process still exits.
+        grace = self.settings.graceful_timeout
+        await asyncio.gather(*(_within(subscriber.stop(), grace + STOP_STEP_SECONDS, "stopping a consumer")
+                               for subscriber in self.broker.subscribers))
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await _within(asyncio.gather(*self._background, return_exceptions=True), STOP_STEP_SECONDS,
+                      "stopping the background loops")
         self._background.clear()
-        await self.relay.stop()
+        await _within(self.relay.stop(), grace + STOP_STEP_SECONDS, "the outbox relay's last drain")
 
     async def _close_database(self) -> None:
         await self.mongo.close()
@@ -252,6 +256,16 @@ class ServiceInstance:
 
     async def stop(self) -> None:
         await self.app.stop()
+
+
+STOP_STEP_SECONDS = 5.0
+
+
+async def _within(step: Awaitable[Any], seconds: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.error("shutdown: %s took over %.0f s; going on without it", what, seconds)
 
 
 async def _keep_running(loop: StartupHook, instance: ServiceInstance) -> None:
