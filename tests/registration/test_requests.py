@@ -53,6 +53,14 @@ def operator_token(settings: Settings) -> str:
     return token_for(settings, Role.OPERATOR)[0]
 
 
+async def claimant_of_the_first_device(portal: PortalClient, settings: Settings) -> str:
+    """A user of no customer yet who claimed AK5A100001 by serial and postcode; their token."""
+    token = token_for(settings, customer_number=None)[0]
+    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                      token=token)
+    return token
+
+
 async def claim_and_request(portal: PortalClient, settings: Settings, token: str, ids: dict[str, str],
                             **settings_of_second: Any) -> str:
     await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
@@ -396,9 +404,7 @@ async def test_a_claimants_name_reminders_and_hiding_change_only_their_own_view(
 async def test_a_re_sent_same_location_claim_makes_one_request(
         registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
     ids = await import_fleet(portal, settings)
-    token = token_for(settings, customer_number=None)[0]
-    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
-                      token=token)
+    token = await claimant_of_the_first_device(portal, settings)
     message_id = uuid.uuid4().hex
     body = {"devices": [{"device_id": ids["AK5M100002"]}]}
     first = await portal.call("registration.claim_same_location", body, token=token, message_id=message_id)
@@ -410,9 +416,7 @@ async def test_a_re_sent_same_location_claim_makes_one_request(
 async def test_a_same_location_claim_naming_only_device_ids_as_the_catalogue_does_is_accepted_and_approved(
         registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
     ids = await import_fleet(portal, settings)
-    token = token_for(settings, customer_number=None)[0]
-    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
-                      token=token)
+    token = await claimant_of_the_first_device(portal, settings)
     reply = await portal.call("registration.claim_same_location", {"device_ids": [ids["AK5M100002"]]}, token=token)
     assert reply["status"] == "pending_approval"
     await portal.call("registration.operator.decide_request", {"request_id": reply["request_id"], "approve": True},
@@ -425,9 +429,7 @@ async def test_a_same_location_claim_naming_only_device_ids_as_the_catalogue_doe
 async def test_device_ids_and_devices_together_ask_once_per_device_with_the_settings_of_devices(
         registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
     ids = await import_fleet(portal, settings)
-    token = token_for(settings, customer_number=None)[0]
-    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
-                      token=token)
+    token = await claimant_of_the_first_device(portal, settings)
     reply = await portal.call("registration.claim_same_location", {
         "device_ids": [ids["AK5M100002"], ids["AK5M100002"]],
         "devices": [{"device_id": ids["AK5M100002"], "friendly_name": "2. etasje"}]}, token=token)
@@ -440,9 +442,7 @@ async def test_device_ids_and_devices_together_ask_once_per_device_with_the_sett
 async def test_a_same_location_claim_names_the_device_id_it_refuses_and_needs_at_least_one(
         registration: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
     ids = await import_fleet(portal, settings)
-    token = token_for(settings, customer_number=None)[0]
-    await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
-                      token=token)
+    token = await claimant_of_the_first_device(portal, settings)
     refused = await portal.send("registration.claim_same_location", json.dumps(
         {"device_ids": [ids["AK5M100002"], ids["AK5A100005"]]}).encode(), token=token)
     assert (refused["error"]["code"], refused["error"]["fields"]) == ("not_found", {"device_ids.1": "not_found"})
