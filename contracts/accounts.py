@@ -399,3 +399,5 @@ class CustomerProvisioned(Event):
     customer_number: str
     customer_name: str
     contracts: list[Contract]
+    version: int = Field(default=0, description="Grows with every provisioning of this customer; a consumer "
+                         "keeps the highest it saw, so an older copy arriving late changes nothing.")

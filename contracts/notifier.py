@@ -7,7 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from contracts.base import Command, PageRequest
+from contracts.base import Command, Event, PageRequest
+from contracts.registration import ReminderRecipient
 
 DeliveryStatus = Literal["sent", "retrying", "failed"]
 
@@ -43,3 +44,23 @@ class Delivery(BaseModel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None = None
+
+
+class Unsubscribe(Command):
+    """The one-click link of a reminder mail (RFC 8058): turns that device's reminders off for that address.
+
+    A second click changes nothing and still answers ok."""
+
+    routing_key: ClassVar[str] = "notifier.unsubscribe"
+    token: str = Field(min_length=1, max_length=200)
+
+
+class RemindersUnsubscribed(Event):
+    """Someone followed a reminder's unsubscribe link; registration turns the device's reminders off for them."""
+
+    routing_key: ClassVar[str] = "notifier.reminders.unsubscribed"
+    device_id: str
+    email: str = Field(description="The address the reminder went to.")
+    recipient: ReminderRecipient = Field(description="Whose reminder it was, as `metering.reminder.due` named it: "
+                                         "the customer's own setting, or a claimant's (`user_id`).")
+    unsubscribed_at: datetime

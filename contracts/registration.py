@@ -220,6 +220,13 @@ class DeviceState(Event):
         default_factory=list, description="Who gets meter-reading reminders for this device: the customer where "
         "its reminders are on and it is visible, plus each claimant outside the customer who turned them on for "
         "themselves. `reminders`/`reminder_email` stay the customer's own settings.")
+    last_readings: list[CounterReading] = Field(
+        default_factory=list, description="The last value of each counter the vendor's ERP knew (installed base), "
+        "where metering starts from.")
+    registered_by: str | None = Field(default=None, description="The user who registered it (who alone sees a "
+                                      "device of no customer).")
+    claimants: list[str] = Field(default_factory=list, description="Users outside the device's customer who claimed "
+                                 "it and see it (not hidden by them).")
 
 
 class DeviceProvisioned(DeviceState):

@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from contracts.base import Event
 from contracts.registration import DeviceFilter, ProductModel
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import not_applied, with_events
+from services.runtime.outbox import inserted, not_applied, with_events
 
 MODELS, DEVICES, CATALOGUE = "models", "devices", "catalogue"
 REQUESTS = "requests"  # claims of devices at one location and address changes, waiting for an operator
@@ -203,19 +203,6 @@ class RegistrationStore:
         cursor = self.requests.find(query).sort([("requested_at", ASCENDING), ("_id", ASCENDING)]) \
             .skip((page - 1) * page_size).limit(page_size)
         return [request async for request in cursor], total
-
-
-def inserted(document: Document, update: Document) -> Document:
-    """The document an upsert of `update` (`$set` with dotted paths, `$inc`) would create from `document`: so a new
-    document is inserted with its outbox exactly as `with_events` writes it into an existing one."""
-    created = dict(document)
-    for path, value in {**update.get("$set", {}), **update.get("$inc", {})}.items():
-        *parents, leaf = path.split(".")
-        target = created
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
-    return created
 
 
 def product_model(stored: Document) -> ProductModel:

@@ -63,6 +63,19 @@ def not_applied(command_id: str | None) -> dict[str, Any]:
     return {} if command_id is None else {APPLIED: {"$nin": [command_id]}}
 
 
+def inserted(document: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """The document an upsert of `update` (`$set` with dotted paths, `$inc`) would create from `document`: so a new
+    document is inserted with its outbox exactly as `with_events` writes it into an existing one."""
+    created = dict(document)
+    for path, value in {**update.get("$set", {}), **update.get("$inc", {})}.items():
+        *parents, leaf = path.split(".")
+        target = created
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return created
+
+
 class OutboxRelay:
     """Publishes what the listed collections hold in their outboxes; one per process."""
 
