@@ -63,7 +63,17 @@ class BulkUploadCode(StrEnum):
     DUPLICATE_SERIAL = "duplicate_serial"
 
 
-SERVICE_CODES: tuple[type[StrEnum], ...] = (AccountsErrorCode, RegistrationErrorCode, BulkUploadCode)
+class MeteringErrorCode(StrEnum):
+    """Specific codes of `metering` (CATALOG §4); `submit_bulk` rows carry them too."""
+
+    COUNTERS_INCOMPLETE = "counters_incomplete"
+    UNKNOWN_COUNTER = "unknown_counter"
+    READING_LOWER_THAN_LAST = "reading_lower_than_last"
+    INVALID_READING_DATE = "invalid_reading_date"
+
+
+SERVICE_CODES: tuple[type[StrEnum], ...] = (AccountsErrorCode, RegistrationErrorCode, BulkUploadCode,
+                                            MeteringErrorCode)
 
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -209,6 +219,29 @@ MESSAGES: dict[str, dict[str, str]] = {
         "de": "Dieser Dateityp ist nicht erlaubt. Bitte laden Sie den Kaufbeleg als JPG-, PNG-, GIF- oder PDF-Datei "
             "hoch.",
         "nb": "Denne filtypen er ikke tillatt. Last opp kjøpsbeviset som en JPG-, PNG-, GIF- eller PDF-fil.",
+    },
+    MeteringErrorCode.COUNTERS_INCOMPLETE: {
+        "en": "Please enter every counter of the device at once.",
+        "de": "Bitte geben Sie alle Zählerstände des Geräts zusammen ein.",
+        "nb": "Oppgi alle telleverkene for maskinen samtidig.",
+    },
+    MeteringErrorCode.UNKNOWN_COUNTER: {
+        "en": "The device has no counter of that name.",
+        "de": "Das Gerät hat keinen Zähler dieses Namens.",
+        "nb": "Maskinen har ikke noe telleverk med det navnet.",
+    },
+    MeteringErrorCode.READING_LOWER_THAN_LAST: {
+        "en": "The counter is lower than the last reading. The last value was probably estimated because no reading "
+            "reached us in time: please contact the contract team.",
+        "de": "Der Zählerstand ist niedriger als der letzte. Vermutlich wurde der letzte Stand geschätzt, weil uns "
+            "kein Zählerstand rechtzeitig erreicht hat: Bitte wenden Sie sich an das Vertragsteam.",
+        "nb": "Telleverket er lavere enn forrige avlesning. Forrige verdi ble trolig estimert fordi ingen avlesning "
+            "nådde oss i tide: kontakt kontraktsavdelingen.",
+    },
+    MeteringErrorCode.INVALID_READING_DATE: {
+        "en": "The reading date may be neither in the future nor before the last reading.",
+        "de": "Das Ablesedatum darf weder in der Zukunft noch vor der letzten Ablesung liegen.",
+        "nb": "Avlesningsdatoen kan verken være i fremtiden eller før forrige avlesning.",
     },
     RegistrationErrorCode.SERIAL_OR_POSTCODE_MISMATCH: {
         "en": "The serial number and postcode do not match any device we know. Please check both: the postcode is the "

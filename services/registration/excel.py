@@ -11,62 +11,41 @@ header needs no hidden row or defined name that a user could delete without noti
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from io import BytesIO
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal
 
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
-from defusedxml.ElementTree import fromstring as parse_xml  # type: ignore[import-untyped, unused-ignore]
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, WriteOnlyCell  # type: ignore[import-untyped, unused-ignore]
+from openpyxl.cell.cell import WriteOnlyCell  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.styles import Alignment, Font, PatternFill  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.utils import get_column_letter  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.worksheet.datavalidation import DataValidation  # type: ignore[import-untyped, unused-ignore]
 
-if not openpyxl.DEFUSEDXML:  # uploads are untrusted XML: refuse to start rather than parse them unprotected
-    raise ImportError("services.registration.excel needs defusedxml, and OPENPYXL_DEFUSEDXML must not be False")
+from services.runtime.spreadsheets import (
+    EXCEL_MAX_ROWS,
+    MAX_UNCOMPRESSED_BYTES,
+    Unreadable,
+    inspect_package,
+    max_part_bytes,
+    read_value,
+    safe_text,
+    saved,
+    sheet_values,
+)
 
 Language = Literal["de", "en", "nb"]
 LANGUAGES: Final[tuple[Language, ...]] = ("de", "en", "nb")
 
 # CATALOG §3 and the OKI handbook: "Please restrict the number of devices to 25."
 MAX_DEVICES: Final = 25
-# An honest upload of 25 (or, with the limit raised, 10,000) devices unpacks to a few MB; 50 MB leaves room
-# for bloated styles and images while keeping openpyxl's shared strings and styles, which it holds in
-# memory, small. Deflate tops out near 1:1000, and sheet XML compresses 10-20 times, so a member over
-# 1 MB that unpacks more than 100 times its packed size is a bomb, not a spreadsheet.
-MAX_UNCOMPRESSED_BYTES: Final = 50 * 1024 * 1024
-MAX_COMPRESSION_RATIO: Final = 100
-RATIO_CHECKED_FROM_BYTES: Final = 1024 * 1024
-MAX_MEMBERS: Final = 1000
-# The ratio is no bound by itself: a 2.5 MB upload whose styles.xml unpacked to 46 MB passed it and cost 19 s of
-# CPU and 580 MB, since openpyxl builds every style as Python objects. So every part is bounded too. The parts
-# openpyxl reads whole from fixed paths hold no rows: a workbook with thousands of styles stays far below 2 MB.
-# Every other part (the sheet, which is streamed, and the shared strings, which are not) grows with the rows: an
-# honest row takes a few hundred bytes, 2 KB leaves room. The limits are for the unpacked bytes zipfile will hand
-# out (it stops at the stated size, see `_inspect_package`).
-MAX_WHOLE_PART_BYTES: Final = 2 * 1024 * 1024
-WHOLE_PARTS: Final = frozenset({"xl/styles.xml", "xl/workbook.xml", "xl/theme/theme1.xml", "docProps/core.xml",
-                                "docProps/custom.xml", "[Content_Types].xml"})
-PART_BYTES_PER_ROW: Final = 2048
-# Excel's own last row and the widest header we look at: anything past them is not a device list.
-EXCEL_MAX_ROWS: Final = 1_048_576
-MAX_COLUMNS: Final = 64
-
 FailureReason = Literal[
     "file_too_large", "not_a_spreadsheet", "spreadsheet_too_large", "too_many_rows", "missing_columns",
     "duplicate_columns",
 ]
 
-_WORKBOOK_CONTENT_TYPES: Final = frozenset({
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml",
-})
-_FORMULA_PREFIXES: Final = ("=", "+", "-", "@")
-_CONTROL_PREFIXES: Final = ("\t", "\r")
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,10 +256,6 @@ class BulkFailure:
     detail: str = ""  # for the log, in English; never file contents
 
 
-class _Unreadable(Exception):
-    """openpyxl failed on the file; its errors have no common base, so they are funnelled into this one."""
-
-
 def language_of(language: str) -> Language:
     """`de`, `en`, `nb` (also as `de-AT`, `nb_NO`); anything else is English, as CATALOG §1 says."""
     primary = language.strip().replace("_", "-").split("-")[0].casefold()
@@ -340,7 +315,7 @@ def bulk_template(language: str, *, max_rows: int = MAX_DEVICES) -> bytes:
             example.number_format = _DATE_FORMAT[lang]
         elif column.text:
             example.number_format = "@"
-    return _saved(workbook)
+    return saved(workbook)
 
 
 def _purchase_date_validation(letter: str, text: dict[str, str]) -> Any:
@@ -381,65 +356,19 @@ def read_bulk_rows(content: bytes, *, max_rows: int, max_bytes: int,
     """
     if len(content) > max_bytes:
         return BulkFailure("file_too_large", detail=f"{len(content)} bytes, at most {max_bytes}")
-    refused = _inspect_package(content, max_uncompressed, max_part_bytes(max_rows))
+    refused = inspect_package(content, max_uncompressed=max_uncompressed, max_part=max_part_bytes(max_rows))
     if refused is not None:
-        return refused
+        return BulkFailure(refused.reason, detail=refused.detail)
     try:
         workbook = openpyxl.load_workbook(BytesIO(content), read_only=True, data_only=True)
     except Exception as error:  # a malformed package can raise almost anything inside openpyxl
         return BulkFailure("not_a_spreadsheet", detail=f"openpyxl: {type(error).__name__}")
     try:
         return _read_rows(workbook, max_rows)
-    except _Unreadable as error:
+    except Unreadable as error:
         return BulkFailure("not_a_spreadsheet", detail=f"openpyxl: {type(error.__cause__).__name__}")
     finally:
         workbook.close()
-
-
-def max_part_bytes(max_rows: int) -> int:
-    """The most any part other than `WHOLE_PARTS` may unpack to, for uploads of at most `max_rows` rows."""
-    return MAX_WHOLE_PART_BYTES + PART_BYTES_PER_ROW * max_rows
-
-
-def _inspect_package(content: bytes, max_uncompressed: int, max_part: int) -> BulkFailure | None:
-    """Refuse what is no xlsx, or would unpack too far, before openpyxl reads a byte of XML.
-
-    The sizes come from the zip's central directory, which an attacker writes; zipfile never returns more
-    than the stated size of a member (it stops there and fails the CRC), so they bound what openpyxl reads.
-    """
-    try:
-        archive = zipfile.ZipFile(BytesIO(content))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
-        return BulkFailure("not_a_spreadsheet", detail=f"not a zip: {type(error).__name__}")
-    with archive:
-        members = archive.infolist()
-        if len(members) > MAX_MEMBERS:
-            return BulkFailure("spreadsheet_too_large", detail=f"{len(members)} parts")
-        total = 0
-        for member in members:
-            total += member.file_size
-            limit = MAX_WHOLE_PART_BYTES if member.filename in WHOLE_PARTS else max_part
-            if member.file_size > limit:
-                return BulkFailure("spreadsheet_too_large", detail=f"{member.filename} unpacks to "
-                                                                   f"{member.file_size} bytes, at most {limit}")
-            if (member.file_size > RATIO_CHECKED_FROM_BYTES
-                    and member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1)):
-                return BulkFailure("spreadsheet_too_large", detail=f"a part unpacks from {member.compress_size} "
-                                                                   f"to {member.file_size} bytes")
-        if total > max_uncompressed:
-            return BulkFailure("spreadsheet_too_large", detail=f"unpacks to {total} bytes")
-        names = {member.filename for member in members}
-        if "[Content_Types].xml" not in names:
-            return BulkFailure("not_a_spreadsheet", detail="no [Content_Types].xml")
-        try:
-            manifest = parse_xml(archive.read("[Content_Types].xml"))
-        except Exception as error:  # ParseError, defusedxml's refusals, zlib and CRC errors
-            return BulkFailure("not_a_spreadsheet", detail=f"content types: {type(error).__name__}")
-    workbook_parts = [element.get("PartName", "") for element in manifest.iter()
-                      if element.get("ContentType") in _WORKBOOK_CONTENT_TYPES]
-    if not any(part.lstrip("/") in names for part in workbook_parts):
-        return BulkFailure("not_a_spreadsheet", detail="no workbook part")
-    return None
 
 
 def _read_rows(workbook: Any, max_rows: int) -> BulkRows | BulkFailure:
@@ -455,12 +384,12 @@ def _read_rows(workbook: Any, max_rows: int) -> BulkRows | BulkFailure:
     keys: tuple[str | None, ...] = ()
     rows: list[BulkRow] = []
     blank: object = None
-    for number, cells in enumerate(_values(sheet), start=1):
+    for number, cells in enumerate(sheet_values(sheet), start=1):
         if number > EXCEL_MAX_ROWS:  # only a row numbered past Excel's last one gets here, after gap-filling
             return BulkFailure("spreadsheet_too_large", detail="a row past Excel's last row")
         if cells is blank:  # openpyxl yields one shared tuple for every row missing from the XML
             continue
-        values = tuple(_read_value(value) for value in cells)
+        values = tuple(read_value(value) for value in cells)
         if all(value is None for value in values):
             blank = cells
             continue
@@ -480,21 +409,6 @@ def _read_rows(workbook: Any, max_rows: int) -> BulkRows | BulkFailure:
     if header is None:
         return BulkFailure("missing_columns", REQUIRED_KEYS, detail="no header row")
     return BulkRows(header, keys, tuple(rows))
-
-
-def _values(sheet: Any) -> Iterator[tuple[object, ...]]:
-    try:
-        yield from sheet.iter_rows(min_row=1, max_col=MAX_COLUMNS, values_only=True)
-    except Exception as error:  # truncated parts, refused entities, CRC errors, bad XML...
-        raise _Unreadable from error
-
-
-def _read_value(value: object) -> object:
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, datetime) and value.time() == time() and value.tzinfo is None:
-        return value.date()  # Excel has no date type; a date is a datetime at midnight
-    return value
 
 
 def _header(values: tuple[object, ...]) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
@@ -527,7 +441,7 @@ def result_workbook(header: Sequence[str], rows: Iterable[tuple[Sequence[object]
     labels = [*header, *RESULT_COLUMNS]
     heading = []
     for label in labels:
-        cell = WriteOnlyCell(sheet, value=_safe_text(label))
+        cell = WriteOnlyCell(sheet, value=safe_text(label))
         cell.font = bold
         heading.append(cell)
     sheet.append(heading)
@@ -537,20 +451,7 @@ def result_workbook(header: Sequence[str], rows: Iterable[tuple[Sequence[object]
         values.extend(padding[len(values):])
         values.extend((_result_value(result), _result_value(message)))
         sheet.append(values)
-    return _saved(workbook)
-
-
-@overload
-def neutralise(value: str) -> str: ...
-@overload
-def neutralise(value: object) -> object: ...
-def neutralise(value: object) -> object:
-    """Text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, also after blanks, or a leading tab or
-    carriage return: OWASP's CSV injection list) gets a leading `'` and stays text; anything else is unchanged."""
-    if isinstance(value, str) and (value.startswith(_CONTROL_PREFIXES)
-                                   or value.lstrip().startswith(_FORMULA_PREFIXES)):
-        return "'" + value
-    return value
+    return saved(workbook)
 
 
 def _result_value(value: object) -> object:
@@ -561,15 +462,4 @@ def _result_value(value: object) -> object:
         return value.replace(tzinfo=None)
     if value is None or isinstance(value, bool | int | float | Decimal | date | time | timedelta):
         return value
-    return _safe_text(value if isinstance(value, str) else str(value))
-
-
-def _safe_text(text: str) -> str:
-    legal: str = ILLEGAL_CHARACTERS_RE.sub("", text)  # control characters XML cannot carry
-    return neutralise(legal)
-
-
-def _saved(workbook: Any) -> bytes:
-    buffer = BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
+    return safe_text(value if isinstance(value, str) else str(value))

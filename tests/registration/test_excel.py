@@ -21,10 +21,11 @@ from services.registration.excel import (
     BulkFailure,
     BulkRows,
     bulk_template,
-    neutralise,
     read_bulk_rows,
     result_workbook,
 )
+from services.runtime import spreadsheets
+from services.runtime.spreadsheets import neutralise
 
 SHEET = "xl/worksheets/sheet1.xml"
 MB = 1024 * 1024
@@ -318,8 +319,8 @@ def test_a_part_unpacking_beyond_its_bound_is_refused_quickly_though_it_packs_un
     bomb = repacked(devices(1), replace={"xl/styles.xml": varied_styles(3 * MB)})
     with zipfile.ZipFile(BytesIO(bomb)) as archive:
         styles = archive.getinfo("xl/styles.xml")
-    assert styles.file_size > excel.MAX_WHOLE_PART_BYTES
-    assert styles.file_size < excel.MAX_COMPRESSION_RATIO * styles.compress_size
+    assert styles.file_size > spreadsheets.MAX_WHOLE_PART_BYTES
+    assert styles.file_size < spreadsheets.MAX_COMPRESSION_RATIO * styles.compress_size
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("openpyxl was given the bomb")
@@ -333,7 +334,7 @@ def test_a_part_unpacking_beyond_its_bound_is_refused_quickly_though_it_packs_un
 def test_the_bound_of_a_sheet_grows_with_the_rows_allowed_and_honest_files_stay_under_it() -> None:
     assert len(rows_of(read(devices(25))).rows) == 25
     assert len(rows_of(read(devices(10_000), max_rows=10_000)).rows) == 10_000
-    oversized = repacked(devices(1), replace={SHEET: varied_sheet(excel.max_part_bytes(25) + MB)})
+    oversized = repacked(devices(1), replace={SHEET: varied_sheet(spreadsheets.max_part_bytes(25) + MB)})
     assert failure(oversized) == "spreadsheet_too_large"
 
 
@@ -371,7 +372,7 @@ def test_a_zip_that_understates_a_part_is_read_no_further_than_it_says() -> None
 
 
 def test_many_parts_are_refused() -> None:
-    package = a_zip({f"xl/media/image{index}.png": b"" for index in range(excel.MAX_MEMBERS + 1)})
+    package = a_zip({f"xl/media/image{index}.png": b"" for index in range(spreadsheets.MAX_MEMBERS + 1)})
     assert failure(package) == "spreadsheet_too_large"
 
 
