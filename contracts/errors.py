@@ -301,6 +301,15 @@ MESSAGES_WITH_VALUES: dict[str, dict[str, str]] = {
             "auf mehrere Dateien auf.",
         "nb": "Filen inneholder for mange enheter: maksimalt {limit} enheter per fil. Del listen opp i flere filer.",
     },
+    # A warning of `metering.preview_reading`, not a refusal: the reading is still accepted.
+    "unusually_high": {
+        "en": "Far more pages on counter {counter} than this device usually prints: please check the value for a "
+            "typo before you submit it.",
+        "de": "Deutlich mehr Seiten auf Zähler {counter}, als dieses Gerät sonst druckt: Bitte prüfen Sie den Wert "
+            "vor dem Absenden auf Tippfehler.",
+        "nb": "Langt flere sider på telleverk {counter} enn denne maskinen vanligvis skriver ut: kontroller verdien "
+            "for skrivefeil før du sender den.",
+    },
 }
 
 

@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from contracts.base import Command, Event, FileObject, Message, PageRequest, SingleLine
 
+
+def normalise_serial(serial: str) -> str:
+    """Serials are compared without case or spaces: `ak6c 004746` is `AK6C004746` (every service that looks one up)."""
+    return "".join(serial.split()).upper()
+
+
 Serial = Field(min_length=3, max_length=40, description="As printed on the rating plate; case and spaces ignored.",
                examples=["AK6C004746"])
 

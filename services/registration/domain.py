@@ -11,17 +11,13 @@ from datetime import date
 import filetype
 
 from contracts.registration import ProductModel, Warranty
+from contracts.registration import normalise_serial as normalise_serial  # callers name it domain.normalise_serial
 
 BASE_WARRANTY_MONTHS = 12
 EXTENDED_WARRANTY_MONTHS = 36  # OKI: registered within 30 days of purchase, 24 months more
 EXTENSION_WINDOW_DAYS = 30
 MAX_PROOF_BYTES = 5 * 1024 * 1024  # OKI: "Max size: 5MB"
 PROOF_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "application/pdf"})
-
-
-def normalise_serial(serial: str) -> str:
-    """Serials are compared without case or spaces: `ak6c 004746` is `AK6C004746`."""
-    return re.sub(r"\s+", "", serial).upper()
 
 
 def pattern_problem(pattern: str) -> str | None:

@@ -1,0 +1,132 @@
+"""Single readings: the preview, the submit and every refusal of CATALOG §4, against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+
+import pytest
+
+from contracts.client import PortalClient
+from services.runtime.service import ServiceInstance
+from services.runtime.settings import Settings
+from services.runtime.tokens import Role
+from tests.builders import token_for
+from tests.metering.flows import provision_device, today
+from tests.support import EventTap, outcome
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_the_oki_example_previews_4000_and_4470_printed_pages(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380},
+                                    last_date=date(2015, 3, 25))
+    token, _ = token_for(settings, customer_number="C-1000")
+    preview = await portal.call("metering.preview_reading", {
+        "device_id": device["device_id"], "reading_date": "2015-06-28",
+        "readings": [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]}, token=token)
+    assert [(c["counter"], c["last_value"], c["last_date"], c["new_value"], c["printed_pages"])
+            for c in preview["counters"]] == [("mono", 4500, "2015-03-25", 8500, 4000),
+                                              ("color", 5380, "2015-03-25", 9850, 4470)]
+    assert preview["period_end"] == "2015-06-30"
+    assert await metering.db.readings.count_documents({}) == 0
+
+
+async def test_a_submitted_reading_is_stored_once_and_announced(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380})
+    token, claims = token_for(settings, customer_number="C-1000")
+    body = {"device_id": device["device_id"],
+            "readings": [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]}
+    async with EventTap(amqp_url, "metering.#") as tap:
+        reply = await portal.call("metering.submit_reading", body, token=token, message_id="m-1")
+        again = await portal.call("metering.submit_reading", body, token=token, message_id="m-1")
+        event = await tap.next("metering.reading.submitted")
+    assert reply == again
+    assert [c["printed_pages"] for c in reply["counters"]] == [4000, 4470]
+    assert event["reading_id"] == reply["reading_id"] and event["source"] == "customer"
+    assert event["submitted_by"] == claims.user_id
+    assert await metering.db.readings.count_documents({"device_id": device["device_id"]}) == 1
+
+
+@pytest.mark.parametrize(("readings", "code"), [
+    ([{"counter": "mono", "value": 8500}], "counters_incomplete"),
+    ([{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}, {"counter": "a3", "value": 1}],
+     "unknown_counter"),
+    ([{"counter": "mono", "value": 4000}, {"counter": "color", "value": 9850}], "reading_lower_than_last"),
+    ([{"counter": "mono", "value": -1}, {"counter": "color", "value": 9850}], "validation_failed"),
+    ([{"counter": "mono", "value": 1.5}, {"counter": "color", "value": 9850}], "validation_failed"),
+    ([{"counter": "mono", "value": "8500"}, {"counter": "color", "value": 9850}], "validation_failed"),
+])
+async def test_a_reading_breaking_a_rule_is_refused_and_changes_nothing(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance,
+        readings: list[dict[str, object]], code: str) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380})
+    token, _ = token_for(settings, customer_number="C-1000")
+    for command in ("metering.preview_reading", "metering.submit_reading"):
+        assert await outcome(portal, command, {"device_id": device["device_id"], "readings": readings},
+                             token=token) == code
+    assert await metering.db.readings.count_documents({}) == 0
+
+
+async def test_a_reading_dated_in_the_future_or_before_the_last_one_is_refused(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380},
+                                    last_date=today() - timedelta(days=10))
+    token, _ = token_for(settings, customer_number="C-1000")
+    readings = [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]
+    for day in (today() + timedelta(days=1), today() - timedelta(days=11)):
+        assert await outcome(portal, "metering.submit_reading", {
+            "device_id": device["device_id"], "readings": readings, "reading_date": day.isoformat()},
+            token=token) == "invalid_reading_date"
+    assert await outcome(portal, "metering.submit_reading", {
+        "device_id": device["device_id"], "readings": readings, "reading_date": today().isoformat()},
+        token=token) == "ok"
+
+
+async def test_a_customer_reading_below_an_estimate_is_refused_with_the_seeds_explanation(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380},
+                                    last_date=today() - timedelta(days=30))
+    operator, _ = token_for(settings, Role.OPERATOR, customer_number=None)
+    await portal.call("metering.operator.record_estimate", {
+        "device_id": device["device_id"], "reading_date": (today() - timedelta(days=5)).isoformat(),
+        "readings": [{"counter": "mono", "value": 9000}, {"counter": "color", "value": 9000}]}, token=operator)
+    token, _ = token_for(settings, customer_number="C-1000")
+    envelope = await portal.send("metering.submit_reading", b'{"device_id": "%s", "readings": [{"counter": "mono", '
+                                 b'"value": 8500}, {"counter": "color", "value": 9850}]}'
+                                 % device["device_id"].encode(), token=token, lang="de")
+    assert envelope["error"]["code"] == "reading_lower_than_last"
+    assert "geschätzt" in envelope["error"]["message"] and "Vertragsteam" in envelope["error"]["message"]
+    history = await portal.call("metering.history", {"device_id": device["device_id"]}, token=token)
+    assert [reading["source"] for reading in history["readings"]] == ["estimate"]
+
+
+async def test_another_customers_device_is_not_found(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380})
+    stranger, _ = token_for(settings, customer_number="C-2000")
+    readings = [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]
+    for command in ("metering.preview_reading", "metering.submit_reading"):
+        assert await outcome(portal, command, {"device_id": device["device_id"], "readings": readings},
+                             token=stranger) == "not_found"
+    assert await outcome(portal, "metering.history", {"device_id": device["device_id"]}, token=stranger) \
+        == "not_found"
+
+
+async def test_two_readings_at_the_same_moment_are_judged_one_after_the_other(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380})
+    token, _ = token_for(settings, customer_number="C-1000")
+    values = [9000, 8000, 8500, 9500, 7000, 10000]
+    results = await asyncio.gather(*(outcome(portal, "metering.submit_reading", {
+        "device_id": device["device_id"], "readings": [{"counter": "mono", "value": value},
+                                                       {"counter": "color", "value": 6000}]}, token=token)
+        for value in values))
+    stored = [reading async for reading in metering.db.readings.find({"device_id": device["device_id"]}).sort("seq")]
+    accepted = [value for value, result in zip(values, results, strict=True) if result == "ok"]
+    assert sorted(accepted) == sorted(reading["counters"]["mono"]["value"] for reading in stored)
+    monos = [reading["counters"]["mono"]["value"] for reading in stored]
+    assert monos == sorted(monos), "each stored reading is at least the one before"
+    assert all(result in ("ok", "reading_lower_than_last") for result in results)
