@@ -17,7 +17,7 @@ class MeteringSettings(Settings):
     # A scheduler that was down catches up on at most this many past days.
     metering_catch_up_days: int = 14
     # Readings files: bigger ones are refused with `file_too_large`, longer ones with `too_many_rows`.
-    metering_file_max_bytes: int = 10 * MB
+    metering_file_max_bytes: int = 5 * MB  # base64 in a message of at most PORTAL_MAX_BODY_BYTES (10 MB)
     metering_file_max_rows: int = 10_000
     # Devices judged and stored per write of `submit_bulk`.
     metering_batch_devices: int = 500
