@@ -9,7 +9,7 @@ import zipfile
 from datetime import date, timedelta
 from typing import Any
 
-import openpyxl
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from contracts.client import PortalClient
@@ -103,6 +103,7 @@ async def test_a_csv_with_semicolons_and_german_dates_is_read(
                               token=token)
     assert (reply["accepted"], reply["rejected"]) == (1, [])
     stored = await metering.db.readings.find_one({"device_id": device["device_id"]})
+    assert stored is not None
     assert stored["counters"]["mono"]["value"] == 1500 and stored["reading_date"] == today().isoformat()
 
 

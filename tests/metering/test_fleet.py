@@ -9,7 +9,7 @@ import io
 import zipfile
 from datetime import date, timedelta
 
-import openpyxl
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from contracts.client import PortalClient
@@ -149,6 +149,7 @@ async def test_an_older_device_event_arriving_late_changes_nothing(
                            serial_number=device["serial_number"], wait=False)
     await asyncio.sleep(0.5)
     stored = await metering.db.devices.find_one({"_id": device["device_id"]})
+    assert stored is not None
     assert (stored["version"], stored["friendly_name"]) == (3, "Empfang")
 
 

@@ -98,7 +98,8 @@ async def test_a_device_whose_contract_arrives_late_is_reminded_once_it_is_known
     await provision_customer(amqp_url, metering, customer, version=2)
     await provision_customer(amqp_url, metering, customer, billing_period="annual", version=1, wait=False)
     await asyncio.sleep(0.5)  # the older copy arrives after the newer one: it changes nothing
-    assert (await metering.db.customers.find_one({"_id": customer}))["version"] == 2
+    stored = await metering.db.customers.find_one({"_id": customer})
+    assert stored is not None and stored["version"] == 2
     assert await run_reminders(portal, settings, OPENING + timedelta(days=1)) == {"reminders": 1, "overdue": 0}
 
 
@@ -198,6 +199,7 @@ async def test_the_personal_link_submits_readings_for_the_devices_it_lists_until
     assert reply["accepted"] == 1
     assert [(row["row"], row["code"]) for row in reply["rejected"]] == [(3, "not_found")]
     stored = await metering.db.readings.find_one({"device_id": listed["device_id"]})
+    assert stored is not None
     assert stored["source"] == "customer" and stored["submitted_by"] is None
     assert await metering.db.readings.count_documents({"device_id": stranger["device_id"]}) == 0
     for forged in (token + "x", "x" * 32):
