@@ -1,7 +1,8 @@
 """Meter-reading reminders (`metering.reminder.due`) and their one-click unsubscribe (RFC 8058, `notifier.unsubscribe`).
 
 Who gets a reminder: `recipient.email` → that address, in the language `recipients` knows for it,
-else the language most of the customer's known users have, else the event's, else English;
+else the `user_id`'s, else the language most of the customer's known users have, else the event's,
+else English;
 `recipient.user_id` alone → that user's address; `customer_number` alone → every known user of
 that customer, each in their own language. A user or customer not known yet raises
 `RecipientUnknown`: the runtime retries the event.
