@@ -13,19 +13,23 @@ from contracts.accounts import (
     UserRegistered,
     VerificationDecided,
 )
-from contracts.notifier import ListDeliveries
+from contracts.metering import ReminderDue
+from contracts.notifier import ListDeliveries, RemindersUnsubscribed, Unsubscribe
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
-from services.notifier import handlers
+from services.notifier import handlers, reminders
+from services.notifier.store import UNSUBSCRIBE_TOKENS
 from services.runtime.commands import Access, Replay
 from services.runtime.service import Service
 
-service = Service("notifier", description="E-mail for every event above, in the recipient's language (CATALOG §7).")
+service = Service("notifier", description="E-mail for every event above, in the recipient's language (CATALOG §7).",
+                  outbox_collections=[UNSUBSCRIBE_TOKENS], emits=[RemindersUnsubscribed])
 
 service.on_startup(handlers.create_indexes)
 service.background(handlers.retry_due_deliveries)
 
 service.command(ListDeliveries.routing_key, ListDeliveries, access=Access.OPERATOR,
                 replay=Replay.RERUN)(handlers.list_deliveries)
+service.command(Unsubscribe.routing_key, Unsubscribe, access=Access.ANYONE)(reminders.unsubscribe)
 
 service.event(UserRegistered)(handlers.confirm_new_account)
 service.event(EmailConfirmationRequested)(handlers.confirm_email)
@@ -39,3 +43,4 @@ service.event(ProfileUpdated)(handlers.remember_profile)
 service.event(DeviceRegisteredEvent)(handlers.send_device_registration)
 service.event(BulkUploadCompleted)(handlers.send_bulk_result)
 service.event(RequestDecided)(handlers.send_request_decision)
+service.event(ReminderDue)(reminders.send_reminder)

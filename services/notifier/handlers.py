@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, R
 from services.notifier.mailer import Mailer, Outcome
 from services.notifier.mails import XLSX, Attachment, compose, render
 from services.notifier.settings import NotifierSettings, notifier_settings
-from services.notifier.store import DeliveryStore, RecipientStore, delivery_id
+from services.notifier.store import DeliveryStore, RecipientStore, UnsubscribeStore, delivery_id
 from services.runtime.commands import CommandContext
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 async def create_indexes(instance: ServiceInstance) -> None:
     await RecipientStore(instance.db).create_indexes()
     await DeliveryStore(instance.db).create_indexes()
+    await UnsubscribeStore(instance.db).create_indexes()
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -118,21 +119,21 @@ async def send_verification_decision(event: VerificationDecided, ctx: EventConte
 
 
 class RecipientUnknown(Exception):
-    """The event's user has no address in `recipients` yet: raised so that the runtime retries the event."""
+    """The event's user (or customer) has no address in `recipients` yet: raised so that the runtime retries it."""
 
-    def __init__(self, user_id: str) -> None:
-        super().__init__(f"recipient {user_id} not known yet")
-        self.user_id = user_id
+    def __init__(self, who: str) -> None:
+        super().__init__(f"recipient {who} not known yet")
+        self.who = who
 
 
-def _display_name(first_name: str | None, last_name: str | None) -> str | None:
+def display_name(first_name: str | None, last_name: str | None) -> str | None:
     return " ".join(part for part in (first_name, last_name) if part) or None
 
 
 async def deliver(ctx: EventContext, event: Recipient, mail: str, **values: Any) -> None:
     """Mail `mail` to the address, name and language the event itself carries."""
-    await _deliver(ctx, mail, user_id=event.user_id, address=event.email, language=event.language,
-                   name=_display_name(event.first_name, event.last_name), values=values)
+    await deliver_once(ctx, mail, user_id=event.user_id, address=event.email, language=event.language,
+                       name=display_name(event.first_name, event.last_name), values=values)
 
 
 async def deliver_to_user(ctx: EventContext, user_id: str, mail: str, *, language: str | None,
@@ -145,22 +146,31 @@ async def deliver_to_user(ctx: EventContext, user_id: str, mail: str, *, languag
     if recipient is None or not recipient.get("email"):
         log.warning("%s: message_id=%s user_id=%s not known yet, event retried", ctx.event, ctx.message_id, user_id)
         raise RecipientUnknown(user_id)
-    await _deliver(ctx, mail, user_id=user_id, address=recipient["email"],
-                   language=recipient.get("language") or language,
-                   name=_display_name(recipient.get("first_name"), recipient.get("last_name")),
-                   attachments=attachments, values=values)
+    await deliver_once(ctx, mail, user_id=user_id, address=recipient["email"],
+                       language=recipient.get("language") or language,
+                       name=display_name(recipient.get("first_name"), recipient.get("last_name")),
+                       attachments=attachments, values=values)
 
 
-async def _deliver(ctx: EventContext, mail: str, *, user_id: str, address: str, language: str | None,
-                   name: str | None, values: dict[str, Any], attachments: Sequence[Attachment] = ()) -> None:
-    """Render `mail` for one recipient, store it once per (event, address), and try to send it."""
+def message_id_of(ctx: EventContext) -> str:
+    # Without a message_id the event cannot be recognised again; the runtime cannot deduplicate it either.
+    return ctx.message_id or uuid.uuid4().hex
+
+
+async def deliver_once(ctx: EventContext, mail: str, *, user_id: str | None, address: str, language: str | None,
+                       name: str | None, values: dict[str, Any], attachments: Sequence[Attachment] = (),
+                       headers: Mapping[str, str] | None = None, event_message_id: str | None = None) -> bool:
+    """Render `mail` for one recipient, store it once per (event, address), and try to send it.
+
+    True when this call created the delivery, False when it existed already (a copy of the event).
+    `event_message_id` is given by a caller that worked out the delivery's key (`message_id_of`) before.
+    """
     log.info("%s: message_id=%s user_id=%s mail=%s", ctx.event, ctx.message_id, user_id, mail)
     settings = notifier_settings(ctx.instance)
     rendered = render(mail, language, public_url=settings.public_url, name=name, **values)
     message = compose(rendered, sender=settings.mail_from, to=address, to_name=name,
-                      attachments=attachments).as_string()
-    # Without a message_id the event cannot be recognised again; the runtime cannot deduplicate it either.
-    event_message_id = ctx.message_id or uuid.uuid4().hex
+                      attachments=attachments, headers=headers).as_string()
+    event_message_id = event_message_id or message_id_of(ctx)
     key = delivery_id(event_message_id, address)
     store = DeliveryStore(ctx.db)
     lease_id = await store.create(
@@ -170,10 +180,11 @@ async def _deliver(ctx: EventContext, mail: str, *, user_id: str, address: str, 
         now=datetime.now(UTC), lease=timedelta(seconds=settings.notifier_lease_seconds))
     if lease_id is None:
         log.info("already mailed or being mailed: delivery=%s", key)
-        return
+        return False
     await attempt(store, Mailer(settings), settings,
                   {"_id": key, "lease_id": lease_id, "attempts": 0, "address": address,
                    "message": message})
+    return True
 
 
 # --- registration mails -----------------------------------------------------------------------

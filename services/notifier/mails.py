@@ -3,6 +3,10 @@
 With attachments the message is multipart/mixed: the multipart/alternative body first, then
 each attachment.
 
+Extra headers (a reminder's `List-Unsubscribe`, RFC 2369/8058) are written as given, on one
+line: the standard policy would fold a long URL in angle brackets into RFC 2047 encoded words,
+which mail clients do not read as a URL there.
+
 `templates/<language>/<mail>.txt.j2` holds the subject (block `subject`) and the plain text,
 `templates/<language>/<mail>.html.j2` the HTML, autoescaped; both extend the shared layouts,
 which add the footer in the same language. A new mail is two files per language.
@@ -13,10 +17,12 @@ from __future__ import annotations
 import email.policy
 import email.utils
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -65,16 +71,21 @@ def render(mail: str, language: str | None, *, public_url: str, **values: Any) -
 
 
 def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None = None,
-            now: datetime | None = None, attachments: Sequence[Attachment] = ()) -> EmailMessage:
+            now: datetime | None = None, attachments: Sequence[Attachment] = (),
+            headers: Mapping[str, str] | None = None) -> EmailMessage:
     """A multipart/alternative message (text, then HTML) marked as sent by a machine (RFC 3834);
-    multipart/mixed with that body first when there are `attachments` (filename, content type, bytes)."""
-    message = EmailMessage(policy=email.policy.SMTP)
+    multipart/mixed with that body first when there are `attachments` (filename, content type, bytes).
+
+    `headers` are added as they are; only `VERBATIM_HEADERS` may be longer than a folded line."""
+    message = EmailMessage(policy=_POLICY)
     message["From"] = sender
     message["To"] = email.utils.formataddr((one_line(to_name), to)) if to_name else to
     message["Subject"] = rendered.subject
     message["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
     message["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        message[name] = value
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     for filename, content_type, content in attachments:
@@ -83,6 +94,27 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
         message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
     message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
     return message
+
+
+class _VerbatimHeader(UnstructuredHeader, BaseHeader):
+    """A header written on one line as given (up to RFC 5322's 998 characters), never as encoded words."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        if not _PRINTABLE_ASCII.fullmatch(value) or len(value) > 900:
+            raise ValueError(f"header value not printable ASCII on one line: {value[:40]!r}")
+        super().parse(value, kwds)
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+VERBATIM_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+_REGISTRY = HeaderRegistry()
+for _name in VERBATIM_HEADERS:
+    _REGISTRY.map_to_type(_name.lower(), _VerbatimHeader)
+_POLICY = email.policy.SMTP.clone(header_factory=_REGISTRY)
 
 
 def one_line(text: str) -> str:

@@ -19,6 +19,9 @@ class NotifierSettings(Settings):
     # A sender holds a mail this long; a sender that died frees it after that. Longer than a whole
     # SMTP conversation, so a slow sender is never overtaken by another replica.
     notifier_lease_seconds: float = 300.0
+    # A reminder's one-click unsubscribe link works this long (ARCHITECTURE: such tokens expire); a mail read
+    # late in the year, after the next reminders came with links of their own, still unsubscribes.
+    notifier_unsubscribe_days: int = 365
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th failed attempt."""

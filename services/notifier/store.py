@@ -1,4 +1,5 @@
-"""The notifier's collections: `recipients` (who, in which language) and `deliveries` (each mail's state).
+"""The notifier's collections: `recipients` (who, in which language), `deliveries` (each mail's state) and
+`unsubscribe_tokens` (the one-click links of reminder mails, by the sha256 of the token).
 
 nx-27017 (STACK_NOTES §3): every write is a single-document update with `$set`/`$unset` (no
 `$push` of subdocuments, no `$ne` in filters); booleans may read back as 1. It also stores a
@@ -10,16 +11,20 @@ UTC epoch milliseconds, `updated_at`/`sent_at` are written with `$currentDate`, 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from contracts.base import Page
+from contracts.base import Event, Page
 from contracts.notifier import Delivery, ListDeliveries
 from services.runtime.mongo import Database, Document
+from services.runtime.outbox import with_events
 
 RETRYING, SENT, FAILED = "retrying", "sent", "failed"
 TOUCH = {"updated_at": True}
@@ -43,6 +48,8 @@ class RecipientStore:
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("email")
+        await self.collection.create_index("email_key")
+        await self.collection.create_index("customer_number")
 
     async def remember(self, user_id: str, fields: dict[str, Any], *, version: int) -> bool:
         """Write `fields` unless a newer version is stored; False when it was older and ignored.
@@ -51,6 +58,8 @@ class RecipientStore:
         profile update has described yet, and never overwrite one that has.
         """
         newer_than = {"$lt": version} if version > 0 else {"$lte": 0}
+        if fields.get("email"):
+            fields = {**fields, "email_key": str(fields["email"]).lower()}
         try:
             await self.collection.update_one(
                 {"_id": user_id, "version": newer_than},
@@ -63,6 +72,28 @@ class RecipientStore:
 
     async def get(self, user_id: str) -> Document | None:
         return await self.collection.find_one({"_id": user_id})
+
+    async def by_email(self, address: str) -> Document | None:
+        """The recipient with this address, whatever its case; the last updated if several had it."""
+        # `email` as given too: a recipient stored before `email_key` existed has only that.
+        return await self.collection.find_one({"$or": [{"email_key": address.lower()}, {"email": address}]},
+                                              sort=[("updated_at", DESCENDING)])
+
+    async def of_customer(self, customer_number: str) -> list[Document]:
+        """The known users of a customer who have an address, oldest first."""
+        cursor = self.collection.find({"customer_number": customer_number}).sort([("created_at", ASCENDING),
+                                                                                  ("_id", ASCENDING)])
+        return [document async for document in cursor if document.get("email")]
+
+
+def majority_language(recipients: Iterable[Document], languages: Sequence[str], *,
+                      prefer: str | None = None) -> str | None:
+    """The language most of `recipients` saved (only those in `languages`); a tie goes to `prefer` if it is one
+    of the tied, else to the first of them in `languages`."""
+    counts = Counter(recipient.get("language") for recipient in recipients)
+    ranked = sorted((language for language in languages if counts[language]),
+                    key=lambda language: (-counts[language], language != prefer, languages.index(language)))
+    return ranked[0] if ranked else None
 
 
 class DeliveryStore:
@@ -142,3 +173,44 @@ def _delivery(document: Document) -> Delivery:
         next_attempt_at=from_epoch_ms(document["next_attempt_ms"]) if retrying else None,
         last_error=document.get("last_error"), created_at=document["created_at"],
         updated_at=document["updated_at"], sent_at=document.get("sent_at"))
+
+
+UNSUBSCRIBE_TOKENS = "unsubscribe_tokens"
+UNUSED, USED = "unused", "used"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class UnsubscribeStore:
+    """One document per one-click token, keyed by its sha256: the token itself is only in the mail.
+
+    `state` is a string (`unused`, `used`), not a boolean: nx-27017 reads booleans back as 1.
+    Using a token writes its `notifier.reminders.unsubscribed` events in the same conditional
+    update (outbox), so a second click, or two at once, emits nothing more.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[UNSUBSCRIBE_TOKENS]
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index("expires_at", expireAfterSeconds=0)
+
+    async def create(self, documents: Sequence[Document]) -> None:
+        if documents:
+            await self.collection.insert_many([{**document, "state": UNUSED} for document in documents])
+
+    async def discard(self, digests: Sequence[str]) -> None:
+        """Remove tokens made for a mail that was not created after all (a copy of the event got there first)."""
+        await self.collection.delete_many({"_id": {"$in": list(digests)}, "state": UNUSED})
+
+    async def get(self, digest: str) -> Document | None:
+        return await self.collection.find_one({"_id": digest})
+
+    async def use(self, digest: str, events: Sequence[Event]) -> bool:
+        """Mark the token used and emit `events` with it; False when it was used already."""
+        written = await self.collection.update_one(
+            {"_id": digest, "state": UNUSED},
+            with_events({"$set": {"state": USED}, "$currentDate": {"used_at": True}}, events))
+        return written.modified_count == 1

@@ -33,6 +33,11 @@ class RefusingMailbox(Mailbox):
     """A mailbox that answers RCPT for the addresses in `refuse` with the given reply."""
 
     refuse: dict[str, str] = field(default_factory=dict)
+    raw: list[bytes] = field(default_factory=list)  # each message as it came over the wire
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.raw.append(envelope.content)
+        return await super().handle_DATA(server, session, envelope)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if reply := self.refuse.get(address.lower()):
