@@ -99,8 +99,7 @@ def device_view(device: Document, claims: Claims) -> api.Device:
         article_number=device.get("article_number"), customer_number=device.get("customer_number"),
         contract_number=device.get("contract_number"), friendly_name=device.get("friendly_name"),
         location=api.Location(**(device.get("location") or {})), contact_name=device.get("contact_name"),
-        counters=device.get("counters") or [], last_readings=[
-            api.CounterReading(**reading) for reading in (device.get("last_readings") or {}).values()],
+        counters=device.get("counters") or [], last_readings=last_readings(device),
         warranty=api.Warranty(**device["warranty"]) if device.get("warranty") else None,
         reminders=bool(device.get("reminders", True)), reminder_email=device.get("reminder_email"),
         e_maintenance=bool(device.get("e_maintenance")), registered_at=device.get("registered_at"))
@@ -126,6 +125,19 @@ def reminder_recipients(device: Document) -> list[api.ReminderRecipient]:
     return recipients
 
 
+def last_readings(device: Document) -> list[api.CounterReading]:
+    """The ERP's last value of each counter, as the installed-base import stored it: a map by counter name of
+    `{name, value, date}` (the date as `YYYY-MM-DD`)."""
+    return [api.CounterReading(**reading) for reading in (device.get("last_readings") or {}).values()]
+
+
+def visible_claimants(device: Document) -> list[str]:
+    """The claimants outside the customer who see the device: every entry not hidden (claims stored before personal
+    settings are `True`; nx-27017 may read a boolean back as 1)."""
+    return sorted(user_id for user_id, entry in (device.get(CLAIMANTS) or {}).items()
+                  if not (isinstance(entry, dict) and entry.get("hidden")))
+
+
 def device_state(device: Document) -> dict[str, Any]:
     """The fields of every device event, from the device as it reads after the change."""
     return {"device_id": device["_id"], "serial_number": device["serial_number"], "model": device["model"],
@@ -134,7 +146,9 @@ def device_state(device: Document) -> dict[str, Any]:
             "location": api.Location(**(device.get("location") or {})), "friendly_name": device.get("friendly_name"),
             "reminders": bool(device.get("reminders", True)), "reminder_email": device.get("reminder_email"),
             "e_maintenance": bool(device.get("e_maintenance")), "visible": bool(device.get("visible", True)),
-            "version": device.get("version", 1), "reminder_recipients": reminder_recipients(device)}
+            "version": device.get("version", 1), "reminder_recipients": reminder_recipients(device),
+            "last_readings": last_readings(device), "registered_by": device.get("registered_by"),
+            "claimants": visible_claimants(device)}
 
 
 def updated(device: Document) -> list[api.DeviceState]:

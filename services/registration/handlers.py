@@ -178,8 +178,8 @@ def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, devic
         "proof_of_purchase": None,
         "reminders": True, "reminder_email": None, "e_maintenance": False, "visible": True, "version": 1,
     }
-    event = api.DeviceRegisteredEvent(**device_state(device), registered_by=claims.user_id,
-                                      language=language, warranty=warranty, upload_id=upload_id)
+    event = api.DeviceRegisteredEvent(**device_state(device), language=language, warranty=warranty,
+                                      upload_id=upload_id)
     return Prepared(device, event, api.DeviceRegistered(device_id=device_id, model=model.model,
                                                         article_number=model.article_number, warranty=warranty))
 
