@@ -93,6 +93,50 @@ def set_fields(fields: Document) -> Change:
     return lambda _device: fields
 
 
+def reminders_off(recipient: api.ReminderRecipient, email: str) -> Change:
+    """An unsubscribe from a reminder mailed to `email` for `recipient`: off for whoever the reminder was for.
+
+    A claimant outside the customer (`recipient.user_id` in the claimants map) turns off their own entry. Anyone
+    else turns off the device's own setting (the customer's, or the registering user's for a device of no
+    customer), but only while that setting still sends to that address: the `reminder_email` it went to, or none
+    then and none now (the customer's contacts). A reminder for an address taken off the list since, or for an
+    owner the device no longer has, changes nothing; reminders already off change nothing either.
+    """
+    def change(device: Document) -> Document | None:
+        claimants = device.get(CLAIMANTS) or {}
+        if recipient.user_id is not None and recipient.user_id in claimants:
+            before = claimants[recipient.user_id]
+            own = dict(before) if isinstance(before, dict) else {}  # `True`: claimed before personal settings
+            if not own.get("reminders"):
+                return None
+            return {CLAIMANTS: {**claimants, recipient.user_id: {**own, "reminders": False}}}
+        if not bool(device.get("reminders", True)) or not names_owner(recipient, device) \
+                or not still_sent_to(device, recipient, email):
+            return None
+        return {"reminders": False}
+    return change
+
+
+def still_sent_to(device: Document, recipient: api.ReminderRecipient, email: str) -> bool:
+    """Whether the device's own reminders still go where that reminder went: its `reminder_email` (any case), or,
+    with none set now, to the customer's contacts as then (the reminder named no address)."""
+    current = (device.get("reminder_email") or "").strip()
+    if current:
+        return current.casefold() == email.strip().casefold()
+    return recipient.email is None
+
+
+def names_owner(recipient: api.ReminderRecipient, device: Document) -> bool:
+    """Whether the reminder was for the device's own setting as it stands: for its customer, or for the user who
+    registered a device of no customer (a recipient naming no one is judged by the address alone)."""
+    customer = device.get("customer_number")
+    if recipient.customer_number is not None:
+        return bool(recipient.customer_number == customer)
+    if recipient.user_id is not None:
+        return customer is None and recipient.user_id == device.get("registered_by")
+    return True
+
+
 def device_view(device: Document, claims: Claims) -> api.Device:
     view = api.Device(
         device_id=device["_id"], serial_number=device["serial_number"], model=device["model"],
