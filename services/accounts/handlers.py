@@ -26,6 +26,8 @@ from services.runtime.tokens import Role, issue_token
 log = logging.getLogger(__name__)
 router = Router()
 MAIL_REQUESTS_PER_HOUR = 5  # links mailed per address and kind; more are answered `ok` but not sent
+# Each retry follows a provisioning that won, so n concurrent ones of one customer need at most n attempts.
+MAX_PROVISION_ATTEMPTS = 100
 
 
 def now_utc() -> datetime:
@@ -541,11 +543,23 @@ async def list_contracts(request: api.ListContracts, ctx: CommandContext) -> dic
 
 @router.command("accounts.operator.provision_customer", api.ProvisionCustomer, access=Access.OPERATOR)
 async def provision_customer(request: api.ProvisionCustomer, ctx: CommandContext) -> None:
+    """An upsert of the customer and its contracts at the next `version`, written conditional on the version it was
+    read at and retried when another provisioning came first: each version is issued once, and the
+    `customer.provisioned` with the highest one is the customer as stored. A command re-run after a crash finds
+    its id among the customer's applied commands and provisions nothing twice."""
+    store = store_of(ctx)
     contracts = {contract.contract_number: contract.model_dump(mode="json") for contract in request.contracts}
-    await store_of(ctx).upsert_customer(
-        request.customer_number, {"name": request.name, "contracts": contracts, "provisioned_at": now_utc()},
-        [api.CustomerProvisioned(customer_number=request.customer_number, customer_name=request.name,
-                                 contracts=request.contracts)])
+    for _ in range(MAX_PROVISION_ATTEMPTS):
+        read = await store.customer(request.customer_number)
+        if read is not None and already_applied(read, ctx.message_id):
+            return
+        version = int((read or {}).get("version") or 0) + 1
+        event = api.CustomerProvisioned(customer_number=request.customer_number, customer_name=request.name,
+                                        contracts=request.contracts, version=version)
+        fields = {"name": request.name, "contracts": contracts, "provisioned_at": now_utc(), "version": version}
+        if await store.upsert_customer(request.customer_number, read, fields, [event], ctx.message_id):
+            return
+    raise CommandError("conflict")
 
 
 @router.command("accounts.operator.list_pending_verifications", api.ListPendingVerifications,

@@ -167,9 +167,20 @@ class AccountStore:
     async def customer(self, customer_number: str) -> Document | None:
         return await self.customers.find_one({"_id": customer_number})
 
-    async def upsert_customer(self, customer_number: str, fields: Document, events: Iterable[Event]) -> None:
-        await self.customers.update_one({"_id": customer_number}, with_events({"$set": fields}, events),
-                                        upsert=True)
+    async def upsert_customer(self, customer_number: str, read: Document | None, fields: Document,
+                              events: Iterable[Event], command_id: str | None) -> bool:
+        """Set `fields` with `events` if the customer is still as `read` (its `version`, or none; `read` None: no
+        such customer, inserted by this upsert); False if another write came first (see `handlers.provision_customer`,
+        which reads again and retries)."""
+        version: Document = {"version": {"$exists": False}} if read is None or "version" not in read \
+            else {"version": read["version"]}
+        try:
+            result = await self.customers.update_one(
+                {"_id": customer_number, **version, **not_applied(command_id)},
+                with_events({"$set": fields}, events, command_id=command_id), upsert=read is None)
+        except DuplicateKeyError:
+            return False  # inserted by another write since it was read
+        return result.matched_count == 1 or result.upserted_id is not None
 
     async def contacts_of(self, owner: str) -> list[Document]:
         return [contact async for contact in self.contacts.find({"owner": owner}).sort("name", ASCENDING)]

@@ -93,14 +93,57 @@ def set_fields(fields: Document) -> Change:
     return lambda _device: fields
 
 
+def reminders_off(recipient: api.ReminderRecipient, email: str) -> Change:
+    """An unsubscribe from a reminder mailed to `email` for `recipient`: off for whoever the reminder was for.
+
+    A claimant outside the customer (`recipient.user_id` in the claimants map) turns off their own entry. Anyone
+    else turns off the device's own setting (the customer's, or the registering user's for a device of no
+    customer), but only while that setting still sends to that address: the `reminder_email` it went to, or none
+    then and none now (the customer's contacts). A reminder for an address taken off the list since, or for an
+    owner the device no longer has, changes nothing; reminders already off change nothing either.
+    """
+    def change(device: Document) -> Document | None:
+        claimants = device.get(CLAIMANTS) or {}
+        if recipient.user_id is not None and recipient.user_id in claimants:
+            before = claimants[recipient.user_id]
+            own = dict(before) if isinstance(before, dict) else {}  # `True`: claimed before personal settings
+            if not own.get("reminders"):
+                return None
+            return {CLAIMANTS: {**claimants, recipient.user_id: {**own, "reminders": False}}}
+        if not bool(device.get("reminders", True)) or not names_owner(recipient, device) \
+                or not still_sent_to(device, recipient, email):
+            return None
+        return {"reminders": False}
+    return change
+
+
+def still_sent_to(device: Document, recipient: api.ReminderRecipient, email: str) -> bool:
+    """Whether the device's own reminders still go where that reminder went: its `reminder_email` (any case), or,
+    with none set now, to the customer's contacts as then (the reminder named no address)."""
+    current = (device.get("reminder_email") or "").strip()
+    if current:
+        return current.casefold() == email.strip().casefold()
+    return recipient.email is None
+
+
+def names_owner(recipient: api.ReminderRecipient, device: Document) -> bool:
+    """Whether the reminder was for the device's own setting as it stands: for its customer, or for the user who
+    registered a device of no customer (a recipient naming no one is judged by the address alone)."""
+    customer = device.get("customer_number")
+    if recipient.customer_number is not None:
+        return bool(recipient.customer_number == customer)
+    if recipient.user_id is not None:
+        return customer is None and recipient.user_id == device.get("registered_by")
+    return True
+
+
 def device_view(device: Document, claims: Claims) -> api.Device:
     view = api.Device(
         device_id=device["_id"], serial_number=device["serial_number"], model=device["model"],
         article_number=device.get("article_number"), customer_number=device.get("customer_number"),
         contract_number=device.get("contract_number"), friendly_name=device.get("friendly_name"),
         location=api.Location(**(device.get("location") or {})), contact_name=device.get("contact_name"),
-        counters=device.get("counters") or [], last_readings=[
-            api.CounterReading(**reading) for reading in (device.get("last_readings") or {}).values()],
+        counters=device.get("counters") or [], last_readings=last_readings(device),
         warranty=api.Warranty(**device["warranty"]) if device.get("warranty") else None,
         reminders=bool(device.get("reminders", True)), reminder_email=device.get("reminder_email"),
         e_maintenance=bool(device.get("e_maintenance")), registered_at=device.get("registered_at"))
@@ -126,6 +169,19 @@ def reminder_recipients(device: Document) -> list[api.ReminderRecipient]:
     return recipients
 
 
+def last_readings(device: Document) -> list[api.CounterReading]:
+    """The ERP's last value of each counter, as the installed-base import stored it: a map by counter name of
+    `{name, value, date}` (the date as `YYYY-MM-DD`)."""
+    return [api.CounterReading(**reading) for reading in (device.get("last_readings") or {}).values()]
+
+
+def visible_claimants(device: Document) -> list[str]:
+    """The claimants outside the customer who see the device: every entry not hidden (claims stored before personal
+    settings are `True`; nx-27017 may read a boolean back as 1)."""
+    return sorted(user_id for user_id, entry in (device.get(CLAIMANTS) or {}).items()
+                  if not (isinstance(entry, dict) and entry.get("hidden")))
+
+
 def device_state(device: Document) -> dict[str, Any]:
     """The fields of every device event, from the device as it reads after the change."""
     return {"device_id": device["_id"], "serial_number": device["serial_number"], "model": device["model"],
@@ -134,7 +190,9 @@ def device_state(device: Document) -> dict[str, Any]:
             "location": api.Location(**(device.get("location") or {})), "friendly_name": device.get("friendly_name"),
             "reminders": bool(device.get("reminders", True)), "reminder_email": device.get("reminder_email"),
             "e_maintenance": bool(device.get("e_maintenance")), "visible": bool(device.get("visible", True)),
-            "version": device.get("version", 1), "reminder_recipients": reminder_recipients(device)}
+            "version": device.get("version", 1), "reminder_recipients": reminder_recipients(device),
+            "last_readings": last_readings(device), "registered_by": device.get("registered_by"),
+            "claimants": visible_claimants(device)}
 
 
 def updated(device: Document) -> list[api.DeviceState]:

@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts import registration as api
 from contracts.accounts import TermsAccepted
 from contracts.base import Page
+from contracts.notifier import RemindersUnsubscribed
 from services.registration import domain, installed_base
 from services.registration.devices import (
     apply_settings,
@@ -18,6 +19,7 @@ from services.registration.devices import (
     device_state,
     device_view,
     is_member,
+    reminders_off,
     updated,
     visible_to,
 )
@@ -178,8 +180,8 @@ def prepare(claims: Claims, language: str, request: api.RegisterDevice, *, devic
         "proof_of_purchase": None,
         "reminders": True, "reminder_email": None, "e_maintenance": False, "visible": True, "version": 1,
     }
-    event = api.DeviceRegisteredEvent(**device_state(device), registered_by=claims.user_id,
-                                      language=language, warranty=warranty, upload_id=upload_id)
+    event = api.DeviceRegisteredEvent(**device_state(device), language=language, warranty=warranty,
+                                      upload_id=upload_id)
     return Prepared(device, event, api.DeviceRegistered(device_id=device_id, model=model.model,
                                                         article_number=model.article_number, warranty=warranty))
 
@@ -259,6 +261,14 @@ async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext
 @router.event(TermsAccepted)
 async def remember_terms(event: TermsAccepted, ctx: EventContext) -> None:
     await store_of(ctx).remember_terms(event.user_id, event.terms_version, event.privacy_version, event.accepted_at)
+
+
+@router.event(RemindersUnsubscribed)
+async def unsubscribe_reminders(event: RemindersUnsubscribed, ctx: EventContext) -> None:
+    """Reminders off for whoever the unsubscribed reminder was for (see `devices.reminders_off`), as a versioned
+    change with its `device.updated`. A copy of the event, or reminders already off, changes nothing."""
+    await change_device(store_of(ctx), event.device_id, reminders_off(event.recipient, event.email), updated,
+                        command_id=ctx.message_id)
 
 
 async def create_indexes(instance: ServiceInstance) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from contracts.client import PortalClient, PortalError
@@ -11,7 +13,7 @@ from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.accounts.flows import signed_in
 from tests.builders import random_email, token_for, token_in
-from tests.support import EventTap, running
+from tests.support import EventTap, eventually, running
 
 OKI_PROFILE = {
     "title": "Mr", "first_name": "Robert", "last_name": "Raut", "phone": "09846528418", "country": "IN",
@@ -200,6 +202,52 @@ async def test_provisioning_is_an_upsert_that_can_be_rerun(accounts: ServiceInst
     customer = await accounts.db.customers.find_one({"_id": "C-9"})
     assert customer is not None and customer["name"] == "Nine AS"
     await tap.next("accounts.customer.provisioned", lambda body: body["customer_name"] == "Nine AS")
+
+
+def nine(number: int) -> dict[str, object]:
+    """A provisioning of customer C-9 that names its number in the name and in its one contract."""
+    return {"customer_number": "C-9", "name": f"Nine {number}", "contracts": [
+        {"contract_number": f"K-{number}", "type": "service", "start_date": "2025-01-01"}]}
+
+
+async def test_each_provisioning_of_a_customer_is_announced_with_the_next_version(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
+    operator, _ = token_for(settings, Role.OPERATOR)
+    await portal.call("accounts.operator.provision_customer", nine(1), token=operator)
+    await portal.call("accounts.operator.provision_customer", nine(2), token=operator)
+    await tap.next("accounts.customer.provisioned", lambda body: body["version"] == 2)
+    assert [(body["customer_name"], body["version"]) for body in tap.named("accounts.customer.provisioned")] == [
+        ("Nine 1", 1), ("Nine 2", 2)]
+    stored = await accounts.db.customers.find_one({"_id": "C-9"})
+    assert stored is not None and stored["version"] == 2
+
+
+async def test_concurrent_provisionings_get_distinct_versions_and_the_highest_is_the_stored_customer(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
+    operator, _ = token_for(settings, Role.OPERATOR)
+    await asyncio.gather(*(portal.call("accounts.operator.provision_customer", nine(number), token=operator)
+                           for number in range(6)))
+
+    async def all_announced() -> bool:
+        return len(tap.named("accounts.customer.provisioned")) >= 6
+    await eventually(all_announced)
+    events = tap.named("accounts.customer.provisioned")
+    assert sorted(body["version"] for body in events) == [1, 2, 3, 4, 5, 6]
+    last = max(events, key=lambda body: body["version"])
+    listed = (await portal.call("accounts.list_contracts", {}, token=token_for(settings, customer_number="C-9")[0]))
+    assert [{key: value for key, value in item.items() if key != "term_months"} for item in listed["items"]] == \
+        last["contracts"]
+    stored = await accounts.db.customers.find_one({"_id": "C-9"})
+    assert stored is not None and (stored["name"], stored["version"]) == (last["customer_name"], 6)
+
+
+async def test_a_customer_provisioned_before_versions_existed_gets_version_1(
+        accounts: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
+    await accounts.db.customers.insert_one({"_id": "C-9", "name": "Nine", "contracts": {}})
+    await portal.call("accounts.operator.provision_customer", nine(1), token=token_for(settings, Role.OPERATOR)[0])
+    event = await tap.next("accounts.customer.provisioned")
+    assert (event["customer_name"], event["version"]) == ("Nine 1", 1)
+    assert await accounts.db.customers.count_documents({}) == 1
 
 
 async def test_a_contract_ending_before_it_starts_is_refused(accounts: ServiceInstance, portal: PortalClient,

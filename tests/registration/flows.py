@@ -25,6 +25,12 @@ async def accept_terms(registration: ServiceInstance, amqp_url: str, user_id: st
 
 async def terms_handled(registration: ServiceInstance, message_id: str) -> None:
     """Wait until registration handled that `TermsAccepted` (its claim is done), whether it changed anything."""
+    await event_handled(registration, message_id)
+
+
+async def event_handled(registration: ServiceInstance, message_id: str) -> None:
+    """Wait until registration handled the event it got with that message id (its claim is done), whether it
+    changed anything."""
     async def handled() -> bool:
         claim = await registration.db.message_claims.find_one({"_id": {"$regex": f":{message_id}$"}, "done": True})
         return claim is not None

@@ -121,3 +121,30 @@ async def test_a_device_changed_between_the_read_and_the_batched_write_is_change
     assert (stored["friendly_name"], stored["location"]["city"], stored["version"]) == ("Empfang", "Potsdam", 3)
     versions = sorted(body["version"] for _, body in tap.events if body["device_id"] == device["device_id"])
     assert versions == [2, 3] and last["version"] == 3 and last["friendly_name"] == "Empfang"
+
+
+def with_readings(device: dict[str, Any], mono: int, color: int, on: str) -> dict[str, Any]:
+    return {**device, "counters": [{"name": "mono", "value": mono, "date": on},
+                                   {"name": "color", "value": color, "date": on}]}
+
+
+async def test_a_provisioned_device_carries_the_erps_last_readings_and_a_re_import_publishes_the_newer_ones(
+        batched: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    [device] = fleet(1)
+    async with EventTap(amqp_url, "registration.device.#") as tap:
+        await portal.call("registration.operator.import_installed_base",
+                          {"devices": [with_readings(device, 1200, 340, "2026-09-30")]}, token=operator(settings))
+        first = await tap.next("registration.device.provisioned")
+        await portal.call("registration.operator.import_installed_base",
+                          {"devices": [with_readings(device, 1850, 410, "2026-12-31")]}, token=operator(settings))
+        again = await tap.next("registration.device.provisioned", lambda body: body["version"] == 2)
+        customer = token_for(settings, customer_number="C-1")[0]
+        await portal.call("registration.rename_device", {"device_id": first["device_id"], "friendly_name": "Empfang"},
+                          token=customer)
+        renamed = await tap.next("registration.device.updated")
+    assert first["last_readings"] == [{"name": "mono", "value": 1200, "date": "2026-09-30"},
+                                      {"name": "color", "value": 340, "date": "2026-09-30"}]
+    newer = [{"name": "mono", "value": 1850, "date": "2026-12-31"},
+             {"name": "color", "value": 410, "date": "2026-12-31"}]
+    assert again["last_readings"] == renamed["last_readings"] == newer
+    assert (first["registered_by"], first["claimants"]) == (None, [])

@@ -10,7 +10,7 @@ from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import device_registration, random_serial, token_for
-from tests.registration.flows import customer
+from tests.registration.flows import accept_terms, customer, terms_handled
 from tests.support import EventTap, eventually, outcome
 
 FLEET = [
@@ -174,3 +174,17 @@ async def test_deregistering_a_list_naming_a_device_the_caller_may_not_see_chang
     assert await serials(portal, token) == ["AK5A000001", "AK5M000002"]
     stored = await registration.db.devices.find_one({"_id": own})
     assert stored is not None and stored["version"] == 1 and stored["visible"]
+
+
+async def test_every_event_of_a_registered_device_names_the_user_who_registered_it(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    token, claims = token_for(settings, customer_number=None)
+    await terms_handled(registration, await accept_terms(registration, amqp_url, claims.user_id))
+    async with EventTap(amqp_url, "registration.device.#") as tap:
+        device = await portal.call("registration.register_device", device_registration(), token=token)
+        await portal.call("registration.rename_device", {"device_id": device["device_id"],
+                                                         "friendly_name": "Home office"}, token=token)
+        registered = await tap.next("registration.device.registered")
+        renamed = await tap.next("registration.device.updated")
+    assert registered["registered_by"] == renamed["registered_by"] == claims.user_id
+    assert renamed["claimants"] == []

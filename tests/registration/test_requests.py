@@ -449,3 +449,32 @@ async def test_a_same_location_claim_names_the_device_id_it_refuses_and_needs_at
     empty = await portal.send("registration.claim_same_location", b"{}", token=token)
     assert (empty["error"]["code"], list(empty["error"]["fields"])) == ("validation_failed", ["device_ids"])
     assert await registration.db.requests.count_documents({}) == 0
+
+
+async def test_a_claimant_outside_the_customer_is_named_in_the_devices_events_until_they_hide_it(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    device_id = ids["AK5A100001"]
+    claimant, claims = token_for(settings, customer_number=None)
+    async with EventTap(amqp_url, "registration.device.#") as tap:
+        await portal.call("registration.claim_device", {"serial_number": "AK5A100001", "postal_code": "0154"},
+                          token=claimant)
+        claimed = await tap.next("registration.device.claimed")
+        await portal.call("registration.deregister_devices", {"device_ids": [device_id]}, token=claimant)
+        hidden = await tap.next("registration.device.updated")
+    assert claimed["claimants"] == [claims.user_id]
+    assert hidden["claimants"] == []
+    assert claimed["registered_by"] is None  # from the installed base, registered by no one
+
+
+async def test_claims_stored_as_true_count_and_a_hidden_flag_read_back_as_1_hides(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    device_id = ids["AK5A100001"]
+    await registration.db.devices.update_one({"_id": device_id}, {"$set": {"claimants": {
+        "u-before-settings": True, "u-hid-it": {"hidden": 1, "reminders": 1}, "u-sees-it": {"hidden": 0}}}})
+    async with EventTap(amqp_url, "registration.device.updated") as tap:
+        await portal.call("registration.rename_device", {"device_id": device_id, "friendly_name": "Resepsjon"},
+                          token=token_for(settings, customer_number="C-7")[0])
+        event = await tap.next("registration.device.updated")
+    assert event["claimants"] == ["u-before-settings", "u-sees-it"]
