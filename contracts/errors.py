@@ -72,8 +72,18 @@ class MeteringErrorCode(StrEnum):
     INVALID_READING_DATE = "invalid_reading_date"
 
 
+class OrderingErrorCode(StrEnum):
+    """Specific codes of `ordering` (CATALOG §5)."""
+
+    MULTIPLE_DELIVERY_ADDRESSES = "multiple_delivery_addresses"
+    ARTICLE_NOT_FOR_DEVICE = "article_not_for_device"
+    NOT_COVERED_BY_CONTRACT = "not_covered_by_contract"
+    DUPLICATE_ORDER = "duplicate_order"  # beyond the catalogue: an earlier order of the article is not delivered
+    INVALID_TRANSITION = "invalid_transition"  # also ticketing: a status change the life cycle does not allow
+
+
 SERVICE_CODES: tuple[type[StrEnum], ...] = (AccountsErrorCode, RegistrationErrorCode, BulkUploadCode,
-                                            MeteringErrorCode)
+                                            MeteringErrorCode, OrderingErrorCode)
 
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -242,6 +252,35 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The reading date may be neither in the future nor before the last reading.",
         "de": "Das Ablesedatum darf weder in der Zukunft noch vor der letzten Ablesung liegen.",
         "nb": "Avlesningsdatoen kan verken være i fremtiden eller før forrige avlesning.",
+    },
+    OrderingErrorCode.MULTIPLE_DELIVERY_ADDRESSES: {
+        "en": "One order goes to one delivery address: please place a separate order for each location.",
+        "de": "Pro Bestellung kann nur eine Lieferadresse verarbeitet werden: Bitte bestellen Sie für jeden Standort "
+            "separat.",
+        "nb": "Én bestilling går til én leveringsadresse: legg inn en egen bestilling for hver adresse.",
+    },
+    OrderingErrorCode.ARTICLE_NOT_FOR_DEVICE: {
+        "en": "This article is not a consumable of that device's model.",
+        "de": "Dieser Artikel ist kein Verbrauchsmaterial des Gerätemodells.",
+        "nb": "Denne artikkelen er ikke et forbruksmateriell for maskinens modell.",
+    },
+    OrderingErrorCode.NOT_COVERED_BY_CONTRACT: {
+        "en": "The device has no active service contract that includes consumables.",
+        "de": "Für das Gerät besteht kein aktiver Servicevertrag, der Verbrauchsmaterial einschließt.",
+        "nb": "Maskinen har ingen aktiv serviceavtale som omfatter forbruksmateriell.",
+    },
+    OrderingErrorCode.DUPLICATE_ORDER: {
+        "en": "This article was already ordered for this device and is not delivered yet. Confirm to order it "
+            "again anyway.",
+        "de": "Dieser Artikel wurde für dieses Gerät bereits bestellt und ist noch nicht geliefert. Bestätigen Sie, "
+            "wenn Sie ihn trotzdem erneut bestellen möchten.",
+        "nb": "Denne artikkelen er allerede bestilt til denne maskinen og ikke levert ennå. Bekreft for å bestille "
+            "den likevel.",
+    },
+    OrderingErrorCode.INVALID_TRANSITION: {
+        "en": "This status change is not possible from the current status.",
+        "de": "Dieser Statuswechsel ist aus dem aktuellen Status nicht möglich.",
+        "nb": "Denne statusendringen er ikke mulig fra nåværende status.",
     },
     RegistrationErrorCode.SERIAL_OR_POSTCODE_MISMATCH: {
         "en": "The serial number and postcode do not match any device we know. Please check both: the postcode is the "
