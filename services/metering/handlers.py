@@ -42,8 +42,8 @@ from services.metering.store import MeteringStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
+from services.runtime.readmodels import contracts_of, device_fields, visible_to
 from services.runtime.service import Router, ServiceInstance
-from services.runtime.tokens import Claims
 
 router = Router()
 
@@ -57,20 +57,6 @@ def today() -> date:
 
 
 # --- visibility -------------------------------------------------------------------------------------
-
-def visible_to(claims: Claims) -> Document:
-    """Filter: the devices in the caller's view (registration's `visible_to`, on metering's copy of them)."""
-    if claims.contract_number:
-        members: Document = {"customer_number": claims.customer_number, "contract_number": claims.contract_number}
-    elif claims.customer_number:
-        members = {"$or": [{"customer_number": claims.customer_number}, {"registered_by": claims.user_id}]}
-    else:
-        members = {"registered_by": claims.user_id}
-    shown: Document = {"$and": [members, {"visible": {"$in": [True, 1]}}]}
-    if claims.contract_number:
-        return shown
-    return {"$or": [shown, {"claimants": claims.user_id}]}
-
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:
     device = await store_of(ctx).device({"$and": [{"_id": device_id}, visible_to(ctx.caller)]})
@@ -332,17 +318,7 @@ def due_device(device: Document, window: periods.Window) -> api.DueDevice:
 # --- read models ------------------------------------------------------------------------------------------------
 
 async def remember_device(event: DeviceState, ctx: EventContext) -> None:
-    fields = {
-        "serial_number": event.serial_number, "model": event.model, "counters": event.counters,
-        "customer_number": event.customer_number, "contract_number": event.contract_number,
-        "location": event.location.model_dump(), "friendly_name": event.friendly_name,
-        "e_maintenance": event.e_maintenance, "visible": event.visible, "registered_by": event.registered_by,
-        "claimants": event.claimants,
-        "reminder_recipients": [recipient.model_dump() for recipient in event.reminder_recipients],
-        "baseline": {reading.name: {"value": reading.value, "date": reading.date.isoformat()}
-                     for reading in event.last_readings},
-    }
-    await store_of(ctx).remember_device(event.device_id, fields, event.version)
+    await store_of(ctx).remember_device(event.device_id, device_fields(event), event.version)
 
 
 for _event in (DeviceProvisioned, DeviceRegisteredEvent, DeviceClaimed, DeviceUpdated, DeviceDeregistered):
@@ -351,8 +327,7 @@ for _event in (DeviceProvisioned, DeviceRegisteredEvent, DeviceClaimed, DeviceUp
 
 @router.event(CustomerProvisioned)
 async def remember_customer(event: CustomerProvisioned, ctx: EventContext) -> None:
-    contracts = {contract.contract_number: contract.model_dump(mode="json") for contract in event.contracts}
-    await store_of(ctx).remember_customer(event.customer_number, contracts, event.version)
+    await store_of(ctx).remember_customer(event.customer_number, contracts_of(event), event.version)
 
 
 async def create_indexes(instance: ServiceInstance) -> None:

@@ -24,6 +24,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from contracts.base import Event
 from services.runtime.mongo import Database, Document
 from services.runtime.outbox import inserted, with_events
+from services.runtime.readmodels import keep_latest
 
 DEVICES, CUSTOMERS, READINGS, REMINDERS, OVERDUE, SCHEDULE = (
     "devices", "customers", "readings", "reminders", "overdue", "schedule")
@@ -33,11 +34,6 @@ SEQ_DIGITS = 10
 
 def reading_key(device_id: str, seq: int) -> str:
     return f"{device_id}:{seq:0{SEQ_DIGITS}d}"
-
-
-def newer_than(version: int) -> Document:
-    """Filter: stored at a lower version. Version 0 (a sender without versions) fills in, never overwrites."""
-    return {"$lt": version} if version > 0 else {"$lte": 0}
 
 
 class MeteringStore:
@@ -65,21 +61,10 @@ class MeteringStore:
 
     async def remember_device(self, device_id: str, fields: Document, version: int) -> bool:
         """Keep the device as an event describes it unless a newer version is stored; False when ignored."""
-        try:
-            await self.devices.update_one(
-                {"_id": device_id, "version": newer_than(version)},
-                {"$set": {**fields, "version": version}, "$setOnInsert": {"last_seq": 0}}, upsert=True)
-        except DuplicateKeyError:
-            return False  # stored with a newer version: the upsert's insert collided
-        return True
+        return await keep_latest(self.devices, device_id, fields, version, on_insert={"last_seq": 0})
 
     async def remember_customer(self, customer_number: str, contracts: Document, version: int) -> bool:
-        try:
-            await self.customers.update_one({"_id": customer_number, "version": newer_than(version)},
-                                            {"$set": {"contracts": contracts, "version": version}}, upsert=True)
-        except DuplicateKeyError:
-            return False
-        return True
+        return await keep_latest(self.customers, customer_number, {"contracts": contracts}, version)
 
     async def device(self, query: Document) -> Document | None:
         return await self.devices.find_one(query)

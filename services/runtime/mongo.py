@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
+Collection = AsyncCollection[Document]
 
 
 def mongo_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:

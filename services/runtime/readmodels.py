@@ -1,0 +1,72 @@
+"""Read models every service keeps of other services' aggregates, the same way: devices from registration's events
+and customers' contracts from accounts' events, each kept at the highest `version` seen, and who may see a device.
+
+Events arrive in any order and more than once: a write is an upsert conditional on the stored version being lower,
+so an older copy arriving late changes nothing (its insert collides on `_id`), and a duplicate rewrites the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from contracts.accounts import CustomerProvisioned
+from contracts.registration import DeviceState
+from services.runtime.mongo import Collection, Document
+from services.runtime.tokens import Claims
+
+
+def newer_than(version: int) -> Document:
+    """Filter: stored at a lower version. Version 0 (a sender without versions) fills in, never overwrites."""
+    return {"$lt": version} if version > 0 else {"$lte": 0}
+
+
+async def keep_latest(collection: Collection, key: str, fields: Document, version: int,
+                      on_insert: Document | None = None) -> bool:
+    """Store `fields` under `key` unless a newer version is stored; False when the copy was older and ignored."""
+    update: dict[str, Any] = {"$set": {**fields, "version": version}}
+    if on_insert:
+        update["$setOnInsert"] = on_insert
+    try:
+        await collection.update_one({"_id": key, "version": newer_than(version)}, update, upsert=True)
+    except DuplicateKeyError:
+        return False  # stored with a newer version: the upsert's insert collided
+    return True
+
+
+def device_fields(event: DeviceState) -> Document:
+    """What a read model keeps of a device: who sees it, what it is, where it stands, its reminder settings and the
+    ERP's last readings (`baseline`: counter -> {value, date})."""
+    return {
+        "serial_number": event.serial_number, "model": event.model, "article_number": event.article_number,
+        "counters": event.counters, "customer_number": event.customer_number,
+        "contract_number": event.contract_number, "location": event.location.model_dump(),
+        "friendly_name": event.friendly_name, "e_maintenance": event.e_maintenance, "visible": event.visible,
+        "registered_by": event.registered_by, "claimants": event.claimants,
+        "reminder_recipients": [recipient.model_dump() for recipient in event.reminder_recipients],
+        "baseline": {reading.name: {"value": reading.value, "date": reading.date.isoformat()}
+                     for reading in event.last_readings},
+    }
+
+
+def contracts_of(event: CustomerProvisioned) -> Document:
+    """A customer's contracts by number, dates as `YYYY-MM-DD`."""
+    return {contract.contract_number: contract.model_dump(mode="json") for contract in event.contracts}
+
+
+def visible_to(claims: Claims) -> Document:
+    """Filter on a device read model: the devices in the caller's view, as registration decides it. The users of
+    the device's customer (only the contract's devices for a contract sign-in), the registering user of a device of
+    no customer, and claimants outside the customer who did not hide it; a device its customer deregistered is out
+    of its customer's view."""
+    if claims.contract_number:
+        members: Document = {"customer_number": claims.customer_number, "contract_number": claims.contract_number}
+    elif claims.customer_number:
+        members = {"$or": [{"customer_number": claims.customer_number}, {"registered_by": claims.user_id}]}
+    else:
+        members = {"registered_by": claims.user_id}
+    shown: Document = {"$and": [members, {"visible": {"$in": [True, 1]}}]}
+    if claims.contract_number:
+        return shown
+    return {"$or": [shown, {"claimants": claims.user_id}]}
