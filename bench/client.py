@@ -2,7 +2,8 @@
 
 Direct reply-to, persistent messages, publisher confirms and a ~280-byte JSON body with a
 fresh key and message_id per call, so the runtime can never answer from a stored reply.
-`concurrency` callers each wait for their reply before sending the next command.
+`concurrency` callers each wait for their reply before sending the next command. A benchmark of a
+real command passes its own bodies (`payload`, per caller) and headers, and which replies count.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection, HeadersType
 
 from contracts.topology import COMMANDS_EXCHANGE
 
@@ -25,6 +27,8 @@ REPLY_QUEUE = "amq.rabbitmq.reply-to"
 BODY_BYTES = 280
 CALL_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The body of a caller's next command, given the caller's index (0 .. concurrency - 1).
+Payload = Callable[[int], bytes]
 
 
 def body(count: int) -> bytes:
@@ -77,8 +81,9 @@ class Cell:
 
 
 class Caller:
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, *, headers: dict[str, str] | None = None) -> None:
         self.amqp_url = amqp_url
+        self.headers: HeadersType = dict(headers or {})
         self._waiting: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
@@ -102,8 +107,8 @@ class Caller:
         if future is not None and not future.done():
             future.set_result(message)
 
-    async def call(self, routing_key: str, payload: bytes) -> bool:
-        """Send one command and wait for its reply; False on a timeout or a refused publish."""
+    async def call(self, routing_key: str, payload: bytes) -> bytes | None:
+        """Send one command and wait for its reply's body; None on a timeout or a refused publish."""
         assert self._exchange is not None, "use `async with Caller(...)`"
         correlation_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
@@ -111,26 +116,31 @@ class Caller:
         try:
             await self._exchange.publish(
                 aio_pika.Message(payload, content_type="application/json", correlation_id=correlation_id,
-                                 message_id=uuid.uuid4().hex, reply_to=REPLY_QUEUE,
+                                 message_id=uuid.uuid4().hex, reply_to=REPLY_QUEUE, headers=self.headers,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=routing_key, mandatory=True)
-            await asyncio.wait_for(future, CALL_TIMEOUT)
-            return True
+            reply = await asyncio.wait_for(future, CALL_TIMEOUT)
+            return bytes(reply.body)
         except (TimeoutError, aio_pika.exceptions.AMQPError):
-            return False
+            return None
         finally:
             self._waiting.pop(correlation_id, None)
 
     async def cell(self, routing_key: str, concurrency: int, seconds: float, warmup: float,
-                   watch: dict[str, int]) -> Cell:
-        """Run `concurrency` callers for warmup + seconds; `watch` names the pids whose CPU to report."""
+                   watch: dict[str, int], payload: Payload | None = None,
+                   accept: Callable[[bytes], bool] | None = None) -> Cell:
+        """Run `concurrency` callers for warmup + seconds; `watch` names the pids whose CPU to report.
+
+        `payload(caller)` makes each body (default: `body(1)`); a reply `accept` refuses counts as an error."""
         cell = Cell(concurrency, seconds)
         started = time.perf_counter()
         window_start, window_end = started + warmup, started + warmup + seconds
+        make = payload or (lambda _: body(1))
 
-        async def caller() -> None:
+        async def caller(index: int) -> None:
             while (sent := time.perf_counter()) < window_end:
-                if not await self.call(routing_key, body(1)):
+                reply = await self.call(routing_key, make(index))
+                if reply is None or (accept is not None and not accept(reply)):
                     cell.errors += 1
                     continue
                 cell.replies += 1
@@ -145,5 +155,5 @@ class Caller:
             for name, pid in watch.items():
                 cell.cpu_percent[name] = round((cpu_seconds(pid) - before[name]) / seconds * 100)
 
-        await asyncio.gather(cpu_meter(), *(caller() for _ in range(concurrency)))
+        await asyncio.gather(cpu_meter(), *(caller(index) for index in range(concurrency)))
         return cell

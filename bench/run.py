@@ -9,11 +9,14 @@ Each server runs in its own process (`bench.server`) and is driven by the same r
 - runtime: the `bench` service's `bench.write` (claim by message_id, one upsert, stored reply).
 
 Before those: bulk registration (`bench.bulk`) and the installed-base import (`bench.import_base`);
-`--only bulk|import|runtime` runs one part.
+after them, the metering service (`bench.metering`: single readings against the same raw echo, a
+10,000-row readings file, the reminder run for 100,000 devices). `--only bulk|import|runtime|metering`
+runs one part.
 
 Goal: runtime throughput >= 0.5x raw and runtime p99 <= 2x raw p99. Figures go to the console
-and to bench/results/latest.json. `--profile` adds a separate run of the runtime server under
-pyinstrument (so the table stays unprofiled) and writes bench/results/profile.txt and .html.
+and to bench/results/latest.json (the parts a run ran; the others null). `--profile` adds a separate
+run of the runtime server under pyinstrument (so the table stays unprofiled) and writes
+bench/results/profile.txt and .html, and one per metering part (bench/results/metering-*/).
 """
 
 from __future__ import annotations
@@ -23,9 +26,6 @@ import asyncio
 import json
 import os
 import platform
-import select
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -36,14 +36,14 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from bench.bulk import SIZES, print_bulk, run_bulk
+from bench.bulk import SIZES, BulkRun, print_bulk, run_bulk
 from bench.client import Caller, Cell
-from bench.import_base import STEPS, print_import, run_import
-from bench.server import RAW_QUEUE
+from bench.import_base import STEPS, ImportRun, print_import, run_import
+from bench.metering import MeteringReport, metering_json, print_metering, run_metering
+from bench.server import RAW_QUEUE, launched
 from bench.service import COLLECTION, Write, service
 from deploy.local import deps
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCIES = (1, 32)
 GOAL_THROUGHPUT, GOAL_P99 = 0.5, 2.0  # runtime/raw: at least this share of calls/s, at most this p99
@@ -80,22 +80,6 @@ def nx_27017(tmp: Path) -> Iterator[tuple[str, int]]:
         yield url, process.pid
     finally:
         deps.stop_process(process)
-
-
-@contextmanager
-def server(*args: str, timeout: float = 60) -> Iterator[int]:
-    """`python -m bench.server ARGS` once it prints `ready`; its pid. SIGTERM and wait at the end."""
-    process = subprocess.Popen([sys.executable, "-m", "bench.server", *args], cwd=ROOT,
-                               stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        readable, _, _ = select.select([process.stdout], [], [], timeout)
-        line = process.stdout.readline() if readable else b""
-        if line.strip() != b"ready":
-            raise deps.DependencyError(f"bench.server {args[0]} did not get ready (exit {process.poll()})")
-        yield process.pid
-    finally:
-        deps.stop_process(process, timeout=30)
 
 
 async def measure(amqp_url: str, routing_key: str, watch: dict[str, int], concurrencies: Sequence[int],
@@ -139,11 +123,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (default 1)")
-    parser.add_argument("--profile", action="store_true", help="also profile the runtime server (c=32)")
-    parser.add_argument("--only", choices=("runtime", "bulk", "import"), help="run one part only")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of metering.submit_reading and the raw echo (default 3; medians)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the runtime server (c=32) and the metering service in each of its parts")
+    parser.add_argument("--only", choices=("runtime", "bulk", "import", "metering"), help="run one part only")
     args = parser.parse_args()
 
     cells: dict[str, list[Cell]] = {}
+    writes: dict[str, int] | None = None
+    bulk_runs: list[BulkRun] | None = None
+    imported: tuple[float, list[ImportRun]] | None = None
+    metering: MeteringReport | None = None
     with (tempfile.TemporaryDirectory(prefix="bench-") as tmp, rabbitmq_vhost(Path(tmp)) as amqp_url,
           nx_27017(Path(tmp)) as (mongo_url, nx_pid)):
         if args.only in (None, "bulk"):
@@ -153,47 +144,61 @@ def main() -> None:
         if args.only in (None, "import"):
             print("installed-base import, " + ", ".join(f"{count:,} {kind}" for count, _, kind in STEPS) + " ...",
                   flush=True)
-            idle_rss, import_runs = run_import(amqp_url, mongo_url)
-            print_import(idle_rss, import_runs)
-        if args.only in ("bulk", "import"):
-            return
-        watch = {"nx": nx_pid, "client": os.getpid()}
-        print(f"raw echo server, c={CONCURRENCIES}, {args.seconds:g} s each ...", flush=True)
-        with server("raw", amqp_url) as pid:
-            cells["raw"] = asyncio.run(measure(amqp_url, RAW_QUEUE, {"server": pid, **watch}, CONCURRENCIES,
-                                               args.seconds, args.warmup))
-        print(f"runtime service ({Write.routing_key}), c={CONCURRENCIES}, {args.seconds:g} s each ...", flush=True)
-        prefix = f"bench{uuid.uuid4().hex[:8]}_"
-        with server("runtime", amqp_url, mongo_url, prefix) as pid:
-            cells["runtime"] = asyncio.run(measure(amqp_url, Write.routing_key, {"server": pid, **watch},
-                                                   CONCURRENCIES, args.seconds, args.warmup))
-        # Every reply must stand for one stored document, else the runtime was not doing the work.
-        writes = {"replies": sum(cell.replies for cell in cells["runtime"]),
-                  "documents": count_writes(mongo_url, prefix)}
-        if args.profile:
-            print("runtime service under pyinstrument, c=32 ...", flush=True)
-            with server("runtime", amqp_url, mongo_url, f"bench{uuid.uuid4().hex[:8]}_",
-                        "--profile", str(RESULTS)) as pid:
-                profiled = asyncio.run(measure(amqp_url, Write.routing_key, {"server": pid}, (32,), args.seconds,
-                                               args.warmup))
-            print(f"  profiled: {profiled[0].calls_per_s:,.0f} calls/s; "
-                  f"wrote {RESULTS / 'profile.txt'} and profile.html")
+            imported = run_import(amqp_url, mongo_url)
+            print_import(*imported)
+        if args.only in (None, "runtime"):
+            cells, writes = run_runtime(amqp_url, mongo_url, nx_pid, args.seconds, args.warmup, args.profile)
+        if args.only in (None, "metering"):
+            metering = run_metering(amqp_url, mongo_url, nx_pid, seconds=args.seconds, warmup=args.warmup,
+                                    rounds=args.rounds, profile=RESULTS if args.profile else None)
 
-    rows = ratios(cells["raw"], cells["runtime"])
-    print_report(cells, rows)
-    if writes["replies"] != writes["documents"]:
-        print(f"WARNING: {writes['replies']} runtime replies but {writes['documents']} documents written")
+    rows = ratios(cells["raw"], cells["runtime"]) if cells else None
+    if rows is not None and writes is not None:
+        print_report(cells, rows)
+        if writes["replies"] != writes["documents"]:
+            print(f"WARNING: {writes['replies']} runtime replies but {writes['documents']} documents written")
+    if metering is not None:
+        print_metering(metering)
     RESULTS.mkdir(exist_ok=True)
+    # Every run writes the parts it ran; the others are null.
     (RESULTS / "latest.json").write_text(json.dumps({
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds_per_cell": args.seconds, "warmup_seconds": args.warmup,
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "goal": {"throughput_at_least": GOAL_THROUGHPUT, "p99_at_most": GOAL_P99},
-        "results": {name: [cell.summary() for cell in results] for name, results in cells.items()},
+        "results": {name: [cell.summary() for cell in results] for name, results in cells.items()} or None,
         "ratios": rows, "runtime_writes": writes,
-        "bulk": [{**vars(run), "rows_per_s": round(run.rows_per_s)} for run in bulk_runs] if args.only is None
-        else None,
-        "import": {"idle_rss_mb": idle_rss, "runs": [{**vars(run), "devices_per_s": round(run.devices_per_s)}
-                                                     for run in import_runs]} if args.only is None else None,
-    }, indent=2) + "\n")
+        "bulk": [{**vars(run), "rows_per_s": round(run.rows_per_s)} for run in bulk_runs]
+        if bulk_runs is not None else None,
+        "import": {"idle_rss_mb": imported[0], "runs": [{**vars(run), "devices_per_s": round(run.devices_per_s)}
+                                                        for run in imported[1]]} if imported is not None else None,
+        "metering": metering_json(metering) if metering is not None else None,
+    }, indent=2, default=str) + "\n")
     print(f"\nwrote {RESULTS / 'latest.json'}")
+
+
+def run_runtime(amqp_url: str, mongo_url: str, nx_pid: int, seconds: float, warmup: float,
+                profile: bool) -> tuple[dict[str, list[Cell]], dict[str, int]]:
+    """The raw echo, then `bench.write` through the runtime; the cells, and replies against documents written."""
+    cells: dict[str, list[Cell]] = {}
+    watch = {"nx": nx_pid, "client": os.getpid()}
+    print(f"raw echo server, c={CONCURRENCIES}, {seconds:g} s each ...", flush=True)
+    with launched("raw", amqp_url) as pid:
+        cells["raw"] = asyncio.run(measure(amqp_url, RAW_QUEUE, {"server": pid, **watch}, CONCURRENCIES,
+                                           seconds, warmup))
+    print(f"runtime service ({Write.routing_key}), c={CONCURRENCIES}, {seconds:g} s each ...", flush=True)
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    with launched("runtime", amqp_url, mongo_url, prefix) as pid:
+        cells["runtime"] = asyncio.run(measure(amqp_url, Write.routing_key, {"server": pid, **watch},
+                                               CONCURRENCIES, seconds, warmup))
+    # Every reply must stand for one stored document, else the runtime was not doing the work.
+    writes = {"replies": sum(cell.replies for cell in cells["runtime"]),
+              "documents": count_writes(mongo_url, prefix)}
+    if profile:
+        print("runtime service under pyinstrument, c=32 ...", flush=True)
+        with launched("runtime", amqp_url, mongo_url, f"bench{uuid.uuid4().hex[:8]}_",
+                      "--profile", str(RESULTS)) as pid:
+            profiled = asyncio.run(measure(amqp_url, Write.routing_key, {"server": pid}, (32,), seconds, warmup))
+        print(f"  profiled: {profiled[0].calls_per_s:,.0f} calls/s; "
+              f"wrote {RESULTS / 'profile.txt'} and profile.html")
+    return cells, writes

@@ -2,26 +2,56 @@
 
     python -m bench.server raw AMQP_URL
     python -m bench.server runtime AMQP_URL MONGODB_URL DATABASE_PREFIX [--profile DIR]
+    python -m bench.server service NAME [--profile DIR]   # services.NAME, its settings from PORTAL_* variables
 
-It prints `ready` on stdout once it consumes, and stops cleanly on SIGTERM.
+It prints `ready` on stdout once it consumes, and stops cleanly on SIGTERM. `launched(...)` starts one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
+import select
 import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from pyinstrument import Profiler
 
 from contracts.topology import COMMANDS_EXCHANGE
+from deploy.local import deps
 
+if TYPE_CHECKING:  # imported where used, so the raw server loads none of the runtime
+    from services.runtime.service import Service
+    from services.runtime.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 RAW_QUEUE = "bench.raw"
 RAW_PREFETCH = 32
+
+
+@contextmanager
+def launched(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[int]:
+    """`python -m bench.server ARGS` once it prints `ready`; its pid. SIGTERM and wait at the end."""
+    process = subprocess.Popen([sys.executable, "-m", "bench.server", *args], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], timeout)
+        line = process.stdout.readline() if readable else b""
+        if line.strip() != b"ready":
+            raise deps.DependencyError(f"bench.server {args[0]} did not get ready (exit {process.poll()})")
+        yield process.pid
+    finally:
+        deps.stop_process(process, timeout=30)
 
 
 async def serve_raw(amqp_url: str, stopped: asyncio.Event) -> None:
@@ -54,7 +84,21 @@ async def serve_runtime(amqp_url: str, mongodb_url: str, prefix: str, profile: P
     from bench.service import service
     from services.runtime.settings import Settings
 
-    settings = Settings(amqp_url=amqp_url, mongodb_url=mongodb_url, database_prefix=prefix)
+    await serve_service(service, Settings(amqp_url=amqp_url, mongodb_url=mongodb_url, database_prefix=prefix),
+                        profile, stopped)
+
+
+async def serve_named(name: str, profile: Path | None, stopped: asyncio.Event) -> None:
+    """A real service (`services.NAME.app`), its settings from the environment as `Service.run` reads them."""
+    from services.runtime.service import Service
+    from services.runtime.settings import Settings
+
+    service = importlib.import_module(f"services.{name}.app").service
+    assert isinstance(service, Service)
+    await serve_service(service, Settings(), profile, stopped)
+
+
+async def serve_service(service: Service, settings: Settings, profile: Path | None, stopped: asyncio.Event) -> None:
     logging.basicConfig(level=settings.log_level,
                         format=f"%(asctime)s {service.name} %(levelname)s %(name)s: %(message)s")
     instance = service.instance(settings)
@@ -87,6 +131,8 @@ async def serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     if args.kind == "raw":
         await serve_raw(args.amqp_url, stopped)
+    elif args.kind == "service":
+        await serve_named(args.name, args.profile, stopped)
     else:
         await serve_runtime(args.amqp_url, args.mongodb_url, args.prefix, args.profile, stopped)
 
@@ -99,6 +145,9 @@ def main() -> None:
     for name in ("amqp_url", "mongodb_url", "prefix"):
         runtime.add_argument(name)
     runtime.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")
+    named = kinds.add_parser("service")
+    named.add_argument("name", help="a service under services/, e.g. metering")
+    named.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")
     asyncio.run(serve(parser.parse_args()))
 
 
