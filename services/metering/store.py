@@ -16,7 +16,6 @@ Dates are stored as ISO strings (`YYYY-MM-DD`): they sort and compare as dates, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -186,6 +185,3 @@ class MeteringStore:
         except DuplicateKeyError:
             pass  # another replica marked this day or a later one
 
-
-def strip_outbox(document: Document) -> dict[str, Any]:
-    return {key: value for key, value in document.items() if key != "outbox"}

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 FIELD = "outbox"
 SEQUENCE = "outbox_seq"  # bumped by every write that emits, so the relay clears only what it sent
+# 1 while the outbox holds entries: the relay finds them through an index on it. `{outbox: {$exists: true}}` scans
+# every document of the collection on nx-27017 (37 ms per drain at 50,000 readings, growing with each one).
+PENDING = "outbox_pending"
 APPLIED = "applied_commands"
 CLEAR_BATCH = 200
 # Enough to recognise a command redelivered after a crash; older ids have long been answered.
@@ -50,6 +53,8 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
         merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
             "routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}
     merged.setdefault("$inc", {})[SEQUENCE] = 1
+    if f"{FIELD}." in " ".join(merged.get("$set", {})):
+        merged["$set"][PENDING] = 1
     if command_id is not None:
         merged.setdefault("$push", {})[APPLIED] = {"$each": [command_id], "$slice": -APPLIED_KEPT}
     return merged
@@ -86,6 +91,8 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The first drain of a process looks at every document: entries written before `PENDING` existed count too.
+        self._scanned = False
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after a write that may have emitted)."""
@@ -108,6 +115,11 @@ class OutboxRelay:
             log.exception("outbox: last drain failed; the next start publishes the rest")
 
     async def _run(self) -> None:
+        for name in self.collections:
+            try:
+                await self.db[name].create_index(PENDING, sparse=True)
+            except Exception:
+                log.exception("outbox: no index on %s.%s; the relay still works, more slowly", name, PENDING)
         while True:
             self._wake.clear()
             try:
@@ -125,7 +137,8 @@ class OutboxRelay:
             collection = self.db[name]
             sent: list[tuple[Any, Any, list[str]]] = []  # (document id, its sequence, event ids published)
             pending: list[tuple[str, dict[str, Any]]] = []
-            async for document in collection.find({FIELD: {"$exists": True}}, {FIELD: 1, SEQUENCE: 1}):
+            waiting = {PENDING: 1} if self._scanned else {FIELD: {"$exists": True}}
+            async for document in collection.find(waiting, {FIELD: 1, SEQUENCE: 1}):
                 entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
                 pending.extend(entries)
                 sent.append((document["_id"], document.get(SEQUENCE), [event_id for event_id, _ in entries]))
@@ -135,6 +148,7 @@ class OutboxRelay:
                     sent, pending = [], []
             published += await self._publish(pending)
             await self._clear(collection, sent)
+        self._scanned = True
         return published
 
     async def _publish(self, entries: list[tuple[str, dict[str, Any]]]) -> int:
@@ -152,8 +166,9 @@ class OutboxRelay:
         if not sent:
             return
         # One round trip for many documents: after a bulk upload, thousands wait at once.
-        cleared = await collection.bulk_write([UpdateOne({"_id": key, SEQUENCE: sequence}, {"$unset": {FIELD: ""}})
-                                               for key, sequence, _ in sent], ordered=False)
+        cleared = await collection.bulk_write([
+            UpdateOne({"_id": key, SEQUENCE: sequence}, {"$unset": {FIELD: "", PENDING: ""}})
+            for key, sequence, _ in sent], ordered=False)
         if cleared.modified_count == len(sent):
             return
         for key, _, event_ids in sent:  # some got new entries meanwhile: remove only what was sent

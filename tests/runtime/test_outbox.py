@@ -78,3 +78,28 @@ async def test_entries_left_over_or_written_without_a_wake_are_published(setting
         await eventually(lambda: seen("left-over"), timeout=5)
         await write_note(db, "unannounced")  # no command, so nobody wakes the relay: the poll finds it
         await eventually(lambda: seen("unannounced"), timeout=5)
+
+
+async def test_after_its_first_drain_the_relay_finds_entries_by_their_pending_flag_and_clears_it(
+        db: Database) -> None:
+    await write_note(db, "flagged")
+    relay = relay_with(RecordingBroker(), db)
+    assert await relay.drain() == 1
+    note = await db.notes.find_one({"_id": "flagged"})
+    assert note is not None and "outbox_pending" not in note and "outbox" not in note
+    await write_note(db, "flagged")
+    assert (await db.notes.find_one({"_id": "flagged"}) or {}).get("outbox_pending") == 1
+    assert await relay.drain() == 1
+
+
+async def test_entries_written_before_the_pending_flag_existed_are_published_by_the_first_drain(
+        db: Database) -> None:
+    await write_note(db, "old")
+    await db.notes.update_one({"_id": "old"}, {"$unset": {"outbox_pending": ""}})  # as written by an older version
+    broker = RecordingBroker()
+    relay = relay_with(broker, db)
+    assert await relay.drain() == 1
+    assert await pending(db, "old") == 0
+    await write_note(db, "old")
+    await db.notes.update_one({"_id": "old"}, {"$unset": {"outbox_pending": ""}})
+    assert await relay.drain() == 0, "later drains look only at flagged documents"
