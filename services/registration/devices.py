@@ -64,6 +64,17 @@ def visible_to(claims: Claims) -> Document:
     return {"$or": [members, claimant_filter(claims.user_id)]}
 
 
+def sees(claims: Claims, device: Document) -> bool:
+    """`visible_to` for one device read already (by `_id` or serial): nx-27017 checks every document of the
+    collection for a filter with `$and`/`$or`, so lookups of one device use this instead."""
+    if is_member(claims, device) and device.get("visible", True) in (True, 1):
+        return True
+    if claims.contract_number:
+        return False
+    entry = (device.get(CLAIMANTS) or {}).get(claims.user_id)
+    return entry is not None and not (isinstance(entry, dict) and entry.get("hidden") in (True, 1))
+
+
 def personal_settings(claims: Claims, device: Document) -> Document | None:
     """The caller's own entry for a device they claimed from outside its customer; None for its members."""
     if is_member(claims, device):

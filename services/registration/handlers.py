@@ -20,6 +20,7 @@ from services.registration.devices import (
     device_view,
     is_member,
     reminders_off,
+    sees,
     updated,
     visible_to,
 )
@@ -202,8 +203,8 @@ async def own_device(ctx: CommandContext, *, device_id: str | None = None, seria
         raise CommandError("validation_failed", fields={"device_id": "device_id or serial_number is required"})
     query: Document = {"_id": device_id} if device_id else {"serial_number": domain.normalise_serial(serial_number
                                                                                                      or "")}
-    device = await store_of(ctx).device({"$and": [query, visible_to(ctx.caller)]})
-    if device is None:
+    device = await store_of(ctx).device(query)
+    if device is None or not sees(ctx.caller, device):
         raise CommandError("not_found")
     return device
 
@@ -245,8 +246,8 @@ async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext
     Every device is checked before any changes, so a list naming one the caller may not see changes nothing.
     """
     device_ids = list(dict.fromkeys(request.device_ids))
-    found = store_of(ctx).devices.find({"$and": [{"_id": {"$in": device_ids}}, visible_to(ctx.caller)]}, {"_id": 1})
-    seen = {device["_id"] async for device in found}
+    found = store_of(ctx).devices.find({"_id": {"$in": device_ids}})
+    seen = {device["_id"] async for device in found if sees(ctx.caller, device)}
     missing = {f"device_ids.{index}": "not_found" for index, device_id in enumerate(request.device_ids)
                if device_id not in seen}
     if missing:

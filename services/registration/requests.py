@@ -58,8 +58,8 @@ from services.registration.devices import (
     change_device,
     device_state,
     is_member,
+    sees,
     updated,
-    visible_to,
 )
 from services.registration.handlers import own_device, store_of
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
@@ -122,8 +122,8 @@ async def devices_moving(ctx: CommandContext, request: Document, location: Docum
 async def visible_ids(ctx: CommandContext, device_ids: list[str]) -> set[str]:
     if not device_ids:
         return set()
-    found = store_of(ctx).devices.find({"$and": [{"_id": {"$in": device_ids}}, visible_to(ctx.caller)]}, {"_id": 1})
-    return {device["_id"] async for device in found}
+    found = store_of(ctx).devices.find({"_id": {"$in": device_ids}})
+    return {device["_id"] async for device in found if sees(ctx.caller, device)}
 
 
 async def add_claimant(ctx: CommandContext, device_id: str, user_id: str, settings: Document) -> None:
