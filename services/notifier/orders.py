@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -36,7 +36,7 @@ _WEB_LINK = re.compile(r"https?://\S+")
 
 
 async def send_order_confirmation(event: OrderPlaced, ctx: EventContext) -> None:
-    await _mail_contact(ctx, event, CONFIRMATION, placed_on=event.placed_at.astimezone(UTC).date(),
+    await _mail_contact(ctx, event, CONFIRMATION, placed_on=_utc_date(event.placed_at),
                         reference=_text(event.reference))
 
 
@@ -48,7 +48,7 @@ async def send_shipping_notice(event: OrderShipped, ctx: EventContext) -> None:
                     ctx.message_id, event.order_number)
     await _mail_contact(ctx, event, SHIPPING_NOTICE, carrier=_text(tracking.carrier),
                         tracking_number=_text(tracking.tracking_number), tracking_url=link,
-                        shipped_on=tracking.shipped_at.astimezone(UTC).date())
+                        shipped_on=_utc_date(tracking.shipped_at))
 
 
 async def _mail_contact(ctx: EventContext, event: OrderEvent, mail: str, **values: Any) -> None:
@@ -59,7 +59,7 @@ async def _mail_contact(ctx: EventContext, event: OrderEvent, mail: str, **value
     language = saved if saved in LANGUAGES else event.language
     user_id = (known or {}).get("_id")
     name = _text(event.contact.name)
-    values = {**values, "order_number": _text(event.order_number), "devices": devices_of(event.lines),
+    values = {**values, "order_number": one_line(event.order_number), "devices": devices_of(event.lines),
               "address": address_of(event.delivery_address)}
     address = mailable_address(event.contact.email)
     if address is None:
@@ -115,6 +115,11 @@ def address_of(delivery: DeliveryAddress) -> dict[str, Any]:
              _text(delivery.country)]
     return {"lines": [line for line in lines if line], "attention": _text(delivery.attention),
             "additional_info": _text(delivery.additional_info)}
+
+
+def _utc_date(moment: datetime) -> date:
+    # A timestamp without a zone is UTC by the wire conventions (CATALOG §1), not the machine's local time.
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 
 
 def _text(value: str | None) -> str | None:
