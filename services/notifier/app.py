@@ -15,8 +15,9 @@ from contracts.accounts import (
 )
 from contracts.metering import ReminderDue
 from contracts.notifier import ListDeliveries, RemindersUnsubscribed, Unsubscribe
+from contracts.ordering import OrderPlaced, OrderShipped
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
-from services.notifier import handlers, reminders
+from services.notifier import handlers, orders, reminders
 from services.notifier.store import UNSUBSCRIBE_TOKENS
 from services.runtime.commands import Access, Replay
 from services.runtime.service import Service
@@ -44,3 +45,5 @@ service.event(DeviceRegisteredEvent)(handlers.send_device_registration)
 service.event(BulkUploadCompleted)(handlers.send_bulk_result)
 service.event(RequestDecided)(handlers.send_request_decision)
 service.event(ReminderDue)(reminders.send_reminder)
+service.event(OrderPlaced)(orders.send_order_confirmation)
+service.event(OrderShipped)(orders.send_shipping_notice)

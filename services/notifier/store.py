@@ -118,6 +118,17 @@ class DeliveryStore:
             return None
         return lease_id
 
+    async def create_failed(self, document: Document, *, now: datetime, error: str) -> bool:
+        """Store a delivery that no attempt could send (an address no mail can carry) as `failed` at once;
+        False if it existed."""
+        try:
+            await self.collection.insert_one({
+                **document, "status": FAILED, "attempts": 0, "next_attempt_ms": epoch_ms(now), "last_error": error,
+                "lease_until_ms": 0, "lease_id": None, "created_at": now, "updated_at": now, "sent_at": None})
+        except DuplicateKeyError:
+            return False
+        return True
+
     async def claim_due(self, *, now: datetime, lease: timedelta) -> Document | None:
         """Lease the delivery whose next attempt is due longest, so no other replica sends it meanwhile."""
         return await self.collection.find_one_and_update(
