@@ -14,7 +14,8 @@ ConsumableKind = Literal["toner", "drum", "fuser", "belt", "waste", "other"]
 OrderStatus = Literal["placed", "shipped", "delivered"]
 OrderNumber = Field(min_length=1, max_length=32, description="Human-readable and unique, e.g. `OR-2026-000042`.",
                     examples=["OR-2026-000042"])
-Email = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+# One plain address: no display name, list separator or quoting that a mail header would read differently.
+Email = Field(min_length=3, max_length=254, pattern=r"^[^@\s,;<>\"()\[\]]+@[^@\s,;<>\"()\[\]]+\.[^@\s,;<>\"()\[\]]+$",
               examples=["c.zimmermann@example.com"])
 
 
