@@ -92,24 +92,31 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
     notices: list[tuple[Document, list[api.ReadingOverdue]]] = []
     now = datetime.now(UTC)
     # Streamed, keeping only what the reminders list: 100,000 devices held whole cost half a gigabyte.
+    # Per contract (customer, number): which of the day's reminders and overdue windows it covers, worked out once.
+    terms: dict[tuple[str | None, str | None], tuple[list[Due], list[periods.Window]]] = {}
     async for device in store.devices.find({}, DEVICE_FIELDS):
-        customer = customers.get(device.get("customer_number") or "")
-        contract = contract_of(device, customer)
-        if contract is None:  # no contract, or not known yet: handled by the first run after it is
-            continue
-        billing = billing_of(device, customer)
-        for due, by_recipient in recipients.items():
-            end = due.window.period_end
-            if (due.billing != billing or device["_id"] in read[end] or device.get("e_maintenance") in (True, 1)
-                    or not covers(contract, end, billing)):
-                continue
-            listed = reminder_device(device)
-            for recipient in device.get("reminder_recipients") or []:
-                by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append(listed)
-        for overdue_billing, window in overdue_due:
-            end = window.period_end
-            if overdue_billing == billing and device["_id"] not in read[end] and covers(contract, end, billing):
-                notices.append(overdue_notice(device, window, now))
+        key = (device.get("customer_number"), device.get("contract_number"))
+        if key not in terms:
+            customer = customers.get(key[0] or "")
+            contract = contract_of(device, customer)
+            billing = billing_of(device, customer)
+            terms[key] = ([], []) if contract is None else (  # no contract, or not known yet: a later run
+                [due for due in reminders_due if due.billing == billing
+                 and covers(contract, due.window.period_end, billing)],
+                [window for overdue_billing, window in overdue_due if overdue_billing == billing
+                 and covers(contract, window.period_end, billing)])
+        due_now, closed = terms[key]
+        if due_now and device.get("e_maintenance") not in (True, 1):
+            listed: api.ReminderDevice | None = None
+            for due in due_now:
+                if device["_id"] in read[due.window.period_end]:
+                    continue
+                listed = listed or reminder_device(device)
+                by_recipient = recipients[due]
+                for recipient in device.get("reminder_recipients") or []:
+                    by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append(listed)
+        notices.extend(overdue_notice(device, window, now) for window in closed
+                       if device["_id"] not in read[window.period_end])
     reminders = 0
     for due, by_recipient in recipients.items():
         reminders += await send_reminders(store, instance, due, by_recipient, settings.metering_reminder_batch)
