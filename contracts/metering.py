@@ -20,7 +20,8 @@ READING_SHEET_COLUMNS = ("serial_number", "counter", "last_value", "last_date", 
 READING_SHEET_NAME = "readings"
 
 CounterName = Field(min_length=1, max_length=40, examples=["mono"])
-CounterValueField = Field(ge=0, le=10**12, description="The counter as the device shows it: an integer >= 0.",
+MAX_COUNTER = 10**12
+CounterValueField = Field(ge=0, le=MAX_COUNTER, description="The counter as the device shows it: an integer >= 0.",
                           examples=[8500])
 
 
@@ -296,6 +297,9 @@ class ReminderDevice(BaseModel):
     friendly_name: str | None = None
     location: Location = Field(default_factory=Location)
     counters: list[ReminderCounter]
+    recipient: ReminderRecipient | None = Field(
+        default=None, description="The device's own entry among its reminder recipients that put it in this mail: "
+        "one address may receive the devices of several customers, and an unsubscribe is for that entry.")
 
 
 class ReminderDue(Event):

@@ -178,7 +178,7 @@ async def judge_rows(ctx: CommandContext, rows: list[sheets.SheetRow], *, key_of
         else:
             groups[(key_of(row), row.reading_date or now)].append(row)
     accepted, reading_ids = 0, []
-    keys = list(groups)
+    keys = sorted(groups)  # a device's dates in order: a file may list the later reading first
     for start in range(0, len(keys), settings.metering_batch_devices):
         chunk = keys[start:start + settings.metering_batch_devices]
         devices = await devices_of(sorted({key for key, _ in chunk}))

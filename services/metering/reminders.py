@@ -88,7 +88,10 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
     read = {end: await store.devices_read_for(end.isoformat())
             for end in {due.window.period_end for due in reminders_due} | {window.period_end
                                                                           for _, window in overdue_due}}
-    recipients: dict[Due, dict[str, tuple[Document, list[api.ReminderDevice]]]] = {due: {} for due in reminders_due}
+    # One reminder per recipient, period end and kind, whichever billing periods end that day (a quarter end is also
+    # a month end): keyed (period end, kind), so a recipient's monthly and quarterly devices share one mail.
+    groups: dict[tuple[date, str], tuple[periods.Window, Recipients]] = {}
+    owners: dict[str, str | None] = {}  # the customer of each listed device, when it was listed
     notices: list[tuple[Document, list[api.ReadingOverdue]]] = []
     now = datetime.now(UTC)
     # Streamed, keeping only what the reminders list: 100,000 devices held whole cost half a gigabyte.
@@ -112,14 +115,17 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
                 if device["_id"] in read[due.window.period_end]:
                     continue
                 listed = listed or reminder_device(device)
-                by_recipient = recipients[due]
+                owners[device["_id"]] = device.get("customer_number")
+                _, by_recipient = groups.setdefault((due.window.period_end, due.kind), (due.window, {}))
                 for recipient in device.get("reminder_recipients") or []:
-                    by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append(listed)
+                    by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append(
+                        listed.model_copy(update={"recipient": ReminderRecipient(**recipient)}))
         notices.extend(overdue_notice(device, window, now) for window in closed
                        if device["_id"] not in read[window.period_end])
     reminders = 0
-    for due, by_recipient in recipients.items():
-        reminders += await send_reminders(store, instance, due, by_recipient, settings.metering_reminder_batch)
+    for (_, kind), (window, by_recipient) in groups.items():
+        reminders += await send_reminders(store, instance, window, kind, by_recipient,  # type: ignore[arg-type]
+                                          owners, settings.metering_reminder_batch)
     overdue = 0
     for start in range(0, len(notices), settings.metering_reminder_batch):
         overdue += await store.insert_once(OVERDUE, notices[start:start + settings.metering_reminder_batch])
@@ -127,27 +133,34 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
     return api.RemindersRun(reminders=reminders, overdue=overdue)
 
 
-async def send_reminders(store: MeteringStore, instance: Instance, due: Due,
-                         recipients: dict[str, tuple[Document, list[api.ReminderDevice]]], batch: int) -> int:
+Recipients = dict[str, tuple[Document, list[api.ReminderDevice]]]  # recipient key -> (recipient, devices)
+
+
+async def send_reminders(store: MeteringStore, instance: Instance, window: periods.Window, kind: api.ReminderKind,
+                         recipients: Recipients, owners: dict[str, str | None], batch: int) -> int:
     """One reminder document (and event) per recipient not reminded of this period and kind yet."""
-    end = due.window.period_end.isoformat()
-    keyed = {hashed(f"{key}|{end}|{due.kind}"): key for key in recipients}
+    end = window.period_end.isoformat()
+    keyed = {hashed(f"{key}|{end}|{kind}"): key for key in recipients}
     existing = await store.existing_ids(REMINDERS, list(keyed))
     fresh = [reminder_id for reminder_id in keyed if reminder_id not in existing]
     public_url = instance.settings.public_url.rstrip("/")
     sent = 0
     documents: list[tuple[Document, list[api.ReminderDue]]] = []
     for reminder_id in fresh:
-        recipient, devices = recipients[keyed[reminder_id]]
+        recipient, listed = recipients[keyed[reminder_id]]
+        devices = list({device.device_id: device for device in reversed(listed)}.values())[::-1]  # each once
         token = secrets.token_urlsafe(24)
         event = api.ReminderDue(
-            reminder_id=reminder_id, recipient=ReminderRecipient(**recipient), kind=due.kind,
-            period_end=due.window.period_end, window_closes=due.window.closes,
+            reminder_id=reminder_id, recipient=ReminderRecipient(**recipient), kind=kind,
+            period_end=window.period_end, window_closes=window.closes,
             devices=sorted(devices, key=lambda device: device.serial_number),
             reading_url=f"{public_url}/readings?token={token}")
-        documents.append(({"_id": reminder_id, "recipient": recipient, "kind": due.kind, "period_end": end,
-                           "window_closes": due.window.closes.isoformat(), "link_hash": hashed(token),
-                           "device_ids": [device.device_id for device in devices], "created_at": datetime.now(UTC)},
+        documents.append(({"_id": reminder_id, "recipient": recipient, "kind": kind, "period_end": end,
+                           "window_closes": window.closes.isoformat(), "link_hash": hashed(token),
+                           "device_ids": [device.device_id for device in devices],
+                           # The personal link serves a device only while it still belongs to this customer.
+                           "owners": {device.device_id: owners.get(device.device_id) for device in devices},
+                           "created_at": datetime.now(UTC)},
                           [event]))
         if len(documents) >= batch:
             sent += await store.insert_once(REMINDERS, documents)
@@ -210,11 +223,25 @@ async def submit_by_link(request: api.SubmitByLink, ctx: CommandContext) -> api.
             for index, reading in enumerate(request.readings, start=1)]
     store = store_of(ctx)
 
+    owners = reminder.get("owners") or {}
+    recipient = reminder.get("recipient") or {}
+
     async def devices_of(device_ids: list[str]) -> dict[str, Document]:
         wanted = [device_id for device_id in device_ids if device_id in listed]
-        return {device["_id"]: device async for device in store.devices.find({"_id": {"$in": wanted}})}
+        return {device["_id"]: device async for device in store.devices.find({"_id": {"$in": wanted}})
+                if still_served(device, owners.get(device["_id"]), recipient)}
 
     return await judge_rows(ctx, rows, key_of=lambda row: row.key, devices_of=devices_of, submitted_by=None)
+
+
+def still_served(device: Document, owner: str | None, recipient: Document) -> bool:
+    """Whether a reminder's personal link still reaches the device: it belongs to the customer it belonged to when
+    the reminder went out, and that customer still has it in view (or the claimant it was for still sees it)."""
+    if device.get("customer_number") != owner:
+        return False
+    if recipient.get("user_id") and recipient["user_id"] in (device.get("claimants") or []):
+        return True
+    return device.get("visible", True) in (True, 1)
 
 
 # --- the scheduler ------------------------------------------------------------------------------------------

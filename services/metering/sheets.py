@@ -18,7 +18,7 @@ from typing import Final
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.chart import BarChart, Reference  # type: ignore[import-untyped, unused-ignore]
 
-from contracts.metering import READING_SHEET_COLUMNS, READING_SHEET_NAME, UsageRow
+from contracts.metering import MAX_COUNTER, READING_SHEET_COLUMNS, READING_SHEET_NAME, UsageRow
 from services.runtime.spreadsheets import (
     EXCEL_MAX_ROWS,
     MAX_COLUMNS,
@@ -155,21 +155,26 @@ def _row(number: int, values: tuple[object, ...], columns: dict[str, int]) -> Sh
     elif not name:
         problem = "counter is empty"
     elif number_value is None:
-        problem = "value is not an integer >= 0"
+        problem = f"value is not an integer from 0 to {MAX_COUNTER}"
     elif when is not None and reading_date is None:
         problem = "reading_date is not a date (YYYY-MM-DD or DD.MM.YYYY)"
     return SheetRow(number, key[:40], name[:40], number_value, reading_date, problem)
 
 
 def _integer(value: object) -> int | None:
+    """A counter value as `submit_reading` takes it: an integer from 0 to `MAX_COUNTER`; spaces between thousands
+    allowed in text, ASCII digits only (`"2²".isdigit()` is true)."""
+    number: int | None = None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and value >= 0 else None
-    text = str(value).replace(" ", "").replace("\u00a0", "")
-    return int(text) if text.isdigit() and len(text) <= 13 else None
+        number = value
+    elif isinstance(value, float):
+        number = int(value) if value.is_integer() else None
+    else:
+        text = str(value).replace(" ", "").replace("\u00a0", "")
+        number = int(text) if text.isascii() and text.isdigit() else None
+    return number if number is not None and 0 <= number <= MAX_COUNTER else None
 
 
 def _date(value: object) -> date | None:

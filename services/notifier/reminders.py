@@ -131,9 +131,14 @@ async def _remind(ctx: EventContext, event: ReminderDue, addressee: Addressee, s
     every_device = secrets.token_urlsafe(32)
     naming: list[tuple[str, list[str]]] = [(tokens[device_id], [device_id]) for device_id in device_ids]
     naming.append((every_device, device_ids))
+    # Whose reminder each device was (one address may get the devices of several customers): an unsubscribe turns
+    # off that entry, in registration, and no other.
+    owners = {device.device_id: (device.recipient or event.recipient).model_dump(mode="json")
+              for device in event.devices}
     stored: list[Document] = [
         {"_id": token_digest(token), "device_ids": ids, "email": addressee.address,
          "recipient": event.recipient.model_dump(mode="json"), "reminder_id": event.reminder_id,
+         "device_recipients": {device_id: owners[device_id] for device_id in ids},
          "delivery_id": delivery_id(event_message_id, addressee.address), "created_at": now,
          "expires_at": expires_at} for token, ids in naming]
     unsubscribes = UnsubscribeStore(ctx.db)
@@ -180,8 +185,11 @@ async def unsubscribe(request: Unsubscribe, ctx: CommandContext) -> None:
         log.info("unsubscribe link used again: reminder_id=%s", token.get("reminder_id"))
         return
     recipient = ReminderRecipient.model_validate(token["recipient"])
-    events = [RemindersUnsubscribed(device_id=device_id, email=token["email"], recipient=recipient,
-                                    unsubscribed_at=now) for device_id in token["device_ids"]]
+    own = token.get("device_recipients") or {}  # tokens made before it: the mail's recipient for every device
+    events = [RemindersUnsubscribed(
+        device_id=device_id, email=token["email"], unsubscribed_at=now,
+        recipient=ReminderRecipient.model_validate(own[device_id]) if device_id in own else recipient)
+        for device_id in token["device_ids"]]
     if await store.use(digest, events):
         log.info("reminders unsubscribed: reminder_id=%s devices=%d", token.get("reminder_id"), len(events))
 

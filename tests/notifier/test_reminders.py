@@ -436,3 +436,24 @@ async def test_unsubscribe_tokens_are_stored_only_as_hashes(
     assert {tuple(document["device_ids"]) for document in stored} == {
         (event.devices[0].device_id,), (event.devices[1].device_id,),
         (event.devices[0].device_id, event.devices[1].device_id)}
+
+
+async def test_each_device_of_a_mail_shared_by_two_customers_unsubscribes_its_own_customers_setting(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient) -> None:
+    first, second = customer(), customer()
+    address = f"{random_id('facility')}@example.com"
+    one, two = devices()
+    one = one.model_copy(update={"recipient": ReminderRecipient(customer_number=first, email=address)})
+    two = two.model_copy(update={"recipient": ReminderRecipient(customer_number=second, email=address)})
+    event = reminder_due(email=address, customer_number=first, listed=[one, two])
+    async with EventTap(amqp_url, RemindersUnsubscribed.routing_key) as tap:
+        await publish(amqp_url, event)
+        message = await only_mail_to(smtp, address)
+        assert await unsubscribe(portal, header_token(message)) == {}
+
+        async def both() -> bool:
+            return len(tap.named(RemindersUnsubscribed.routing_key)) >= 2
+        await eventually(both)
+    owners = {body["device_id"]: body["recipient"]["customer_number"]
+              for body in tap.named(RemindersUnsubscribed.routing_key)}
+    assert owners == {one.device_id: first, two.device_id: second}
