@@ -91,7 +91,8 @@ async def visible_devices(collection: Collection, claims: Claims,
                           projection: Document | None = None) -> list[Document]:
     """Every device in the caller's view, by serial number: a few queries on indexed fields (customer, registering
     user, claimant) and `sees` on what they find, never one filter with `$or` (see `sees`)."""
-    queries: list[Document] = [{"registered_by": claims.user_id}, {"claimants": claims.user_id}]
+    # `$in`, not plain equality: nx-27017 matches equality on an indexed array field wrongly.
+    queries: list[Document] = [{"registered_by": claims.user_id}, {"claimants": {"$in": [claims.user_id]}}]
     if claims.customer_number:
         queries.insert(0, {"customer_number": claims.customer_number})
     if claims.contract_number:

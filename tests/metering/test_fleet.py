@@ -210,3 +210,14 @@ async def test_operator_commands_are_refused_to_customers(
         assert await outcome(portal, command, body, token=token) == "forbidden"
     assert await outcome(portal, "metering.list_due", {}) == "unauthenticated"
     assert await metering.db.readings.count_documents({}) == 0
+
+
+async def test_a_claimant_outside_the_customer_finds_the_device_in_their_usage(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    claimant, claims = token_for(settings, customer_number=random_id("C-"))
+    device = await provision_device(amqp_url, metering, last={"mono": 0, "color": 0}, last_date=date(2025, 1, 1),
+                                    claimants=[random_id("u"), claims.user_id])
+    await portal.call("metering.submit_reading", {"device_id": device["device_id"], "reading_date": "2025-03-30",
+                                                  "readings": readings(100, 10)}, token=claimant)
+    usage = await portal.call("metering.usage", {"from": "2025-01-01", "to": "2025-12-31"}, token=claimant)
+    assert [row["device_id"] for row in usage["items"]] == [device["device_id"]]
