@@ -26,7 +26,7 @@ from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import publish_event, random_email, random_id, random_serial, token_for
-from tests.metering.flows import today
+from tests.readmodels import today
 from tests.support import EventTap, Mailbox, eventually, running
 
 pytestmark = pytest.mark.asyncio

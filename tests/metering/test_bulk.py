@@ -17,7 +17,7 @@ from contracts.metering import READING_SHEET_COLUMNS, READING_SHEET_NAME
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import random_id, token_for
-from tests.metering.flows import provision_device, today
+from tests.readmodels import provision_device, today
 from tests.support import outcome
 
 pytestmark = pytest.mark.asyncio

@@ -18,9 +18,9 @@ from services.metering.settings import MeteringSettings
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import publish_event, random_id, token_for
-from tests.metering.flows import provision_customer, provision_device, today
 from tests.metering.test_bulk import file_of, reading_sheet
 from tests.metering.test_reminders import OPENING, reminded, run_reminders
+from tests.readmodels import provision_customer, provision_device, today
 from tests.support import EventTap, eventually, outcome, running
 
 pytestmark = pytest.mark.asyncio

@@ -19,7 +19,7 @@ from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import random_id, token_for
-from tests.metering.flows import provision_customer, provision_device, today
+from tests.readmodels import provision_customer, provision_device, today
 from tests.support import outcome
 
 pytestmark = pytest.mark.asyncio

@@ -12,7 +12,7 @@ from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import token_for
-from tests.metering.flows import provision_device, today
+from tests.readmodels import provision_device, today
 from tests.support import EventTap, outcome
 
 pytestmark = pytest.mark.asyncio
