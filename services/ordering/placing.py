@@ -1,0 +1,184 @@
+"""Placing an order once: every rule, a unique number, and no second order of an article that is not delivered yet.
+
+Without multi-document transactions, each step is one atomic write that a re-run of the same command finds done:
+
+1. The order's `_id` is derived from the command (`ctx.message_id`): a copy re-run after a crash finds the stored
+   order and answers with it.
+2. The number comes from a counter document (`$inc`), unique across replicas.
+3. Each line enters its order into the (device, article) guard: unconfirmed only while no other order holds it, so of
+   two identical orders at the same moment one is placed and the other refused (`duplicate_order`).
+4. The order is inserted with its `ordering.order.placed` (outbox).
+
+A worker that dies between 3 and 4 leaves guard entries of an order that does not exist: its redelivered command
+finds them its own; an entry whose order never appears stops counting after `PORTAL_ORDERING_GUARD_GRACE_SECONDS`,
+and one whose order is delivered (delivery died before releasing it) at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from contracts import ordering as api
+from services.ordering import orders
+from services.ordering.orders import guard_key, model_key, stamp
+from services.ordering.settings import OrderingSettings
+from services.ordering.store import OrderingStore
+from services.runtime.commands import CommandError
+from services.runtime.mongo import Document
+from services.runtime.readmodels import visible_to
+from services.runtime.tokens import Claims
+
+# Rounds of taking guards when entries found in the way turned out stale and were removed.
+MAX_HEALING_ROUNDS = 3
+
+
+async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims, command_id: str, language: str,
+                settings: OrderingSettings) -> api.OrderPlacedReply:
+    order_id = f"o-{command_id}"
+    earlier = await store.order({"_id": order_id})
+    if earlier is not None:  # this very command, stored before a crash
+        await save_defaults(store, request, earlier)
+        return placed_reply(earlier)
+
+    device_ids = sorted({line.device_id for line in request.lines})
+    devices = {device["_id"]: device for device in await store.devices_where(
+        {"$and": [{"_id": {"$in": device_ids}}, visible_to(caller)]}, {"outbox": 0})}
+    customers = await store.customers_by_number(
+        str(device["customer_number"]) for device in devices.values() if device.get("customer_number"))
+    catalogues = await store.consumables_of(model_key(str(device.get("model") or "")) for device in devices.values())
+    first = devices.get(request.lines[0].device_id)
+    defaults = await saved_defaults(store, first) if first is not None and request.delivery is None else None
+    now = datetime.now(UTC)
+    judged = orders.judge(request, devices, customers, catalogues, now.date(), defaults)
+
+    keys = [guard_key(line.device_id, line.article_number) for line in request.lines]
+    if not request.confirm_duplicate:  # refuse what is plain before spending an order number
+        await refuse_duplicates(store, keys, order_id, await store.guards_of(keys), settings, now)
+    number = orders.order_number(settings.ordering_number_prefix, now.year, await store.next_number(now.year))
+    await take_guards(store, keys, order_id, {"order_number": number, "at": stamp(now)},
+                      exclusive=not request.confirm_duplicate, settings=settings, now=now)
+
+    order = order_document(order_id, number, request, judged, caller=caller, placed_at=now, language=language)
+    event = api.OrderPlaced(**event_fields(order), reference=order["reference"], placed_at=now)
+    if not await store.insert_order(order, [event]):
+        stored = await store.order({"_id": order_id})
+        assert stored is not None
+        order = stored
+    await save_defaults(store, request, order)
+    return placed_reply(order)
+
+
+def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: orders.Judged, *, caller: Claims,
+                   placed_at: datetime, language: str) -> Document:
+    customers = sorted({str(device["customer_number"]) for device in judged.devices if device.get("customer_number")})
+    contracts = {(device.get("customer_number"), device.get("contract_number")) for device in judged.devices}
+    (customer, contract), *_ = [(device.get("customer_number"), device.get("contract_number"))
+                                for device in judged.devices]
+    return {
+        "_id": order_id, "order_number": number, "status": "placed",
+        "customer_number": customer, "contract_number": contract if len(contracts) == 1 else None,
+        # Who sees the order besides the devices' viewers: the users of each customer, and a contract sign-in when
+        # every device is of its contract.
+        "customer_numbers": customers,
+        "contract_key": contract_key(customer, contract) if len(contracts) == 1 and customer and contract else None,
+        "device_ids": [device["_id"] for device in judged.devices],
+        "guard_keys": [guard_key(line.device_id, line.article_number) for line in request.lines],
+        "placed_at": stamp(placed_at), "placed_by": caller.user_id, "language": language,
+        "contact": request.contact.model_dump(), "delivery_address": judged.delivery_address.model_dump(),
+        "reference": request.reference, "confirmed_duplicate": request.confirm_duplicate,
+        "lines": [line.model_dump() for line in judged.lines], "tracking": None, "delivered_at": None,
+    }
+
+
+def contract_key(customer_number: str, contract_number: str) -> str:
+    return f"{customer_number}/{contract_number}"
+
+
+def event_fields(order: Document) -> dict[str, object]:
+    """What every event of an order carries: whom to mail, in which language, what goes where."""
+    return {"order_number": order["order_number"], "customer_number": order.get("customer_number"),
+            "contact": api.Contact(**order["contact"]), "language": order.get("language") or "en",
+            "delivery_address": api.DeliveryAddress(**order["delivery_address"]),
+            "lines": [api.OrderedLine(**line) for line in order["lines"]]}
+
+
+def placed_reply(order: Document) -> api.OrderPlacedReply:
+    return api.OrderPlacedReply(order_number=order["order_number"],
+                                delivery_address=api.DeliveryAddress(**order["delivery_address"]))
+
+
+# --- delivery defaults ------------------------------------------------------------------------------------------
+
+async def saved_defaults(store: OrderingStore, device: Document) -> Document | None:
+    """The device's saved "z. Hd." and "Zusätzl. Info", unless saved while it belonged to another customer."""
+    defaults = await store.defaults_of(device["_id"])
+    if defaults is None or defaults.get("customer_number") != device.get("customer_number"):
+        return None
+    return defaults
+
+
+async def save_defaults(store: OrderingStore, request: api.PlaceOrder, order: Document) -> None:
+    if request.delivery is None or not request.delivery.save_as_default:
+        return
+    devices = await store.devices_where({"_id": {"$in": list(order["device_ids"])}}, {"customer_number": 1})
+    fields = {"attention": request.delivery.attention, "additional_info": request.delivery.additional_info}
+    await store.save_defaults([(device["_id"], {**fields, "customer_number": device.get("customer_number")})
+                               for device in devices], order["placed_at"])
+
+
+# --- no second order of an article not delivered yet -----------------------------------------------------------
+
+async def take_guards(store: OrderingStore, keys: Sequence[str], order_id: str, entry: Document, *, exclusive: bool,
+                      settings: OrderingSettings, now: datetime) -> None:
+    """Enter the order in the guard of each line; when another order holds one and `exclusive` was asked, leave
+    them all again and refuse."""
+    taken: list[str] = []
+    for _ in range(MAX_HEALING_ROUNDS):
+        held: dict[str, Document] = {}
+        for key in keys:
+            if key in taken:
+                continue
+            guard = await store.take_guard(key, order_id, entry, exclusive=exclusive)
+            if guard is None:
+                taken.append(key)
+            else:
+                held[key] = guard
+        if not held:
+            return
+        try:
+            await refuse_duplicates(store, keys, order_id, held, settings, now)
+        except CommandError:
+            await store.release_guards(taken, order_id)
+            raise
+    await store.release_guards(taken, order_id)
+    raise CommandError("conflict")
+
+
+async def refuse_duplicates(store: OrderingStore, keys: Sequence[str], order_id: str, guards: Mapping[str, Document],
+                            settings: OrderingSettings, now: datetime) -> None:
+    """Refuse with `duplicate_order` naming, per line, the earliest other order holding its guard; entries of orders
+    delivered, or never stored within the grace period, are removed on the way (the caller may try again)."""
+    holders = {holder for guard in guards.values() for holder in (guard.get("open") or {}) if holder != order_id}
+    if not holders:
+        return
+    stored = await store.orders_by_id(holders)
+    grace = timedelta(seconds=settings.ordering_guard_grace_seconds)
+    earliest: dict[str, str] = {}
+    for key, guard in guards.items():
+        live = []
+        for holder, entry in (guard.get("open") or {}).items():
+            if holder == order_id:
+                continue
+            order = stored.get(holder)
+            stale = order["status"] == "delivered" if order is not None else \
+                orders.parse_stamp(str(entry.get("at"))) < now - grace
+            if stale:
+                await store.release_guards([key], holder)
+            else:
+                live.append((str(entry.get("at")), str(order["order_number"] if order else entry["order_number"])))
+        if live:
+            earliest[key] = min(live)[1]
+    if earliest:
+        fields = {f"lines.{index}.article_number": earliest[key] for index, key in enumerate(keys) if key in earliest}
+        raise CommandError("duplicate_order", fields={"order_number": min(earliest.values()), **fields})
