@@ -214,7 +214,7 @@ def stop_all(services: dict[str, subprocess.Popen[bytes]], timeout: float) -> No
 
 
 def load_demo(stack: Stack) -> int:
-    """The demo catalogue, loaded by the bootstrap operator of the settings."""
+    """The demo catalogue (models and consumables), loaded by the bootstrap operator of the settings."""
     settings = Settings()
     try:
         return asyncio.run(load_demo_catalogue(stack.amqp_url, settings))
@@ -311,7 +311,7 @@ def main() -> int:
         stack.start_dependencies()
         stack.start_services()
         stack.wait_until_healthy(STARTUP_TIMEOUT)
-        log.info("demo catalogue loaded: %d OKI models", load_demo(stack))
+        log.info("demo catalogue loaded: %d OKI models and their consumables", load_demo(stack))
         print_summary(stack, time.monotonic() - began)
         return stack.watch()
     except (DependencyError, StartupFailed) as error:
