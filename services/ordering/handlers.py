@@ -26,7 +26,7 @@ from contracts.registration import (
     Location,
 )
 from services.ordering import placing
-from services.ordering.orders import covered, model_key, parse_stamp, stamp
+from services.ordering.orders import covered, matches, model_key, parse_stamp, stamp
 from services.ordering.settings import ordering_settings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
@@ -34,7 +34,7 @@ from services.runtime.events import EventContext
 from services.runtime.mongo import Document
 from services.runtime.readmodels import contracts_of, device_fields, visible_to
 from services.runtime.service import Router, ServiceInstance
-from services.runtime.tokens import Claims, Role
+from services.runtime.tokens import Role
 
 router = Router()
 
@@ -63,8 +63,8 @@ async def upsert_consumables(request: api.UpsertConsumables, ctx: CommandContext
 
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:
-    found = await store_of(ctx).devices_where({"$and": [{"_id": device_id}, visible_to(ctx.caller)]})
-    if not found:
+    found = await store_of(ctx).devices_where({"_id": device_id})
+    if not found or not matches(found[0], visible_to(ctx.caller)):
         raise CommandError("not_found", fields={"device_id": "not_found"})
     return found[0]
 
@@ -100,20 +100,53 @@ async def place_order(request: api.PlaceOrder, ctx: CommandContext) -> api.Order
                                language=ctx.language, settings=ordering_settings(ctx.instance))
 
 
-async def visible_orders(ctx: CommandContext) -> Document:
-    """Filter on orders: those the caller may see (module docstring)."""
-    caller: Claims = ctx.caller
+async def devices_seen_outside(ctx: CommandContext) -> list[str]:
+    """The devices the caller sees outside their own customer (all they see, without a customer): those they
+    registered or claimed are the candidates, as registration shows no other device outside one's customer, and
+    `visible_to` judges each."""
+    caller, store = ctx.caller, store_of(ctx)
+    candidates = {device["_id"]: device for query in ({"registered_by": caller.user_id},
+                                                      {"claimants": {"$in": [caller.user_id]}})
+                  for device in await store.devices_where(query, {"customer_number": 1, "registered_by": 1,
+                                                                  "claimants": 1, "contract_number": 1,
+                                                                  "visible": 1})}
+    seen = visible_to(caller)
+    return sorted(device_id for device_id, device in candidates.items()
+                  if (caller.customer_number is None or device.get("customer_number") != caller.customer_number)
+                  and matches(device, seen))
+
+
+async def visible_orders(ctx: CommandContext) -> Document | None:
+    """Filter on orders: those the caller may see (module docstring); None: none. A `$or` only for callers who see
+    devices outside their customer: nx-27017 reads the whole collection for it."""
+    caller = ctx.caller
     if caller.role is Role.OPERATOR:
         return {}
     if caller.contract_number and caller.customer_number:
         return {"contract_key": placing.contract_key(caller.customer_number, caller.contract_number)}
-    outside: Document = {"customer_number": {"$nin": [caller.customer_number]}} if caller.customer_number else {}
-    elsewhere = [device["_id"] for device in await store_of(ctx).devices_where(
-        {"$and": [visible_to(caller), outside]}, {"_id": 1})]
-    clauses: list[Document] = [{"device_ids": {"$in": elsewhere}}] if elsewhere else []
-    if caller.customer_number:
-        clauses.append({"customer_numbers": caller.customer_number})
-    return {"$or": clauses} if clauses else {"_id": {"$in": []}}
+    # Array fields only with `$in`: nx-27017 matches plain equality on an indexed array field wrongly.
+    clauses: list[Document] = [{"customer_numbers": {"$in": [caller.customer_number]}}] if caller.customer_number \
+        else []
+    if elsewhere := await devices_seen_outside(ctx):
+        clauses.append({"device_ids": {"$in": elsewhere}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+async def may_see(ctx: CommandContext, order: Document) -> bool:
+    """`visible_orders` for one order at hand."""
+    caller = ctx.caller
+    if caller.role is Role.OPERATOR:
+        return True
+    if caller.contract_number and caller.customer_number:
+        return bool(order.get("contract_key") == placing.contract_key(caller.customer_number,
+                                                                        caller.contract_number))
+    if caller.customer_number and caller.customer_number in (order.get("customer_numbers") or []):
+        return True
+    seen = visible_to(caller)
+    return any(matches(device, seen) for device in await store_of(ctx).devices_where(
+        {"_id": {"$in": list(order.get("device_ids") or [])}}))
 
 
 def order_view(order: Document) -> api.Order:
@@ -131,8 +164,8 @@ def order_view(order: Document) -> api.Order:
 @router.command("ordering.get_order", api.GetOrder, access=Access.AUTH, replay=Replay.RERUN)
 async def get_order(request: api.GetOrder, ctx: CommandContext) -> api.Order:
     """The order with its lines, status and, once shipped, its tracking; another customer's is `not_found`."""
-    order = await store_of(ctx).order({"$and": [{"order_number": request.order_number}, await visible_orders(ctx)]})
-    if order is None:
+    order = await store_of(ctx).order({"order_number": request.order_number})
+    if order is None or not await may_see(ctx, order):
         raise CommandError("not_found", fields={"order_number": "not_found"})
     return order_view(order)
 
@@ -140,14 +173,18 @@ async def get_order(request: api.GetOrder, ctx: CommandContext) -> api.Order:
 @router.command("ordering.list_orders", api.ListOrders, access=Access.AUTH, replay=Replay.RERUN)
 async def list_orders(request: api.ListOrders, ctx: CommandContext) -> Page[api.Order]:
     """The caller's orders, newest first; by device, by status, and by part of the order number (quick search)."""
-    query: list[Document] = [await visible_orders(ctx)]
+    visible = await visible_orders(ctx)
+    if visible is None:
+        return Page[api.Order](items=[], total=0, page=request.page, page_size=request.page_size)
+    filters: Document = {}
     if request.device_id:
-        query.append({"device_ids": request.device_id})
+        filters["device_ids"] = {"$in": [request.device_id]}
     if request.status:
-        query.append({"status": request.status})
+        filters["status"] = request.status
     if request.order_number and request.order_number.strip():
-        query.append({"order_number": {"$regex": re.escape(request.order_number.strip()), "$options": "i"}})
-    found, total = await store_of(ctx).orders_page({"$and": query}, [("placed_at", -1), ("order_number", -1)],
+        filters["order_number"] = {"$regex": re.escape(request.order_number.strip()), "$options": "i"}
+    query = {"$and": [visible, filters]} if visible.keys() & filters.keys() else {**visible, **filters}
+    found, total = await store_of(ctx).orders_page(query, [("placed_at", -1), ("order_number", -1)],
                                                    request.page, request.page_size)
     return Page[api.Order](items=[order_view(order) for order in found], total=total, page=request.page,
                            page_size=request.page_size)

@@ -16,6 +16,7 @@ and one whose order is delivered (delivery died before releasing it) at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -36,25 +37,28 @@ MAX_HEALING_ROUNDS = 3
 async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims, command_id: str, language: str,
                 settings: OrderingSettings) -> api.OrderPlacedReply:
     order_id = f"o-{command_id}"
-    earlier = await store.order({"_id": order_id})
+    device_ids = sorted({line.device_id for line in request.lines})
+    keys = [guard_key(line.device_id, line.article_number) for line in request.lines]
+    # Independent reads at once: the order's latency is its round trips.
+    earlier, found, guards = await asyncio.gather(
+        store.order({"_id": order_id}), store.devices_where({"_id": {"$in": device_ids}}),
+        store.guards_of([] if request.confirm_duplicate else keys))
     if earlier is not None:  # this very command, stored before a crash
         await save_defaults(store, request, earlier)
         return placed_reply(earlier)
 
-    device_ids = sorted({line.device_id for line in request.lines})
-    devices = {device["_id"]: device for device in await store.devices_where(
-        {"$and": [{"_id": {"$in": device_ids}}, visible_to(caller)]}, {"outbox": 0})}
-    customers = await store.customers_by_number(
-        str(device["customer_number"]) for device in devices.values() if device.get("customer_number"))
-    catalogues = await store.consumables_of(model_key(str(device.get("model") or "")) for device in devices.values())
+    seen = visible_to(caller)
+    devices = {device["_id"]: device for device in found if orders.matches(device, seen)}
     first = devices.get(request.lines[0].device_id)
-    defaults = await saved_defaults(store, first) if first is not None and request.delivery is None else None
+    customers, catalogues, defaults = await asyncio.gather(
+        store.customers_by_number(
+            str(device["customer_number"]) for device in devices.values() if device.get("customer_number")),
+        store.consumables_of(model_key(str(device.get("model") or "")) for device in devices.values()),
+        saved_defaults(store, first) if first is not None and request.delivery is None else _nothing())
     now = datetime.now(UTC)
     judged = orders.judge(request, devices, customers, catalogues, now.date(), defaults)
-
-    keys = [guard_key(line.device_id, line.article_number) for line in request.lines]
-    if not request.confirm_duplicate:  # refuse what is plain before spending an order number
-        await refuse_duplicates(store, keys, order_id, await store.guards_of(keys), settings, now)
+    # Refuse what is plain before spending an order number; taking the guards below decides the close races.
+    await refuse_duplicates(store, keys, order_id, guards, settings, now)
     number = orders.order_number(settings.ordering_number_prefix, now.year, await store.next_number(now.year))
     await take_guards(store, keys, order_id, {"order_number": number, "at": stamp(now)},
                       exclusive=not request.confirm_duplicate, settings=settings, now=now)
@@ -67,6 +71,10 @@ async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims
         order = stored
     await save_defaults(store, request, order)
     return placed_reply(order)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: orders.Judged, *, caller: Claims,

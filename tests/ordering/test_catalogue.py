@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from contracts.client import PortalClient
+from contracts.registration import DeviceDeregistered
 from deploy.local.demo import ES54_CONSUMABLES
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
@@ -106,3 +107,20 @@ async def test_another_customers_device_is_not_found(
     assert await outcome(portal, "ordering.list_orderable", {"device_id": "no-such-device"}, token=stranger) \
         == "not_found"
     assert await outcome(portal, "ordering.list_orderable", {"device_id": device["device_id"]}) == "unauthenticated"
+
+
+async def test_an_older_device_event_arriving_late_changes_nothing_and_a_deregistered_device_is_not_found(
+        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
+    customer = await covered_customer(amqp_url, ordering)
+    moved = {**HANSAALLEE, "street": "Kaiserswerther Straße 115", "postal_code": "40474"}
+    device = await es5462(amqp_url, ordering, customer, version=3, location=moved)
+    same = {"device_id": device["device_id"], "serial_number": device["serial_number"]}
+    await es5462(amqp_url, ordering, customer, version=2, wait=False, **same)
+    await asyncio.sleep(0.5)
+    token, _ = token_for(settings, customer_number=customer)
+    orderable = await portal.call("ordering.list_orderable", {"device_id": device["device_id"]}, token=token)
+    assert orderable["location"]["street"] == "Kaiserswerther Straße 115"
+    await es5462(amqp_url, ordering, customer, version=4, visible=False, routing_key=DeviceDeregistered.routing_key,
+                 **same)
+    assert await outcome(portal, "ordering.list_orderable", {"device_id": device["device_id"]}, token=token) \
+        == "not_found"

@@ -58,8 +58,9 @@ async def test_list_orders_filters_by_device_status_and_part_of_the_number_newes
     customer = await covered_customer(amqp_url, ordering)
     first, second = [await es5462(amqp_url, ordering, customer) for _ in range(2)]
     token, _ = token_for(settings, customer_number=customer)
-    numbers = [(await portal.call("ordering.place_order", order(line(device, article)), token=token))["order_number"]
-               for device, article in ((first, TONER_C), (second, TONER_C), (first, FUSER))]
+    numbers = [(await portal.call("ordering.place_order", order(*lines), token=token))["order_number"]
+               for lines in ([line(first, TONER_C)], [line(second, TONER_C)], [line(first, FUSER)],
+                             [line(second, FUSER), line(first)])]
     await portal.call("ordering.operator.mark_shipped", {"order_number": numbers[0], "carrier": "DHL",
                                                          "tracking_number": "00340434"}, token=operator(settings))
 
@@ -68,14 +69,15 @@ async def test_list_orders_filters_by_device_status_and_part_of_the_number_newes
         return [item["order_number"] for item in reply["items"]]
 
     assert await listed() == numbers[::-1]
-    assert await listed(device_id=first["device_id"]) == [numbers[2], numbers[0]]
+    assert await listed(device_id=first["device_id"]) == [numbers[3], numbers[2], numbers[0]]
+    assert await listed(device_id=second["device_id"]) == [numbers[3], numbers[1]]
     assert await listed(status="shipped") == [numbers[0]]
-    assert await listed(status="placed", device_id=first["device_id"]) == [numbers[2]]
+    assert await listed(status="placed", device_id=first["device_id"]) == [numbers[3], numbers[2]]
     assert await listed(order_number=numbers[1]) == [numbers[1]]
     assert await listed(order_number=numbers[1][-6:].lower()) == [numbers[1]]  # a part of it will do
     assert await listed(order_number=".*") == []  # searched for as text, not as a pattern
     page = await portal.call("ordering.list_orders", {"page": 2, "page_size": 2}, token=token)
-    assert ([item["order_number"] for item in page["items"]], page["total"]) == ([numbers[0]], 3)
+    assert ([item["order_number"] for item in page["items"]], page["total"]) == ([numbers[1], numbers[0]], 4)
     assert await outcome(portal, "ordering.list_orders", {"status": "cancelled"}, token=token) == "validation_failed"
 
 
@@ -110,7 +112,7 @@ async def test_a_claimant_outside_the_customer_sees_the_orders_of_the_device_the
     await load_consumables(portal, settings)
     claimant, claims = token_for(settings, customer_number=random_id("C-"))
     device = await es5462(amqp_url, ordering, await covered_customer(amqp_url, ordering),
-                          claimants=[claims.user_id])
+                          claimants=[random_id("u"), claims.user_id])
     member, _ = token_for(settings, customer_number=device["customer_number"])
     placed = await portal.call("ordering.place_order", order(line(device)), token=claimant)
     for token in (claimant, member):
