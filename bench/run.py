@@ -10,8 +10,8 @@ Each server runs in its own process (`bench.server`) and is driven by the same r
 
 Before those: bulk registration (`bench.bulk`) and the installed-base import (`bench.import_base`);
 after them, the metering service (`bench.metering`: single readings against the same raw echo, a
-10,000-row readings file, the reminder run for 100,000 devices). `--only bulk|import|runtime|metering`
-runs one part.
+10,000-row readings file, the reminder run for 100,000 devices) and `ordering.place_order` against the
+raw echo (`bench.ordering`). `--only bulk|import|runtime|metering|ordering` runs one part.
 
 Goal: runtime throughput >= 0.5x raw and runtime p99 <= 2x raw p99. Figures go to the console
 and to bench/results/latest.json (the parts a run ran; the others null). `--profile` adds a separate
@@ -40,6 +40,7 @@ from bench.bulk import SIZES, BulkRun, print_bulk, run_bulk
 from bench.client import Caller, Cell
 from bench.import_base import STEPS, ImportRun, print_import, run_import
 from bench.metering import MeteringReport, metering_json, print_metering, run_metering
+from bench.ordering import OrderingRun, ordering_json, print_ordering, run_ordering
 from bench.server import RAW_QUEUE, launched
 from bench.service import COLLECTION, Write, service
 from deploy.local import deps
@@ -127,7 +128,8 @@ def main() -> None:
                         help="interleaved rounds of metering.submit_reading and the raw echo (default 3; medians)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the runtime server (c=32) and the metering service in each of its parts")
-    parser.add_argument("--only", choices=("runtime", "bulk", "import", "metering"), help="run one part only")
+    parser.add_argument("--only", choices=("runtime", "bulk", "import", "metering", "ordering"),
+                        help="run one part only")
     args = parser.parse_args()
 
     cells: dict[str, list[Cell]] = {}
@@ -135,6 +137,7 @@ def main() -> None:
     bulk_runs: list[BulkRun] | None = None
     imported: tuple[float, list[ImportRun]] | None = None
     metering: MeteringReport | None = None
+    ordering: OrderingRun | None = None
     with (tempfile.TemporaryDirectory(prefix="bench-") as tmp, rabbitmq_vhost(Path(tmp)) as amqp_url,
           nx_27017(Path(tmp)) as (mongo_url, nx_pid)):
         if args.only in (None, "bulk"):
@@ -151,6 +154,8 @@ def main() -> None:
         if args.only in (None, "metering"):
             metering = run_metering(amqp_url, mongo_url, nx_pid, seconds=args.seconds, warmup=args.warmup,
                                     rounds=args.rounds, profile=RESULTS if args.profile else None)
+        if args.only in (None, "ordering"):
+            ordering = run_ordering(amqp_url, mongo_url, nx_pid, args.seconds, args.warmup)
 
     rows = ratios(cells["raw"], cells["runtime"]) if cells else None
     if rows is not None and writes is not None:
@@ -159,6 +164,8 @@ def main() -> None:
             print(f"WARNING: {writes['replies']} runtime replies but {writes['documents']} documents written")
     if metering is not None:
         print_metering(metering)
+    if ordering is not None:
+        print_ordering(ordering)
     RESULTS.mkdir(exist_ok=True)
     # Every run writes the parts it ran; the others are null.
     (RESULTS / "latest.json").write_text(json.dumps({
@@ -173,6 +180,7 @@ def main() -> None:
         "import": {"idle_rss_mb": imported[0], "runs": [{**vars(run), "devices_per_s": round(run.devices_per_s)}
                                                         for run in imported[1]]} if imported is not None else None,
         "metering": metering_json(metering) if metering is not None else None,
+        "ordering": ordering_json(ordering) if ordering is not None else None,
     }, indent=2, default=str) + "\n")
     print(f"\nwrote {RESULTS / 'latest.json'}")
 
