@@ -30,7 +30,7 @@ from services.runtime.mongo import Document
 from services.runtime.readmodels import visible_to
 from services.runtime.tokens import Claims
 
-# Rounds of taking guards when entries found in the way turned out stale and were removed.
+# Rounds of taking guards beyond one per line, when entries found in the way turned out stale and were removed.
 MAX_HEALING_ROUNDS = 3
 
 
@@ -140,11 +140,12 @@ async def save_defaults(store: OrderingStore, request: api.PlaceOrder, order: Do
 async def take_guards(store: OrderingStore, keys: Sequence[str], order_id: str, entry: Document, *, exclusive: bool,
                       settings: OrderingSettings, now: datetime) -> None:
     """Enter the order in the guard of each line; when another order holds one and `exclusive` was asked, leave
-    them all again and refuse."""
+    them all again and refuse. Guards are taken in one order (sorted), so of two identical orders of several lines
+    sent at once, one gets them all rather than each some and both refused."""
     taken: list[str] = []
-    for _ in range(MAX_HEALING_ROUNDS):
+    for _ in range(len(keys) + MAX_HEALING_ROUNDS):
         held: dict[str, Document] = {}
-        for key in keys:
+        for key in sorted(keys):
             if key in taken:
                 continue
             guard = await store.take_guard(key, order_id, entry, exclusive=exclusive)
@@ -152,6 +153,7 @@ async def take_guards(store: OrderingStore, keys: Sequence[str], order_id: str, 
                 taken.append(key)
             else:
                 held[key] = guard
+                break  # the rest is decided once this one is
         if not held:
             return
         try:

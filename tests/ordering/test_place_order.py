@@ -275,6 +275,25 @@ async def test_of_identical_orders_sent_at_the_same_moment_one_is_placed_and_the
     assert [guard["count"] async for guard in ordering.db.guards.find({})] == [1] * len(devices)
 
 
+async def test_of_identical_orders_of_several_lines_sent_at_once_in_any_line_order_one_is_placed(
+        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
+    await load_consumables(portal, settings)
+    customer = await covered_customer(amqp_url, ordering)
+    first, second = [await es5462(amqp_url, ordering, customer) for _ in range(2)]
+    token, _ = token_for(settings, customer_number=customer)
+    lines = [line(first), line(second), line(first, FUSER), line(second, TONER_C)]
+    for _ in range(3):
+        results = await asyncio.gather(*(outcome(portal, "ordering.place_order", order(*shuffled), token=token)
+                                         for shuffled in (lines, lines[::-1], lines[1:] + lines[:1])))
+        assert sorted(results).count("ok") == 1, results
+        ordered = await ordering.db.orders.find_one({"status": "placed"})
+        assert ordered is not None
+        for status in ("mark_shipped", "mark_delivered"):
+            await portal.call(f"ordering.operator.{status}", {"order_number": ordered["order_number"], **(
+                {"carrier": "DHL", "tracking_number": "1"} if status == "mark_shipped" else {})},
+                token=operator(settings))
+
+
 async def test_guard_entries_of_an_order_that_was_never_stored_stop_blocking_after_a_grace_period(
         settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
     """A worker died between entering its order in the guard and storing the order, and its command never ran again:
