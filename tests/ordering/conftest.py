@@ -22,3 +22,11 @@ def ordering_settings(settings: Settings) -> OrderingSettings:
 async def ordering(ordering_settings: OrderingSettings) -> AsyncIterator[ServiceInstance]:
     async with running(ordering_service, ordering_settings) as instance:
         yield instance
+
+
+@pytest.fixture
+async def second_replica(ordering: ServiceInstance, ordering_settings: OrderingSettings
+                         ) -> AsyncIterator[ServiceInstance]:
+    """Another copy of ordering on the same queues and database, as `--scale ordering=2` runs it."""
+    async with running(ordering_service, ordering_settings) as instance:
+        yield instance

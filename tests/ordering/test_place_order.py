@@ -213,8 +213,9 @@ async def test_a_placing_command_run_again_after_a_crash_finds_its_order(
     assert await ordering.db.orders.count_documents({}) == 1
 
 
-async def test_twenty_concurrent_orders_of_one_customer_get_distinct_numbers(
-        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
+async def test_twenty_concurrent_orders_of_one_customer_get_distinct_numbers_from_two_replicas(
+        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance,
+        second_replica: ServiceInstance) -> None:
     await load_consumables(portal, settings)
     customer = await covered_customer(amqp_url, ordering)
     devices = [await es5462(amqp_url, ordering, customer, wait=False) for _ in range(20)]
@@ -262,7 +263,8 @@ async def test_an_article_ordered_again_before_the_first_is_delivered_is_refused
 
 
 async def test_of_identical_orders_sent_at_the_same_moment_one_is_placed_and_the_others_refused(
-        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
+        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance,
+        second_replica: ServiceInstance) -> None:
     await load_consumables(portal, settings)
     customer = await covered_customer(amqp_url, ordering)
     devices = [await es5462(amqp_url, ordering, customer) for _ in range(4)]
