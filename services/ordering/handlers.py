@@ -1,7 +1,7 @@
 """ordering's commands: the consumables catalogue, what a device can order, placing and finding orders, shipping and
 delivery; and its read models of devices and contracts.
 
-Who sees a device mirrors registration (`services.runtime.readmodels.visible_to`); a device the caller may not see is
+Who sees a device mirrors registration (`services.runtime.readmodels.sees`); a device the caller may not see is
 `not_found`, also when it exists. Who sees an order: the users of the customer of its devices, a contract sign-in when
 all its devices are of that contract, and whoever sees one of its devices outside their own customer (a claimant, the
 registering user of a device of no customer). Operators see every order.
@@ -26,13 +26,13 @@ from contracts.registration import (
     Location,
 )
 from services.ordering import placing
-from services.ordering.orders import covered, matches, model_key, parse_stamp, stamp
+from services.ordering.orders import covered, model_key, parse_stamp, stamp
 from services.ordering.settings import ordering_settings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
-from services.runtime.readmodels import contracts_of, device_fields, visible_to
+from services.runtime.readmodels import contracts_of, device_fields, sees
 from services.runtime.service import Router, ServiceInstance
 from services.runtime.tokens import Role
 
@@ -64,7 +64,7 @@ async def upsert_consumables(request: api.UpsertConsumables, ctx: CommandContext
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:
     found = await store_of(ctx).devices_where({"_id": device_id})
-    if not found or not matches(found[0], visible_to(ctx.caller)):
+    if not found or not sees(ctx.caller, found[0]):
         raise CommandError("not_found", fields={"device_id": "not_found"})
     return found[0]
 
@@ -103,17 +103,16 @@ async def place_order(request: api.PlaceOrder, ctx: CommandContext) -> api.Order
 async def devices_seen_outside(ctx: CommandContext) -> list[str]:
     """The devices the caller sees outside their own customer (all they see, without a customer): those they
     registered or claimed are the candidates, as registration shows no other device outside one's customer, and
-    `visible_to` judges each."""
+    `sees` judges each."""
     caller, store = ctx.caller, store_of(ctx)
     candidates = {device["_id"]: device for query in ({"registered_by": caller.user_id},
                                                       {"claimants": {"$in": [caller.user_id]}})
                   for device in await store.devices_where(query, {"customer_number": 1, "registered_by": 1,
                                                                   "claimants": 1, "contract_number": 1,
                                                                   "visible": 1})}
-    seen = visible_to(caller)
     return sorted(device_id for device_id, device in candidates.items()
                   if (caller.customer_number is None or device.get("customer_number") != caller.customer_number)
-                  and matches(device, seen))
+                  and sees(caller, device))
 
 
 async def visible_orders(ctx: CommandContext) -> Document | None:
@@ -144,8 +143,7 @@ async def may_see(ctx: CommandContext, order: Document) -> bool:
                                                                         caller.contract_number))
     if caller.customer_number and caller.customer_number in (order.get("customer_numbers") or []):
         return True
-    seen = visible_to(caller)
-    return any(matches(device, seen) for device in await store_of(ctx).devices_where(
+    return any(sees(caller, device) for device in await store_of(ctx).devices_where(
         {"_id": {"$in": list(order.get("device_ids") or [])}}))
 
 

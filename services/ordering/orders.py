@@ -66,51 +66,6 @@ def address_key(location: Mapping[str, object] | None) -> tuple[str, str, str]:
     return street, postal_code, city
 
 
-# --- visibility, decided in Python ----------------------------------------------------------------------------
-
-def matches(document: Mapping[str, object], query: Mapping[str, object]) -> bool:
-    """Whether a stored document matches a filter of the kind `services.runtime.readmodels.visible_to` builds
-    (`$and`, `$or`, equality with array membership, `$in`, `$nin`): so devices fetched by `_id` are judged by that one
-    rule without a `$or` query, which nx-27017 answers by reading the whole collection. Any other operator raises."""
-    for key, condition in query.items():
-        if key == "$and":
-            held = all(matches(document, part) for part in _parts(condition))
-        elif key == "$or":
-            held = any(matches(document, part) for part in _parts(condition))
-        elif key.startswith("$"):
-            raise ValueError(f"{key} is not supported")
-        else:
-            held = _holds(document.get(key), condition)
-        if not held:
-            return False
-    return True
-
-
-def _parts(condition: object) -> list[Mapping[str, object]]:
-    assert isinstance(condition, list), "$and/$or take a list"
-    return condition
-
-
-def _holds(value: object, condition: object) -> bool:
-    if isinstance(condition, dict) and condition and all(str(key).startswith("$") for key in condition):
-        for operator, argument in condition.items():
-            if operator not in ("$in", "$nin"):
-                raise ValueError(f"{operator} is not supported")
-            assert isinstance(argument, list), f"{operator} takes a list"
-            found = any(_equal(value, expected) for expected in argument)
-            if found != (operator == "$in"):
-                return False
-        return True
-    return _equal(value, condition)
-
-
-def _equal(value: object, expected: object) -> bool:
-    """MongoDB's equality: an array field matches a value it contains; a missing field matches None."""
-    if isinstance(value, list) and not isinstance(expected, list):
-        return expected in value
-    return value == expected
-
-
 # --- coverage ----------------------------------------------------------------------------------------------
 
 def contract_of(device: Mapping[str, object], customer: Mapping[str, object] | None) -> Document | None:

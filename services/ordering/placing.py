@@ -27,7 +27,7 @@ from services.ordering.settings import OrderingSettings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import CommandError
 from services.runtime.mongo import Document
-from services.runtime.readmodels import visible_to
+from services.runtime.readmodels import sees
 from services.runtime.tokens import Claims
 
 # Rounds of taking guards beyond one per line, when entries found in the way turned out stale and were removed.
@@ -47,8 +47,7 @@ async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims
         await save_defaults(store, request, earlier)
         return placed_reply(earlier)
 
-    seen = visible_to(caller)
-    devices = {device["_id"]: device for device in found if orders.matches(device, seen)}
+    devices = {device["_id"]: device for device in found if sees(caller, device)}
     first = devices.get(request.lines[0].device_id)
     customers, catalogues, defaults = await asyncio.gather(
         store.customers_by_number(

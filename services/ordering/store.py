@@ -68,7 +68,7 @@ class OrderingStore:
 
     async def devices_where(self, query: Document, projection: Document | None = None) -> list[Document]:
         """Devices by a query without `$or`/`$and` (nx-27017 reads the whole collection for those): by `_id`, by an
-        indexed field; judge visibility on the result (`orders.matches`)."""
+        indexed field; judge visibility on the result (`services.runtime.readmodels.sees`)."""
         return [device async for device in self.devices.find(query, projection)]
 
     async def customers_by_number(self, numbers: Iterable[str]) -> dict[str, Document]:

@@ -1,15 +1,12 @@
-"""The pure rules of an order: what makes two locations one delivery address, coverage, order numbers, and who sees a
-device judged in Python by the shared rule."""
+"""The pure rules of an order: what makes two locations one delivery address, coverage, order numbers."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 
-from services.ordering.orders import address_key, covered, matches, model_key, order_number
-from services.runtime.readmodels import visible_to
-from services.runtime.tokens import Claims, Role
+from services.ordering.orders import address_key, covered, model_key, order_number
 
 HANSAALLEE = {"name": "Büro", "street": "Hansaallee 187", "postal_code": "40549", "city": "Düsseldorf"}
 
@@ -79,39 +76,3 @@ def test_order_numbers_are_readable_and_sort_by_year_and_sequence() -> None:
 def test_a_model_is_one_catalogue_entry_whatever_its_case_and_spacing() -> None:
     assert model_key(" es5462  MFP") == model_key("ES5462 MFP")
 
-
-def claims(**fields: object) -> Claims:
-    now = datetime.now(UTC)
-    values: dict[str, object] = {"user_id": "u-1", "role": Role.CUSTOMER, "session_id": "s", "customer_number": "C-1",
-                                 "issued_at": now, "expires_at": now, **fields}
-    return Claims.model_validate(values)
-
-
-MEMBERS_DEVICE = {"customer_number": "C-1", "contract_number": "K-1", "visible": True, "registered_by": "u-9",
-                  "claimants": []}
-
-
-@pytest.mark.parametrize(("caller", "device", "seen"), [
-    (claims(), MEMBERS_DEVICE, True),
-    (claims(), {**MEMBERS_DEVICE, "visible": 1}, True),  # a boolean as nx-27017 reads it back
-    (claims(), {**MEMBERS_DEVICE, "visible": False}, False),  # deregistered by its customer
-    (claims(), {**MEMBERS_DEVICE, "customer_number": "C-2"}, False),
-    (claims(), {**MEMBERS_DEVICE, "customer_number": "C-2", "claimants": ["u-1"]}, True),
-    (claims(), {**MEMBERS_DEVICE, "customer_number": "C-2", "visible": False, "claimants": ["u-1"]}, True),
-    (claims(contract_number="K-1"), MEMBERS_DEVICE, True),
-    (claims(contract_number="K-2"), MEMBERS_DEVICE, False),
-    (claims(contract_number="K-2"), {**MEMBERS_DEVICE, "claimants": ["u-1"]}, False),
-    (claims(customer_number=None), {**MEMBERS_DEVICE, "customer_number": None, "registered_by": "u-1"}, True),
-    (claims(customer_number=None), {**MEMBERS_DEVICE, "customer_number": None}, False),
-    (claims(customer_number=None), {"customer_number": None, "registered_by": "u-1"}, False),  # `visible` unknown
-])
-def test_a_device_fetched_by_id_is_judged_by_the_shared_visibility_rule_as_the_database_would(
-        caller: Claims, device: dict[str, object], seen: bool) -> None:
-    assert matches(device, visible_to(caller)) is seen
-
-
-def test_a_filter_the_python_judge_does_not_know_is_refused_rather_than_guessed() -> None:
-    with pytest.raises(ValueError):
-        matches({"a": 1}, {"a": {"$gt": 0}})
-    with pytest.raises(ValueError):
-        matches({"a": 1}, {"$nor": [{"a": 1}]})
