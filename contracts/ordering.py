@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from contracts.base import Command, Event, Message, PageRequest, SingleLine
 from contracts.registration import Location
@@ -61,7 +61,7 @@ class Orderable(BaseModel):
 class OrderLine(Message):
     device_id: str = Field(min_length=1, max_length=64)
     article_number: str = Field(min_length=1, max_length=40)
-    quantity: int = Field(ge=1, le=10)
+    quantity: StrictInt = Field(ge=1, le=10)
 
 
 class Contact(Message):

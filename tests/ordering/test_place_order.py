@@ -112,7 +112,7 @@ async def test_a_device_without_a_running_contract_that_includes_consumables_is_
     assert await ordering.db.orders.count_documents({}) == 0
 
 
-@pytest.mark.parametrize("quantity", [0, 11, -1, 1.5, None])
+@pytest.mark.parametrize("quantity", [0, 11, -1, 1.5, None, "2"])
 async def test_a_quantity_outside_1_to_10_is_refused(
         settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance, quantity: object) -> None:
     await load_consumables(portal, settings)
