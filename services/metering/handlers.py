@@ -17,12 +17,7 @@ from contracts.accounts import CustomerProvisioned
 from contracts.base import FileObject, Page
 from contracts.errors import message_for
 from contracts.registration import (
-    DeviceClaimed,
-    DeviceDeregistered,
-    DeviceProvisioned,
-    DeviceRegisteredEvent,
     DeviceState,
-    DeviceUpdated,
     normalise_serial,
 )
 from services.metering import periods, sheets
@@ -42,7 +37,7 @@ from services.metering.store import MeteringStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
-from services.runtime.readmodels import contracts_of, device_fields, sees, visible_devices
+from services.runtime.readmodels import DEVICE_EVENTS, contracts_of, device_fields, sees, visible_devices
 from services.runtime.service import Router, ServiceInstance
 
 router = Router()
@@ -319,7 +314,7 @@ async def remember_device(event: DeviceState, ctx: EventContext) -> None:
     await store_of(ctx).remember_device(event.device_id, device_fields(event), event.version)
 
 
-for _event in (DeviceProvisioned, DeviceRegisteredEvent, DeviceClaimed, DeviceUpdated, DeviceDeregistered):
+for _event in DEVICE_EVENTS:
     router.event(_event)(remember_device)
 
 

@@ -17,12 +17,7 @@ from contracts import ordering as api
 from contracts.accounts import CustomerProvisioned
 from contracts.base import Page
 from contracts.registration import (
-    DeviceClaimed,
-    DeviceDeregistered,
-    DeviceProvisioned,
-    DeviceRegisteredEvent,
     DeviceState,
-    DeviceUpdated,
     Location,
 )
 from services.ordering import placing
@@ -32,7 +27,7 @@ from services.ordering.store import OrderingStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
-from services.runtime.readmodels import contracts_of, device_fields, sees
+from services.runtime.readmodels import DEVICE_EVENTS, contracts_of, device_fields, sees
 from services.runtime.service import Router, ServiceInstance
 from services.runtime.tokens import Role
 
@@ -258,7 +253,7 @@ async def remember_device(event: DeviceState, ctx: EventContext) -> None:
     await store_of(ctx).remember_device(event.device_id, device_fields(event), event.version)
 
 
-for _event in (DeviceProvisioned, DeviceRegisteredEvent, DeviceClaimed, DeviceUpdated, DeviceDeregistered):
+for _event in DEVICE_EVENTS:
     router.event(_event)(remember_device)
 
 

@@ -12,9 +12,20 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from contracts.accounts import CustomerProvisioned
-from contracts.registration import DeviceState
+from contracts.registration import (
+    DeviceClaimed,
+    DeviceDeregistered,
+    DeviceProvisioned,
+    DeviceRegisteredEvent,
+    DeviceState,
+    DeviceUpdated,
+)
 from services.runtime.mongo import Collection, Document
 from services.runtime.tokens import Claims
+
+# Every event of registration that describes a device as stored: a read model of devices consumes them all.
+DEVICE_EVENTS: tuple[type[DeviceState], ...] = (DeviceProvisioned, DeviceRegisteredEvent, DeviceClaimed,
+                                                DeviceUpdated, DeviceDeregistered)
 
 
 def newer_than(version: int) -> Document:
