@@ -79,6 +79,8 @@ class OrderingErrorCode(StrEnum):
     ARTICLE_NOT_FOR_DEVICE = "article_not_for_device"
     NOT_COVERED_BY_CONTRACT = "not_covered_by_contract"
     DUPLICATE_ORDER = "duplicate_order"  # beyond the catalogue: an earlier order of the article is not delivered
+    MULTIPLE_CUSTOMERS = "multiple_customers"  # beyond the catalogue: an order is for the devices of one customer
+    NO_DELIVERY_ADDRESS = "no_delivery_address"  # beyond the catalogue: the device's location lacks street/city
     INVALID_TRANSITION = "invalid_transition"  # also ticketing: a status change the life cycle does not allow
 
 
@@ -276,6 +278,19 @@ MESSAGES: dict[str, dict[str, str]] = {
             "wenn Sie ihn trotzdem erneut bestellen möchten.",
         "nb": "Denne artikkelen er allerede bestilt til denne maskinen og ikke levert ennå. Bekreft for å bestille "
             "den likevel.",
+    },
+    OrderingErrorCode.MULTIPLE_CUSTOMERS: {
+        "en": "One order is for the devices of one customer: please order separately for each.",
+        "de": "Eine Bestellung gilt für die Geräte eines Kunden: Bitte bestellen Sie für jeden Kunden separat.",
+        "nb": "Én bestilling gjelder maskinene til én kunde: bestill separat for hver kunde.",
+    },
+    OrderingErrorCode.NO_DELIVERY_ADDRESS: {
+        "en": "The device has no complete location (street, postcode, city) to deliver to: please request an address "
+            "change for it first.",
+        "de": "Für das Gerät ist kein vollständiger Standort (Straße, PLZ, Ort) hinterlegt: Bitte beantragen Sie "
+            "zuerst eine Adressänderung.",
+        "nb": "Maskinen har ingen fullstendig adresse (gate, postnummer, sted) å levere til: be om adresseendring "
+            "først.",
     },
     OrderingErrorCode.INVALID_TRANSITION: {
         "en": "This status change is not possible from the current status.",

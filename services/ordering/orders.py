@@ -41,8 +41,10 @@ def model_key(model: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", model).casefold().split())
 
 
-def guard_key(device_id: str, article_number: str) -> str:
-    return f"{device_id}:{article_number}"
+def guard_key(customer_number: object, device_id: str, article_number: str) -> str:
+    """One guard per customer, device and article: a device's new customer is not blocked by (nor told of) its
+    previous customer's open orders."""
+    return f"{customer_number or '-'}:{device_id}:{article_number}"
 
 
 # --- one delivery address --------------------------------------------------------------------------------
@@ -119,7 +121,16 @@ def judge(request: api.PlaceOrder, devices: Mapping[str, Document], customers: M
         raise CommandError("not_found", fields=unknown)
 
     first = devices[request.lines[0].device_id]
+    others = {f"lines.{index}.device_id": "of another customer than the device of line 0"
+              for index, line in enumerate(request.lines)
+              if devices[line.device_id].get("customer_number") != first.get("customer_number")}
+    if others:
+        raise CommandError("multiple_customers", fields=others)
+
     address = address_key(first.get("location"))
+    if not all(address):
+        raise CommandError("no_delivery_address", fields={
+            f"lines.{index}.device_id": "no street, postcode or city" for index, line in enumerate(request.lines)})
     elsewhere = {f"lines.{index}.device_id": "at another address than the device of line 0"
                  for index, line in enumerate(request.lines)
                  if address_key(devices[line.device_id].get("location")) != address}

@@ -38,22 +38,22 @@ async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims
                 settings: OrderingSettings) -> api.OrderPlacedReply:
     order_id = f"o-{command_id}"
     device_ids = sorted({line.device_id for line in request.lines})
-    keys = [guard_key(line.device_id, line.article_number) for line in request.lines]
     # Independent reads at once: the order's latency is its round trips.
-    earlier, found, guards = await asyncio.gather(
-        store.order({"_id": order_id}), store.devices_where({"_id": {"$in": device_ids}}),
-        store.guards_of([] if request.confirm_duplicate else keys))
+    earlier, found = await asyncio.gather(store.order({"_id": order_id}),
+                                          store.devices_where({"_id": {"$in": device_ids}}))
     if earlier is not None:  # this very command, stored before a crash
-        await save_defaults(store, request, earlier)
+        await save_defaults(store, request, earlier, caller)
         return placed_reply(earlier)
 
     devices = {device["_id"]: device for device in found if sees(caller, device)}
     first = devices.get(request.lines[0].device_id)
-    customers, catalogues, defaults = await asyncio.gather(
+    keys = guard_keys(request, devices)
+    customers, catalogues, defaults, guards = await asyncio.gather(
         store.customers_by_number(
             str(device["customer_number"]) for device in devices.values() if device.get("customer_number")),
         store.consumables_of(model_key(str(device.get("model") or "")) for device in devices.values()),
-        saved_defaults(store, first) if first is not None and request.delivery is None else _nothing())
+        saved_defaults(store, first, caller) if first is not None and request.delivery is None else _nothing(),
+        store.guards_of([] if request.confirm_duplicate else keys))
     now = datetime.now(UTC)
     judged = orders.judge(request, devices, customers, catalogues, now.date(), defaults)
     # Refuse what is plain before spending an order number; taking the guards below decides the close races.
@@ -68,13 +68,29 @@ async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims
         stored = await store.order({"_id": order_id})
         assert stored is not None
         order = stored
-    await save_defaults(store, request, order)
+    await save_defaults(store, request, order, caller)
     return placed_reply(order)
 
 
 async def _nothing() -> None:
     return None
 
+
+def guard_keys(request: api.PlaceOrder, devices: Mapping[str, Document]) -> list[str]:
+    return [guard_key(devices.get(line.device_id, {}).get("customer_number"), line.device_id, line.article_number)
+            for line in request.lines]
+
+
+def viewers(customer_number: object, user_id: str) -> list[str]:
+    """Who sees an order besides operators: the users of the customer it was placed for (all its devices are that
+    customer's), and whoever placed it (a claimant or a user of no customer). Nobody else: an order names devices,
+    contacts and references another viewer of one of its devices need not know."""
+    return ([f"customer:{customer_number}"] if customer_number else []) + [f"user:{user_id}"]
+
+
+def view_of(caller: Claims) -> list[str]:
+    """The `viewers` entries naming the caller."""
+    return ([f"customer:{caller.customer_number}"] if caller.customer_number else []) + [f"user:{caller.user_id}"]
 
 def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: orders.Judged, *, caller: Claims,
                    placed_at: datetime, language: str) -> Document:
@@ -90,7 +106,8 @@ def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: 
         "customer_numbers": customers,
         "contract_key": contract_key(customer, contract) if len(contracts) == 1 and customer and contract else None,
         "device_ids": [device["_id"] for device in judged.devices],
-        "guard_keys": [guard_key(line.device_id, line.article_number) for line in request.lines],
+        "guard_keys": [guard_key(customer, line.device_id, line.article_number) for line in request.lines],
+        "viewers": viewers(customer, caller.user_id),
         "placed_at": stamp(placed_at), "placed_by": caller.user_id, "language": language,
         "contact": request.contact.model_dump(), "delivery_address": judged.delivery_address.model_dump(),
         "reference": request.reference, "confirmed_duplicate": request.confirm_duplicate,
@@ -117,20 +134,29 @@ def placed_reply(order: Document) -> api.OrderPlacedReply:
 
 # --- delivery defaults ------------------------------------------------------------------------------------------
 
-async def saved_defaults(store: OrderingStore, device: Document) -> Document | None:
-    """The device's saved "z. Hd." and "Zusätzl. Info", unless saved while it belonged to another customer."""
-    defaults = await store.defaults_of(device["_id"])
+def defaults_view(caller: Claims, device: Mapping[str, object]) -> str:
+    """Whose saved "z. Hd." and "Zusätzl. Info" the caller reads and writes: their customer's for a device of it,
+    else their own (a claimant's choice never changes what the customer's users get, nor the other way round)."""
+    customer = device.get("customer_number")
+    return f"customer:{customer}" if customer and customer == caller.customer_number else f"user:{caller.user_id}"
+
+
+async def saved_defaults(store: OrderingStore, device: Document, caller: Claims) -> Document | None:
+    """The device's saved "z. Hd." and "Zusätzl. Info" in the caller's view, unless saved while it belonged to
+    another customer."""
+    defaults = await store.defaults_of(device["_id"], defaults_view(caller, device))
     if defaults is None or defaults.get("customer_number") != device.get("customer_number"):
         return None
     return defaults
 
 
-async def save_defaults(store: OrderingStore, request: api.PlaceOrder, order: Document) -> None:
+async def save_defaults(store: OrderingStore, request: api.PlaceOrder, order: Document, caller: Claims) -> None:
     if request.delivery is None or not request.delivery.save_as_default:
         return
     devices = await store.devices_where({"_id": {"$in": list(order["device_ids"])}}, {"customer_number": 1})
     fields = {"attention": request.delivery.attention, "additional_info": request.delivery.additional_info}
-    await store.save_defaults([(device["_id"], {**fields, "customer_number": device.get("customer_number")})
+    await store.save_defaults([(device["_id"], defaults_view(caller, device),
+                                {**fields, "customer_number": device.get("customer_number")})
                                for device in devices], order["placed_at"])
 
 

@@ -53,7 +53,7 @@ class OrderingStore:
         await self.devices.create_index("registered_by")
         await self.devices.create_index("claimants")
         await self.orders.create_index("order_number", unique=True)
-        await self.orders.create_index([("customer_numbers", ASCENDING), ("placed_at", DESCENDING)])
+        await self.orders.create_index([("viewers", ASCENDING), ("placed_at", DESCENDING)])
         await self.orders.create_index([("contract_key", ASCENDING), ("placed_at", DESCENDING)])
         await self.orders.create_index("device_ids")
         await self.orders.create_index([("status", ASCENDING), ("placed_at", ASCENDING)])
@@ -93,15 +93,15 @@ class OrderingStore:
 
     # --- delivery defaults --------------------------------------------------------------------------
 
-    async def defaults_of(self, device_id: str) -> Document | None:
-        return await self.defaults.find_one({"_id": device_id})
+    async def defaults_of(self, device_id: str, view: str) -> Document | None:
+        return await self.defaults.find_one({"_id": f"{device_id}|{view}"})
 
-    async def save_defaults(self, defaults: Sequence[tuple[str, Document]], saved_at: str) -> None:
-        """Keep each device's `fields` unless a later order saved others meanwhile (a command re-run after a crash
-        must not undo a later choice)."""
-        for device_id, fields in defaults:
+    async def save_defaults(self, defaults: Sequence[tuple[str, str, Document]], saved_at: str) -> None:
+        """Keep each device's `fields` in that view unless a later order saved others meanwhile (a command re-run
+        after a crash must not undo a later choice)."""
+        for device_id, view, fields in defaults:
             try:
-                await self.defaults.update_one({"_id": device_id, "saved_at": {"$lt": saved_at}},
+                await self.defaults.update_one({"_id": f"{device_id}|{view}", "saved_at": {"$lt": saved_at}},
                                                {"$set": {**fields, "saved_at": saved_at}}, upsert=True)
             except DuplicateKeyError:
                 pass  # saved by a later order (or by this one before a crash): that stays

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts.client import PortalClient, PortalError
+from services.ordering.orders import guard_key
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import random_id, token_for
@@ -305,7 +306,8 @@ async def test_guard_entries_of_an_order_that_was_never_stored_stop_blocking_aft
     token, _ = token_for(settings, customer_number=device["customer_number"])
     recent, old = datetime.now(UTC), datetime.now(UTC) - timedelta(minutes=10)
     for article, at, number in ((TONER_K, recent, "OR-2026-900001"), (FUSER, old, "OR-2026-900002")):
-        await ordering.db.guards.insert_one({"_id": f"{device['device_id']}:{article}", "count": 1, "open": {
+        await ordering.db.guards.insert_one({"_id": guard_key(device["customer_number"], device["device_id"], article),
+                                             "count": 1, "open": {
             random_id("o-"): {"order_number": number, "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}})
     refused = await refusal(portal, order(line(device, TONER_K)), token)
     assert (refused.code, refused.fields["order_number"]) == ("duplicate_order", "OR-2026-900001")
