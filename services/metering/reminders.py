@@ -110,16 +110,15 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
                  and covers(contract, window.period_end, billing)])
         due_now, closed = terms[key]
         if due_now and device.get("e_maintenance") not in (True, 1):
-            listed: api.ReminderDevice | None = None
             for due in due_now:
                 if device["_id"] in read[due.window.period_end]:
                     continue
-                listed = listed or reminder_device(device)
                 owners[device["_id"]] = device.get("customer_number")
                 _, by_recipient = groups.setdefault((due.window.period_end, due.kind), (due.window, {}))
+                # The device as read, not yet as a model: 100,000 models at once cost half a gigabyte; they are built
+                # per recipient when their reminder is written.
                 for recipient in device.get("reminder_recipients") or []:
-                    by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append(
-                        listed.model_copy(update={"recipient": ReminderRecipient(**recipient)}))
+                    by_recipient.setdefault(recipient_key(recipient), (recipient, []))[1].append((device, recipient))
         notices.extend(overdue_notice(device, window, now) for window in closed
                        if device["_id"] not in read[window.period_end])
     reminders = 0
@@ -133,7 +132,8 @@ async def run(instance: Instance, day: date) -> api.RemindersRun:
     return api.RemindersRun(reminders=reminders, overdue=overdue)
 
 
-Recipients = dict[str, tuple[Document, list[api.ReminderDevice]]]  # recipient key -> (recipient, devices)
+# recipient key -> (recipient, [(device as read, the device's own recipient entry)])
+Recipients = dict[str, tuple[Document, list[tuple[Document, Document]]]]
 
 
 async def send_reminders(store: MeteringStore, instance: Instance, window: periods.Window, kind: api.ReminderKind,
@@ -148,7 +148,9 @@ async def send_reminders(store: MeteringStore, instance: Instance, window: perio
     documents: list[tuple[Document, list[api.ReminderDue]]] = []
     for reminder_id in fresh:
         recipient, listed = recipients[keyed[reminder_id]]
-        devices = list({device.device_id: device for device in reversed(listed)}.values())[::-1]  # each once
+        own = {device["_id"]: (device, entry) for device, entry in reversed(listed)}  # each once, its first entry
+        devices = [reminder_device(device).model_copy(update={"recipient": ReminderRecipient(**entry)})
+                   for device, entry in own.values()]
         token = secrets.token_urlsafe(24)
         event = api.ReminderDue(
             reminder_id=reminder_id, recipient=ReminderRecipient(**recipient), kind=kind,
