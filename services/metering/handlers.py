@@ -25,7 +25,6 @@ from services.metering.readings import (
     Attempt,
     billing_of,
     check,
-    contract_of,
     covers,
     device_counters,
     preview,
@@ -37,7 +36,7 @@ from services.metering.store import MeteringStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
-from services.runtime.readmodels import DEVICE_EVENTS, contracts_of, device_fields, sees, visible_devices
+from services.runtime.readmodels import DEVICE_EVENTS, contract_of, contracts_of, device_fields, sees, visible_devices
 from services.runtime.service import Router, ServiceInstance
 
 router = Router()

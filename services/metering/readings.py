@@ -20,6 +20,7 @@ from services.metering.settings import MeteringSettings
 from services.metering.store import MeteringStore, reading_key
 from services.runtime.commands import CommandError
 from services.runtime.mongo import Document
+from services.runtime.readmodels import contract_of
 
 # Each retry follows a reading that won; a device gets few readings at the same moment.
 MAX_ATTEMPTS = 20
@@ -50,14 +51,6 @@ def billing_of(device: Document, customer: Document | None) -> periods.BillingPe
     contract = contract_of(device, customer)
     billing = contract.get("billing_period") if contract else None
     return billing if billing in periods.MONTHS else periods.DEFAULT_PERIOD
-
-
-def contract_of(device: Document, customer: Document | None) -> Document | None:
-    number = device.get("contract_number")
-    if not number or customer is None:
-        return None
-    contract = (customer.get("contracts") or {}).get(number)
-    return contract if isinstance(contract, dict) else None
 
 
 def covers(contract: Document, period_end: date, billing: periods.BillingPeriod) -> bool:

@@ -22,13 +22,14 @@ from contracts import metering as api
 from contracts.registration import Location, ReminderRecipient
 from services.metering import periods
 from services.metering.handlers import judge_rows, store_of, today
-from services.metering.readings import billing_of, contract_of, covers, device_counters, previous_values
+from services.metering.readings import billing_of, covers, device_counters, previous_values
 from services.metering.settings import metering_settings
 from services.metering.sheets import SheetRow
 from services.metering.store import OVERDUE, REMINDERS, MeteringStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.instance import Instance
 from services.runtime.mongo import Document
+from services.runtime.readmodels import contract_of
 from services.runtime.service import Router
 
 log = logging.getLogger(__name__)

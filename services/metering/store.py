@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from contracts.base import Event
 from services.runtime.mongo import Database, Document
 from services.runtime.outbox import inserted, with_events
-from services.runtime.readmodels import keep_latest
+from services.runtime.readmodels import customers_by_number, keep_latest
 
 DEVICES, CUSTOMERS, READINGS, REMINDERS, OVERDUE, SCHEDULE = (
     "devices", "customers", "readings", "reminders", "overdue", "schedule")
@@ -72,12 +72,7 @@ class MeteringStore:
         return await self.customers.find_one({"_id": customer_number}) if customer_number else None
 
     async def customers_by_number(self, numbers: Iterable[str]) -> dict[str, Document]:
-        wanted = sorted(set(numbers))
-        found: dict[str, Document] = {}
-        for start in range(0, len(wanted), 1000):
-            async for customer in self.customers.find({"_id": {"$in": wanted[start:start + 1000]}}):
-                found[customer["_id"]] = customer
-        return found
+        return await customers_by_number(self.customers, numbers)
 
     # --- readings --------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from contracts import ordering as api
 from services.runtime.commands import CommandError
 from services.runtime.mongo import Document
+from services.runtime.readmodels import contract_of
 
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -69,15 +70,6 @@ def address_key(location: Mapping[str, object] | None) -> tuple[str, str, str]:
 
 
 # --- coverage ----------------------------------------------------------------------------------------------
-
-def contract_of(device: Mapping[str, object], customer: Mapping[str, object] | None) -> Document | None:
-    number = device.get("contract_number")
-    if not number or customer is None:
-        return None
-    contracts = customer.get("contracts") or {}
-    contract = contracts.get(str(number)) if isinstance(contracts, dict) else None
-    return contract if isinstance(contract, dict) else None
-
 
 def covered(device: Mapping[str, object], customer: Mapping[str, object] | None, today: date) -> bool:
     """Under a known contract that has begun, has not ended (its end date is its last day) and includes

@@ -28,7 +28,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts.base import Event
 from services.runtime.mongo import Database, Document
 from services.runtime.outbox import inserted, not_applied, with_events
-from services.runtime.readmodels import keep_latest
+from services.runtime.readmodels import customers_by_number, keep_latest
 
 DEVICES, CUSTOMERS, CONSUMABLES, DEFAULTS, ORDERS, GUARDS, COUNTERS = (
     "devices", "customers", "consumables", "delivery_defaults", "orders", "guards", "counters")
@@ -72,10 +72,7 @@ class OrderingStore:
         return [device async for device in self.devices.find(query, projection)]
 
     async def customers_by_number(self, numbers: Iterable[str]) -> dict[str, Document]:
-        wanted = sorted(set(numbers))
-        if not wanted:
-            return {}
-        return {customer["_id"]: customer async for customer in self.customers.find({"_id": {"$in": wanted}})}
+        return await customers_by_number(self.customers, numbers)
 
     # --- the catalogue ------------------------------------------------------------------------------
 
