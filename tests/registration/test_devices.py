@@ -156,6 +156,25 @@ async def test_the_installed_base_import_is_an_upsert_that_judges_each_device(
     assert events[0]["device_id"] == events[1]["device_id"]
 
 
+async def test_reminders_may_be_turned_on_for_an_e_maintenance_device_and_the_event_says_both(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
+    """Metering never reminds for an e-maintenance device (it reports itself); registration still takes the
+    customer's wish, as issue 10 asks."""
+    operator, _ = token_for(settings, Role.OPERATOR)
+    serial = random_serial("AK5A")
+    await portal.call("registration.operator.import_installed_base", {"devices": [
+        {"serial_number": serial, "model": "ES5431dn", "customer_number": "C-EM", "e_maintenance": True}]},
+        token=operator)
+    provisioned = await tap.next("registration.device.provisioned", lambda body: body["serial_number"] == serial)
+    token, _ = token_for(settings, customer_number="C-EM")
+    assert await outcome(portal, "registration.set_reminders", {
+        "device_id": provisioned["device_id"], "reminders": True, "reminder_email": "lager@example.com"},
+        token) == "ok"
+    updated = await tap.next("registration.device.updated", lambda body: body["device_id"] == provisioned["device_id"])
+    assert (updated["reminders"], updated["e_maintenance"], updated["reminder_email"]) == (True, True,
+                                                                                          "lager@example.com")
+
+
 async def test_catalogue_commands_are_for_operators(registration: ServiceInstance, portal: PortalClient,
                                                     settings: Settings) -> None:
     token, _ = token_for(settings)
