@@ -29,6 +29,20 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# One plain address: no display name, list separator or quoting that a mail header would read differently.
+ContactEmail = Field(min_length=3, max_length=254,
+                     pattern=r"^[^@\s,;<>\"()\[\]]+@[^@\s,;<>\"()\[\]]+\.[^@\s,;<>\"()\[\]]+$",
+                     examples=["c.zimmermann@example.com"])
+
+
+class Contact(Message):
+    """Who an order or a service request is for: the mails about it go to this address (OKI: the contact picked in
+    the form), not necessarily to the user who sent it."""
+
+    name: SingleLine = Field(min_length=1, max_length=120, examples=["Thomas Lienert"])
+    email: str = ContactEmail
+
+
 class Command(Message):
     """A request; `routing_key` is its name on `portal.commands`."""
 

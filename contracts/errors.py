@@ -84,8 +84,15 @@ class OrderingErrorCode(StrEnum):
     INVALID_TRANSITION = "invalid_transition"  # also ticketing: a status change the life cycle does not allow
 
 
+class TicketingErrorCode(StrEnum):
+    """Specific codes of `ticketing` (CATALOG §6); a refused transition is `invalid_transition` (ordering)."""
+
+    OPEN_TICKET_EXISTS = "open_ticket_exists"
+    ALREADY_DISPATCHED = "already_dispatched"
+
+
 SERVICE_CODES: tuple[type[StrEnum], ...] = (AccountsErrorCode, RegistrationErrorCode, BulkUploadCode,
-                                            MeteringErrorCode, OrderingErrorCode)
+                                            MeteringErrorCode, OrderingErrorCode, TicketingErrorCode)
 
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -296,6 +303,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "This status change is not possible from the current status.",
         "de": "Dieser Statuswechsel ist aus dem aktuellen Status nicht möglich.",
         "nb": "Denne statusendringen er ikke mulig fra nåværende status.",
+    },
+    TicketingErrorCode.OPEN_TICKET_EXISTS: {
+        "en": "There is already an open service request for this device. You can follow it, and add more "
+            "information to it as long as no technician has been dispatched.",
+        "de": "Für dieses Gerät gibt es bereits eine offene Serviceanfrage. Sie können sie verfolgen und ihr weitere "
+            "Informationen hinzufügen, solange noch kein Techniker disponiert ist.",
+        "nb": "Det finnes allerede en åpen serviceforespørsel for denne maskinen. Du kan følge den, og legge til mer "
+            "informasjon så lenge ingen tekniker er sendt ut.",
+    },
+    TicketingErrorCode.ALREADY_DISPATCHED: {
+        "en": "A technician has already been dispatched for this service request, so it can no longer be changed or "
+            "cancelled online. Please call our service hotline.",
+        "de": "Für diese Serviceanfrage ist bereits ein Techniker disponiert; sie kann online nicht mehr geändert "
+            "oder storniert werden. Bitte rufen Sie unsere Service-Hotline an.",
+        "nb": "En tekniker er allerede sendt ut for denne serviceforespørselen, så den kan ikke lenger endres eller "
+            "kanselleres på nett. Ring vår brukerstøtte.",
     },
     RegistrationErrorCode.SERIAL_OR_POSTCODE_MISMATCH: {
         "en": "The serial number and postcode do not match any device we know. Please check both: the postcode is the "

@@ -7,16 +7,13 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, StrictInt
 
-from contracts.base import Command, Event, Message, PageRequest, SingleLine
+from contracts.base import Command, Contact, Event, Message, PageRequest, SingleLine
 from contracts.registration import Location
 
 ConsumableKind = Literal["toner", "drum", "fuser", "belt", "waste", "other"]
 OrderStatus = Literal["placed", "shipped", "delivered"]
 OrderNumber = Field(min_length=1, max_length=32, description="Human-readable and unique, e.g. `OR-2026-000042`.",
                     examples=["OR-2026-000042"])
-# One plain address: no display name, list separator or quoting that a mail header would read differently.
-Email = Field(min_length=3, max_length=254, pattern=r"^[^@\s,;<>\"()\[\]]+@[^@\s,;<>\"()\[\]]+\.[^@\s,;<>\"()\[\]]+$",
-              examples=["c.zimmermann@example.com"])
 
 
 class Consumable(Message):
@@ -62,11 +59,6 @@ class OrderLine(Message):
     device_id: str = Field(min_length=1, max_length=64)
     article_number: str = Field(min_length=1, max_length=40)
     quantity: StrictInt = Field(ge=1, le=10)
-
-
-class Contact(Message):
-    name: SingleLine = Field(min_length=1, max_length=120)
-    email: str = Email
 
 
 class DeliveryChange(Message):

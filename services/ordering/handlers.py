@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 
 from contracts import ordering as api
 from contracts.accounts import CustomerProvisioned
-from contracts.base import Page
+from contracts.base import Contact, Page
 from contracts.registration import (
     DeviceState,
     Location,
@@ -27,9 +27,15 @@ from services.ordering.store import OrderingStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
-from services.runtime.readmodels import DEVICE_EVENTS, contracts_of, device_fields, sees
+from services.runtime.readmodels import (
+    DEVICE_EVENTS,
+    contracts_of,
+    device_fields,
+    may_see_record,
+    sees,
+    visible_records,
+)
 from services.runtime.service import Router, ServiceInstance
-from services.runtime.tokens import Claims, Role
 
 router = Router()
 
@@ -95,33 +101,12 @@ async def place_order(request: api.PlaceOrder, ctx: CommandContext) -> api.Order
                                language=ctx.language, settings=ordering_settings(ctx.instance))
 
 
-def visible_orders(caller: Claims) -> Document:
-    """Filter on orders: those the caller may see. Operators every order; a contract sign-in the orders of its
-    contract; anyone else the orders of their customer and the ones they placed themselves (`placing.viewers`)."""
-    if caller.role is Role.OPERATOR:
-        return {}
-    if caller.contract_number and caller.customer_number:
-        return {"contract_key": placing.contract_key(caller.customer_number, caller.contract_number)}
-    # Array fields only with `$in`: nx-27017 matches plain equality on an indexed array field wrongly.
-    return {"viewers": {"$in": placing.view_of(caller)}}
-
-
-def may_see(caller: Claims, order: Document) -> bool:
-    """`visible_orders` for one order at hand."""
-    if caller.role is Role.OPERATOR:
-        return True
-    if caller.contract_number and caller.customer_number:
-        return bool(order.get("contract_key") == placing.contract_key(caller.customer_number,
-                                                                        caller.contract_number))
-    return bool(set(placing.view_of(caller)) & set(order.get("viewers") or []))
-
-
 def order_view(order: Document) -> api.Order:
     tracking = order.get("tracking")
     return api.Order(
         order_number=order["order_number"], status=order["status"], customer_number=order.get("customer_number"),
         contract_number=order.get("contract_number"), placed_at=parse_stamp(order["placed_at"]),
-        placed_by=order["placed_by"], contact=api.Contact(**order["contact"]),
+        placed_by=order["placed_by"], contact=Contact(**order["contact"]),
         delivery_address=api.DeliveryAddress(**order["delivery_address"]), reference=order.get("reference"),
         lines=[api.OrderedLine(**line) for line in order["lines"]],
         tracking=api.Tracking(**{**tracking, "shipped_at": parse_stamp(tracking["shipped_at"])}) if tracking else None,
@@ -132,7 +117,7 @@ def order_view(order: Document) -> api.Order:
 async def get_order(request: api.GetOrder, ctx: CommandContext) -> api.Order:
     """The order with its lines, status and, once shipped, its tracking; another customer's is `not_found`."""
     order = await store_of(ctx).order({"order_number": request.order_number})
-    if order is None or not may_see(ctx.caller, order):
+    if order is None or not may_see_record(ctx.caller, order):
         raise CommandError("not_found", fields={"order_number": "not_found"})
     return order_view(order)
 
@@ -140,7 +125,7 @@ async def get_order(request: api.GetOrder, ctx: CommandContext) -> api.Order:
 @router.command("ordering.list_orders", api.ListOrders, access=Access.AUTH, replay=Replay.RERUN)
 async def list_orders(request: api.ListOrders, ctx: CommandContext) -> Page[api.Order]:
     """The caller's orders, newest first; by device, by status, and by part of the order number (quick search)."""
-    visible = visible_orders(ctx.caller)
+    visible = visible_records(ctx.caller)
     filters: Document = {}
     if request.device_id:
         filters["device_ids"] = {"$in": [request.device_id]}

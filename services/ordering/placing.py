@@ -21,13 +21,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from contracts import ordering as api
+from contracts.base import Contact
 from services.ordering import orders
 from services.ordering.orders import guard_key, model_key, stamp
 from services.ordering.settings import OrderingSettings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import CommandError
 from services.runtime.mongo import Document
-from services.runtime.readmodels import sees
+from services.runtime.readmodels import contract_key, record_viewers, sees
 from services.runtime.tokens import Claims
 
 # Rounds of taking guards beyond one per line, when entries found in the way turned out stale and were removed.
@@ -81,17 +82,6 @@ def guard_keys(request: api.PlaceOrder, devices: Mapping[str, Document]) -> list
             for line in request.lines]
 
 
-def viewers(customer_number: object, user_id: str) -> list[str]:
-    """Who sees an order besides operators: the users of the customer it was placed for (all its devices are that
-    customer's), and whoever placed it (a claimant or a user of no customer). Nobody else: an order names devices,
-    contacts and references another viewer of one of its devices need not know."""
-    return ([f"customer:{customer_number}"] if customer_number else []) + [f"user:{user_id}"]
-
-
-def view_of(caller: Claims) -> list[str]:
-    """The `viewers` entries naming the caller."""
-    return ([f"customer:{caller.customer_number}"] if caller.customer_number else []) + [f"user:{caller.user_id}"]
-
 def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: orders.Judged, *, caller: Claims,
                    placed_at: datetime, language: str) -> Document:
     customers = sorted({str(device["customer_number"]) for device in judged.devices if device.get("customer_number")})
@@ -107,7 +97,7 @@ def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: 
         "contract_key": contract_key(customer, contract) if len(contracts) == 1 and customer and contract else None,
         "device_ids": [device["_id"] for device in judged.devices],
         "guard_keys": [guard_key(customer, line.device_id, line.article_number) for line in request.lines],
-        "viewers": viewers(customer, caller.user_id),
+        "viewers": record_viewers(customer, caller.user_id),
         "placed_at": stamp(placed_at), "placed_by": caller.user_id, "language": language,
         "contact": request.contact.model_dump(), "delivery_address": judged.delivery_address.model_dump(),
         "reference": request.reference, "confirmed_duplicate": request.confirm_duplicate,
@@ -115,14 +105,10 @@ def order_document(order_id: str, number: str, request: api.PlaceOrder, judged: 
     }
 
 
-def contract_key(customer_number: str, contract_number: str) -> str:
-    return f"{customer_number}/{contract_number}"
-
-
 def event_fields(order: Document) -> dict[str, object]:
     """What every event of an order carries: whom to mail, in which language, what goes where."""
     return {"order_number": order["order_number"], "customer_number": order.get("customer_number"),
-            "contact": api.Contact(**order["contact"]), "language": order.get("language") or "en",
+            "contact": Contact(**order["contact"]), "language": order.get("language") or "en",
             "delivery_address": api.DeliveryAddress(**order["delivery_address"]),
             "lines": [api.OrderedLine(**line) for line in order["lines"]]}
 

@@ -1,5 +1,6 @@
 """Read models every service keeps of other services' aggregates, the same way: devices from registration's events
-and customers' contracts from accounts' events, each kept at the highest `version` seen, and who may see a device.
+and customers' contracts from accounts' events, each kept at the highest `version` seen; who may see a device, and
+who may see a record made about devices (an order, a ticket).
 
 Events arrive in any order and more than once: a write is an upsert conditional on the stored version being lower,
 so an older copy arriving late changes nothing (its insert collides on `_id`), and a duplicate rewrites the same.
@@ -22,7 +23,7 @@ from contracts.registration import (
     DeviceUpdated,
 )
 from services.runtime.mongo import Collection, Document
-from services.runtime.tokens import Claims
+from services.runtime.tokens import Claims, Role
 
 # Every event of registration that describes a device as stored: a read model of devices consumes them all.
 DEVICE_EVENTS: tuple[type[DeviceState], ...] = (DeviceProvisioned, DeviceRegisteredEvent, DeviceClaimed,
@@ -120,3 +121,42 @@ async def visible_devices(collection: Collection, claims: Claims,
             if device["_id"] not in found and sees(claims, device):
                 found[device["_id"]] = device
     return sorted(found.values(), key=lambda device: device.get("serial_number", ""))
+
+
+# --- records about devices: orders, tickets --------------------------------------------------------------------
+
+def record_viewers(customer_number: object, user_id: str) -> list[str]:
+    """Who sees a record besides operators: the users of the customer it was made for, and whoever made it (a
+    claimant or a user of no customer). Nobody else: it names contacts and texts another viewer of its device need
+    not know. Stored as the record's `viewers`, queried with `$in` (see `visible_records`)."""
+    return ([f"customer:{customer_number}"] if customer_number else []) + [f"user:{user_id}"]
+
+
+def view_of(claims: Claims) -> list[str]:
+    """The `viewers` entries naming the caller."""
+    return record_viewers(claims.customer_number, claims.user_id)
+
+
+def contract_key(customer_number: str, contract_number: str) -> str:
+    """A record's `contract_key` when all its devices are of one contract: what a contract sign-in sees."""
+    return f"{customer_number}/{contract_number}"
+
+
+def visible_records(claims: Claims) -> Document:
+    """Filter on records: those the caller may see. Operators every one; a contract sign-in those of its contract;
+    anyone else those of their customer and the ones they made themselves."""
+    if claims.role is Role.OPERATOR:
+        return {}
+    if claims.contract_number and claims.customer_number:
+        return {"contract_key": contract_key(claims.customer_number, claims.contract_number)}
+    # Array fields only with `$in`: nx-27017 matches plain equality on an indexed array field wrongly.
+    return {"viewers": {"$in": view_of(claims)}}
+
+
+def may_see_record(claims: Claims, record: Mapping[str, Any]) -> bool:
+    """`visible_records` for one record at hand."""
+    if claims.role is Role.OPERATOR:
+        return True
+    if claims.contract_number and claims.customer_number:
+        return bool(record.get("contract_key") == contract_key(claims.customer_number, claims.contract_number))
+    return bool(set(view_of(claims)) & set(record.get("viewers") or []))

@@ -11,9 +11,9 @@ from email.message import EmailMessage
 import pytest
 
 from contracts.accounts import Language
+from contracts.base import Contact
 from contracts.client import PortalClient
 from contracts.ordering import (
-    Contact,
     DeliveryAddress,
     OrderDelivered,
     OrderedLine,
