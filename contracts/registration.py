@@ -364,6 +364,8 @@ class RequestView(BaseModel):
     address: Location | None = Field(default=None, description="The new address (address changes).")
     devices: list[RequestDevice] = Field(description="Claims: the devices asked for. Address changes: every device "
                                          "at the old address, all of which move.")
+    ticket_number: str | None = Field(default=None, description="An address change given as permanent with this "
+                                      "service request (ticketing).")
 
 
 class DecideRequest(Command):

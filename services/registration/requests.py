@@ -25,7 +25,9 @@ postcode and city), qualify (else `not_found`). It waits in the `requests` colle
 until an operator decides; once approved the devices join the requester's view with those settings in it
 (`registration.device.claimed`, plus `registration.device.updated` when settings were given).
 
-`registration.request_address_change` (kind `address_change`) asks to move a device the caller sees. Approved, it
+`registration.request_address_change` (kind `address_change`) asks to move a device the caller sees; a service
+request opened with a permanent service address (`ticketing.ticket.opened`, `address_permanent`) files the same
+request for its device, naming the ticket. Approved, it
 moves every device of that device's customer at its address (same normalised street, postcode and city), as
 OneRicoh's FAQ says for "this account/address"; another customer's devices in the same building stay (the
 operator sees what will move in `list_requests`), each with a
@@ -40,6 +42,7 @@ the device changes once.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -50,6 +53,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import registration as api
 from contracts.base import Page
+from contracts.ticketing import TicketOpened
 from services.registration import domain
 from services.registration.devices import (
     CLAIMANTS,
@@ -63,11 +67,13 @@ from services.registration.devices import (
 )
 from services.registration.handlers import own_device, store_of
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
+from services.runtime.events import EventContext
 from services.runtime.mongo import Document, as_datetime
 from services.runtime.outbox import APPLIED
 from services.runtime.service import Router
 from services.runtime.tokens import Claims
 
+log = logging.getLogger(__name__)
 router = Router()
 
 PENDING = "pending_approval"
@@ -288,6 +294,32 @@ async def request_address_change(request: api.RequestAddressChange, ctx: Command
     return api.PendingRequest(request_id=request_id)
 
 
+@router.event(TicketOpened)
+async def address_from_ticket(event: TicketOpened, ctx: EventContext) -> None:
+    """A permanent service address given with a service request waits as an address change like one a user asked
+    for (OneRicoh: the vendor approves it, then it moves every device of the customer at that address). Its id comes
+    from the ticket, so a copy of the event files it once; a temporary address stays with its ticket."""
+    if not event.address_permanent:
+        return
+    device = await store_of(ctx).device({"_id": event.device.device_id})
+    if device is None:
+        log.warning("%s: message_id=%s ticket_number=%s device %s unknown, no address change", ctx.event,
+                    ctx.message_id, event.ticket_number, event.device.device_id)
+        return
+    document: Document = {
+        "_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{TicketOpened.routing_key}:{event.ticket_number}").hex,
+        "kind": "address_change", "status": PENDING, "requested_by": event.opened_by,
+        "customer_number": event.customer_number, "language": event.language, "requested_at": event.opened_at,
+        "device_id": device["_id"], "location": device.get("location") or {},
+        "address": event.service_address.model_dump(), "ticket_number": event.ticket_number,
+        "reason": f"Permanent service address given with service request {event.ticket_number}",
+    }
+    try:
+        await store_of(ctx).insert_request(document)
+    except DuplicateKeyError:
+        pass  # filed by an earlier copy of the event
+
+
 # --- operators -----------------------------------------------------------------------------------------------
 
 def request_device(device: Document, item: Document | None = None) -> api.RequestDevice:
@@ -328,7 +360,8 @@ async def list_requests(request: api.ListRequests, ctx: CommandContext) -> Page[
             requested_by=stored["requested_by"], customer_number=stored.get("customer_number"),
             requested_at=as_datetime(stored.get("requested_at")), reason=stored.get("reason"),
             location=api.Location(**location),
-            address=api.Location(**stored["address"]) if stored.get("address") else None, devices=devices))
+            address=api.Location(**stored["address"]) if stored.get("address") else None, devices=devices,
+            ticket_number=stored.get("ticket_number")))
     return Page[api.RequestView](items=views, total=total, page=request.page, page_size=request.page_size)
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.client import PortalClient
+from contracts.registration import Location
+from contracts.ticketing import TicketContact, TicketDevice, TicketOpened
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import token_for
+from tests.builders import publish_event, token_for
+from tests.registration.flows import event_handled
 from tests.support import EventTap, eventually, outcome
 
 OFFICE = {"name": "Kontor", "street": "Karl Johans gate 1", "postal_code": "0154", "city": "Oslo"}
@@ -478,3 +482,44 @@ async def test_claims_stored_as_true_count_and_a_hidden_flag_read_back_as_1_hide
                           token=token_for(settings, customer_number="C-7")[0])
         event = await tap.next("registration.device.updated")
     assert event["claimants"] == ["u-before-settings", "u-sees-it"]
+
+
+def ticket_opened(device_id: str, *, permanent: bool, ticket_number: str = "1000001/1") -> dict[str, Any]:
+    """ticketing's `ticket.opened` for a C-7 device with NEW_ADDRESS as its service address."""
+    event = TicketOpened(
+        ticket_number=ticket_number, device=TicketDevice(device_id=device_id, serial_number="AK5A100001",
+                                                         model="ES5431dn"),
+        customer_number="C-7", contact=TicketContact(name="Kari Nordmann", email="kari@example.com"),
+        language="nb", service_address=Location(**NEW_ADDRESS), opened_by="user-kari",
+        opened_at=datetime.now(UTC), category="malfunction", description="Papirstopp", address_permanent=permanent)
+    return event.model_dump(mode="json")
+
+
+async def test_a_permanent_service_address_of_a_ticket_waits_as_one_address_change_naming_the_ticket(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    temporary = await publish_event(amqp_url, TicketOpened.routing_key,
+                                    ticket_opened(ids["AK5A100001"], permanent=False, ticket_number="1000001/1"))
+    body = ticket_opened(ids["AK5A100001"], permanent=True, ticket_number="1000002/2")
+    first = await publish_event(amqp_url, TicketOpened.routing_key, body)
+    copy = await publish_event(amqp_url, TicketOpened.routing_key, body)  # delivered again, another message id
+    for message_id in (temporary, first, copy):
+        await event_handled(registration, message_id)
+    pending = await portal.call("registration.operator.list_requests", {"kind": "address_change"},
+                                token=operator_token(settings))
+    [listed] = pending["items"]
+    assert listed["ticket_number"] == "1000002/2" and listed["requested_by"] == "user-kari"
+    assert listed["address"]["street"] == NEW_ADDRESS["street"]
+    assert sorted(device["serial_number"] for device in listed["devices"]) == ["AK5A100001", "AK5M100002"]
+    decided = await portal.call("registration.operator.decide_request",
+                                {"request_id": listed["request_id"], "approve": True}, token=operator_token(settings))
+    assert decided == {"status": "approved"}
+    stored = await registration.db.devices.find_one({"_id": ids["AK5M100002"]})
+    assert stored is not None and stored["location"]["street"] == NEW_ADDRESS["street"]
+
+
+async def test_a_ticket_for_a_device_registration_does_not_know_files_nothing(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    message_id = await publish_event(amqp_url, TicketOpened.routing_key, ticket_opened("unknown", permanent=True))
+    await event_handled(registration, message_id)
+    assert await registration.db.requests.find_one({"kind": "address_change"}) is None
