@@ -55,9 +55,10 @@ async def customer_device(amqp_url: str, ticketing: ServiceInstance, settings: S
     return token_for(settings, customer_number=device["customer_number"])[0], device
 
 
-async def opened(portal: PortalClient, token: str, device: dict[str, Any], **extra: Any) -> str:
+async def opened(portal: PortalClient, token: str, device: dict[str, Any], *, lang: str | None = None,
+                 **extra: Any) -> str:
     """The number of a ticket opened for `device`."""
-    reply = await portal.call("ticketing.open_ticket", ticket(device, **extra), token=token)
+    reply = await portal.call("ticketing.open_ticket", ticket(device, **extra), token=token, lang=lang)
     assert reply["status"] == "to_be_scheduled"
     return str(reply["ticket_number"])
 
@@ -70,3 +71,12 @@ async def move(portal: PortalClient, settings: Settings, number: str, *statuses:
             body = {"technician": "Kari Nordmann", "eta": "2026-12-04T09:30:00+01:00", **body}
         assert await portal.call("ticketing.operator.set_status", body, token=operator(settings)) == {
             "status": status}
+
+
+async def holder(ticketing: ServiceInstance, device: dict[str, Any]) -> str | None:
+    """The number of the ticket holding the device's guard (`open_tickets`), None when it is free."""
+    guard = await ticketing.db.open_tickets.find_one({"_id": device["device_id"]})
+    if guard is None or guard.get("ticket_id") is None:
+        return None
+    held = await ticketing.db.tickets.find_one({"_id": guard["ticket_id"]}, {"ticket_number": 1})
+    return str(held["ticket_number"]) if held else f"never stored: {guard['ticket_id']}"
