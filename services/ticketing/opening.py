@@ -1,0 +1,144 @@
+"""Opening a ticket once: a device the caller sees, a unique number, and at most one open ticket per device.
+
+Without multi-document transactions, each step is one atomic write that a re-run of the same command finds done:
+
+1. The ticket's `_id` is derived from the command (`ctx.message_id`): a copy re-run after a crash finds the stored
+   ticket and answers with it.
+2. The device's guard (`open_tickets`) is read: held by a live ticket, the request is refused before a number is
+   spent; held by this very ticket (a re-run that died before inserting it), its number is the guard's.
+3. The project number comes from a counter document (`$inc`), unique across replicas.
+4. The guard is taken with one upsert conditional on `ticket_id: None`, counting the device's tickets up: of two
+   tickets opened at the same moment one takes it, the other is refused naming the winner's number, which the guard
+   alone gives (`<seq>/<count>`), even before the winner's ticket is stored.
+5. The ticket is inserted with its `ticketing.ticket.opened` (outbox).
+
+Reaching `resolved` or `cancelled` frees the guard after the ticket's status is written. A guard left behind (its
+ticket resolved or cancelled but the release died; or its ticket never stored, after
+`PORTAL_TICKETING_GUARD_GRACE_SECONDS`) is freed by the next ticket that finds it in the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from contracts import ticketing as api
+from contracts.registration import Location
+from services.runtime.commands import CommandError
+from services.runtime.mongo import Document
+from services.runtime.readmodels import contract_key, may_see_record, record_viewers, sees
+from services.runtime.tokens import Claims, Role
+from services.ticketing.settings import TicketingSettings
+from services.ticketing.store import MAX_ATTEMPTS, TicketingStore
+from services.ticketing.tickets import actor, event_fields, guard_number, is_open, parse_stamp, stamp
+
+
+async def open_ticket(store: TicketingStore, request: api.OpenTicket, *, caller: Claims, command_id: str,
+                      language: str, settings: TicketingSettings) -> api.OpenedReply:
+    ticket_id = f"t-{command_id}"
+    earlier, device, guard = await asyncio.gather(store.ticket({"_id": ticket_id}), store.device(request.device_id),
+                                                  store.guard(request.device_id))
+    if earlier is not None:  # this very command, stored before a crash
+        return api.OpenedReply(ticket_number=earlier["ticket_number"])
+    if device is None or not may_open(caller, device):
+        raise CommandError("not_found", fields={"device_id": "not_found"})
+
+    now = datetime.now(UTC)
+    customer, contract = device.get("customer_number"), device.get("contract_number")
+    seen_by = {"viewers": record_viewers(customer, caller.user_id),
+               "contract_key": contract_key(customer, contract) if customer and contract else None}
+    holder = guard.get("ticket_id") if guard else None
+    if guard is not None and holder == ticket_id:
+        number = guard_number(guard)  # taken by this command before it died: its number stands
+    else:
+        if guard is not None and holder is not None:
+            await refuse_if_held(store, guard, caller, settings, now)  # refused early: no number spent
+        project = settings.ticketing_first_number - 1 + await store.next_seq()
+        number = await take_guard(store, request.device_id, ticket_id, {"seq": project, "at": stamp(now), **seen_by},
+                                  caller=caller, settings=settings, now=now)
+
+    ticket = ticket_document(ticket_id, number, request, device, caller=caller, language=language, now=now,
+                             entry_id=command_id, seen_by=seen_by)
+    event = api.TicketOpened(**event_fields(ticket), opened_by=caller.user_id, opened_at=now,
+                             category=request.category, description=request.description,
+                             address_permanent=ticket["address_permanent"])
+    if not await store.insert_ticket(ticket, [event]):
+        stored = await store.ticket({"_id": ticket_id})
+        assert stored is not None
+        number = stored["ticket_number"]
+    return api.OpenedReply(ticket_number=number)
+
+
+def may_open(caller: Claims, device: Document) -> bool:
+    """A device the caller sees; operators open tickets for any device (a customer on the phone)."""
+    return caller.role is Role.OPERATOR or sees(caller, device)
+
+
+async def take_guard(store: TicketingStore, device_id: str, ticket_id: str, fields: Document, *, caller: Claims,
+                     settings: TicketingSettings, now: datetime) -> str:
+    """The ticket's number once it holds the device's guard; `open_ticket_exists` while a live ticket holds it.
+    Guards left behind by tickets that are over or were never stored are freed on the way."""
+    for _ in range(MAX_ATTEMPTS):
+        taken = await store.take_guard(device_id, ticket_id, fields)
+        if taken is not None:
+            return guard_number(taken)
+        guard = await store.guard(device_id)
+        if guard is None or guard.get("ticket_id") is None:
+            continue  # freed meanwhile: try again
+        if guard["ticket_id"] == ticket_id:
+            return guard_number(guard)
+        await refuse_if_held(store, guard, caller, settings, now)
+    raise RuntimeError(f"the guard of device {device_id} not taken after repeated collisions")
+
+
+async def refuse_if_held(store: TicketingStore, guard: Document, caller: Claims, settings: TicketingSettings,
+                         now: datetime) -> None:
+    """Refuse with `open_ticket_exists` while the guard's ticket is open, or not stored yet but within the grace
+    period; else free the guard (the caller may try to take it)."""
+    holder_id = str(guard["ticket_id"])
+    holder = await store.ticket({"_id": holder_id})
+    if holder is not None:
+        live = is_open(holder["status"])
+    else:
+        live = parse_stamp(str(guard.get("at"))) >= now - timedelta(seconds=settings.ticketing_guard_grace_seconds)
+    if not live:
+        await store.release_guard(str(guard["_id"]), holder_id)
+        return
+    raise CommandError("open_ticket_exists", fields=held_fields(caller, guard, holder))
+
+
+def held_fields(caller: Claims, guard: Mapping[str, Any], holder: Mapping[str, Any] | None) -> dict[str, str]:
+    """Name the open ticket and whether notes and cancellation are still possible (a ticket not stored yet is about
+    to be `to_be_scheduled`); to a caller who may not see it (the device changed customer while it was open, or it
+    is another user's ticket), only that one exists."""
+    if not may_see_record(caller, holder if holder is not None else guard):
+        return {"device_id": "open_ticket_exists", "updatable": "false"}
+    number = str(holder["ticket_number"]) if holder is not None else guard_number(guard)
+    updatable = holder is None or holder["status"] == "to_be_scheduled"
+    return {"ticket_number": number, "updatable": "true" if updatable else "false"}
+
+
+def ticket_document(ticket_id: str, number: str, request: api.OpenTicket, device: Document, *, caller: Claims,
+                    language: str, now: datetime, entry_id: str, seen_by: Document) -> Document:
+    given = request.service_address
+    address = given.address.model_dump() if given is not None else Location(**{
+        key: value for key, value in (device.get("location") or {}).items()
+        if key in Location.model_fields}).model_dump()
+    opened = stamp(now)
+    return {
+        "_id": ticket_id, "ticket_number": number, "status": "to_be_scheduled",
+        "device_id": device["_id"],
+        "device": {"device_id": device["_id"], "serial_number": device["serial_number"], "model": device["model"],
+                   "friendly_name": device.get("friendly_name")},
+        "customer_number": device.get("customer_number"), "contract_number": device.get("contract_number"),
+        **seen_by, "opened_by": caller.user_id, "opened_at": opened, "language": language,
+        "contact": request.contact.model_dump(), "description": request.description, "category": request.category,
+        "service_address": address, "address_permanent": bool(given is not None and given.permanent),
+        "technician": None, "eta": None,
+        "history": {entry_id: {"status": "to_be_scheduled", "at": opened, "by": actor(caller), "technician": None,
+                               "eta": None, "note": None, "sequence": 0}},
+        "notes": {}, "note_count": 0, "updated_at": opened,
+    }
+

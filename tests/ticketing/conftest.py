@@ -1,0 +1,68 @@
+"""ticketing running in this process, one copy per test module: its broker vhost, its database and the service are
+shared by the module's tests (each makes customers and devices of its own), which saves starting them per test.
+
+The fixtures override the per-test `amqp_url`, `database_prefix`, `settings` and `portal` of tests/conftest.py with
+module-scoped ones; a module's async tests run in one event loop (`pytestmark = pytest.mark.asyncio(loop_scope=
+"module")`), the loop its service and client live in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import pytest_asyncio
+from pymongo import MongoClient
+
+from contracts.client import PortalClient
+from deploy.local import deps
+from services.runtime.service import ServiceInstance
+from services.ticketing.app import service as ticketing_service
+from services.ticketing.settings import TicketingSettings
+from tests.support import running
+
+if TYPE_CHECKING:
+    from tests.conftest import Broker
+
+
+@pytest.fixture(scope="module")
+def amqp_url(rabbitmq: Broker) -> Iterator[str]:
+    if rabbitmq.vhosts is None:
+        yield rabbitmq.url
+        return
+    vhost = f"test-{uuid.uuid4().hex[:12]}"
+    rabbitmq.vhosts.create(vhost)
+    try:
+        yield deps.with_vhost(rabbitmq.url, vhost)
+    finally:
+        rabbitmq.vhosts.delete(vhost)
+
+
+@pytest.fixture(scope="module")
+def database_prefix(mongo_url: str) -> Iterator[str]:
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    yield prefix
+    with MongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as client:
+        for name in client.list_database_names():
+            if name.startswith(prefix):
+                client.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def settings(amqp_url: str, mongo_url: str, database_prefix: str) -> TicketingSettings:
+    return TicketingSettings(amqp_url=amqp_url, mongodb_url=mongo_url, database_prefix=database_prefix,
+                             event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ticketing(settings: TicketingSettings) -> AsyncIterator[ServiceInstance]:
+    async with running(ticketing_service, settings) as instance:
+        yield instance
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def portal(amqp_url: str) -> AsyncIterator[PortalClient]:
+    async with PortalClient(amqp_url, timeout=10) as client:
+        yield client
