@@ -9,6 +9,8 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_PAGE_SIZE = 200
+# Beyond any real list, and within the 8-byte integers a database skip takes.
+MAX_PAGE = 1_000_000
 
 
 def _single_line(value: str) -> str:
@@ -75,7 +77,7 @@ class Reply(BaseModel):
 
 
 class PageRequest(Message):
-    page: int = Field(default=1, ge=1, description="1-based page number.", examples=[1])
+    page: int = Field(default=1, ge=1, le=MAX_PAGE, description="1-based page number.", examples=[1])
     page_size: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE, description="Items per page (max 200).")
 
 

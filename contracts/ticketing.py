@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from contracts.base import Command, Contact, Event, Message, PageRequest, SingleLine
 from contracts.registration import Location
@@ -31,6 +31,8 @@ TicketNumber = Field(min_length=3, max_length=32, pattern=r"^\d+/\d+$",
                      description="`<project>/<n>`: the portal-wide project number and the device's n-th ticket.",
                      examples=["1484049/1"])
 DeviceId = Field(min_length=1, max_length=64)
+EARLIEST_ETA = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_ETA = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class TicketContact(Contact):
@@ -181,6 +183,14 @@ class SetStatus(Command):
     eta: AwareDatetime | None = Field(default=None, description="When the technician is expected, with its time "
                                       "zone (`2026-12-04T09:30:00+01:00`); the dispatch mail carries it as an .ics.")
     note: str | None = Field(default=None, min_length=1, max_length=4000)
+
+    @field_validator("eta")
+    @classmethod
+    def plausible(cls, eta: datetime | None) -> datetime | None:
+        # A calendar entry's time, stored in UTC: years outside this range are typing errors (and some overflow).
+        if eta is not None and not EARLIEST_ETA <= eta <= LATEST_ETA:
+            raise ValueError(f"must lie between {EARLIEST_ETA.year} and {LATEST_ETA.year}")
+        return eta
 
 
 class StatusReply(BaseModel):

@@ -91,8 +91,8 @@ async def open_ticket(request: api.OpenTicket, ctx: CommandContext) -> api.Opene
 
 @router.command("ticketing.add_note", api.AddNote, access=Access.AUTH)
 async def add_note(request: api.AddNote, ctx: CommandContext) -> dict[str, Any]:
-    """More text for a ticket no technician is dispatched to yet (`already_dispatched` after; `conflict` once it is
-    over); at most 100 notes per ticket (`rate_limited`)."""
+    """More text for a ticket no technician is dispatched to yet; in any other status `already_dispatched`, as the
+    catalogue names it (also once cancelled or resolved); at most `MAX_NOTES` notes per ticket (`rate_limited`)."""
     command_id = command_of(ctx)
     ticket = await visible_ticket(ctx, request.ticket_number)
     if ticket["status"] == "to_be_scheduled" and int(ticket.get("note_count") or 0) < MAX_NOTES:
@@ -107,8 +107,6 @@ async def add_note(request: api.AddNote, ctx: CommandContext) -> dict[str, Any]:
         ticket = await again(ctx, request.ticket_number)
     if applied(ticket, command_id):
         return {}
-    if ticket["status"] in FINAL_STATUSES:
-        raise CommandError("conflict", fields={"ticket_number": str(ticket["status"])})
     if ticket["status"] != "to_be_scheduled":
         raise CommandError("already_dispatched", fields={"ticket_number": str(ticket["status"])})
     if int(ticket.get("note_count") or 0) >= MAX_NOTES:
@@ -212,7 +210,7 @@ async def set_status(request: api.SetStatus, ctx: CommandContext) -> api.StatusR
         ticket = await again(ctx, request.ticket_number)
         current = str(ticket["status"])
     history = history_of(ticket)
-    if applied(ticket, command_id) or (current == asked and same_change(
+    if applied(ticket, command_id) or (current == asked != "to_be_scheduled" and same_change(
             history[-1] if history else None, technician=technician, eta=eta, note=request.note)):
         if asked in FINAL_STATUSES:
             await release(ctx, ticket)  # heals a release that died after the status was written

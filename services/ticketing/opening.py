@@ -45,15 +45,23 @@ async def open_ticket(store: TicketingStore, request: api.OpenTicket, *, caller:
     if device is None or not may_open(caller, device):
         raise CommandError("not_found", fields={"device_id": "not_found"})
 
+    if request.service_address is None and not all(
+            str((device.get("location") or {}).get(key) or "").strip() for key in ("street", "postal_code", "city")):
+        raise CommandError("validation_failed", fields={
+            "service_address": "the device's location has no street, postcode or city: give the address"})
+
     now = datetime.now(UTC)
     customer, contract = device.get("customer_number"), device.get("contract_number")
-    seen_by = {"viewers": record_viewers(customer, caller.user_id),
+    seen_by = {"viewers": viewers(caller, device),
                "contract_key": contract_key(customer, contract) if customer and contract else None}
     holder = guard.get("ticket_id") if guard else None
-    if guard is not None and holder == ticket_id:
-        number = guard_number(guard)  # taken by this command before it died: its number stands
+    # Taken by this command before it died: its number stands, if the guard is still its own. Refreshing its time
+    # keeps a ticket that finds it in the way from freeing it as never stored while this one is being inserted.
+    mine = await store.refresh_guard(request.device_id, ticket_id, stamp(now)) if holder == ticket_id else None
+    if mine is not None:
+        number = guard_number(mine)
     else:
-        if guard is not None and holder is not None:
+        if guard is not None and holder is not None and holder != ticket_id:
             await refuse_if_held(store, guard, caller, settings, now)  # refused early: no number spent
         project = settings.ticketing_first_number - 1 + await store.next_seq()
         number = await take_guard(store, request.device_id, ticket_id, {"seq": project, "at": stamp(now), **seen_by},
@@ -69,6 +77,15 @@ async def open_ticket(store: TicketingStore, request: api.OpenTicket, *, caller:
         assert stored is not None
         number = stored["ticket_number"]
     return api.OpenedReply(ticket_number=number)
+
+
+def viewers(caller: Claims, device: Document) -> list[str]:
+    """Who sees the ticket: the device's customer and whoever opened it; for a ticket an operator opens for a
+    device of no customer, also the user who registered that device (the one who called)."""
+    seen = record_viewers(device.get("customer_number"), caller.user_id)
+    if caller.role is Role.OPERATOR and not device.get("customer_number") and device.get("registered_by"):
+        seen.append(f"user:{device['registered_by']}")
+    return seen
 
 
 def may_open(caller: Claims, device: Document) -> bool:
@@ -104,7 +121,8 @@ async def refuse_if_held(store: TicketingStore, guard: Document, caller: Claims,
     else:
         live = parse_stamp(str(guard.get("at"))) >= now - timedelta(seconds=settings.ticketing_guard_grace_seconds)
     if not live:
-        await store.release_guard(str(guard["_id"]), holder_id)
+        # Only as read: a re-run of the holder's own command refreshes `at` when it goes on to insert its ticket.
+        await store.release_guard(str(guard["_id"]), holder_id, taken_at=str(guard.get("at")))
         return
     raise CommandError("open_ticket_exists", fields=held_fields(caller, guard, holder))
 

@@ -95,11 +95,18 @@ class TicketingStore:
             return None
         return guard if guard is not None and guard.get("ticket_id") == ticket_id else None
 
-    async def release_guard(self, device_id: str, ticket_id: str) -> bool:
-        """Free the device's guard if `ticket_id` holds it (resolved, cancelled, or never stored); harmless when it
-        was freed before."""
-        freed = await self.guards.update_one({"_id": device_id, "ticket_id": ticket_id},
-                                             {"$set": {"ticket_id": None}})
+    async def refresh_guard(self, device_id: str, ticket_id: str, at: str) -> Document | None:
+        """The guard, its time set to `at`, if `ticket_id` still holds it; None when it was freed meanwhile."""
+        return await self.guards.find_one_and_update({"_id": device_id, "ticket_id": ticket_id}, {"$set": {"at": at}},
+                                                     return_document=ReturnDocument.AFTER)
+
+    async def release_guard(self, device_id: str, ticket_id: str, *, taken_at: str | None = None) -> bool:
+        """Free the device's guard if `ticket_id` holds it (resolved, cancelled, or never stored), and, given
+        `taken_at`, only if it was not refreshed since it was read; harmless when it was freed before."""
+        condition: Document = {"_id": device_id, "ticket_id": ticket_id}
+        if taken_at is not None:
+            condition["at"] = taken_at
+        freed = await self.guards.update_one(condition, {"$set": {"ticket_id": None}})
         return freed.modified_count == 1
 
     # --- tickets ------------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from services.runtime.mongo import Document
 from services.runtime.tokens import Claims, Role
 
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-# Notes a ticket takes before dispatch: enough for any conversation, not enough to grow a document without bound.
-MAX_NOTES = 100
+# Notes a ticket takes before dispatch: enough for any conversation, not enough to grow a document without bound, and
+# with its status changes fewer than the command ids a ticket remembers (outbox.APPLIED_KEPT), so a re-run of a note's
+# command always finds it applied.
+MAX_NOTES = 40
 # A ticket that is over: it holds its device no more, and nothing but `closed` follows (`resolved`).
 FINAL_STATUSES: tuple[api.TicketStatus, ...] = ("resolved", "closed", "cancelled")
 
