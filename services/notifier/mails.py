@@ -19,12 +19,13 @@ import email.utils
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 LANGUAGES = ("de", "en", "nb")
@@ -128,6 +129,34 @@ def one_line(text: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def single_line(value: str | None) -> str | None:
+    """`value` on one line (`one_line`), or None when it is None or blank.
+
+    For the values of an event shown in a mail: the event's text fields are not checked for line breaks as a
+    command's are.
+    """
+    return (one_line(value) or None) if value is not None else None
+
+
+def utc_date(moment: datetime) -> date:
+    # A timestamp without a zone is UTC by the wire conventions (CATALOG §1), not the machine's local time.
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
+
+
+def mailable_address(address: str) -> str | None:
+    """`address` as one plain address that SMTP and a `To` header carry unchanged, or None if it is none.
+
+    A domain in Unicode is given in its ASCII (IDNA) form, which a header can carry; special-use
+    domains (`.local`, ...) pass: a company's own mail server may serve them.
+    """
+    try:
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False,
+                                 globally_deliverable=False)
+    except EmailNotValidError:
+        return None
+    return address if address.isascii() else checked.ascii_email
 
 
 def _domain_of(sender: str) -> str | None:
