@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from services.notifier.mails import (
     XLSX,
     Attachment,
     compose,
+    mail_language,
     mailable_address,
     render,
     single_line,
@@ -164,12 +165,13 @@ INVALID_ADDRESS = "invalid address: not mailed"
 
 
 async def deliver_to_contact(ctx: EventContext, mail: str, *, address: str, name: str | None, language: str | None,
-                             values: dict[str, Any], attachments: Sequence[Attachment] = ()) -> None:
+                             values: dict[str, Any],
+                             attachments: Callable[[str], Sequence[Attachment]] | None = None) -> None:
     """Mail `mail` to a contact an event names (an order's, a ticket's): not necessarily a user of the portal.
 
-    Language: the one `recipients` knows for that address (any case), else `language`, else English. An address
-    that a `To` header cannot carry as one plain address is never mailed: its delivery is recorded `failed` at
-    once, for the operator's list.
+    Language: the one `recipients` knows for that address (any case), else `language`, else English;
+    `attachments` makes the files in that language. An address that a `To` header cannot carry as one plain
+    address is never mailed: its delivery is recorded `failed` at once, for the operator's list.
     """
     known = await RecipientStore(ctx.db).by_email(address)
     saved = (known or {}).get("language")
@@ -181,8 +183,9 @@ async def deliver_to_contact(ctx: EventContext, mail: str, *, address: str, name
         await _record_unmailable(ctx, mail, address=address, user_id=user_id, language=language, name=name,
                                  values=values)
         return
+    files = attachments(mail_language(language)) if attachments is not None else ()
     await deliver_once(ctx, mail, user_id=user_id, address=mailable, language=language, name=name, values=values,
-                       attachments=attachments)
+                       attachments=files)
 
 
 async def _record_unmailable(ctx: EventContext, mail: str, *, address: str, user_id: str | None,

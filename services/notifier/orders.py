@@ -18,7 +18,7 @@ from typing import Any
 
 from contracts.ordering import DeliveryAddress, OrderedLine, OrderEvent, OrderPlaced, OrderShipped
 from services.notifier.handlers import deliver_to_contact
-from services.notifier.mails import one_line, single_line, utc_date
+from services.notifier.mails import address_lines, one_line, single_line, utc_date
 from services.runtime.events import EventContext
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,5 @@ def devices_of(lines: list[OrderedLine]) -> list[dict[str, Any]]:
 
 def address_of(delivery: DeliveryAddress) -> dict[str, Any]:
     """The delivery address as lines, with "z. Hd." (`attention`) and "Zusätzl. Info" (`additional_info`) apart."""
-    place = " ".join(part for part in (single_line(delivery.postal_code), single_line(delivery.city)) if part)
-    lines = [single_line(delivery.name), single_line(delivery.building_location), single_line(delivery.street),
-             place, single_line(delivery.country)]
-    return {"lines": [line for line in lines if line], "attention": single_line(delivery.attention),
+    return {"lines": address_lines(delivery), "attention": single_line(delivery.attention),
             "additional_info": single_line(delivery.additional_info)}
