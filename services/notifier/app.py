@@ -17,7 +17,7 @@ from contracts.metering import ReminderDue
 from contracts.notifier import ListDeliveries, RemindersUnsubscribed, Unsubscribe
 from contracts.ordering import OrderPlaced, OrderShipped
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
-from contracts.ticketing import TicketOpened, TicketStatusChanged
+from contracts.ticketing import TicketOpened, TicketStatusChanged, TicketUpdated
 from services.notifier import handlers, orders, reminders, tickets
 from services.notifier.store import UNSUBSCRIBE_TOKENS
 from services.runtime.commands import Access, Replay
@@ -50,3 +50,4 @@ service.event(OrderPlaced)(orders.send_order_confirmation)
 service.event(OrderShipped)(orders.send_shipping_notice)
 service.event(TicketOpened)(tickets.send_ticket_receipt)
 service.event(TicketStatusChanged)(tickets.send_status_change)
+service.event(TicketUpdated)(tickets.notify_service_desk)

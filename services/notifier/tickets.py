@@ -1,10 +1,13 @@
-"""Ticketing mails: the receipt and the status changes to the ticket's contact.
+"""Ticketing mails: the receipt and the status changes to the ticket's contact, a customer's note to the service desk.
 
 `ticketing.ticket.opened` mails the ticket receipt (OKI: "Projekt: 1484049/1 erfasst"), and
 `ticketing.ticket.status_changed` one mail per status a customer waits for: `dispatched` (with the
 technician, the ETA and, with an ETA, the visit as a calendar entry), `en_route`, `on_site`
 (OneRicoh's «Utsendt», «På vei», «På stedet»), `resolved` and `cancelled`; `closed` mails nothing.
 They go to the ticket's contact as the order mails go to the order's (`handlers.deliver_to_contact`).
+
+`ticketing.ticket.updated` (a note added before dispatch; OneRicoh: "Et varsel vil bli sendt til
+Ricoh") mails the vendor's service desk, when `PORTAL_NOTIFIER_SERVICE_DESK_EMAIL` names one.
 
 Every value from the event is put on one line, or, for free text (description, note, reason),
 split into lines; the HTML is autoescaped.
@@ -22,8 +25,8 @@ from urllib.parse import quote, urlsplit
 from icalendar import Calendar
 from icalendar import Event as CalendarEvent
 
-from contracts.ticketing import TicketEvent, TicketOpened, TicketStatusChanged
-from services.notifier.handlers import deliver_to_contact
+from contracts.ticketing import TicketEvent, TicketOpened, TicketStatusChanged, TicketUpdated
+from services.notifier.handlers import deliver_once, deliver_to_contact
 from services.notifier.mails import Attachment, address_lines, one_line, single_line
 from services.notifier.settings import NotifierSettings, notifier_settings
 from services.runtime.events import EventContext
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RECEIPT = "ticket_receipt"
 STATUS = "ticket_status"
+NOTE = "ticket_note"
 # The statuses a customer is told of; `closed` follows `resolved` in the back office and says nothing new.
 MAILED_STATUSES = ("dispatched", "en_route", "on_site", "resolved", "cancelled")
 # The statuses whose mail names the technician and when they are expected.
@@ -79,6 +83,20 @@ async def send_status_change(event: TicketStatusChanged, ctx: EventContext) -> N
     await deliver_to_contact(ctx, STATUS, address=event.contact.email, name=event.contact.name,
                              language=event.language, values=values,
                              attachments=partial(_visit_attachment, event, eta, settings) if with_calendar else None)
+
+
+async def notify_service_desk(event: TicketUpdated, ctx: EventContext) -> None:
+    log.info("%s: message_id=%s ticket_number=%s", ctx.event, ctx.message_id, event.ticket_number)
+    settings = notifier_settings(ctx.instance)
+    if not settings.notifier_service_desk_email:
+        log.debug("ticket_number=%s: no service desk address set, note not mailed", event.ticket_number)
+        return
+    await deliver_once(ctx, NOTE, user_id=None, address=settings.notifier_service_desk_email,
+                       language=settings.notifier_service_desk_language, name=None,
+                       values={**ticket_values(event, settings.public_url), "note": text_lines(event.note.text),
+                               "noted_at": _aware(event.note.at).astimezone(UTC),
+                               "contact": {"name": single_line(event.contact.name), "email": event.contact.email,
+                                           "phone": single_line(event.contact.phone)}})
 
 
 def ticket_values(event: TicketEvent, public_url: str) -> dict[str, Any]:

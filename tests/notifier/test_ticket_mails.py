@@ -1,9 +1,10 @@
-"""The ticketing mails as received: the receipt and status changes to the ticket's contact."""
+"""The ticketing mails as received: the receipt and status changes to the ticket's contact, the note to the desk."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -17,14 +18,17 @@ from contracts.client import PortalClient
 from contracts.registration import Location
 from contracts.ticketing import (
     Actor,
+    Note,
     StatusChange,
     TicketContact,
     TicketDevice,
     TicketOpened,
     TicketStatus,
     TicketStatusChanged,
+    TicketUpdated,
 )
 from contracts.topology import dead_letter_queue, event_queue
+from services.notifier.app import service
 from services.notifier.handlers import INVALID_ADDRESS
 from services.notifier.mails import LANGUAGES, render
 from services.notifier.settings import NotifierSettings
@@ -35,7 +39,7 @@ from tests.notifier.support import SmtpServer, list_deliveries, publish
 from tests.notifier.test_deliveries import wait_for_mails
 from tests.notifier.test_mails import only_mail_to, parts
 from tests.notifier.test_reminders import text_of
-from tests.support import eventually
+from tests.support import eventually, running
 
 PORTAL = "https://service.example.test"
 CET = timezone(timedelta(hours=1))
@@ -93,6 +97,11 @@ def status_changed(email: str, status: TicketStatus, language: str = "en", *, te
 
 def dispatched(email: str, language: str = "en", *, eta: datetime | None = ETA, **fields: Any) -> TicketStatusChanged:
     return status_changed(email, "dispatched", language, technician="Kari Nordmann", eta=eta, **fields)
+
+
+def updated(text: str = "Fehler tritt nur bei Duplex auf.\nBitte vormittags kommen.") -> TicketUpdated:
+    return TicketUpdated(**ticket_fields(random_email(), "nb"),
+                         note=Note(text=text, at=datetime(2027, 3, 5, 10, 15, tzinfo=UTC), by="customer"))
 
 
 def texts(message: EmailMessage) -> tuple[str, str]:
@@ -413,13 +422,57 @@ async def test_markup_in_the_description_and_names_arrives_escaped_in_the_html(
     assert f"  Toner {script}" in text.splitlines()  # plain text shows what was typed
 
 
+@pytest.fixture
+async def notifier_with_service_desk(notifier_settings: NotifierSettings) -> AsyncIterator[tuple[ServiceInstance, str]]:
+    desk = random_email()
+    settings = notifier_settings.model_copy(update={"notifier_service_desk_email": desk,
+                                                    "notifier_service_desk_language": "de"})
+    async with running(service, settings) as instance:
+        yield instance, desk
+
+
+async def test_a_note_added_to_a_ticket_is_mailed_to_the_service_desk_in_its_language(
+        notifier_with_service_desk: tuple[ServiceInstance, str], smtp: SmtpServer, amqp_url: str) -> None:
+    _, desk = notifier_with_service_desk
+    event = updated()
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, desk)
+    text, html = texts(message)
+    assert message["Subject"] == f"Ergänzung zur Serviceanfrage {event.ticket_number} (Kunde 17102995)"
+    assert message["Content-Language"] == "de"
+    assert message["Auto-Submitted"] == "auto-generated"
+    for fact in ("Gerät: ES5462 MFP, Seriennummer AK6C004746", "Kundennummer: 17102995",
+                 f"Kontakt: Christine Zimmermann, {event.contact.email}, Tel. 0211/5266-252",
+                 "Ergänzung vom 05.03.2027, 10:15 UTC:\n  Fehler tritt nur bei Duplex auf.\n  Bitte vormittags kommen.",
+                 link_of(event.ticket_number)):
+        assert fact in text
+    assert "Fehler tritt nur bei Duplex auf.<br>" in html
+    assert smtp.mailbox.to(event.contact.email) == []  # the customer is not mailed about their own note
+
+
+async def test_a_note_mails_nobody_when_no_service_desk_is_set(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = updated()
+    message_id = await publish(amqp_url, event)
+
+    async def handled() -> bool:
+        key = f"{event_queue('notifier', TicketUpdated.routing_key)}:{message_id}"
+        return await notifier.db.message_claims.count_documents({"_id": key, "done": True}) == 1
+    await eventually(handled)
+    assert smtp.mailbox.messages == []
+    assert await notifier.db.deliveries.count_documents({"event_message_id": message_id}) == 0
+
+
 @pytest.mark.parametrize("language", [*LANGUAGES, "fr"])
 def test_every_ticket_mail_renders_in_every_language_with_a_subject_of_one_line(language: str) -> None:
     common = {"ticket_number": "1484049/1", "ticket_url": link_of("1484049/1"), "customer_number": None,
               "device": {"model": "ES5462 MFP", "serial_number": "AK6C004746", "friendly_name": None},
               "address": list(ADDRESS_LINES), "name": None}
     mails = [render("ticket_receipt", language, public_url=PORTAL, **common, status="to_be_scheduled",
-                    category="other", description=["x"], phone=None)]
+                    category="other", description=["x"], phone=None),
+             render("ticket_note", language, public_url=PORTAL, **common, note=["x"], noted_at=ETA,
+                    contact={"name": "C", "email": "c@example.com", "phone": None})]
     subjects = set()
     for status in MAILED_STATUSES:
         mail = render("ticket_status", language, public_url=PORTAL, **common, status=status, by="customer",
