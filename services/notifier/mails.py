@@ -152,9 +152,13 @@ def single_line(value: str | None) -> str | None:
     return (one_line(value) or None) if value is not None else None
 
 
+def aware(moment: datetime) -> datetime:
+    """`moment` with its zone; one without a zone is UTC by the wire conventions (CATALOG §1), not local time."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def utc_date(moment: datetime) -> date:
-    # A timestamp without a zone is UTC by the wire conventions (CATALOG §1), not the machine's local time.
-    return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
+    return aware(moment).astimezone(UTC).date()
 
 
 def address_lines(location: Location) -> list[str]:

@@ -27,7 +27,7 @@ from icalendar import Event as CalendarEvent
 
 from contracts.ticketing import TicketEvent, TicketOpened, TicketStatusChanged, TicketUpdated
 from services.notifier.handlers import deliver_once, deliver_to_contact
-from services.notifier.mails import Attachment, address_lines, one_line, single_line
+from services.notifier.mails import Attachment, address_lines, aware, one_line, single_line
 from services.notifier.settings import NotifierSettings, notifier_settings
 from services.runtime.events import EventContext
 
@@ -70,7 +70,7 @@ async def send_status_change(event: TicketStatusChanged, ctx: EventContext) -> N
     settings = notifier_settings(ctx.instance)
     change = event.change
     visiting = event.status in VISIT_STATUSES
-    eta = _aware(change.eta) if visiting and change.eta is not None else None
+    eta = aware(change.eta) if visiting and change.eta is not None else None
     cancelled = event.status == "cancelled"
     with_calendar = event.status == "dispatched" and eta is not None
     values = {**ticket_values(event, settings.public_url), "status": event.status, "by": change.by,
@@ -94,7 +94,7 @@ async def notify_service_desk(event: TicketUpdated, ctx: EventContext) -> None:
     await deliver_once(ctx, NOTE, user_id=None, address=settings.notifier_service_desk_email,
                        language=settings.notifier_service_desk_language, name=None,
                        values={**ticket_values(event, settings.public_url), "note": text_lines(event.note.text),
-                               "noted_at": _aware(event.note.at).astimezone(UTC),
+                               "noted_at": aware(event.note.at).astimezone(UTC),
                                "contact": {"name": single_line(event.contact.name), "email": event.contact.email,
                                            "phone": single_line(event.contact.phone)}})
 
@@ -175,7 +175,3 @@ def _file_part(ticket_number: str) -> str:
     return "".join(character if character.isascii() and character.isalnum() else "-"
                    for character in one_line(ticket_number))
 
-
-def _aware(moment: datetime) -> datetime:
-    # A timestamp without a zone is UTC by the wire conventions (CATALOG §1).
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

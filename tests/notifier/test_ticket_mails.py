@@ -249,6 +249,19 @@ def test_the_calendar_entry_lasts_the_configured_visit_length_and_keeps_its_uid_
     assert str(visit["DESCRIPTION"]).startswith("Techniker: Kari Nordmann\nSeriennummer: AK6C004746")
 
 
+async def test_an_eta_without_a_zone_is_read_as_utc(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = dispatched(random_email(), eta=datetime(2027, 3, 9, 8, 30))
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 08:30 (UTC)" in text
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert visit.decoded("DTSTART") == ETA
+
+
 async def test_a_dispatch_without_an_eta_has_no_calendar_entry(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     event = dispatched(random_email(), eta=None)
