@@ -17,7 +17,8 @@ from contracts.metering import ReminderDue
 from contracts.notifier import ListDeliveries, RemindersUnsubscribed, Unsubscribe
 from contracts.ordering import OrderPlaced, OrderShipped
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
-from services.notifier import handlers, orders, reminders
+from contracts.ticketing import TicketOpened, TicketStatusChanged, TicketUpdated
+from services.notifier import handlers, orders, reminders, tickets
 from services.notifier.store import UNSUBSCRIBE_TOKENS
 from services.runtime.commands import Access, Replay
 from services.runtime.service import Service
@@ -47,3 +48,6 @@ service.event(RequestDecided)(handlers.send_request_decision)
 service.event(ReminderDue)(reminders.send_reminder)
 service.event(OrderPlaced)(orders.send_order_confirmation)
 service.event(OrderShipped)(orders.send_shipping_notice)
+service.event(TicketOpened)(tickets.send_ticket_receipt)
+service.event(TicketStatusChanged)(tickets.send_status_change)
+service.event(TicketUpdated)(tickets.notify_service_desk)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,16 @@ from contracts.base import Page
 from contracts.notifier import Delivery, ListDeliveries
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
 from services.notifier.mailer import Mailer, Outcome
-from services.notifier.mails import XLSX, Attachment, compose, render
+from services.notifier.mails import (
+    LANGUAGES,
+    XLSX,
+    Attachment,
+    compose,
+    mail_language,
+    mailable_address,
+    render,
+    single_line,
+)
 from services.notifier.settings import NotifierSettings, notifier_settings
 from services.notifier.store import DeliveryStore, RecipientStore, UnsubscribeStore, delivery_id
 from services.runtime.commands import CommandContext
@@ -150,6 +159,45 @@ async def deliver_to_user(ctx: EventContext, user_id: str, mail: str, *, languag
                        language=recipient.get("language") or language,
                        name=display_name(recipient.get("first_name"), recipient.get("last_name")),
                        attachments=attachments, values=values)
+
+
+INVALID_ADDRESS = "invalid address: not mailed"
+
+
+async def deliver_to_contact(ctx: EventContext, mail: str, *, address: str, name: str | None, language: str | None,
+                             values: dict[str, Any],
+                             attachments: Callable[[str], Sequence[Attachment]] | None = None) -> None:
+    """Mail `mail` to a contact an event names (an order's, a ticket's): not necessarily a user of the portal.
+
+    Language: the one `recipients` knows for that address (any case), else `language`, else English;
+    `attachments` makes the files in that language. An address that a `To` header cannot carry as one plain
+    address is never mailed: its delivery is recorded `failed` at once, for the operator's list.
+    """
+    known = await RecipientStore(ctx.db).by_email(address)
+    saved = (known or {}).get("language")
+    language = saved if saved in LANGUAGES else language
+    user_id = (known or {}).get("_id")
+    name = single_line(name)
+    mailable = mailable_address(address)
+    if mailable is None:
+        await _record_unmailable(ctx, mail, address=address, user_id=user_id, language=language, name=name,
+                                 values=values)
+        return
+    files = attachments(mail_language(language)) if attachments is not None else ()
+    await deliver_once(ctx, mail, user_id=user_id, address=mailable, language=language, name=name, values=values,
+                       attachments=files)
+
+
+async def _record_unmailable(ctx: EventContext, mail: str, *, address: str, user_id: str | None,
+                             language: str | None, name: str | None, values: dict[str, Any]) -> None:
+    log.warning("%s: message_id=%s contact address cannot be mailed, recorded failed", ctx.event, ctx.message_id)
+    rendered = render(mail, language, public_url=notifier_settings(ctx.instance).public_url, name=name, **values)
+    event_message_id = message_id_of(ctx)
+    await DeliveryStore(ctx.db).create_failed(
+        {"_id": delivery_id(event_message_id, address), "event": ctx.event, "event_message_id": event_message_id,
+         "mail": mail, "user_id": user_id, "recipient": address.lower(), "address": address,
+         "language": rendered.language, "subject": rendered.subject},
+        now=datetime.now(UTC), error=INVALID_ADDRESS)
 
 
 def message_id_of(ctx: EventContext) -> str:

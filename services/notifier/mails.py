@@ -1,7 +1,7 @@
 """Mails as text: jinja2 templates per language rendered into multipart/alternative messages.
 
 With attachments the message is multipart/mixed: the multipart/alternative body first, then
-each attachment.
+each attachment, with the parameters of its content type (a calendar entry's `method=PUBLISH`).
 
 Extra headers (a reminder's `List-Unsubscribe`, RFC 2369/8058) are written as given, on one
 line: the standard policy would fold a long URL in angle brackets into RFC 2047 encoded words,
@@ -19,13 +19,16 @@ import email.utils
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.policy import Policy
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from contracts.registration import Location
 
 LANGUAGES = ("de", "en", "nb")
 FALLBACK_LANGUAGE = "en"
@@ -89,11 +92,21 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     for filename, content_type, content in attachments:
-        maintype, _, subtype = content_type.partition("/")
+        maintype, subtype, params = _content_type(content_type)
         # add_attachment turns multipart/alternative into multipart/mixed with the body as its first part
-        message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
+        message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename, params=params)
     message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
     return message
+
+
+def _content_type(value: str) -> tuple[str, str, dict[str, str]]:
+    """Main type, subtype and parameters of a content type such as `text/calendar; method=PUBLISH; charset=UTF-8`."""
+    parsed = Message()
+    parsed["Content-Type"] = value
+    if parsed.get_content_type() != value.partition(";")[0].strip().lower():
+        return "application", "octet-stream", {}  # no type the email package reads (it would say text/plain)
+    params = {str(name): str(param) for name, param in parsed.get_params(failobj=[])[1:]}
+    return parsed.get_content_maintype(), parsed.get_content_subtype(), params
 
 
 class _VerbatimHeader(UnstructuredHeader, BaseHeader):
@@ -128,6 +141,46 @@ def one_line(text: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def single_line(value: str | None) -> str | None:
+    """`value` on one line (`one_line`), or None when it is None or blank.
+
+    For the values of an event shown in a mail: the event's text fields are not checked for line breaks as a
+    command's are.
+    """
+    return (one_line(value) or None) if value is not None else None
+
+
+def aware(moment: datetime) -> datetime:
+    """`moment` with its zone; one without a zone is UTC by the wire conventions (CATALOG §1), not local time."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def utc_date(moment: datetime) -> date:
+    return aware(moment).astimezone(UTC).date()
+
+
+def address_lines(location: Location) -> list[str]:
+    """An address as the lines a letter shows: name, building location, street, postal code and city, country."""
+    place = " ".join(part for part in (single_line(location.postal_code), single_line(location.city)) if part)
+    lines = [single_line(location.name), single_line(location.building_location), single_line(location.street),
+             place, single_line(location.country)]
+    return [line for line in lines if line]
+
+
+def mailable_address(address: str) -> str | None:
+    """`address` as one plain address that SMTP and a `To` header carry unchanged, or None if it is none.
+
+    A domain in Unicode is given in its ASCII (IDNA) form, which a header can carry; special-use
+    domains (`.local`, ...) pass: a company's own mail server may serve them.
+    """
+    try:
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False,
+                                 globally_deliverable=False)
+    except EmailNotValidError:
+        return None
+    return address if address.isascii() else checked.ascii_email
 
 
 def _domain_of(sender: str) -> str | None:

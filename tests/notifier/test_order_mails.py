@@ -21,8 +21,9 @@ from contracts.ordering import (
     OrderShipped,
     Tracking,
 )
+from services.notifier.handlers import INVALID_ADDRESS
 from services.notifier.mails import LANGUAGES, render
-from services.notifier.orders import INVALID_ADDRESS, address_of, devices_of
+from services.notifier.orders import address_of, devices_of
 from services.runtime.service import ServiceInstance
 from tests.builders import random_email, random_id
 from tests.notifier.support import SmtpServer, list_deliveries, publish

@@ -1,0 +1,502 @@
+"""The ticketing mails as received: the receipt and status changes to the ticket's contact, the note to the desk."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from icalendar import Calendar
+
+from contracts.accounts import Language
+from contracts.client import PortalClient
+from contracts.registration import Location
+from contracts.ticketing import (
+    Actor,
+    Note,
+    StatusChange,
+    TicketContact,
+    TicketDevice,
+    TicketOpened,
+    TicketStatus,
+    TicketStatusChanged,
+    TicketUpdated,
+)
+from contracts.topology import dead_letter_queue, event_queue
+from services.notifier.app import service
+from services.notifier.handlers import INVALID_ADDRESS
+from services.notifier.mails import LANGUAGES, render
+from services.notifier.settings import NotifierSettings
+from services.notifier.tickets import MAILED_STATUSES, visit_calendar
+from services.runtime.service import ServiceInstance
+from tests.builders import drain_queue, random_email, random_id
+from tests.notifier.support import SmtpServer, list_deliveries, publish
+from tests.notifier.test_deliveries import wait_for_mails
+from tests.notifier.test_mails import only_mail_to, parts
+from tests.notifier.test_reminders import text_of
+from tests.support import eventually, running
+
+PORTAL = "https://service.example.test"
+CET = timezone(timedelta(hours=1))
+ETA = datetime(2027, 3, 9, 9, 30, tzinfo=CET)
+ADDRESS_LINES = ("Zimmermann GmbH", "Kundenbüro", "Hansaallee 187", "40549 Düsseldorf")
+
+
+def ticket_number() -> str:
+    return f"{1_000_000 + secrets.randbelow(9_000_000)}/1"
+
+
+def link_of(number: str) -> str:
+    return f"{PORTAL}/tickets/{number.replace('/', '%2F')}"
+
+
+def file_part(number: str) -> str:
+    return number.replace("/", "-")
+
+
+def service_address() -> Location:
+    return Location(name="Zimmermann GmbH", street="Hansaallee 187", postal_code="40549", city="Düsseldorf",
+                    country="DE", building_location="Kundenbüro")
+
+
+def ticket_fields(email: str, language: str, *, number: str | None = None, name: str = "Christine Zimmermann",
+                  **device: Any) -> dict[str, Any]:
+    # The contact is not validated: the notifier must hold out against values an older sender let through.
+    return {"ticket_number": number or ticket_number(), "customer_number": "17102995", "language": language,
+            "device": TicketDevice(**{"device_id": random_id("d"), "serial_number": "AK6C004746",
+                                      "model": "ES5462 MFP", "friendly_name": "Empfang 2. OG", **device}),
+            "contact": TicketContact.model_construct(name=name, email=email, phone="0211/5266-252"),
+            "service_address": service_address()}
+
+
+def opened(email: str, language: str = "en", *, description: str = "Papierstau in Fach 2.\nFehler 391.",
+           **fields: Any) -> TicketOpened:
+    return TicketOpened(**ticket_fields(email, language, **fields), opened_by=random_id("u"),
+                        opened_at=datetime(2027, 3, 5, 9, 30, tzinfo=UTC), category="malfunction",
+                        description=description)
+
+
+PREVIOUS: dict[str, TicketStatus] = {"dispatched": "to_be_scheduled", "en_route": "dispatched",
+                                     "on_site": "en_route", "resolved": "on_site", "closed": "resolved",
+                                     "cancelled": "to_be_scheduled"}
+
+
+def status_changed(email: str, status: TicketStatus, language: str = "en", *, technician: str | None = None,
+                   eta: datetime | None = None, note: str | None = None, reason: str | None = None,
+                   by: Actor = "operator", sequence: int = 1, **fields: Any) -> TicketStatusChanged:
+    change = StatusChange(status=status, at=datetime(2027, 3, 6, 8, 0, tzinfo=UTC), by=by, technician=technician,
+                          eta=eta, note=note)
+    return TicketStatusChanged(**ticket_fields(email, language, **fields), status=status,
+                               previous_status=PREVIOUS[status], change=change, reason=reason, sequence=sequence)
+
+
+def dispatched(email: str, language: str = "en", *, eta: datetime | None = ETA, **fields: Any) -> TicketStatusChanged:
+    return status_changed(email, "dispatched", language, technician="Kari Nordmann", eta=eta, **fields)
+
+
+def updated(text: str = "Fehler tritt nur bei Duplex auf.\nBitte vormittags kommen.") -> TicketUpdated:
+    return TicketUpdated(**ticket_fields(random_email(), "nb"),
+                         note=Note(text=text, at=datetime(2027, 3, 5, 10, 15, tzinfo=UTC), by="customer"))
+
+
+def texts(message: EmailMessage) -> tuple[str, str]:
+    """The text and HTML parts with `\n` line ends, whichever transfer encoding carried them."""
+    text, html = parts(message)
+    return "\n".join(text.splitlines()), "\n".join(html.splitlines())
+
+
+def attachments(message: EmailMessage) -> list[EmailMessage]:
+    return list(message.iter_attachments())
+
+
+def calendar_of(message: EmailMessage) -> tuple[EmailMessage, Calendar]:
+    [attachment] = attachments(message)
+    return attachment, Calendar.from_ical(attachment.get_content())
+
+
+@dataclass(frozen=True)
+class Words:
+    receipt: str  # the receipt's subject, {} = the ticket number
+    greeting: str
+    receipt_facts: tuple[str, ...]  # the number's line, status, category, the note on adding information
+    dispatched: str  # the subject of the dispatch mail
+    dispatch_facts: tuple[str, ...]  # technician and ETA
+    details: tuple[str, ...]  # device and service address
+
+
+WORDS = {
+    "de": Words(
+        receipt="Ihre Serviceanfrage: Projekt {} erfasst", greeting="Guten Tag Christine Zimmermann,",
+        receipt_facts=("Projekt: {} erfasst", "Status: Zu planen", "Kategorie: Störung",
+                       "Solange noch kein Techniker disponiert ist, können Sie die Anfrage im Portal ergänzen"),
+        dispatched="Serviceanfrage {}: Ein Techniker wurde zugewiesen",
+        dispatch_facts=("Techniker: Kari Nordmann", "Voraussichtliche Ankunft: 09.03.2027, 09:30 Uhr (UTC+01:00)"),
+        details=("Gerät: ES5462 MFP, Seriennummer AK6C004746", "Gerätename: Empfang 2. OG", "Serviceadresse:")),
+    "en": Words(
+        receipt="Service request {} received", greeting="Hello Christine Zimmermann,",
+        receipt_facts=("Ticket number: {}", "Status: To be scheduled", "Category: Malfunction",
+                       "As long as no technician has been dispatched, you can add information to the request"),
+        dispatched="Service request {}: a technician has been assigned",
+        dispatch_facts=("Technician: Kari Nordmann", "Expected arrival: 2027-03-09 09:30 (UTC+01:00)"),
+        details=("Device: ES5462 MFP, serial number AK6C004746", "Device name: Empfang 2. OG", "Service address:")),
+    "nb": Words(
+        receipt="Serviceforespørsel {} er registrert", greeting="Hei Christine Zimmermann,",
+        receipt_facts=("Nummer på serviceforespørselen: {}", "Status: Skal avtales", "Kategori: Funksjonsfeil",
+                       "Så lenge ingen tekniker er sendt ut, kan du legge til mer informasjon"),
+        dispatched="Serviceforespørsel {}: en tekniker er tilordnet",
+        dispatch_facts=("Tekniker: Kari Nordmann", "Forventet ankomst: 09.03.2027 kl. 09:30 (UTC+01:00)"),
+        details=("Maskin: ES5462 MFP, serienummer AK6C004746", "Maskinnavn: Empfang 2. OG", "Serviceadresse:")),
+}
+
+
+def assert_details(message: EmailMessage, words: Words) -> None:
+    text, html = texts(message)
+    for fact in (*words.details, *ADDRESS_LINES):
+        assert fact in text
+    for fact in ("ES5462 MFP", "AK6C004746", "Empfang 2. OG", *ADDRESS_LINES):
+        assert fact in text_of(html)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_the_ticket_receipt_reaches_the_contact_with_the_number_the_device_and_the_link_to_the_ticket(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language) -> None:
+    words = WORDS[language]
+    event = opened(random_email(), language)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, html = texts(message)
+    assert message["Subject"] == words.receipt.format(event.ticket_number)
+    assert message["To"].addresses[0].display_name == "Christine Zimmermann"
+    assert message["Content-Language"] == language
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert text.startswith(words.greeting)
+    for fact in (*(fact.format(event.ticket_number) for fact in words.receipt_facts), "  Papierstau in Fach 2.",
+                 "  Fehler 391.", link_of(event.ticket_number)):
+        assert fact in text
+    for fact in (*(fact.format(event.ticket_number) for fact in words.receipt_facts), "Papierstau in Fach 2.",
+                 "Fehler 391."):
+        assert fact in text_of(html)
+    assert f'href="{link_of(event.ticket_number)}"' in html
+    assert_details(message, words)
+    assert attachments(message) == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_the_dispatch_mail_names_the_technician_and_the_eta_in_the_tickets_language(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language) -> None:
+    words = WORDS[language]
+    event = dispatched(random_email(), language)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, html = texts(message)
+    assert message["Subject"] == words.dispatched.format(event.ticket_number)
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert text.startswith(words.greeting)
+    for fact in (*words.dispatch_facts, link_of(event.ticket_number)):
+        assert fact in text
+    for fact in words.dispatch_facts:
+        assert fact in text_of(html)
+    assert_details(message, words)
+
+
+async def test_the_dispatch_mail_carries_the_visit_as_a_calendar_entry_that_a_later_one_would_update(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = dispatched(random_email(), sequence=1)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message.get_content_type() == "multipart/mixed"
+    attachment, calendar = calendar_of(message)
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "PUBLISH"
+    assert str(attachment.get_param("charset")).lower() == "utf-8"
+    assert attachment.get_filename() == f"service-visit-{file_part(event.ticket_number)}.ics"
+    assert (calendar["VERSION"], calendar["METHOD"]) == ("2.0", "PUBLISH")
+    assert calendar["PRODID"]
+    [visit] = calendar.walk("VEVENT")
+    assert visit["UID"] == f"ticket-{file_part(event.ticket_number)}@service.example.test"
+    assert visit.decoded("SEQUENCE") == 1
+    start, end = visit.decoded("DTSTART"), visit.decoded("DTEND")
+    assert start == ETA and start.utcoffset() == timedelta(0)  # the same moment, written in UTC
+    assert visit.to_ical().decode().count("DTSTART:20270309T083000Z") == 1
+    assert end - start == timedelta(minutes=120)
+    assert visit.decoded("DTSTAMP").utcoffset() == timedelta(0)
+    assert str(visit["LOCATION"]) == "Zimmermann GmbH, Kundenbüro, Hansaallee 187, 40549 Düsseldorf, DE"
+    assert event.ticket_number in str(visit["SUMMARY"]) and "ES5462 MFP" in str(visit["SUMMARY"])
+    assert "Kari Nordmann" in str(visit["DESCRIPTION"]) and "AK6C004746" in str(visit["DESCRIPTION"])
+    text, _ = texts(message)
+    assert "The attached calendar entry (.ics) holds the visit" in text
+
+
+def test_the_calendar_entry_lasts_the_configured_visit_length_and_keeps_its_uid_with_a_higher_sequence() -> None:
+    settings = NotifierSettings(public_url="https://portal.vendor.example/", notifier_visit_minutes=45)
+    event = dispatched("c.zimmermann@example.com", number="1484049/1", sequence=3)
+    later = event.model_copy(update={"sequence": 5})
+    first, second = (Calendar.from_ical(visit_calendar(each, eta=ETA, language="de", settings=settings))
+                     for each in (event, later))
+    [visit], [update] = first.walk("VEVENT"), second.walk("VEVENT")
+    assert visit["UID"] == update["UID"] == "ticket-1484049-1@portal.vendor.example"
+    assert (visit.decoded("SEQUENCE"), update.decoded("SEQUENCE")) == (3, 5)
+    assert visit.decoded("DTEND") - visit.decoded("DTSTART") == timedelta(minutes=45)
+    assert str(visit["SUMMARY"]) == "Servicetermin 1484049/1: ES5462 MFP"
+    assert str(visit["DESCRIPTION"]).startswith("Techniker: Kari Nordmann\nSeriennummer: AK6C004746")
+
+
+async def test_an_eta_without_a_zone_is_read_as_utc(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = dispatched(random_email(), eta=datetime(2027, 3, 9, 8, 30))
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 08:30 (UTC)" in text
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert visit.decoded("DTSTART") == ETA
+
+
+async def test_a_dispatch_without_an_eta_has_no_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = dispatched(random_email(), eta=None)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert message.get_content_type() == "multipart/alternative"
+    assert attachments(message) == []
+    assert "Technician: Kari Nordmann" in text
+    assert "Expected arrival" not in text and ".ics" not in text
+
+
+@pytest.mark.parametrize(("status", "subject", "phrase"), [
+    ("en_route", "Service request {}: the technician is on the way", "the technician is on the way to you"),
+    ("on_site", "Service request {}: the technician is on site", "the technician has arrived on site"),
+    ("resolved", "Service request {} resolved", "has been resolved"),
+])
+async def test_each_later_status_is_mailed_to_the_contact_with_its_own_subject(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, status: TicketStatus, subject: str,
+        phrase: str) -> None:
+    event = status_changed(random_email(), status, note="Fixiereinheit getauscht." if status == "resolved" else None)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, html = texts(message)
+    assert message["Subject"] == subject.format(event.ticket_number)
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert phrase in text and phrase in text_of(html)
+    assert link_of(event.ticket_number) in text
+    assert attachments(message) == []
+    if status == "resolved":
+        assert "Note:\n  Fixiereinheit getauscht." in text
+
+
+@pytest.mark.parametrize(("by", "reason", "note", "said"), [
+    ("customer", "Gerät wurde ersetzt.", None, "has been cancelled at your request."),
+    ("operator", None, "Doppelte Meldung, siehe 1484049/2.", "has been cancelled by our service team."),
+], ids=["by_the_customer", "by_the_operator"])
+async def test_a_cancellation_says_who_cancelled_and_why(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, by: Actor, reason: str | None,
+        note: str | None, said: str) -> None:
+    event = status_changed(random_email(), "cancelled", by=by, reason=reason, note=note)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, html = texts(message)
+    assert message["Subject"] == f"Service request {event.ticket_number} cancelled"
+    assert said in text and said in text_of(html)
+    assert f"Reason:\n  {reason or note}" in text
+    assert f"Reason: {reason or note}" in text_of(html)
+    assert "Note:" not in text
+
+
+async def test_a_cancellation_without_a_reason_says_none(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = status_changed(random_email(), "cancelled", language="de", by="customer")
+    await publish(amqp_url, event)
+
+    text, _ = texts(await only_mail_to(smtp, event.contact.email))
+    assert "wurde auf Ihren Wunsch storniert." in text
+    assert "Grund:" not in text
+
+
+async def test_a_closed_ticket_mails_nothing(notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    closed, marker = status_changed(random_email(), "closed"), status_changed(random_email(), "resolved")
+    closed_id = await publish(amqp_url, closed)
+    await publish(amqp_url, marker)
+
+    # One queue per event delivers in order: once its marker is mailed, the closed ticket has been handled.
+    await wait_for_mails(smtp, marker.contact.email)
+    await asyncio.sleep(0.3)
+    assert smtp.mailbox.to(closed.contact.email) == []
+    assert await notifier.db.deliveries.count_documents({"event_message_id": closed_id}) == 0
+
+
+async def test_the_same_ticket_event_delivered_twice_is_mailed_once(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    receipt, receipt_marker = opened(random_email()), opened(random_email())
+    dispatch = dispatched(receipt.contact.email, number=receipt.ticket_number)
+    dispatch_marker = dispatched(random_email())
+    receipt_id = await publish(amqp_url, receipt)
+    await publish(amqp_url, receipt, message_id=receipt_id)
+    await publish(amqp_url, receipt_marker)
+    dispatch_id = await publish(amqp_url, dispatch)
+    await publish(amqp_url, dispatch, message_id=dispatch_id)
+    await publish(amqp_url, dispatch_marker)
+
+    await wait_for_mails(smtp, receipt_marker.contact.email)
+    await wait_for_mails(smtp, dispatch_marker.contact.email)
+    await wait_for_mails(smtp, receipt.contact.email, count=2)
+    subjects = sorted(message["Subject"] for message in smtp.mailbox.to(receipt.contact.email))
+    assert subjects == [f"Service request {receipt.ticket_number} received",
+                        f"Service request {receipt.ticket_number}: a technician has been assigned"]
+    for sent in (receipt_id, dispatch_id):
+        assert await notifier.db.deliveries.count_documents({"event_message_id": sent}) == 1
+
+
+async def test_a_contact_address_with_a_comma_is_never_mailed(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
+        operator_token: str) -> None:
+    # In `To` it would read as two addresses. The ticket contact's pattern refuses it, so the event is no
+    # `ticketing.ticket.opened` the notifier accepts: it is dead-lettered, and nothing is mailed or listed.
+    unmailable, marker = opened(f"{random_id('a')},x@example.com"), opened(random_email())
+    message_id = await publish(amqp_url, unmailable)
+    await publish(amqp_url, marker)
+    await wait_for_mails(smtp, marker.contact.email)
+
+    dead: list[str | None] = []
+
+    async def dead_lettered() -> bool:
+        queue = dead_letter_queue(event_queue("notifier", TicketOpened.routing_key))
+        dead.extend(message.message_id for message in await drain_queue(amqp_url, queue))
+        return message_id in dead
+    await eventually(dead_lettered)
+    assert len(smtp.mailbox.messages) == 1
+    page = await list_deliveries(portal, operator_token, recipient=unmailable.contact.email)
+    assert page.items == []
+
+
+@pytest.mark.parametrize("build", [opened, dispatched], ids=["receipt", "status"])
+async def test_a_contact_address_the_contract_lets_through_but_no_mail_server_takes_is_listed_as_failed(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient, operator_token: str,
+        build: Any) -> None:
+    unmailable, marker = build(f"{random_id('a')}..x@example.com"), build(random_email())  # two dots in a row
+    await publish(amqp_url, unmailable)
+    await publish(amqp_url, marker)
+    await wait_for_mails(smtp, marker.contact.email)
+
+    assert len(smtp.mailbox.messages) == 1
+    page = await list_deliveries(portal, operator_token, recipient=unmailable.contact.email)
+    [delivery] = page.items
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("failed", 0, INVALID_ADDRESS)
+    assert unmailable.ticket_number in delivery.subject
+
+
+async def test_line_breaks_in_the_ticket_number_or_the_technicians_name_stay_on_one_line(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    injected = "Bcc: all@example.com"
+    event = dispatched(random_email(), number=f"1484049/1\r\n{injected}", friendly_name=f"Empfang\n{injected}")
+    event.change.technician = f"Kari Nordmann\r\n{injected}"
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert message["Subject"] == f"Service request 1484049/1 {injected}: a technician has been assigned"
+    assert message["Bcc"] is None
+    assert [raw.count(b"\nBcc:") for raw in smtp.mailbox.raw] == [0]
+    assert f"Technician: Kari Nordmann {injected}" in text.splitlines()
+    assert f"Device name: Empfang {injected}" in text.splitlines()
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert str(visit["SUMMARY"]) == f"Service visit 1484049/1 {injected}: ES5462 MFP"
+    assert str(visit["DESCRIPTION"]).splitlines()[0] == f"Technician: Kari Nordmann {injected}"
+
+
+async def test_markup_in_the_description_and_names_arrives_escaped_in_the_html(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    script = "<script>alert(1)</script>"
+    event = opened(random_email(), name=f"Eve {script}", description=f"Toner {script}\n\"><img src=x onerror=1>",
+                   friendly_name=f"Drucker {script}")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, html = texts(message)
+    assert "<script>" not in html and "<img" not in html
+    assert "Hello Eve &lt;script&gt;alert(1)&lt;/script&gt;," in html
+    assert "Toner &lt;script&gt;alert(1)&lt;/script&gt;<br>" in html
+    assert "&#34;&gt;&lt;img src=x onerror=1&gt;" in html
+    assert "Drucker &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert f"  Toner {script}" in text.splitlines()  # plain text shows what was typed
+
+
+@pytest.fixture
+async def notifier_with_service_desk(notifier_settings: NotifierSettings) -> AsyncIterator[tuple[ServiceInstance, str]]:
+    desk = random_email()
+    settings = notifier_settings.model_copy(update={"notifier_service_desk_email": desk,
+                                                    "notifier_service_desk_language": "de"})
+    async with running(service, settings) as instance:
+        yield instance, desk
+
+
+async def test_a_note_added_to_a_ticket_is_mailed_to_the_service_desk_in_its_language(
+        notifier_with_service_desk: tuple[ServiceInstance, str], smtp: SmtpServer, amqp_url: str) -> None:
+    _, desk = notifier_with_service_desk
+    event = updated()
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, desk)
+    text, html = texts(message)
+    assert message["Subject"] == f"Ergänzung zur Serviceanfrage {event.ticket_number} (Kunde 17102995)"
+    assert message["Content-Language"] == "de"
+    assert message["Auto-Submitted"] == "auto-generated"
+    for fact in ("Gerät: ES5462 MFP, Seriennummer AK6C004746", "Kundennummer: 17102995",
+                 f"Kontakt: Christine Zimmermann, {event.contact.email}, Tel. 0211/5266-252",
+                 "Ergänzung vom 05.03.2027, 10:15 UTC:\n  Fehler tritt nur bei Duplex auf.\n  Bitte vormittags kommen.",
+                 link_of(event.ticket_number)):
+        assert fact in text
+    assert "Fehler tritt nur bei Duplex auf.<br>" in html
+    assert smtp.mailbox.to(event.contact.email) == []  # the customer is not mailed about their own note
+
+
+async def test_a_note_mails_nobody_when_no_service_desk_is_set(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = updated()
+    message_id = await publish(amqp_url, event)
+
+    async def handled() -> bool:
+        key = f"{event_queue('notifier', TicketUpdated.routing_key)}:{message_id}"
+        return await notifier.db.message_claims.count_documents({"_id": key, "done": True}) == 1
+    await eventually(handled)
+    assert smtp.mailbox.messages == []
+    assert await notifier.db.deliveries.count_documents({"event_message_id": message_id}) == 0
+
+
+@pytest.mark.parametrize("language", [*LANGUAGES, "fr"])
+def test_every_ticket_mail_renders_in_every_language_with_a_subject_of_one_line(language: str) -> None:
+    common = {"ticket_number": "1484049/1", "ticket_url": link_of("1484049/1"), "customer_number": None,
+              "device": {"model": "ES5462 MFP", "serial_number": "AK6C004746", "friendly_name": None},
+              "address": list(ADDRESS_LINES), "name": None}
+    mails = [render("ticket_receipt", language, public_url=PORTAL, **common, status="to_be_scheduled",
+                    category="other", description=["x"], phone=None),
+             render("ticket_note", language, public_url=PORTAL, **common, note=["x"], noted_at=ETA,
+                    contact={"name": "C", "email": "c@example.com", "phone": None})]
+    subjects = set()
+    for status in MAILED_STATUSES:
+        mail = render("ticket_status", language, public_url=PORTAL, **common, status=status, by="customer",
+                      technician=None, eta=None, eta_zone=None, reason=[], note=[], calendar=False)
+        subjects.add(mail.subject)
+        mails.append(mail)
+    assert len(subjects) == len(MAILED_STATUSES)
+    for rendered in mails:
+        assert rendered.language == (language if language in LANGUAGES else "en")
+        assert "1484049/1" in rendered.subject and "\n" not in rendered.subject
+        assert link_of("1484049/1") in rendered.text
+        assert f'href="{link_of("1484049/1")}"' in rendered.html
+        assert f"{PORTAL}/" in rendered.text
+
