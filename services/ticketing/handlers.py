@@ -191,7 +191,8 @@ async def set_status(request: api.SetStatus, ctx: CommandContext) -> api.StatusR
     if ticket is None:
         raise CommandError("not_found", fields={"ticket_number": "not_found"})
     asked = request.status
-    technician, eta = request.technician, stamp(request.eta) if request.eta else None
+    # The ETA keeps the operator's offset: the customer's mail and calendar show the visit in local time.
+    technician, eta = request.technician, request.eta.isoformat() if request.eta else None
     current = str(ticket["status"])
     if allowed(current, asked):
         now = datetime.now(UTC)

@@ -55,7 +55,7 @@ async def test_a_ticket_goes_from_to_be_scheduled_to_closed_step_by_step_each_in
             assert (stored["status"], stored["updatable"]) == (step["status"], False)
         assert await holder(ticketing, device) is None  # resolved freed the device
         await tap.next("ticketing.ticket.status_changed", of(number, "closed"))
-    eta = "2026-12-04T08:30:00Z"
+    eta = "2026-12-04T09:30:00+01:00"  # as the operator gave it
     assert [(entry["status"], entry["by"], entry["technician"], entry["eta"], entry["note"])
             for entry in stored["history"]] == [
         ("to_be_scheduled", "customer", None, None, None),
@@ -259,10 +259,11 @@ async def test_the_technician_and_eta_stay_as_set_at_dispatch_unless_a_later_ste
     await move(portal, settings, number, "dispatched")
     await move(portal, settings, number, "en_route", technician="Ola Nordmann", eta="2026-12-04T11:00:00+01:00")
     stored = await portal.call("ticketing.get_ticket", {"ticket_number": number}, token=token)
-    assert (stored["technician"], stored["eta"]) == ("Ola Nordmann", "2026-12-04T10:00:00Z")
+    # The operator's offset is kept: the customer's mail and calendar show the visit at 11:00 local time.
+    assert (stored["technician"], stored["eta"]) == ("Ola Nordmann", "2026-12-04T11:00:00+01:00")
     assert datetime.fromisoformat(stored["eta"]) == datetime(2026, 12, 4, 10, tzinfo=UTC)
     assert [(entry["technician"], entry["eta"]) for entry in stored["history"]] == [
-        (None, None), ("Kari Nordmann", "2026-12-04T08:30:00Z"), ("Ola Nordmann", "2026-12-04T10:00:00Z")]
+        (None, None), ("Kari Nordmann", "2026-12-04T09:30:00+01:00"), ("Ola Nordmann", "2026-12-04T11:00:00+01:00")]
 
 
 async def test_an_eta_without_a_time_zone_and_an_unknown_ticket_are_refused(
