@@ -306,12 +306,16 @@ async def address_from_ticket(event: TicketOpened, ctx: EventContext) -> None:
         log.warning("%s: message_id=%s ticket_number=%s device %s unknown, no address change", ctx.event,
                     ctx.message_id, event.ticket_number, event.device.device_id)
         return
+    address = event.service_address.model_dump()
+    pending = store_of(ctx).requests.find({"device_id": device["_id"], "status": PENDING, "kind": "address_change"})
+    if location_key(address) in [location_key(request.get("address")) async for request in pending]:
+        return  # the same move waits already (an earlier ticket's, or the user's own request)
     document: Document = {
         "_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{TicketOpened.routing_key}:{event.ticket_number}").hex,
         "kind": "address_change", "status": PENDING, "requested_by": event.opened_by,
         "customer_number": event.customer_number, "language": event.language, "requested_at": event.opened_at,
         "device_id": device["_id"], "location": device.get("location") or {},
-        "address": event.service_address.model_dump(), "ticket_number": event.ticket_number,
+        "address": address, "ticket_number": event.ticket_number,
         "reason": f"Permanent service address given with service request {event.ticket_number}",
     }
     try:

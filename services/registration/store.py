@@ -39,6 +39,7 @@ class RegistrationStore:
         await self.devices.create_index("registered_by")
         await self.devices.create_index("location.postal_code")
         await self.requests.create_index([("status", ASCENDING), ("requested_at", ASCENDING)])
+        await self.requests.create_index("device_id")
 
     async def all_models(self) -> list[ProductModel]:
         return [product_model(stored) async for stored in self.models.find({}).sort("_id", ASCENDING)]

@@ -518,6 +518,18 @@ async def test_a_permanent_service_address_of_a_ticket_waits_as_one_address_chan
     assert stored is not None and stored["location"]["street"] == NEW_ADDRESS["street"]
 
 
+async def test_a_second_ticket_giving_the_same_permanent_address_files_no_second_request(
+        registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
+    ids = await import_fleet(portal, settings)
+    for number in ("1000001/1", "1000002/2"):
+        message_id = await publish_event(amqp_url, TicketOpened.routing_key,
+                                         ticket_opened(ids["AK5A100001"], permanent=True, ticket_number=number))
+        await event_handled(registration, message_id)
+    pending = await portal.call("registration.operator.list_requests", {"kind": "address_change"},
+                                token=operator_token(settings))
+    assert [item["ticket_number"] for item in pending["items"]] == ["1000001/1"]
+
+
 async def test_a_ticket_for_a_device_registration_does_not_know_files_nothing(
         registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str) -> None:
     message_id = await publish_event(amqp_url, TicketOpened.routing_key, ticket_opened("unknown", permanent=True))
