@@ -52,8 +52,9 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def amqp_url(rabbitmq: Broker) -> Iterator[str]:
+def fresh_vhost(rabbitmq: Broker) -> Iterator[str]:
+    """A vhost of its own for as long as the generator runs (the broker's only one where vhosts cannot be made):
+    the body of every `amqp_url` fixture, of whatever scope."""
     if rabbitmq.vhosts is None:
         yield rabbitmq.url
         return
@@ -63,6 +64,11 @@ def amqp_url(rabbitmq: Broker) -> Iterator[str]:
         yield deps.with_vhost(rabbitmq.url, vhost)
     finally:
         rabbitmq.vhosts.delete(vhost)
+
+
+@pytest.fixture
+def amqp_url(rabbitmq: Broker) -> Iterator[str]:
+    yield from fresh_vhost(rabbitmq)
 
 
 @pytest.fixture(scope="session")
@@ -82,14 +88,20 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             deps.stop_process(process)
 
 
-@pytest.fixture
-def database_prefix(mongo_url: str) -> Iterator[str]:
+def fresh_database_prefix(mongo_url: str) -> Iterator[str]:
+    """A database prefix of its own, its databases dropped when the generator ends: the body of every
+    `database_prefix` fixture."""
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     yield prefix
     with MongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as client:
         for name in client.list_database_names():
             if name.startswith(prefix):
                 client.drop_database(name)
+
+
+@pytest.fixture
+def database_prefix(mongo_url: str) -> Iterator[str]:
+    yield from fresh_database_prefix(mongo_url)
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ from contracts.registration import (
     Location,
 )
 from services.ordering import placing
-from services.ordering.orders import covered, model_key, parse_stamp, stamp
+from services.ordering.orders import covered, model_key
 from services.ordering.settings import ordering_settings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
-from services.runtime.mongo import Document
+from services.runtime.mongo import Document, parse_stamp, stamp
 from services.runtime.readmodels import (
     DEVICE_EVENTS,
     contracts_of,

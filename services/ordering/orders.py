@@ -12,25 +12,12 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 from contracts import ordering as api
 from services.runtime.commands import CommandError
 from services.runtime.mongo import Document
 from services.runtime.readmodels import contract_of
-
-STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def stamp(moment: datetime) -> str:
-    """A UTC time as stored: fixed width, so the strings sort as the times do."""
-    return moment.astimezone(UTC).strftime(STAMP_FORMAT)
-
-
-def parse_stamp(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def order_number(prefix: str, year: int, seq: int) -> str:

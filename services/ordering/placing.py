@@ -23,11 +23,11 @@ from datetime import UTC, datetime, timedelta
 from contracts import ordering as api
 from contracts.base import Contact
 from services.ordering import orders
-from services.ordering.orders import guard_key, model_key, stamp
+from services.ordering.orders import guard_key, model_key
 from services.ordering.settings import OrderingSettings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import CommandError
-from services.runtime.mongo import Document
+from services.runtime.mongo import Document, parse_stamp, stamp
 from services.runtime.readmodels import contract_key, record_viewers, sees
 from services.runtime.tokens import Claims
 
@@ -193,7 +193,7 @@ async def refuse_duplicates(store: OrderingStore, keys: Sequence[str], order_id:
                 continue
             order = stored.get(holder)
             stale = order["status"] == "delivered" if order is not None else \
-                orders.parse_stamp(str(entry.get("at"))) < now - grace
+                parse_stamp(str(entry.get("at"))) < now - grace
             if stale:
                 await store.release_guards([key], holder)
             else:

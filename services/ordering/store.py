@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import inserted, not_applied, with_events
+from services.runtime.outbox import insert_with_events, not_applied, with_events
 from services.runtime.readmodels import customers_by_number, keep_latest
 
 DEVICES, CUSTOMERS, CONSUMABLES, DEFAULTS, ORDERS, GUARDS, COUNTERS = (
@@ -169,15 +169,7 @@ class OrderingStore:
 
     async def insert_order(self, order: Document, events: Sequence[Event]) -> bool:
         """Store the order with its events; False when an order with its `_id` exists (the same command, before)."""
-        document = inserted({"_id": order["_id"]}, with_events(
-            {"$set": {key: value for key, value in order.items() if key != "_id"}}, events))
-        try:
-            await self.orders.insert_one(document)
-        except DuplicateKeyError:
-            if await self.orders.find_one({"_id": order["_id"]}, {"_id": 1}) is None:
-                raise  # not our `_id`: the order number, which the counter never hands out twice
-            return False
-        return True
+        return await insert_with_events(self.orders, order, events)
 
     async def change_status(self, order_number: str, *, from_status: str, fields: Document, events: Sequence[Event],
                             command_id: str | None) -> bool:

@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
 Collection = AsyncCollection[Document]
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def mongo_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:
@@ -30,3 +31,17 @@ def as_datetime(value: datetime | str | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def stamp(moment: datetime) -> str:
+    """A UTC time stored as text (`2026-12-03T10:11:12.345678Z`): fixed width, so the strings sort as the times do,
+    and nx-27017 cannot turn it into a naive string as it does a datetime `$set` on an existing document."""
+    return moment.astimezone(UTC).strftime(STAMP_FORMAT)
+
+
+def parse_stamp(value: str | datetime) -> datetime:
+    """A `stamp` (or any ISO time, its offset kept; none means UTC) as an aware datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

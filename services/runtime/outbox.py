@@ -22,9 +22,10 @@ from typing import Any
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
 from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
-from services.runtime.mongo import Database
+from services.runtime.mongo import Collection, Database, Document
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,20 @@ def inserted(document: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
             target = target.setdefault(parent, {})
         target[leaf] = value
     return created
+
+
+async def insert_with_events(collection: Collection, document: Document, events: Sequence[Event]) -> bool:
+    """Insert `document` with `events` in its outbox; False when a document with its `_id` exists (the same command,
+    stored before a crash). A collision on another unique field is raised: that is no re-run."""
+    stored = inserted({"_id": document["_id"]}, with_events(
+        {"$set": {key: value for key, value in document.items() if key != "_id"}}, events))
+    try:
+        await collection.insert_one(stored)
+    except DuplicateKeyError:
+        if await collection.find_one({"_id": document["_id"]}, {"_id": 1}) is None:
+            raise
+        return False
+    return True
 
 
 class OutboxRelay:

@@ -22,7 +22,7 @@ from contracts.base import Page
 from contracts.registration import DeviceState
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
-from services.runtime.mongo import Document
+from services.runtime.mongo import Document, stamp
 from services.runtime.outbox import APPLIED
 from services.runtime.readmodels import DEVICE_EVENTS, device_fields, may_see_record, visible_records
 from services.runtime.service import Router, ServiceInstance
@@ -37,7 +37,6 @@ from services.ticketing.tickets import (
     event_fields,
     history_of,
     same_change,
-    stamp,
     status_change,
     view,
 )

@@ -27,12 +27,12 @@ from typing import Any
 from contracts import ticketing as api
 from contracts.registration import Location
 from services.runtime.commands import CommandError
-from services.runtime.mongo import Document
+from services.runtime.mongo import Document, parse_stamp, stamp
 from services.runtime.readmodels import contract_key, may_see_record, record_viewers, sees
 from services.runtime.tokens import Claims, Role
 from services.ticketing.settings import TicketingSettings
 from services.ticketing.store import MAX_ATTEMPTS, TicketingStore
-from services.ticketing.tickets import actor, event_fields, guard_number, is_open, parse_stamp, stamp
+from services.ticketing.tickets import actor, event_fields, guard_number, is_open
 
 
 async def open_ticket(store: TicketingStore, request: api.OpenTicket, *, caller: Claims, command_id: str,

@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import inserted, not_applied, with_events
+from services.runtime.outbox import insert_with_events, not_applied, with_events
 from services.runtime.readmodels import keep_latest
 
 DEVICES, TICKETS, GUARDS, COUNTERS = "devices", "tickets", "open_tickets", "counters"
@@ -116,15 +116,7 @@ class TicketingStore:
 
     async def insert_ticket(self, ticket: Document, events: Sequence[Event]) -> bool:
         """Store the ticket with its events; False when a ticket with its `_id` exists (the same command, before)."""
-        document = inserted({"_id": ticket["_id"]}, with_events(
-            {"$set": {key: value for key, value in ticket.items() if key != "_id"}}, events))
-        try:
-            await self.tickets.insert_one(document)
-        except DuplicateKeyError:
-            if await self.tickets.find_one({"_id": ticket["_id"]}, {"_id": 1}) is None:
-                raise  # not our `_id`: the ticket number, which the counter never hands out twice
-            return False
-        return True
+        return await insert_with_events(self.tickets, ticket, events)
 
     async def change(self, ticket_number: str, *, status: str, fields: Document, events: Sequence[Event],
                      command_id: str | None, inc: Document | None = None, condition: Document | None = None) -> bool:

@@ -7,32 +7,19 @@ nx-27017 turns subdocuments pushed into an existing array into JSON strings. The
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from contracts import ticketing as api
 from contracts.registration import Location
-from services.runtime.mongo import Document
+from services.runtime.mongo import Document, parse_stamp
 from services.runtime.tokens import Claims, Role
 
-STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 # Notes a ticket takes before dispatch: enough for any conversation, not enough to grow a document without bound, and
 # with its status changes fewer than the command ids a ticket remembers (outbox.APPLIED_KEPT), so a re-run of a note's
 # command always finds it applied.
 MAX_NOTES = 40
 # A ticket that is over: it holds its device no more, and nothing but `closed` follows (`resolved`).
 FINAL_STATUSES: tuple[api.TicketStatus, ...] = ("resolved", "closed", "cancelled")
-
-
-def stamp(moment: datetime) -> str:
-    """A UTC time as stored: fixed width, so the strings sort as the times do."""
-    return moment.astimezone(UTC).strftime(STAMP_FORMAT)
-
-
-def parse_stamp(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def ticket_number(project: int, nth: int) -> str:

@@ -8,19 +8,17 @@ module-scoped ones; a module's async tests run in one event loop (`pytestmark = 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
-from pymongo import MongoClient
 
 from contracts.client import PortalClient
-from deploy.local import deps
 from services.runtime.service import ServiceInstance
 from services.ticketing.app import service as ticketing_service
 from services.ticketing.settings import TicketingSettings
+from tests.conftest import fresh_database_prefix, fresh_vhost
 from tests.support import running
 
 if TYPE_CHECKING:
@@ -29,25 +27,12 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def amqp_url(rabbitmq: Broker) -> Iterator[str]:
-    if rabbitmq.vhosts is None:
-        yield rabbitmq.url
-        return
-    vhost = f"test-{uuid.uuid4().hex[:12]}"
-    rabbitmq.vhosts.create(vhost)
-    try:
-        yield deps.with_vhost(rabbitmq.url, vhost)
-    finally:
-        rabbitmq.vhosts.delete(vhost)
+    yield from fresh_vhost(rabbitmq)
 
 
 @pytest.fixture(scope="module")
 def database_prefix(mongo_url: str) -> Iterator[str]:
-    prefix = f"t{uuid.uuid4().hex[:10]}_"
-    yield prefix
-    with MongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as client:
-        for name in client.list_database_names():
-            if name.startswith(prefix):
-                client.drop_database(name)
+    yield from fresh_database_prefix(mongo_url)
 
 
 @pytest.fixture(scope="module")

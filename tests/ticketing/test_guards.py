@@ -9,11 +9,11 @@ import pytest
 
 from contracts.client import PortalClient, PortalError
 from services.runtime.commands import command_id, fingerprint
+from services.runtime.mongo import stamp
 from services.runtime.readmodels import record_viewers
 from services.runtime.service import ServiceInstance
 from services.ticketing.settings import TicketingSettings
 from services.ticketing.store import TicketingStore
-from services.ticketing.tickets import stamp
 from tests.builders import random_id, token_for
 from tests.readmodels import provision_device
 from tests.ticketing.flows import HANSAALLEE, customer_device, es5462, move, opened, parts, ticket

@@ -12,13 +12,13 @@ import pytest
 
 from contracts import ticketing as api
 from contracts.client import PortalClient, PortalError
+from services.runtime.mongo import stamp
 from services.runtime.readmodels import record_viewers
 from services.runtime.service import ServiceInstance
 from services.ticketing import opening
 from services.ticketing.app import service as ticketing_service
 from services.ticketing.settings import TicketingSettings
 from services.ticketing.store import TicketingStore
-from services.ticketing.tickets import stamp
 from tests.builders import random_id, token_for
 from tests.readmodels import provision_device
 from tests.support import EventTap, running
