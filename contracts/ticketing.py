@@ -235,3 +235,5 @@ class TicketStatusChanged(TicketEvent):
     reason: str | None = Field(default=None, description="A customer's reason for cancelling.")
     sequence: int = Field(default=0, description="How many status changes the ticket had before this one: the "
                           "SEQUENCE of its calendar entry.")
+    eta_changed: bool = Field(default=False, description="This step set an ETA other than the one before (a first "
+                              "one at dispatch, a new one later): the visit's calendar entry is to be updated.")

@@ -22,7 +22,7 @@ from contracts.base import Page
 from contracts.registration import DeviceState
 from services.runtime.commands import Access, CommandContext, CommandError, Replay
 from services.runtime.events import EventContext
-from services.runtime.mongo import Document, stamp
+from services.runtime.mongo import Document, parse_stamp, stamp
 from services.runtime.outbox import APPLIED
 from services.runtime.readmodels import DEVICE_EVENTS, device_fields, may_see_record, visible_records
 from services.runtime.service import Router, ServiceInstance
@@ -51,6 +51,10 @@ def store_of(ctx: CommandContext | EventContext) -> TicketingStore:
 def command_of(ctx: CommandContext) -> str:
     assert ctx.message_id is not None, "a command that changes state always has its message id"
     return ctx.message_id
+
+
+def same_moment(eta: str, before: str | None) -> bool:
+    return before is not None and parse_stamp(eta) == parse_stamp(before)
 
 
 def applied(ticket: Document, command_id: str) -> bool:
@@ -200,7 +204,8 @@ async def set_status(request: api.SetStatus, ctx: CommandContext) -> api.StatusR
                  "technician": technician or ticket.get("technician"), "eta": eta or ticket.get("eta"),
                  "note": request.note, "sequence": len(history)}
         event = api.TicketStatusChanged(**event_fields(ticket), status=asked, previous_status=current,
-                                        change=status_change(entry), sequence=len(history))
+                                        change=status_change(entry), sequence=len(history),
+                                        eta_changed=eta is not None and not same_moment(eta, ticket.get("eta")))
         if await store_of(ctx).change(request.ticket_number, status=current, events=[event], command_id=command_id,
                                       fields={"status": asked, "technician": entry["technician"], "eta": entry["eta"],
                                               f"history.{command_id}": entry, "updated_at": stamp(now)}):

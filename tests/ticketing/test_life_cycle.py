@@ -70,6 +70,7 @@ async def test_a_ticket_goes_from_to_be_scheduled_to_closed_step_by_step_each_in
     assert [(body["previous_status"], body["status"], body["sequence"]) for body in events] == [
         ("to_be_scheduled", "dispatched", 1), ("dispatched", "en_route", 2), ("en_route", "on_site", 3),
         ("on_site", "resolved", 4), ("resolved", "closed", 5)]
+    assert [body["eta_changed"] for body in events] == [True, False, False, False, False]  # only dispatch set one
     dispatched = events[0]
     assert dispatched["change"] == {**{key: stored["history"][1][key] for key in ("status", "at", "by", "note")},
                                     "technician": "Kari Nordmann", "eta": eta}
