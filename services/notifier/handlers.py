@@ -2,8 +2,8 @@
 
 Registration events name only a user id: the address, name and language come from `recipients`,
 kept from the accounts events. A user not known there yet (the accounts event is still on its
-way) raises `RecipientUnknown`, so the runtime retries the event with back-off and dead-letters
-it after its last attempt (`PORTAL_EVENT_MAX_ATTEMPTS`); nothing is stored for it before that.
+way, or the notifier was down) raises `RecipientUnknown`: the event waits in `waiting_mails` and
+is handled again once an accounts handler here stores that user (`waiting.py`).
 
 Each (event message_id, recipient address) is one `deliveries` document, inserted before the
 first attempt: a copy of the event finds it and sends nothing. The handler tries at once;
@@ -48,7 +48,16 @@ from services.notifier.mails import (
     single_line,
 )
 from services.notifier.settings import NotifierSettings, notifier_settings
-from services.notifier.store import DeliveryStore, RecipientStore, UnsubscribeStore, delivery_id
+from services.notifier.store import (
+    DeliveryStore,
+    RecipientStore,
+    UnsubscribeStore,
+    WaitingMailStore,
+    delivery_id,
+    who_customer,
+    who_user,
+)
+from services.notifier.waiting import RecipientUnknown, release_waiting
 from services.runtime.commands import CommandContext
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document
@@ -63,6 +72,7 @@ async def create_indexes(instance: ServiceInstance) -> None:
     await RecipientStore(instance.db).create_indexes()
     await DeliveryStore(instance.db).create_indexes()
     await UnsubscribeStore(instance.db).create_indexes()
+    await WaitingMailStore(instance.db).create_indexes()
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -72,8 +82,12 @@ def _basics(event: Recipient) -> dict[str, Any]:
             "last_name": event.last_name}
 
 
+# Each handler that stores a recipient then sends the mails waiting for them (`waiting.release_waiting`), also
+# when an older profile was ignored: the user is known either way.
+
 async def remember_registered_user(event: UserRegistered, ctx: EventContext) -> None:
     await RecipientStore(ctx.db).remember(event.user_id, {**_basics(event), "username": event.username}, version=0)
+    await release_waiting(ctx, who_user(event.user_id))
 
 
 async def remember_activated_user(event: UserActivated, ctx: EventContext) -> None:
@@ -81,6 +95,7 @@ async def remember_activated_user(event: UserActivated, ctx: EventContext) -> No
     await RecipientStore(ctx.db).remember(
         event.user_id, {**_basics(event), "username": event.username, "customer_number": event.customer_number},
         version=0)
+    await release_waiting(ctx, *_whos(event.user_id, event.customer_number))
 
 
 async def remember_profile(event: ProfileUpdated, ctx: EventContext) -> None:
@@ -89,6 +104,11 @@ async def remember_profile(event: ProfileUpdated, ctx: EventContext) -> None:
               "communication": event.communication.model_dump(), "subscriptions": event.subscriptions}
     if not await RecipientStore(ctx.db).remember(event.user_id, fields, version=event.version):
         log.info("older profile of user_id=%s ignored: version=%d", event.user_id, event.version)
+    await release_waiting(ctx, *_whos(event.user_id, event.customer_number))
+
+
+def _whos(user_id: str, customer_number: str | None) -> list[str]:
+    return [who_user(user_id), *([who_customer(customer_number)] if customer_number else [])]
 
 
 # --- mails ------------------------------------------------------------------------------------
@@ -127,14 +147,6 @@ async def send_verification_decision(event: VerificationDecided, ctx: EventConte
                   reason=event.reason)
 
 
-class RecipientUnknown(Exception):
-    """The event's user (or customer) has no address in `recipients` yet: raised so that the runtime retries it."""
-
-    def __init__(self, who: str) -> None:
-        super().__init__(f"recipient {who} not known yet")
-        self.who = who
-
-
 def display_name(first_name: str | None, last_name: str | None) -> str | None:
     return " ".join(part for part in (first_name, last_name) if part) or None
 
@@ -149,12 +161,11 @@ async def deliver_to_user(ctx: EventContext, user_id: str, mail: str, *, languag
                           attachments: Sequence[Attachment] = (), **values: Any) -> None:
     """Mail `mail` to a user kept in `recipients`, in their saved language, else `language`, else English.
 
-    Raises `RecipientUnknown` while the user is not known: the runtime retries the event with back-off.
+    Raises `RecipientUnknown` while the user is not known: the event waits for them (`waiting.py`).
     """
     recipient = await RecipientStore(ctx.db).get(user_id)
     if recipient is None or not recipient.get("email"):
-        log.warning("%s: message_id=%s user_id=%s not known yet, event retried", ctx.event, ctx.message_id, user_id)
-        raise RecipientUnknown(user_id)
+        raise RecipientUnknown(who_user(user_id), mail)
     await deliver_once(ctx, mail, user_id=user_id, address=recipient["email"],
                        language=recipient.get("language") or language,
                        name=display_name(recipient.get("first_name"), recipient.get("last_name")),

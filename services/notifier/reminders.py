@@ -5,7 +5,7 @@ else the `user_id`'s, else the language most of the customer's known users have,
 else English;
 `recipient.user_id` alone → that user's address; `customer_number` alone → every known user of
 that customer, each in their own language. A user or customer not known yet raises
-`RecipientUnknown`: the runtime retries the event.
+`RecipientUnknown`: the event waits until an accounts event names them (`waiting.py`).
 
 Each mail carries, per device, a link that stops that device's reminders for that address, and a
 `List-Unsubscribe` header whose link stops all devices of the mail. The tokens are random, stored
@@ -27,7 +27,7 @@ from contracts.metering import ReminderDevice, ReminderDue
 from contracts.notifier import RemindersUnsubscribed, Unsubscribe
 from contracts.registration import Location, ReminderRecipient
 from services.notifier.excel import reading_sheet
-from services.notifier.handlers import RecipientUnknown, deliver_once, display_name, message_id_of
+from services.notifier.handlers import deliver_once, display_name, message_id_of
 from services.notifier.mails import LANGUAGES, XLSX, mail_language
 from services.notifier.settings import notifier_settings
 from services.notifier.store import (
@@ -38,7 +38,10 @@ from services.notifier.store import (
     delivery_id,
     majority_language,
     token_digest,
+    who_customer,
+    who_user,
 )
+from services.notifier.waiting import RecipientUnknown
 from services.runtime.commands import CommandContext, CommandError
 from services.runtime.events import EventContext
 from services.runtime.mongo import Document, as_datetime
@@ -85,14 +88,12 @@ async def addressees_of(ctx: EventContext, event: ReminderDue) -> list[Addressee
     if named.user_id:
         user = await recipients.get(named.user_id)
         if user is None or not user.get("email"):
-            _not_known(ctx, f"user_id={named.user_id}")
-            raise RecipientUnknown(named.user_id)
+            raise RecipientUnknown(who_user(named.user_id), MAIL)
         return [Addressee(user["email"], _language(user) or event.language, _name(user), named.user_id)]
     if named.customer_number:
         users = await recipients.of_customer(named.customer_number)
         if not users:
-            _not_known(ctx, f"customer_number={named.customer_number}")
-            raise RecipientUnknown(f"customer {named.customer_number}")
+            raise RecipientUnknown(who_customer(named.customer_number), MAIL)
         usual = majority_language(users, LANGUAGES, prefer=event.language)
         addressees: dict[str, Addressee] = {}
         for user in users:
@@ -111,10 +112,6 @@ def _language(recipient: Document | None) -> str | None:
 
 def _name(recipient: Document | None) -> str | None:
     return display_name(recipient.get("first_name"), recipient.get("last_name")) if recipient else None
-
-
-def _not_known(ctx: EventContext, who: str) -> None:
-    log.warning("%s: message_id=%s %s not known yet, event retried", ctx.event, ctx.message_id, who)
 
 
 async def _remind(ctx: EventContext, event: ReminderDue, addressee: Addressee, sheet: bytes,

@@ -1,5 +1,6 @@
-"""The notifier's collections: `recipients` (who, in which language), `deliveries` (each mail's state) and
-`unsubscribe_tokens` (the one-click links of reminder mails, by the sha256 of the token).
+"""The notifier's collections: `recipients` (who, in which language), `deliveries` (each mail's state),
+`unsubscribe_tokens` (the one-click links of reminder mails, by the sha256 of the token) and `waiting_mails`
+(events whose recipient is not known yet).
 
 nx-27017 (STACK_NOTES §3): every write is a single-document update with `$set`/`$unset` (no
 `$push` of subdocuments, no `$ne` in filters); booleans may read back as 1. It also stores a
@@ -84,6 +85,19 @@ class RecipientStore:
         cursor = self.collection.find({"customer_number": customer_number}).sort([("created_at", ASCENDING),
                                                                                   ("_id", ASCENDING)])
         return [document async for document in cursor if document.get("email")]
+
+
+USER, CUSTOMER = "user", "customer"
+
+
+def who_user(user_id: str) -> str:
+    """Whom a mail waits for: a user, known once `recipients` has their address."""
+    return f"{USER}:{user_id}"
+
+
+def who_customer(customer_number: str) -> str:
+    """Whom a mail waits for: any user of a customer, known once `recipients` has one with an address."""
+    return f"{CUSTOMER}:{customer_number}"
 
 
 def majority_language(recipients: Iterable[Document], languages: Sequence[str], *,
@@ -225,3 +239,39 @@ class UnsubscribeStore:
             {"_id": digest, "state": UNUSED},
             with_events({"$set": {"state": USED}, "$currentDate": {"used_at": True}}, events))
         return written.modified_count == 1
+
+
+class WaitingMailStore:
+    """One document per (event, message_id, who) that could not be mailed because `who` was not known yet.
+
+    Written once by an insert and deleted by `_id`, never updated; `since` is a `stamp` string (nx-27017 turns
+    a datetime `$set` into a naive string; an insert would keep it, but one kind of time everywhere is simpler).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db[WAITING_MAILS]
+
+    async def create_indexes(self) -> None:
+        await self.collection.create_index("who")
+
+    async def keep(self, document: Document) -> bool:
+        """Store a waiting mail; False when it was there already (a copy of the event)."""
+        try:
+            await self.collection.insert_one(document)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def of(self, whos: Sequence[str]) -> list[Document]:
+        """The mails waiting for any of `whos`, oldest first."""
+        cursor = self.collection.find({"who": {"$in": list(whos)}}).sort([("since", ASCENDING), ("_id", ASCENDING)])
+        return [document async for document in cursor]
+
+    async def get(self, key: str) -> Document | None:
+        return await self.collection.find_one({"_id": key})
+
+    async def delete(self, key: str) -> None:
+        await self.collection.delete_one({"_id": key})
+
+
+WAITING_MAILS = "waiting_mails"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import re
 from datetime import date
 from email.message import EmailMessage
@@ -16,17 +15,15 @@ import pytest
 from contracts.accounts import Language
 from contracts.base import FileObject
 from contracts.registration import BulkStatus, BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided, Warranty
-from services.notifier.app import service
 from services.notifier.mails import LANGUAGES as MAIL_LANGUAGES
 from services.notifier.mails import XLSX, render
-from services.notifier.settings import NotifierSettings
-from services.notifier.store import RecipientStore
+from services.notifier.store import RecipientStore, who_user
 from services.registration.excel import result_workbook
 from services.runtime.service import ServiceInstance
 from tests.builders import random_email, random_id
 from tests.notifier.support import SmtpServer, profile_updated, publish
 from tests.notifier.test_mails import only_mail_to, parts
-from tests.support import eventually, running
+from tests.support import eventually
 
 LANGUAGES: tuple[Language, ...] = ("de", "en", "nb")
 
@@ -310,24 +307,20 @@ async def test_a_request_decision_says_approved_or_rejected_what_kind_and_how_ma
 # --- unknown recipients and copies ------------------------------------------------------------
 
 async def test_a_mail_for_a_user_the_notifier_does_not_know_yet_arrives_once_the_accounts_event_does(
-        notifier_settings: NotifierSettings, smtp: SmtpServer, amqp_url: str,
-        caplog: pytest.LogCaptureFixture) -> None:
-    patient = notifier_settings.model_copy(update={"event_max_attempts": 10})
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     user_id, address = random_id("u"), random_email()
-    async with running(service, patient):
-        await publish(amqp_url, device_registered(user_id, "en"))
+    await publish(amqp_url, device_registered(user_id, "en"))
 
-        async def retried() -> bool:
-            return any("not known yet" in record.getMessage() and user_id in record.getMessage()
-                       for record in caplog.records if record.levelno == logging.WARNING)
-        await eventually(retried)
-        assert smtp.mailbox.to(address) == []
+    async def kept() -> bool:
+        return await notifier.db.waiting_mails.count_documents({"who": who_user(user_id)}) == 1
+    await eventually(kept)
+    assert smtp.mailbox.to(address) == []
 
-        await publish(amqp_url, profile_updated(user_id, address, version=1, language="de"))
-        message = await only_mail_to(smtp, address)
-        assert message["Subject"] == REGISTRATION["de"][0]
-        await asyncio.sleep(1.0)  # the retries still under way send nothing more
-        assert len(smtp.mailbox.to(address)) == 1
+    await publish(amqp_url, profile_updated(user_id, address, version=1, language="de"))
+    message = await only_mail_to(smtp, address)
+    assert message["Subject"] == REGISTRATION["de"][0]
+    await asyncio.sleep(1.0)
+    assert len(smtp.mailbox.to(address)) == 1
 
 
 async def test_the_same_event_twice_gives_one_mail(
