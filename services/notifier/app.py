@@ -28,6 +28,7 @@ service = Service("notifier", description="E-mail for every event above, in the 
 
 service.on_startup(handlers.create_indexes)
 service.background(handlers.retry_due_deliveries)
+service.background(waiting.sweep_waiting_mails)
 
 # Every event goes through `late`, the one list of (event, handler): a handler that finds no recipient keeps the
 # event waiting, and `late` runs the same handler again once the recipient is known.

@@ -31,6 +31,11 @@ class NotifierSettings(Settings):
     # til Ricoh"); unset, no such mail is sent. Mails to it are in `notifier_service_desk_language`.
     notifier_service_desk_email: str | None = None
     notifier_service_desk_language: Language = "en"
+    # A mail whose recipient is not known yet waits this long for the accounts event naming them, then is
+    # recorded `failed` ("recipient never known").
+    notifier_wait_days: int = Field(default=30, ge=1)
+    # How often every replica looks for waiting mails whose recipient is known by now, or that waited too long.
+    notifier_wait_sweep_seconds: float = Field(default=60.0, gt=0)
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th failed attempt."""

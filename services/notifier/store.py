@@ -86,6 +86,29 @@ class RecipientStore:
                                                                                   ("_id", ASCENDING)])
         return [document async for document in cursor if document.get("email")]
 
+    async def known(self, whos: Iterable[str]) -> set[str]:
+        """Which of `whos` (`who_user`, `who_customer`) have an address by now: users by `_id`, customers by a
+        user of theirs."""
+        users: set[str] = set()
+        customers: set[str] = set()
+        for who in whos:
+            kind, _, key = who.partition(":")
+            if kind == USER:
+                users.add(key)
+            elif kind == CUSTOMER:
+                customers.add(key)
+        known: set[str] = set()
+        if users:
+            async for document in self.collection.find({"_id": {"$in": sorted(users)}}, {"email": 1}):
+                if document.get("email"):
+                    known.add(who_user(document["_id"]))
+        if customers:
+            async for document in self.collection.find({"customer_number": {"$in": sorted(customers)}},
+                                                       {"email": 1, "customer_number": 1}):
+                if document.get("email"):
+                    known.add(who_customer(document["customer_number"]))
+        return known
+
 
 USER, CUSTOMER = "user", "customer"
 
@@ -265,6 +288,12 @@ class WaitingMailStore:
     async def of(self, whos: Sequence[str]) -> list[Document]:
         """The mails waiting for any of `whos`, oldest first."""
         cursor = self.collection.find({"who": {"$in": list(whos)}}).sort([("since", ASCENDING), ("_id", ASCENDING)])
+        return [document async for document in cursor]
+
+    async def batch(self, *, after: str | None, limit: int) -> list[Document]:
+        """The next `limit` waiting mails by `_id` after `after`, without their bodies."""
+        query: Document = {"_id": {"$gt": after}} if after is not None else {}
+        cursor = self.collection.find(query, {"body": 0}).sort([("_id", ASCENDING)]).limit(limit)
         return [document async for document in cursor]
 
     async def get(self, key: str) -> Document | None:

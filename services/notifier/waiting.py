@@ -8,25 +8,30 @@ stores nothing new) and acked. Storing a recipient (`release_waiting`, called by
 handlers) runs the event's own handler again with the event's original name and `message_id`, so
 `deliver_once` keys the mail exactly as the first attempt would have: one mail, also when two
 replicas release at once or a copy of the event comes later. The entry is deleted after its
-handler completed.
+handler completed. `sweep_waiting_mails`, on every replica, releases what the accounts handlers
+missed (a recipient stored between the check and the insert) and records mails whose recipient
+never came within `PORTAL_NOTIFIER_WAIT_DAYS` as `failed`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
 from contracts.base import Event
-from services.notifier.store import WaitingMailStore
+from services.notifier.mails import mail_language
+from services.notifier.settings import notifier_settings
+from services.notifier.store import USER, DeliveryStore, RecipientStore, WaitingMailStore, delivery_id
 from services.runtime.events import EventContext, EventHandler
 from services.runtime.instance import Instance
-from services.runtime.mongo import Document, stamp
+from services.runtime.mongo import Document, parse_stamp, stamp
 
 if TYPE_CHECKING:
     from services.runtime.service import Service
@@ -35,11 +40,14 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATE_KEY = "late_recipients"
+NEVER_KNOWN = "recipient never known"
+STILL_FAILING = "recipient known, but the mail kept failing"
+SWEEP_BATCH = 200
 
 
 class RecipientUnknown(Exception):
     """The event's user or customer (`who`, see `store.who_user`) has no address in `recipients` yet: the event
-    waits for them. `mail` names the mail it was to become."""
+    waits for them. `mail` names the mail it was to become, for the operator's list if it never does."""
 
     def __init__(self, who: str, mail: str) -> None:
         super().__init__(f"recipient {who} not known yet")
@@ -69,14 +77,20 @@ class LateRecipients:
         instance.state[STATE_KEY] = self
 
     async def release(self, instance: Instance, entry: Document) -> bool:
-        """Run a waiting mail's handler as its first attempt would have; True when done and the entry removed.
+        """Run a waiting mail's handler as its first attempt would have; True when it waits no more (done and
+        removed here, or by another replica).
 
-        Never raises: what fails stays waiting (a stored body that no longer decodes, an event no longer
-        consumed, a database error).
+        Never raises: what fails stays waiting for the next sweep (a stored body that no longer decodes, an event
+        no longer consumed, a database error) and is given up on after `PORTAL_NOTIFIER_WAIT_DAYS`.
         """
         key, name, message_id, who = entry["_id"], entry["event"], entry["message_id"], entry["who"]
         store = WaitingMailStore(instance.db)
         try:
+            if "body" not in entry:  # the sweep reads entries without their bodies
+                found = await store.get(key)
+                if found is None:
+                    return True  # released by another replica meanwhile
+                entry = found
             spec = self.handlers.get(name)
             if spec is None:
                 log.error("%s: message_id=%s no handler for this event any more, mail for %s left waiting", name,
@@ -95,7 +109,7 @@ class LateRecipients:
                       who)
             return False
         except Exception:
-            log.exception("%s: message_id=%s waiting mail for %s failed, left waiting", name, message_id,
+            log.exception("%s: message_id=%s waiting mail for %s failed, left for the next sweep", name, message_id,
                           who)
             return False
         log.info("%s: message_id=%s mail for %s released: recipient known", name, message_id, who)
@@ -136,3 +150,42 @@ async def release_waiting(ctx: EventContext, *whos: str) -> None:
     """Send the mails waiting for `whos`, whom the calling handler has just stored in `recipients`."""
     for entry in await WaitingMailStore(ctx.db).of(whos):
         await late_recipients(ctx.instance).release(ctx.instance, entry)
+
+
+async def sweep_waiting_mails(instance: Instance) -> None:
+    """Every `PORTAL_NOTIFIER_WAIT_SWEEP_SECONDS`, from the start: release or give up waiting mails."""
+    settings = notifier_settings(instance)
+    while True:
+        await sweep(instance, now=datetime.now(UTC))
+        await asyncio.sleep(settings.notifier_wait_sweep_seconds)
+
+
+async def sweep(instance: Instance, *, now: datetime) -> None:
+    """Release the waiting mails whose recipient is known by now; give up on those older than the wait limit."""
+    late, store = late_recipients(instance), WaitingMailStore(instance.db)
+    recipients = RecipientStore(instance.db)
+    cutoff = now - timedelta(days=notifier_settings(instance).notifier_wait_days)
+    after: str | None = None
+    while batch := await store.batch(after=after, limit=SWEEP_BATCH):
+        after = batch[-1]["_id"]
+        known = await recipients.known({entry["who"] for entry in batch})
+        for entry in batch:
+            if entry["who"] in known and await late.release(instance, entry):
+                continue
+            if parse_stamp(entry["since"]) < cutoff:
+                await give_up(instance, entry, now=now,
+                              error=NEVER_KNOWN if entry["who"] not in known else STILL_FAILING)
+
+
+async def give_up(instance: Instance, entry: Document, *, now: datetime, error: str) -> None:
+    """Record the mail as a `failed` delivery to `who` (for the operator's list) and stop waiting."""
+    who, message_id = entry["who"], entry["message_id"]
+    kind, _, key = who.partition(":")
+    await DeliveryStore(instance.db).create_failed(
+        {"_id": delivery_id(message_id, who), "event": entry["event"], "event_message_id": message_id,
+         "mail": entry["mail"], "user_id": key if kind == USER else None, "recipient": who.lower(), "address": None,
+         "language": mail_language(entry.get("language")), "subject": ""},
+        now=now, error=error)
+    await WaitingMailStore(instance.db).delete(entry["_id"])
+    log.warning("%s: message_id=%s mail %s for %s given up (%s), waiting since %s", entry["event"], message_id,
+                entry["mail"], who, error, entry["since"])
