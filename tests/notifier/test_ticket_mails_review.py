@@ -1,0 +1,128 @@
+"""Adversarial review of the ticket mails: each test here failed against 833f87b."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from icalendar import Calendar
+
+from contracts.ticketing import TicketOpened
+from contracts.topology import dead_letter_queue, event_queue
+from services.notifier.settings import NotifierSettings
+from services.notifier.tickets import visit_calendar
+from services.runtime.service import ServiceInstance
+from tests.builders import drain_queue, random_email
+from tests.notifier.support import SmtpServer, publish
+from tests.notifier.test_mails import only_mail_to
+from tests.notifier.test_ticket_mails import CET, ETA, attachments, dispatched, opened, status_changed, texts
+from tests.support import eventually
+
+# --- D1: header injection through an RFC 2047 encoded word in a value that reaches Subject -----------------------
+
+async def test_an_encoded_word_in_the_ticket_number_cannot_add_headers(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # one_line() strips real CR/LF, but `=?utf-8?q?=0D=0A...?=` has none: the email package (3.11.7) decodes it
+    # when the Subject is set and writes the decoded CRLF raw when it folds the header.
+    event = opened(random_email(), number="1484049/1 =?utf-8?q?=0D=0AReply-To:_evil@example.com?=")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Reply-To"] is None
+    assert [raw.count(b"\nReply-To:") for raw in smtp.mailbox.raw] == [0]
+
+
+# --- D2: a contact's display name can put more addresses into To, or make the mail uncomposable ---------------------
+
+async def test_a_non_ascii_contact_name_with_commas_stays_one_display_name(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # SingleLine accepts this name (ticketing.open_ticket lets a customer type it).
+    name = "Jörg Müller, evil@example.com, Bob"
+    event = opened(random_email(), name=name)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    addresses = message["To"].addresses
+    assert [(address.display_name, address.addr_spec) for address in addresses] == [(name, event.contact.email)]
+
+
+async def test_a_contact_name_holding_an_encoded_word_is_still_mailed_not_dead_lettered(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # No control character, so the contract's SingleLine accepts it; compose() raises ValueError for it, the
+    # event is retried and dead-lettered: the receipt never goes and no delivery is listed.
+    event = opened(random_email(), name="Kari =?utf-8?q?=0D=0A?= Nordmann")
+    message_id = await publish(amqp_url, event)
+
+    dead: list[str | None] = []
+
+    async def mailed_or_dead() -> bool:
+        queue = dead_letter_queue(event_queue("notifier", TicketOpened.routing_key))
+        dead.extend(message.message_id for message in await drain_queue(amqp_url, queue))
+        return bool(smtp.mailbox.to(event.contact.email)) or message_id in dead
+    await eventually(mailed_or_dead, timeout=30)
+    assert message_id not in dead
+    assert len(smtp.mailbox.to(event.contact.email)) == 1
+
+
+# --- D3: the visit stays in the customer's calendar after it is cancelled ----------------------------------------
+
+async def test_cancelling_a_dispatched_visit_withdraws_its_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    email = random_email()
+    dispatch = dispatched(email, number="7000001/1", sequence=1)
+    await publish(amqp_url, dispatch)
+    first = await only_mail_to(smtp, email)
+    [entry] = attachments(first)
+    [visit] = Calendar.from_ical(entry.get_content()).walk("VEVENT")
+
+    cancel = status_changed(email, "cancelled", number="7000001/1", note="Kunde hat abgesagt.", sequence=2)
+    cancel.previous_status = "dispatched"
+    await publish(amqp_url, cancel)
+
+    async def both() -> bool:
+        return len(smtp.mailbox.to(email)) == 2
+    await eventually(both)
+    [second] = [mail for mail in smtp.mailbox.to(email) if "cancelled" in str(mail["Subject"])]
+    calendars = [part for part in attachments(second) if part.get_content_type() == "text/calendar"]
+    assert calendars, "the cancellation carries no calendar update: the visit stays in the customer's calendar"
+    calendar = Calendar.from_ical(calendars[0].get_content())
+    [withdrawn] = calendar.walk("VEVENT")
+    assert calendar["METHOD"] == "CANCEL" and withdrawn["STATUS"] == "CANCELLED"
+    assert withdrawn["UID"] == visit["UID"] and withdrawn.decoded("SEQUENCE") == 2
+
+
+async def test_a_new_eta_on_the_way_updates_the_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # The README promises a later entry with the same UID and a higher SEQUENCE replaces the first; none is sent.
+    email, later = random_email(), datetime(2027, 3, 9, 11, 0, tzinfo=CET)
+    event = status_changed(email, "en_route", technician="Kari Nordmann", eta=later, number="7000002/1", sequence=2)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 11:00 (UTC+01:00)" in text
+    calendars = [part for part in attachments(message) if part.get_content_type() == "text/calendar"]
+    assert calendars, "the changed ETA is only in the text; the calendar keeps the old time"
+
+
+# --- D4 (low): the on-site mail still announces an "expected arrival" ---------------------------------------------
+
+async def test_the_on_site_mail_does_not_announce_an_expected_arrival(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # ticketing copies the dispatch's ETA into every later change (`eta or ticket.get("eta")`).
+    event = status_changed(random_email(), "on_site", technician="Kari Nordmann", eta=ETA)
+    await publish(amqp_url, event)
+
+    text, _ = texts(await only_mail_to(smtp, event.contact.email))
+    assert "the technician has arrived on site" in text
+    assert "Expected arrival" not in text
+
+
+# --- D5 (low): METHOD:PUBLISH without ORGANIZER ----------------------------------------------------------------
+
+def test_a_published_visit_names_its_organizer() -> None:
+    # RFC 5546 §3.2.1: a VEVENT published with METHOD:PUBLISH has exactly one ORGANIZER.
+    settings = NotifierSettings(public_url="https://portal.vendor.example/")
+    calendar = Calendar.from_ical(visit_calendar(dispatched("c@example.com", number="1484049/1"), eta=ETA,
+                                                 language="en", settings=settings))
+    [visit] = calendar.walk("VEVENT")
+    assert "ORGANIZER" in visit
