@@ -418,6 +418,37 @@ async def test_line_breaks_in_the_ticket_number_or_the_technicians_name_stay_on_
     assert str(visit["DESCRIPTION"]).splitlines()[0] == f"Technician: Kari Nordmann {injected}"
 
 
+async def test_an_encoded_word_in_the_ticket_number_cannot_add_a_header(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # No line break for one_line() to remove: the email package decodes `=?utf-8?q?=0D=0A...?=` in the subject and
+    # would write the CR LF it holds raw.
+    event = opened(random_email(), number="1484049/1 =?utf-8?q?=0D=0AReply-To:_evil@example.com?=")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Reply-To"] is None
+    assert [raw.count(b"\nReply-To:") for raw in smtp.mailbox.raw] == [0]
+    assert message["Subject"] == "Service request 1484049/1 = ?utf-8?q?=0D=0AReply-To:_evil@example.com?= received"
+
+
+async def test_a_contact_name_holding_an_encoded_line_break_is_mailed_rather_than_dead_lettered(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # No control character, so the contract's SingleLine accepts it. Decoded in `To`, it made compose() raise
+    # ValueError: the event was retried and dead-lettered, the receipt never went and no delivery was listed.
+    event = opened(random_email(), name="Kari =?utf-8?q?=0D=0A?= Nordmann")
+    message_id = await publish(amqp_url, event)
+
+    dead: list[str | None] = []
+
+    async def mailed_or_dead() -> bool:
+        queue = dead_letter_queue(event_queue("notifier", TicketOpened.routing_key))
+        dead.extend(message.message_id for message in await drain_queue(amqp_url, queue))
+        return bool(smtp.mailbox.to(event.contact.email)) or message_id in dead
+    await eventually(mailed_or_dead, timeout=30)
+    assert message_id not in dead
+    assert len(smtp.mailbox.to(event.contact.email)) == 1
+
+
 async def test_markup_in_the_description_and_names_arrives_escaped_in_the_html(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     script = "<script>alert(1)</script>"
