@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage, Message
 from email.policy import Policy
 from typing import Any
@@ -34,6 +35,8 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contracts.registration import Location
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = ("de", "en", "nb")
 FALLBACK_LANGUAGE = "en"
@@ -87,7 +90,7 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
     `headers` are added as they are; only `VERBATIM_HEADERS` may be longer than a folded line."""
     message = EmailMessage(policy=_POLICY)
     message["From"] = sender
-    message["To"] = email.utils.formataddr((header_text(to_name), to)) if to_name else to
+    message["To"] = _recipient(to, to_name)
     message["Subject"] = header_text(rendered.subject)
     message["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
@@ -102,6 +105,26 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
         message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename, params=params)
     message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
     return message
+
+
+def _recipient(address: str, name: str | None) -> BaseHeader | str:
+    """The `To` header for `address` with `name` as its display name, or `address` alone if the header cannot
+    carry the name.
+
+    `Address` keeps a name with commas one display name (`formataddr` writes a non-ASCII one as an encoded
+    word followed by the rest, which reads as several addresses). A name that still cannot be written is
+    left out, so that the mail goes rather than the event being retried until dead-lettered.
+    """
+    display_name = header_text(name or "")
+    if not display_name:
+        return address
+    try:
+        header: BaseHeader = _POLICY.header_factory("To", Address(display_name=display_name, addr_spec=address))
+        header.fold(policy=_POLICY)  # what writing the message would do: fails here rather than after compose
+    except ValueError as error:  # UnicodeEncodeError too (a lone surrogate)
+        log.warning("display name cannot be written in To, mailed to the address alone: %s", error)
+        return address
+    return header
 
 
 def _content_type(value: str) -> tuple[str, str, dict[str, str]]:

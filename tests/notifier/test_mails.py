@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,3 +219,22 @@ def test_an_extra_header_is_written_exactly_as_given_even_holding_an_encoded_wor
     raw, message = composed(headers={"List-Unsubscribe": value})
     assert f"\r\nList-Unsubscribe: {value}\r\n".encode() in raw
     assert message["Bcc"] is None
+
+
+@pytest.mark.parametrize("name", ["Jörg Müller, evil@example.com, Bob", "Kari =?utf-8?q?=0D=0ABcc:_all@example.com?="],
+                         ids=["non_ascii_with_commas", "encoded_word"])
+def test_a_display_name_stays_one_name_of_the_one_recipient(name: str) -> None:
+    raw, message = composed(to_name=name)
+    shown = name.replace("=?", "= ?")
+    assert [(found.display_name, found.addr_spec) for found in message["To"].addresses] == [
+        (shown, "c.zimmermann@example.com")]
+    assert message["Bcc"] is None and b"\nBcc:" not in raw
+
+
+def test_a_display_name_the_to_header_cannot_carry_is_left_out_and_the_mail_still_composed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A lone surrogate cannot be written in UTF-8: with the name, writing the message raised ValueError.
+    with caplog.at_level(logging.WARNING, logger="services.notifier.mails"):
+        _, message = composed(to_name="Kari \ud800 Nordmann")
+    assert message["To"] == "c.zimmermann@example.com"
+    assert "display name cannot be written in To" in caplog.text

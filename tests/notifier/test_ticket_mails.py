@@ -431,6 +431,18 @@ async def test_an_encoded_word_in_the_ticket_number_cannot_add_a_header(
     assert message["Subject"] == "Service request 1484049/1 = ?utf-8?q?=0D=0AReply-To:_evil@example.com?= received"
 
 
+async def test_a_non_ascii_contact_name_with_commas_stays_the_display_name_of_the_one_recipient(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # SingleLine accepts this name (ticketing.open_ticket lets a customer type it).
+    name = "Jörg Müller, evil@example.com, Bob"
+    event = opened(random_email(), name=name)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    addresses = message["To"].addresses
+    assert [(address.display_name, address.addr_spec) for address in addresses] == [(name, event.contact.email)]
+
+
 async def test_a_contact_name_holding_an_encoded_line_break_is_mailed_rather_than_dead_lettered(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     # No control character, so the contract's SingleLine accepts it. Decoded in `To`, it made compose() raise

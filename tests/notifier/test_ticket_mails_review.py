@@ -12,22 +12,8 @@ from services.runtime.service import ServiceInstance
 from tests.builders import random_email
 from tests.notifier.support import SmtpServer, publish
 from tests.notifier.test_mails import only_mail_to
-from tests.notifier.test_ticket_mails import CET, ETA, attachments, dispatched, opened, status_changed, texts
+from tests.notifier.test_ticket_mails import CET, ETA, attachments, dispatched, status_changed, texts
 from tests.support import eventually
-
-# --- D2: a contact's display name can put more addresses into To, or make the mail uncomposable ---------------------
-
-async def test_a_non_ascii_contact_name_with_commas_stays_one_display_name(
-        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
-    # SingleLine accepts this name (ticketing.open_ticket lets a customer type it).
-    name = "Jörg Müller, evil@example.com, Bob"
-    event = opened(random_email(), name=name)
-    await publish(amqp_url, event)
-
-    message = await only_mail_to(smtp, event.contact.email)
-    addresses = message["To"].addresses
-    assert [(address.display_name, address.addr_spec) for address in addresses] == [(name, event.contact.email)]
-
 
 # --- D3: the visit stays in the customer's calendar after it is cancelled ----------------------------------------
 
