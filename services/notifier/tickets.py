@@ -2,7 +2,8 @@
 
 `ticketing.ticket.opened` mails the ticket receipt (OKI: "Projekt: 1484049/1 erfasst"), and
 `ticketing.ticket.status_changed` one mail per status a customer waits for: `dispatched` (with the
-technician, the ETA and, with an ETA, the visit as a calendar entry), `en_route`, `on_site`
+technician, the ETA and, with an ETA, the visit as a calendar entry), `en_route` (technician and ETA),
+`on_site` (the technician, no ETA)
 (OneRicoh's «Utsendt», «På vei», «På stedet»), `resolved` and `cancelled`; `closed` mails nothing.
 They go to the ticket's contact as the order mails go to the order's (`handlers.deliver_to_contact`).
 
@@ -38,8 +39,10 @@ STATUS = "ticket_status"
 NOTE = "ticket_note"
 # The statuses a customer is told of; `closed` follows `resolved` in the back office and says nothing new.
 MAILED_STATUSES = ("dispatched", "en_route", "on_site", "resolved", "cancelled")
-# The statuses whose mail names the technician and when they are expected.
+# The statuses whose mail names the technician.
 VISIT_STATUSES = ("dispatched", "en_route", "on_site")
+# The statuses whose mail says when the technician is expected: once on site, they have arrived.
+ARRIVAL_STATUSES = ("dispatched", "en_route")
 CALENDAR = "text/calendar; method=PUBLISH; charset=UTF-8"
 PRODID = "-//Service Portal//notifier//EN"
 # The calendar entry's words, in the mail's language.
@@ -70,7 +73,8 @@ async def send_status_change(event: TicketStatusChanged, ctx: EventContext) -> N
     settings = notifier_settings(ctx.instance)
     change = event.change
     visiting = event.status in VISIT_STATUSES
-    eta = aware(change.eta) if visiting and change.eta is not None else None
+    # ticketing carries the ETA forward into every later change; only the mails before arrival show it.
+    eta = aware(change.eta) if event.status in ARRIVAL_STATUSES and change.eta is not None else None
     cancelled = event.status == "cancelled"
     with_calendar = event.status == "dispatched" and eta is not None
     values = {**ticket_values(event, settings.public_url), "status": event.status, "by": change.by,

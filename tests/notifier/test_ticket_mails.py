@@ -297,6 +297,24 @@ async def test_each_later_status_is_mailed_to_the_contact_with_its_own_subject(
         assert "Note:\n  Fixiereinheit getauscht." in text
 
 
+@pytest.mark.parametrize(("language", "technician", "arrival"), [
+    ("de", "Techniker: Kari Nordmann", "Voraussichtliche Ankunft"),
+    ("en", "Technician: Kari Nordmann", "Expected arrival"),
+    ("nb", "Tekniker: Kari Nordmann", "Forventet ankomst"),
+])
+async def test_the_on_site_mail_names_the_technician_but_no_expected_arrival(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language, technician: str,
+        arrival: str) -> None:
+    # ticketing copies the dispatch's ETA into every later change (`eta or ticket.get("eta")`).
+    event = status_changed(random_email(), "on_site", language, technician="Kari Nordmann", eta=ETA)
+    await publish(amqp_url, event)
+
+    text, html = texts(await only_mail_to(smtp, event.contact.email))
+    assert technician in text and technician in text_of(html)
+    assert arrival not in text and arrival not in html
+    assert "09:30" not in text
+
+
 @pytest.mark.parametrize(("by", "reason", "note", "said"), [
     ("customer", "Gerät wurde ersetzt.", None, "has been cancelled at your request."),
     ("operator", None, "Doppelte Meldung, siehe 1484049/2.", "has been cancelled by our service team."),

@@ -56,19 +56,6 @@ async def test_a_new_eta_on_the_way_updates_the_calendar_entry(
     assert calendars, "the changed ETA is only in the text; the calendar keeps the old time"
 
 
-# --- D4 (low): the on-site mail still announces an "expected arrival" ---------------------------------------------
-
-async def test_the_on_site_mail_does_not_announce_an_expected_arrival(
-        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
-    # ticketing copies the dispatch's ETA into every later change (`eta or ticket.get("eta")`).
-    event = status_changed(random_email(), "on_site", technician="Kari Nordmann", eta=ETA)
-    await publish(amqp_url, event)
-
-    text, _ = texts(await only_mail_to(smtp, event.contact.email))
-    assert "the technician has arrived on site" in text
-    assert "Expected arrival" not in text
-
-
 # --- D5 (low): METHOD:PUBLISH without ORGANIZER ----------------------------------------------------------------
 
 def test_a_published_visit_names_its_organizer() -> None:
