@@ -88,11 +88,13 @@ PREVIOUS: dict[str, TicketStatus] = {"dispatched": "to_be_scheduled", "en_route"
 
 def status_changed(email: str, status: TicketStatus, language: str = "en", *, technician: str | None = None,
                    eta: datetime | None = None, note: str | None = None, reason: str | None = None,
-                   by: Actor = "operator", sequence: int = 1, **fields: Any) -> TicketStatusChanged:
+                   by: Actor = "operator", sequence: int = 1, previous_status: TicketStatus | None = None,
+                   eta_changed: bool = False, **fields: Any) -> TicketStatusChanged:
     change = StatusChange(status=status, at=datetime(2027, 3, 6, 8, 0, tzinfo=UTC), by=by, technician=technician,
                           eta=eta, note=note)
     return TicketStatusChanged(**ticket_fields(email, language, **fields), status=status,
-                               previous_status=PREVIOUS[status], change=change, reason=reason, sequence=sequence)
+                               previous_status=previous_status or PREVIOUS[status], change=change, reason=reason,
+                               sequence=sequence, eta_changed=eta_changed)
 
 
 def dispatched(email: str, language: str = "en", *, eta: datetime | None = ETA, **fields: Any) -> TicketStatusChanged:
@@ -273,6 +275,92 @@ async def test_a_dispatch_without_an_eta_has_no_calendar_entry(
     assert attachments(message) == []
     assert "Technician: Kari Nordmann" in text
     assert "Expected arrival" not in text and ".ics" not in text
+
+
+async def test_a_new_eta_on_the_way_moves_the_calendar_entry_to_the_new_time(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # The same UID with a higher SEQUENCE replaces the dispatch's entry in the customer's calendar.
+    email, later, number = random_email(), datetime(2027, 3, 9, 11, 0, tzinfo=CET), ticket_number()
+    event = status_changed(email, "en_route", technician="Kari Nordmann", eta=later, number=number, sequence=2,
+                           eta_changed=True)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, email)
+    text, html = texts(message)
+    assert "Expected arrival: 2027-03-09 11:00 (UTC+01:00)" in text
+    moved = "The attached calendar entry (.ics) holds the visit at its new time"
+    assert moved in text and moved in text_of(html)
+    attachment, calendar = calendar_of(message)
+    assert attachment.get_param("method") == "PUBLISH"
+    assert attachment.get_filename() == f"service-visit-{file_part(number)}.ics"
+    assert calendar["METHOD"] == "PUBLISH"
+    [visit] = calendar.walk("VEVENT")
+    assert visit["UID"] == f"ticket-{file_part(number)}@service.example.test"
+    assert visit.decoded("SEQUENCE") == 2
+    assert visit.decoded("DTSTART") == later
+    assert "STATUS" not in visit
+
+
+async def test_on_the_way_without_a_new_eta_the_mail_carries_no_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # ticketing carries the dispatch's ETA forward: the customer's calendar has it already.
+    event = status_changed(random_email(), "en_route", technician="Kari Nordmann", eta=ETA, sequence=2)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 09:30 (UTC+01:00)" in text
+    assert message.get_content_type() == "multipart/alternative"
+    assert attachments(message) == []
+    assert ".ics" not in text
+
+
+async def test_cancelling_a_dispatched_visit_withdraws_its_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    email, number = random_email(), ticket_number()
+    dispatch = dispatched(email, number=number, sequence=1)
+    await publish(amqp_url, dispatch)
+    _, published = calendar_of(await only_mail_to(smtp, email))
+    [visit] = published.walk("VEVENT")
+
+    # ticketing carries the dispatch's ETA forward into the cancellation's change.
+    cancel = status_changed(email, "cancelled", number=number, note="Kunde hat abgesagt.", sequence=2,
+                            previous_status="dispatched", eta=ETA)
+    await publish(amqp_url, cancel)
+
+    async def both() -> bool:
+        return len(smtp.mailbox.to(email)) == 2
+    await eventually(both)
+    [second] = [mail for mail in smtp.mailbox.to(email) if "cancelled" in str(mail["Subject"])]
+    attachment, calendar = calendar_of(second)
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "CANCEL"
+    assert str(attachment.get_param("charset")).lower() == "utf-8"
+    assert attachment.get_filename() == f"service-visit-{file_part(number)}.ics"
+    [withdrawn] = calendar.walk("VEVENT")
+    assert calendar["METHOD"] == "CANCEL" and withdrawn["STATUS"] == "CANCELLED"
+    assert withdrawn["UID"] == visit["UID"] and withdrawn.decoded("SEQUENCE") == 2
+    text, html = texts(second)
+    withdrawal = "The attached calendar entry (.ics) cancels the visit"
+    assert withdrawal in text and withdrawal in text_of(html)
+    assert "Expected arrival" not in text
+
+
+@pytest.mark.parametrize(("previous", "eta"), [("to_be_scheduled", None), ("to_be_scheduled", ETA),
+                                           ("dispatched", None)],
+                         ids=["before_dispatch", "before_dispatch_with_a_stray_eta", "dispatched_without_an_eta"])
+async def test_a_cancellation_with_no_visit_in_the_calendar_carries_no_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, previous: TicketStatus,
+        eta: datetime | None) -> None:
+    event = status_changed(random_email(), "cancelled", by="customer", reason="Gerät wurde ersetzt.",
+                           previous_status=previous, eta=eta, sequence=2)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert message.get_content_type() == "multipart/alternative"
+    assert attachments(message) == []
+    assert ".ics" not in text
 
 
 @pytest.mark.parametrize(("status", "subject", "phrase"), [
@@ -538,6 +626,23 @@ async def test_a_note_mails_nobody_when_no_service_desk_is_set(
     assert await notifier.db.deliveries.count_documents({"event_message_id": message_id}) == 0
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_each_calendar_entry_is_explained_in_every_language_in_words_of_its_own(language: str) -> None:
+    values = {"ticket_number": "1484049/1", "ticket_url": link_of("1484049/1"), "customer_number": None,
+              "device": {"model": "ES5462 MFP", "serial_number": "AK6C004746", "friendly_name": None},
+              "address": list(ADDRESS_LINES), "name": None, "by": "operator", "technician": None, "eta": None,
+              "eta_zone": None, "reason": [], "note": []}
+    explained = {}
+    for status, calendar in (("dispatched", "publish"), ("en_route", "update"), ("cancelled", "cancel")):
+        mail = render("ticket_status", language, public_url=PORTAL, **values, status=status, calendar=calendar)
+        [line] = [line for line in mail.text.splitlines() if ".ics" in line]
+        assert line in text_of(mail.html)
+        explained[calendar] = line
+        without = render("ticket_status", language, public_url=PORTAL, **values, status=status, calendar=None)
+        assert ".ics" not in without.text and ".ics" not in without.html
+    assert len(set(explained.values())) == 3
+
+
 @pytest.mark.parametrize("language", [*LANGUAGES, "fr"])
 def test_every_ticket_mail_renders_in_every_language_with_a_subject_of_one_line(language: str) -> None:
     common = {"ticket_number": "1484049/1", "ticket_url": link_of("1484049/1"), "customer_number": None,
@@ -550,7 +655,7 @@ def test_every_ticket_mail_renders_in_every_language_with_a_subject_of_one_line(
     subjects = set()
     for status in MAILED_STATUSES:
         mail = render("ticket_status", language, public_url=PORTAL, **common, status=status, by="customer",
-                      technician=None, eta=None, eta_zone=None, reason=[], note=[], calendar=False)
+                      technician=None, eta=None, eta_zone=None, reason=[], note=[], calendar=None)
         subjects.add(mail.subject)
         mails.append(mail)
     assert len(subjects) == len(MAILED_STATUSES)
