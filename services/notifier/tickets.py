@@ -17,6 +17,7 @@ split into lines; the HTML is autoescaped.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from functools import partial
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from icalendar import Calendar
+from icalendar import Calendar, vCalAddress
 from icalendar import Event as CalendarEvent
 
 from contracts.ticketing import TicketEvent, TicketOpened, TicketStatusChanged, TicketUpdated
@@ -175,6 +176,8 @@ def visit_calendar(event: TicketStatusChanged, *, eta: datetime, language: str, 
 
     visit = CalendarEvent()
     visit.add("uid", f"ticket-{_file_part(event.ticket_number)}@{host}")
+    if (organizer := _organizer(settings.mail_from)) is not None:
+        visit.add("organizer", organizer)
     visit.add("sequence", event.sequence)
     visit.add("dtstamp", now or datetime.now(UTC))
     visit.add("dtstart", start)
@@ -192,6 +195,18 @@ def visit_calendar(event: TicketStatusChanged, *, eta: datetime, language: str, 
     calendar.add_component(visit)
     ical: bytes = calendar.to_ical()
     return ical
+
+
+def _organizer(mail_from: str) -> vCalAddress | None:
+    """`PORTAL_MAIL_FROM` as the entry's ORGANIZER (RFC 5546 §3.2.1 and §3.2.5: one in PUBLISH and in CANCEL):
+    `mailto:` its address, with its display name as CN if it has one; None if it names no address."""
+    name, address = email.utils.parseaddr(mail_from)
+    if not address:
+        return None
+    organizer = vCalAddress(f"mailto:{address}")
+    if name := one_line(name):
+        organizer.params["CN"] = name
+    return organizer
 
 
 def _visit_attachment(event: TicketStatusChanged, method: CalendarMethod, settings: NotifierSettings,

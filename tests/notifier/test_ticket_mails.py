@@ -32,7 +32,7 @@ from services.notifier.app import service
 from services.notifier.handlers import INVALID_ADDRESS
 from services.notifier.mails import LANGUAGES, render
 from services.notifier.settings import NotifierSettings
-from services.notifier.tickets import MAILED_STATUSES, visit_calendar
+from services.notifier.tickets import MAILED_STATUSES, CalendarMethod, visit_calendar
 from services.runtime.service import ServiceInstance
 from tests.builders import drain_queue, random_email, random_id
 from tests.notifier.support import SmtpServer, list_deliveries, publish
@@ -249,6 +249,23 @@ def test_the_calendar_entry_lasts_the_configured_visit_length_and_keeps_its_uid_
     assert visit.decoded("DTEND") - visit.decoded("DTSTART") == timedelta(minutes=45)
     assert str(visit["SUMMARY"]) == "Servicetermin 1484049/1: ES5462 MFP"
     assert str(visit["DESCRIPTION"]).startswith("Techniker: Kari Nordmann\nSeriennummer: AK6C004746")
+
+
+@pytest.mark.parametrize("method", ["PUBLISH", "CANCEL"])
+@pytest.mark.parametrize(("mail_from", "address", "name"), [
+    ("Service Portal <no-reply@portal.vendor.example>", "mailto:no-reply@portal.vendor.example", "Service Portal"),
+    ("service@portal.vendor.example", "mailto:service@portal.vendor.example", None),
+], ids=["with_a_display_name", "address_alone"])
+def test_the_calendar_entry_names_the_portals_sender_as_its_organizer(
+        method: CalendarMethod, mail_from: str, address: str, name: str | None) -> None:
+    # RFC 5546 §3.2.1 and §3.2.5: a VEVENT sent with METHOD:PUBLISH or METHOD:CANCEL has exactly one ORGANIZER.
+    settings = NotifierSettings(public_url="https://portal.vendor.example/", mail_from=mail_from)
+    calendar = Calendar.from_ical(visit_calendar(dispatched("c@example.com", number="1484049/1"), eta=ETA,
+                                                 language="en", settings=settings, method=method))
+    [visit] = calendar.walk("VEVENT")
+    assert visit.to_ical().decode().count("ORGANIZER") == 1
+    assert str(visit["ORGANIZER"]) == address
+    assert visit["ORGANIZER"].params.get("CN") == name
 
 
 async def test_an_eta_without_a_zone_is_read_as_utc(
