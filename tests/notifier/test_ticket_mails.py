@@ -38,6 +38,7 @@ from tests.builders import drain_queue, random_email, random_id
 from tests.notifier.support import SmtpServer, list_deliveries, publish
 from tests.notifier.test_deliveries import wait_for_mails
 from tests.notifier.test_mails import only_mail_to, parts
+from tests.notifier.test_registration_mails import known_user
 from tests.notifier.test_reminders import text_of
 from tests.support import eventually, running
 
@@ -189,6 +190,16 @@ async def test_the_ticket_receipt_reaches_the_contact_with_the_number_the_device
     assert attachments(message) == []
 
 
+async def test_a_ticket_in_a_language_without_templates_is_mailed_in_english(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = opened(random_email(), "fr")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Content-Language"] == "en"
+    assert message["Subject"] == f"Service request {event.ticket_number} received"
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 async def test_the_dispatch_mail_names_the_technician_and_the_eta_in_the_tickets_language(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language) -> None:
@@ -266,6 +277,37 @@ def test_the_calendar_entry_names_the_portals_sender_as_its_organizer(
     assert visit.to_ical().decode().count("ORGANIZER") == 1
     assert str(visit["ORGANIZER"]) == address
     assert visit["ORGANIZER"].params.get("CN") == name
+
+
+async def test_the_calendar_entry_is_in_the_language_saved_for_the_contacts_address(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    _, address = await known_user(notifier, "de")
+    event = dispatched(address.upper().replace("@EXAMPLE.COM", "@example.com"), "nb")  # the address in another case
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Content-Language"] == "de"
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert str(visit["SUMMARY"]).startswith("Servicetermin")
+
+
+async def test_a_dispatch_without_technician_customer_number_or_full_address_is_still_mailed_with_its_visit(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = status_changed(random_email(), "dispatched", technician=None,
+                           eta=datetime(2027, 3, 9, 9, 30, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+                           friendly_name=None)
+    event.customer_number = None
+    event.service_address = Location(street="Hansaallee 187")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 09:30 (UTC-03:30)" in text and "Technician" not in text
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert visit.decoded("DTSTART") == datetime(2027, 3, 9, 13, 0, tzinfo=UTC)
+    assert str(visit["LOCATION"]) == "Hansaallee 187"
 
 
 async def test_an_eta_without_a_zone_is_read_as_utc(
@@ -483,6 +525,18 @@ async def test_the_same_ticket_event_delivered_twice_is_mailed_once(
         assert await notifier.db.deliveries.count_documents({"event_message_id": sent}) == 1
 
 
+async def test_a_dispatch_published_five_times_to_two_notifiers_is_mailed_once(
+        notifier_settings: NotifierSettings, smtp: SmtpServer, amqp_url: str) -> None:
+    async with running(service, notifier_settings) as one, running(service, notifier_settings):
+        event = dispatched(random_email())
+        message_id = await publish(amqp_url, event)
+        await asyncio.gather(*(publish(amqp_url, event, message_id=message_id) for _ in range(4)))
+        await only_mail_to(smtp, event.contact.email)
+        await asyncio.sleep(1.0)
+        assert len(smtp.mailbox.to(event.contact.email)) == 1
+        assert await one.db.deliveries.count_documents({"event_message_id": message_id}) == 1
+
+
 async def test_a_contact_address_with_a_comma_is_never_mailed(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
         operator_token: str) -> None:
@@ -539,6 +593,19 @@ async def test_line_breaks_in_the_ticket_number_or_the_technicians_name_stay_on_
     [visit] = calendar.walk("VEVENT")
     assert str(visit["SUMMARY"]) == f"Service visit 1484049/1 {injected}: ES5462 MFP"
     assert str(visit["DESCRIPTION"]).splitlines()[0] == f"Technician: Kari Nordmann {injected}"
+
+
+async def test_semicolons_commas_backslashes_and_unicode_line_breaks_stay_inside_their_calendar_property(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = dispatched(random_email(), model="A;B,C\\D\u2028DTSTART:19990101T000000Z")
+    event.change.technician = "Kari;Nord,mann\u2029END:VEVENT"
+    await publish(amqp_url, event)
+
+    _, calendar = calendar_of(await only_mail_to(smtp, event.contact.email))
+    [visit] = calendar.walk("VEVENT")
+    assert str(visit["SUMMARY"]).endswith("A;B,C\\D DTSTART:19990101T000000Z")
+    assert visit.decoded("DTSTART").year == 2027
+    assert str(visit["DESCRIPTION"]).splitlines()[0] == "Technician: Kari;Nord,mann END:VEVENT"
 
 
 async def test_an_encoded_word_in_the_ticket_number_cannot_add_a_header(
@@ -628,6 +695,21 @@ async def test_a_note_added_to_a_ticket_is_mailed_to_the_service_desk_in_its_lan
         assert fact in text
     assert "Fehler tritt nur bei Duplex auf.<br>" in html
     assert smtp.mailbox.to(event.contact.email) == []  # the customer is not mailed about their own note
+
+
+async def test_a_note_is_mailed_to_the_service_desk_alone(
+        notifier_with_service_desk: tuple[ServiceInstance, str], smtp: SmtpServer, amqp_url: str) -> None:
+    _, desk = notifier_with_service_desk
+    event = updated()
+    await publish(amqp_url, event)
+
+    await only_mail_to(smtp, desk)
+    await asyncio.sleep(0.5)
+    assert smtp.mailbox.to(event.contact.email) == []
+
+    async def one() -> bool:
+        return len(smtp.mailbox.messages) == 1
+    await eventually(one)
 
 
 async def test_a_note_mails_nobody_when_no_service_desk_is_set(
