@@ -7,6 +7,11 @@ Extra headers (a reminder's `List-Unsubscribe`, RFC 2369/8058) are written as gi
 line: the standard policy would fold a long URL in angle brackets into RFC 2047 encoded words,
 which mail clients do not read as a URL there.
 
+The email package decodes RFC 2047 encoded words in a header value it is given
+(`=?utf-8?q?=0D=0A...?=`) and may write what they hold, line breaks included, raw when it folds the
+header: every text for a header (the subject, the recipient's display name) goes through
+`header_text` first, which puts it on one line and breaks up the `=?` that opens an encoded word.
+
 `templates/<language>/<mail>.txt.j2` holds the subject (block `subject`) and the plain text,
 `templates/<language>/<mail>.html.j2` the HTML, autoescaped; both extend the shared layouts,
 which add the footer in the same language. A new mail is two files per language.
@@ -16,11 +21,12 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage, Message
 from email.policy import Policy
 from typing import Any
@@ -29,6 +35,8 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from contracts.registration import Location
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = ("de", "en", "nb")
 FALLBACK_LANGUAGE = "en"
@@ -82,8 +90,8 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
     `headers` are added as they are; only `VERBATIM_HEADERS` may be longer than a folded line."""
     message = EmailMessage(policy=_POLICY)
     message["From"] = sender
-    message["To"] = email.utils.formataddr((one_line(to_name), to)) if to_name else to
-    message["Subject"] = rendered.subject
+    message["To"] = _recipient(to, to_name)
+    message["Subject"] = header_text(rendered.subject)
     message["Date"] = email.utils.format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
     message["Auto-Submitted"] = "auto-generated"
@@ -97,6 +105,26 @@ def compose(rendered: RenderedMail, *, sender: str, to: str, to_name: str | None
         message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename, params=params)
     message["Content-Language"] = rendered.language  # after the parts: making them moves Content-* headers down
     return message
+
+
+def _recipient(address: str, name: str | None) -> BaseHeader | str:
+    """The `To` header for `address` with `name` as its display name, or `address` alone if the header cannot
+    carry the name.
+
+    `Address` keeps a name with commas one display name (`formataddr` writes a non-ASCII one as an encoded
+    word followed by the rest, which reads as several addresses). A name that still cannot be written is
+    left out, so that the mail goes rather than the event being retried until dead-lettered.
+    """
+    display_name = header_text(name or "")
+    if not display_name:
+        return address
+    try:
+        header: BaseHeader = _POLICY.header_factory("To", Address(display_name=display_name, addr_spec=address))
+        header.fold(policy=_POLICY)  # what writing the message would do: fails here rather than after compose
+    except ValueError as error:  # UnicodeEncodeError too (a lone surrogate)
+        log.warning("display name cannot be written in To, mailed to the address alone: %s", error)
+        return address
+    return header
 
 
 def _content_type(value: str) -> tuple[str, str, dict[str, str]]:
@@ -117,6 +145,7 @@ class _VerbatimHeader(UnstructuredHeader, BaseHeader):
         if not _PRINTABLE_ASCII.fullmatch(value) or len(value) > 900:
             raise ValueError(f"header value not printable ASCII on one line: {value[:40]!r}")
         super().parse(value, kwds)
+        kwds["decoded"] = value  # as given: the parser would decode encoded words in it, line breaks and all
 
     def fold(self, *, policy: Policy) -> str:
         return f"{self.name}: {self}{policy.linesep}"
@@ -141,6 +170,16 @@ def one_line(text: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def header_text(text: str) -> str:
+    """`text` on one line (`one_line`) with no RFC 2047 encoded word in it: `=?` becomes `= ?`.
+
+    The email package decodes an encoded word in a header value it is given and can write the line
+    breaks it holds raw (`=?utf-8?q?=0D=0AReply-To:...?=` would add a header): one in a ticket number,
+    a name or any other value that reaches a header is shown as typed, apart from that space.
+    """
+    return one_line(text).replace("=?", "= ?")
 
 
 def single_line(value: str | None) -> str | None:

@@ -25,7 +25,7 @@ class NotifierSettings(Settings):
     # A reminder's one-click unsubscribe link works this long (ARCHITECTURE: such tokens expire); a mail read
     # late in the year, after the next reminders came with links of their own, still unsubscribes.
     notifier_unsubscribe_days: int = 365
-    # How long a technician's visit lasts in the dispatch mail's calendar entry, from the ETA on.
+    # How long a technician's visit lasts in its calendar entries, from the ETA on.
     notifier_visit_minutes: int = Field(default=120, ge=1)
     # The vendor's service desk, told when a customer adds a note to a ticket (OneRicoh: "Et varsel vil bli sendt
     # til Ricoh"); unset, no such mail is sent. Mails to it are in `notifier_service_desk_language`.

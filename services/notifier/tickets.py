@@ -1,9 +1,11 @@
 """Ticketing mails: the receipt and the status changes to the ticket's contact, a customer's note to the service desk.
 
 `ticketing.ticket.opened` mails the ticket receipt (OKI: "Projekt: 1484049/1 erfasst"), and
-`ticketing.ticket.status_changed` one mail per status a customer waits for: `dispatched` (with the
-technician, the ETA and, with an ETA, the visit as a calendar entry), `en_route`, `on_site`
-(OneRicoh's «Utsendt», «På vei», «På stedet»), `resolved` and `cancelled`; `closed` mails nothing.
+`ticketing.ticket.status_changed` one mail per status a customer waits for (OneRicoh's «Utsendt»,
+«På vei», «På stedet»): `dispatched` (the technician, the ETA and, with an ETA, the visit as a calendar
+entry), `en_route` (technician and ETA; the calendar entry again, at its new time, when that step set a
+new ETA), `on_site` (the technician, no ETA), `resolved` and `cancelled` (after dispatch, with the
+calendar entry withdrawn); `closed` mails nothing.
 They go to the ticket's contact as the order mails go to the order's (`handlers.deliver_to_contact`).
 
 `ticketing.ticket.updated` (a note added before dispatch; OneRicoh: "Et varsel vil bli sendt til
@@ -15,14 +17,15 @@ split into lines; the HTML is autoescaped.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from icalendar import Calendar
+from icalendar import Calendar, vCalAddress
 from icalendar import Event as CalendarEvent
 
 from contracts.ticketing import TicketEvent, TicketOpened, TicketStatusChanged, TicketUpdated
@@ -38,9 +41,14 @@ STATUS = "ticket_status"
 NOTE = "ticket_note"
 # The statuses a customer is told of; `closed` follows `resolved` in the back office and says nothing new.
 MAILED_STATUSES = ("dispatched", "en_route", "on_site", "resolved", "cancelled")
-# The statuses whose mail names the technician and when they are expected.
+# The statuses whose mail names the technician.
 VISIT_STATUSES = ("dispatched", "en_route", "on_site")
-CALENDAR = "text/calendar; method=PUBLISH; charset=UTF-8"
+# The statuses whose mail says when the technician is expected: once on site, they have arrived.
+ARRIVAL_STATUSES = ("dispatched", "en_route")
+CalendarMethod = Literal["PUBLISH", "CANCEL"]
+# The attachment's content type per iTIP method (RFC 5546): the entry itself, or its withdrawal.
+CALENDAR: dict[CalendarMethod, str] = {"PUBLISH": "text/calendar; method=PUBLISH; charset=UTF-8",
+                                       "CANCEL": "text/calendar; method=CANCEL; charset=UTF-8"}
 PRODID = "-//Service Portal//notifier//EN"
 # The calendar entry's words, in the mail's language.
 VISIT_WORDS = {
@@ -70,19 +78,41 @@ async def send_status_change(event: TicketStatusChanged, ctx: EventContext) -> N
     settings = notifier_settings(ctx.instance)
     change = event.change
     visiting = event.status in VISIT_STATUSES
-    eta = aware(change.eta) if visiting and change.eta is not None else None
+    # ticketing carries the ETA forward into every later change; only the mails before arrival show it.
+    eta = aware(change.eta) if event.status in ARRIVAL_STATUSES and change.eta is not None else None
     cancelled = event.status == "cancelled"
-    with_calendar = event.status == "dispatched" and eta is not None
+    method = calendar_method(event)
     values = {**ticket_values(event, settings.public_url), "status": event.status, "by": change.by,
               "technician": single_line(change.technician) if visiting else None,
               "eta": eta, "eta_zone": zone_label(eta) if eta is not None else None,
               # A customer cancels with a reason; an operator's cancellation gives its reason as the note.
               "reason": text_lines(event.reason or change.note or "") if cancelled else [],
-              "note": [] if cancelled else text_lines(change.note or ""), "calendar": with_calendar}
+              "note": [] if cancelled else text_lines(change.note or ""),
+              # What the mail says of its calendar entry: the visit, the visit at a new time, the visit withdrawn.
+              "calendar": _CALENDAR_NOTE[event.status] if method is not None else None}
 
     await deliver_to_contact(ctx, STATUS, address=event.contact.email, name=event.contact.name,
                              language=event.language, values=values,
-                             attachments=partial(_visit_attachment, event, eta, settings) if with_calendar else None)
+                             attachments=partial(_visit_attachment, event, method, settings) if method else None)
+
+
+def calendar_method(event: TicketStatusChanged) -> CalendarMethod | None:
+    """The calendar entry the status mail of `event` carries, if any.
+
+    PUBLISH for a dispatch with an ETA, and for `en_route` when that step set a new ETA (`eta_changed`): the
+    same UID with a higher SEQUENCE moves the entry in the customer's calendar. CANCEL for a cancellation
+    after dispatch whose change carries the ETA (ticketing carries it forward): it withdraws the entry.
+    """
+    if event.change.eta is None:
+        return None
+    if event.status == "dispatched" or (event.status == "en_route" and event.eta_changed):
+        return "PUBLISH"
+    if event.status == "cancelled" and event.previous_status == "dispatched":
+        return "CANCEL"
+    return None
+
+
+_CALENDAR_NOTE = {"dispatched": "publish", "en_route": "update", "cancelled": "cancel"}
 
 
 async def notify_service_desk(event: TicketUpdated, ctx: EventContext) -> None:
@@ -128,11 +158,12 @@ def zone_label(moment: datetime) -> str:
 
 
 def visit_calendar(event: TicketStatusChanged, *, eta: datetime, language: str, settings: NotifierSettings,
-                   now: datetime | None = None) -> bytes:
-    """The technician's visit as an iCalendar entry (RFC 5545, METHOD:PUBLISH).
+                   method: CalendarMethod = "PUBLISH", now: datetime | None = None) -> bytes:
+    """The technician's visit as an iCalendar entry (RFC 5545; METHOD:PUBLISH, or METHOD:CANCEL to withdraw it).
 
     Its UID is the ticket's, so a later entry for the same ticket, with a higher SEQUENCE (the ticket's
-    status changes before this one), replaces it in the customer's calendar rather than adding one.
+    status changes before this one), replaces it in the customer's calendar rather than adding one; a
+    CANCEL with the same UID and `STATUS:CANCELLED` removes it.
     """
     words = VISIT_WORDS.get(language, VISIT_WORDS["en"])
     host = urlsplit(settings.public_url).hostname or "portal.localhost"
@@ -145,6 +176,8 @@ def visit_calendar(event: TicketStatusChanged, *, eta: datetime, language: str, 
 
     visit = CalendarEvent()
     visit.add("uid", f"ticket-{_file_part(event.ticket_number)}@{host}")
+    if (organizer := _organizer(settings.mail_from)) is not None:
+        visit.add("organizer", organizer)
     visit.add("sequence", event.sequence)
     visit.add("dtstamp", now or datetime.now(UTC))
     visit.add("dtstart", start)
@@ -153,21 +186,35 @@ def visit_calendar(event: TicketStatusChanged, *, eta: datetime, language: str, 
     visit.add("location", ", ".join(address_lines(event.service_address)))
     visit.add("description", "\n".join(line for line in description if line))
     visit.add("url", ticket_url(settings.public_url, event.ticket_number))
+    if method == "CANCEL":
+        visit.add("status", "CANCELLED")
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
-    calendar.add("method", "PUBLISH")
+    calendar.add("method", method)
     calendar.add_component(visit)
     ical: bytes = calendar.to_ical()
     return ical
 
 
-def _visit_attachment(event: TicketStatusChanged, eta: datetime | None, settings: NotifierSettings,
+def _organizer(mail_from: str) -> vCalAddress | None:
+    """`PORTAL_MAIL_FROM` as the entry's ORGANIZER (RFC 5546 §3.2.1 and §3.2.5: one in PUBLISH and in CANCEL):
+    `mailto:` its address, with its display name as CN if it has one; None if it names no address."""
+    name, address = email.utils.parseaddr(mail_from)
+    if not address:
+        return None
+    organizer = vCalAddress(f"mailto:{address}")
+    if name := one_line(name):
+        organizer.params["CN"] = name
+    return organizer
+
+
+def _visit_attachment(event: TicketStatusChanged, method: CalendarMethod, settings: NotifierSettings,
                       language: str) -> Sequence[Attachment]:
-    if eta is None:
+    if event.change.eta is None:
         return ()
-    return [(f"service-visit-{_file_part(event.ticket_number)}.ics", CALENDAR,
-             visit_calendar(event, eta=eta, language=language, settings=settings))]
+    return [(f"service-visit-{_file_part(event.ticket_number)}.ics", CALENDAR[method],
+             visit_calendar(event, eta=aware(event.change.eta), language=language, settings=settings, method=method))]
 
 
 def _file_part(ticket_number: str) -> str:

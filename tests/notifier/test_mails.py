@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import email.utils
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 
 from contracts.accounts import Language
 from contracts.base import Event
-from services.notifier.mails import LANGUAGES, render
+from services.notifier.mails import LANGUAGES, RenderedMail, compose, render
 from services.notifier.settings import NotifierSettings
 from services.runtime.service import ServiceInstance
 from tests.builders import random_email
@@ -192,3 +196,45 @@ def test_a_sign_up_confirmation_says_how_to_take_the_account_over_and_when_it_ex
         assert takeover in text and "2026-12-17" in text
         assert text.count("https://c.example/1") == (1 if text is sign_up.text else 2)  # no second link
     assert takeover not in change.text and "2026-12-17" not in change.text
+
+
+def composed(subject: str = "Your order 4711 has been shipped", **options: Any) -> tuple[bytes, EmailMessage]:
+    """What `compose` writes, as bytes and as a mail client parses them."""
+    rendered = RenderedMail(language="en", subject=subject, text="Hello,\n", html="<p>Hello,</p>\n")
+    raw = compose(rendered, sender="Service Portal <no-reply@portal.localhost>", to="c.zimmermann@example.com",
+                  **options).as_bytes()
+    return raw, email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def test_an_encoded_word_in_the_subject_is_shown_as_typed_and_adds_no_header() -> None:
+    # Python's email package decodes `=?...?=` in a header value and would write the CR LF it holds raw.
+    raw, message = composed("Order 4711 =?utf-8?q?=0D=0AReply-To:_evil@example.com?= shipped")
+    assert message["Reply-To"] is None
+    assert b"\nReply-To:" not in raw
+    assert message["Subject"] == "Order 4711 = ?utf-8?q?=0D=0AReply-To:_evil@example.com?= shipped"
+
+
+def test_an_extra_header_is_written_exactly_as_given_even_holding_an_encoded_word() -> None:
+    value = "<https://service.example.test/unsubscribe?token=a=?utf-8?q?=0D=0ABcc:_all@example.com?=>"
+    raw, message = composed(headers={"List-Unsubscribe": value})
+    assert f"\r\nList-Unsubscribe: {value}\r\n".encode() in raw
+    assert message["Bcc"] is None
+
+
+@pytest.mark.parametrize("name", ["Jörg Müller, evil@example.com, Bob", "Kari =?utf-8?q?=0D=0ABcc:_all@example.com?="],
+                         ids=["non_ascii_with_commas", "encoded_word"])
+def test_a_display_name_stays_one_name_of_the_one_recipient(name: str) -> None:
+    raw, message = composed(to_name=name)
+    shown = name.replace("=?", "= ?")
+    assert [(found.display_name, found.addr_spec) for found in message["To"].addresses] == [
+        (shown, "c.zimmermann@example.com")]
+    assert message["Bcc"] is None and b"\nBcc:" not in raw
+
+
+def test_a_display_name_the_to_header_cannot_carry_is_left_out_and_the_mail_still_composed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A lone surrogate cannot be written in UTF-8: with the name, writing the message raised ValueError.
+    with caplog.at_level(logging.WARNING, logger="services.notifier.mails"):
+        _, message = composed(to_name="Kari \ud800 Nordmann")
+    assert message["To"] == "c.zimmermann@example.com"
+    assert "display name cannot be written in To" in caplog.text

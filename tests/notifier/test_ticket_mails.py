@@ -32,12 +32,13 @@ from services.notifier.app import service
 from services.notifier.handlers import INVALID_ADDRESS
 from services.notifier.mails import LANGUAGES, render
 from services.notifier.settings import NotifierSettings
-from services.notifier.tickets import MAILED_STATUSES, visit_calendar
+from services.notifier.tickets import MAILED_STATUSES, CalendarMethod, visit_calendar
 from services.runtime.service import ServiceInstance
 from tests.builders import drain_queue, random_email, random_id
 from tests.notifier.support import SmtpServer, list_deliveries, publish
 from tests.notifier.test_deliveries import wait_for_mails
 from tests.notifier.test_mails import only_mail_to, parts
+from tests.notifier.test_registration_mails import known_user
 from tests.notifier.test_reminders import text_of
 from tests.support import eventually, running
 
@@ -88,11 +89,13 @@ PREVIOUS: dict[str, TicketStatus] = {"dispatched": "to_be_scheduled", "en_route"
 
 def status_changed(email: str, status: TicketStatus, language: str = "en", *, technician: str | None = None,
                    eta: datetime | None = None, note: str | None = None, reason: str | None = None,
-                   by: Actor = "operator", sequence: int = 1, **fields: Any) -> TicketStatusChanged:
+                   by: Actor = "operator", sequence: int = 1, previous_status: TicketStatus | None = None,
+                   eta_changed: bool = False, **fields: Any) -> TicketStatusChanged:
     change = StatusChange(status=status, at=datetime(2027, 3, 6, 8, 0, tzinfo=UTC), by=by, technician=technician,
                           eta=eta, note=note)
     return TicketStatusChanged(**ticket_fields(email, language, **fields), status=status,
-                               previous_status=PREVIOUS[status], change=change, reason=reason, sequence=sequence)
+                               previous_status=previous_status or PREVIOUS[status], change=change, reason=reason,
+                               sequence=sequence, eta_changed=eta_changed)
 
 
 def dispatched(email: str, language: str = "en", *, eta: datetime | None = ETA, **fields: Any) -> TicketStatusChanged:
@@ -187,6 +190,16 @@ async def test_the_ticket_receipt_reaches_the_contact_with_the_number_the_device
     assert attachments(message) == []
 
 
+async def test_a_ticket_in_a_language_without_templates_is_mailed_in_english(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = opened(random_email(), "fr")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Content-Language"] == "en"
+    assert message["Subject"] == f"Service request {event.ticket_number} received"
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 async def test_the_dispatch_mail_names_the_technician_and_the_eta_in_the_tickets_language(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language) -> None:
@@ -249,6 +262,54 @@ def test_the_calendar_entry_lasts_the_configured_visit_length_and_keeps_its_uid_
     assert str(visit["DESCRIPTION"]).startswith("Techniker: Kari Nordmann\nSeriennummer: AK6C004746")
 
 
+@pytest.mark.parametrize("method", ["PUBLISH", "CANCEL"])
+@pytest.mark.parametrize(("mail_from", "address", "name"), [
+    ("Service Portal <no-reply@portal.vendor.example>", "mailto:no-reply@portal.vendor.example", "Service Portal"),
+    ("service@portal.vendor.example", "mailto:service@portal.vendor.example", None),
+], ids=["with_a_display_name", "address_alone"])
+def test_the_calendar_entry_names_the_portals_sender_as_its_organizer(
+        method: CalendarMethod, mail_from: str, address: str, name: str | None) -> None:
+    # RFC 5546 §3.2.1 and §3.2.5: a VEVENT sent with METHOD:PUBLISH or METHOD:CANCEL has exactly one ORGANIZER.
+    settings = NotifierSettings(public_url="https://portal.vendor.example/", mail_from=mail_from)
+    calendar = Calendar.from_ical(visit_calendar(dispatched("c@example.com", number="1484049/1"), eta=ETA,
+                                                 language="en", settings=settings, method=method))
+    [visit] = calendar.walk("VEVENT")
+    assert visit.to_ical().decode().count("ORGANIZER") == 1
+    assert str(visit["ORGANIZER"]) == address
+    assert visit["ORGANIZER"].params.get("CN") == name
+
+
+async def test_the_calendar_entry_is_in_the_language_saved_for_the_contacts_address(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    _, address = await known_user(notifier, "de")
+    event = dispatched(address.upper().replace("@EXAMPLE.COM", "@example.com"), "nb")  # the address in another case
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Content-Language"] == "de"
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert str(visit["SUMMARY"]).startswith("Servicetermin")
+
+
+async def test_a_dispatch_without_technician_customer_number_or_full_address_is_still_mailed_with_its_visit(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = status_changed(random_email(), "dispatched", technician=None,
+                           eta=datetime(2027, 3, 9, 9, 30, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+                           friendly_name=None)
+    event.customer_number = None
+    event.service_address = Location(street="Hansaallee 187")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 09:30 (UTC-03:30)" in text and "Technician" not in text
+    _, calendar = calendar_of(message)
+    [visit] = calendar.walk("VEVENT")
+    assert visit.decoded("DTSTART") == datetime(2027, 3, 9, 13, 0, tzinfo=UTC)
+    assert str(visit["LOCATION"]) == "Hansaallee 187"
+
+
 async def test_an_eta_without_a_zone_is_read_as_utc(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     event = dispatched(random_email(), eta=datetime(2027, 3, 9, 8, 30))
@@ -275,6 +336,92 @@ async def test_a_dispatch_without_an_eta_has_no_calendar_entry(
     assert "Expected arrival" not in text and ".ics" not in text
 
 
+async def test_a_new_eta_on_the_way_moves_the_calendar_entry_to_the_new_time(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # The same UID with a higher SEQUENCE replaces the dispatch's entry in the customer's calendar.
+    email, later, number = random_email(), datetime(2027, 3, 9, 11, 0, tzinfo=CET), ticket_number()
+    event = status_changed(email, "en_route", technician="Kari Nordmann", eta=later, number=number, sequence=2,
+                           eta_changed=True)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, email)
+    text, html = texts(message)
+    assert "Expected arrival: 2027-03-09 11:00 (UTC+01:00)" in text
+    moved = "The attached calendar entry (.ics) holds the visit at its new time"
+    assert moved in text and moved in text_of(html)
+    attachment, calendar = calendar_of(message)
+    assert attachment.get_param("method") == "PUBLISH"
+    assert attachment.get_filename() == f"service-visit-{file_part(number)}.ics"
+    assert calendar["METHOD"] == "PUBLISH"
+    [visit] = calendar.walk("VEVENT")
+    assert visit["UID"] == f"ticket-{file_part(number)}@service.example.test"
+    assert visit.decoded("SEQUENCE") == 2
+    assert visit.decoded("DTSTART") == later
+    assert "STATUS" not in visit
+
+
+async def test_on_the_way_without_a_new_eta_the_mail_carries_no_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # ticketing carries the dispatch's ETA forward: the customer's calendar has it already.
+    event = status_changed(random_email(), "en_route", technician="Kari Nordmann", eta=ETA, sequence=2)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert "Expected arrival: 2027-03-09 09:30 (UTC+01:00)" in text
+    assert message.get_content_type() == "multipart/alternative"
+    assert attachments(message) == []
+    assert ".ics" not in text
+
+
+async def test_cancelling_a_dispatched_visit_withdraws_its_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    email, number = random_email(), ticket_number()
+    dispatch = dispatched(email, number=number, sequence=1)
+    await publish(amqp_url, dispatch)
+    _, published = calendar_of(await only_mail_to(smtp, email))
+    [visit] = published.walk("VEVENT")
+
+    # ticketing carries the dispatch's ETA forward into the cancellation's change.
+    cancel = status_changed(email, "cancelled", number=number, note="Kunde hat abgesagt.", sequence=2,
+                            previous_status="dispatched", eta=ETA)
+    await publish(amqp_url, cancel)
+
+    async def both() -> bool:
+        return len(smtp.mailbox.to(email)) == 2
+    await eventually(both)
+    [second] = [mail for mail in smtp.mailbox.to(email) if "cancelled" in str(mail["Subject"])]
+    attachment, calendar = calendar_of(second)
+    assert attachment.get_content_type() == "text/calendar"
+    assert attachment.get_param("method") == "CANCEL"
+    assert str(attachment.get_param("charset")).lower() == "utf-8"
+    assert attachment.get_filename() == f"service-visit-{file_part(number)}.ics"
+    [withdrawn] = calendar.walk("VEVENT")
+    assert calendar["METHOD"] == "CANCEL" and withdrawn["STATUS"] == "CANCELLED"
+    assert withdrawn["UID"] == visit["UID"] and withdrawn.decoded("SEQUENCE") == 2
+    text, html = texts(second)
+    withdrawal = "The attached calendar entry (.ics) cancels the visit"
+    assert withdrawal in text and withdrawal in text_of(html)
+    assert "Expected arrival" not in text
+
+
+@pytest.mark.parametrize(("previous", "eta"), [("to_be_scheduled", None), ("to_be_scheduled", ETA),
+                                           ("dispatched", None)],
+                         ids=["before_dispatch", "before_dispatch_with_a_stray_eta", "dispatched_without_an_eta"])
+async def test_a_cancellation_with_no_visit_in_the_calendar_carries_no_calendar_entry(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, previous: TicketStatus,
+        eta: datetime | None) -> None:
+    event = status_changed(random_email(), "cancelled", by="customer", reason="Gerät wurde ersetzt.",
+                           previous_status=previous, eta=eta, sequence=2)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    text, _ = texts(message)
+    assert message.get_content_type() == "multipart/alternative"
+    assert attachments(message) == []
+    assert ".ics" not in text
+
+
 @pytest.mark.parametrize(("status", "subject", "phrase"), [
     ("en_route", "Service request {}: the technician is on the way", "the technician is on the way to you"),
     ("on_site", "Service request {}: the technician is on site", "the technician has arrived on site"),
@@ -295,6 +442,24 @@ async def test_each_later_status_is_mailed_to_the_contact_with_its_own_subject(
     assert attachments(message) == []
     if status == "resolved":
         assert "Note:\n  Fixiereinheit getauscht." in text
+
+
+@pytest.mark.parametrize(("language", "technician", "arrival"), [
+    ("de", "Techniker: Kari Nordmann", "Voraussichtliche Ankunft"),
+    ("en", "Technician: Kari Nordmann", "Expected arrival"),
+    ("nb", "Tekniker: Kari Nordmann", "Forventet ankomst"),
+])
+async def test_the_on_site_mail_names_the_technician_but_no_expected_arrival(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, language: Language, technician: str,
+        arrival: str) -> None:
+    # ticketing copies the dispatch's ETA into every later change (`eta or ticket.get("eta")`).
+    event = status_changed(random_email(), "on_site", language, technician="Kari Nordmann", eta=ETA)
+    await publish(amqp_url, event)
+
+    text, html = texts(await only_mail_to(smtp, event.contact.email))
+    assert technician in text and technician in text_of(html)
+    assert arrival not in text and arrival not in html
+    assert "09:30" not in text
 
 
 @pytest.mark.parametrize(("by", "reason", "note", "said"), [
@@ -360,6 +525,18 @@ async def test_the_same_ticket_event_delivered_twice_is_mailed_once(
         assert await notifier.db.deliveries.count_documents({"event_message_id": sent}) == 1
 
 
+async def test_a_dispatch_published_five_times_to_two_notifiers_is_mailed_once(
+        notifier_settings: NotifierSettings, smtp: SmtpServer, amqp_url: str) -> None:
+    async with running(service, notifier_settings) as one, running(service, notifier_settings):
+        event = dispatched(random_email())
+        message_id = await publish(amqp_url, event)
+        await asyncio.gather(*(publish(amqp_url, event, message_id=message_id) for _ in range(4)))
+        await only_mail_to(smtp, event.contact.email)
+        await asyncio.sleep(1.0)
+        assert len(smtp.mailbox.to(event.contact.email)) == 1
+        assert await one.db.deliveries.count_documents({"event_message_id": message_id}) == 1
+
+
 async def test_a_contact_address_with_a_comma_is_never_mailed(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
         operator_token: str) -> None:
@@ -418,6 +595,62 @@ async def test_line_breaks_in_the_ticket_number_or_the_technicians_name_stay_on_
     assert str(visit["DESCRIPTION"]).splitlines()[0] == f"Technician: Kari Nordmann {injected}"
 
 
+async def test_semicolons_commas_backslashes_and_unicode_line_breaks_stay_inside_their_calendar_property(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    event = dispatched(random_email(), model="A;B,C\\D\u2028DTSTART:19990101T000000Z")
+    event.change.technician = "Kari;Nord,mann\u2029END:VEVENT"
+    await publish(amqp_url, event)
+
+    _, calendar = calendar_of(await only_mail_to(smtp, event.contact.email))
+    [visit] = calendar.walk("VEVENT")
+    assert str(visit["SUMMARY"]).endswith("A;B,C\\D DTSTART:19990101T000000Z")
+    assert visit.decoded("DTSTART").year == 2027
+    assert str(visit["DESCRIPTION"]).splitlines()[0] == "Technician: Kari;Nord,mann END:VEVENT"
+
+
+async def test_an_encoded_word_in_the_ticket_number_cannot_add_a_header(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # No line break for one_line() to remove: the email package decodes `=?utf-8?q?=0D=0A...?=` in the subject and
+    # would write the CR LF it holds raw.
+    event = opened(random_email(), number="1484049/1 =?utf-8?q?=0D=0AReply-To:_evil@example.com?=")
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    assert message["Reply-To"] is None
+    assert [raw.count(b"\nReply-To:") for raw in smtp.mailbox.raw] == [0]
+    assert message["Subject"] == "Service request 1484049/1 = ?utf-8?q?=0D=0AReply-To:_evil@example.com?= received"
+
+
+async def test_a_non_ascii_contact_name_with_commas_stays_the_display_name_of_the_one_recipient(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # SingleLine accepts this name (ticketing.open_ticket lets a customer type it).
+    name = "Jörg Müller, evil@example.com, Bob"
+    event = opened(random_email(), name=name)
+    await publish(amqp_url, event)
+
+    message = await only_mail_to(smtp, event.contact.email)
+    addresses = message["To"].addresses
+    assert [(address.display_name, address.addr_spec) for address in addresses] == [(name, event.contact.email)]
+
+
+async def test_a_contact_name_holding_an_encoded_line_break_is_mailed_rather_than_dead_lettered(
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
+    # No control character, so the contract's SingleLine accepts it. Decoded in `To`, it made compose() raise
+    # ValueError: the event was retried and dead-lettered, the receipt never went and no delivery was listed.
+    event = opened(random_email(), name="Kari =?utf-8?q?=0D=0A?= Nordmann")
+    message_id = await publish(amqp_url, event)
+
+    dead: list[str | None] = []
+
+    async def mailed_or_dead() -> bool:
+        queue = dead_letter_queue(event_queue("notifier", TicketOpened.routing_key))
+        dead.extend(message.message_id for message in await drain_queue(amqp_url, queue))
+        return bool(smtp.mailbox.to(event.contact.email)) or message_id in dead
+    await eventually(mailed_or_dead, timeout=30)
+    assert message_id not in dead
+    assert len(smtp.mailbox.to(event.contact.email)) == 1
+
+
 async def test_markup_in_the_description_and_names_arrives_escaped_in_the_html(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     script = "<script>alert(1)</script>"
@@ -464,6 +697,21 @@ async def test_a_note_added_to_a_ticket_is_mailed_to_the_service_desk_in_its_lan
     assert smtp.mailbox.to(event.contact.email) == []  # the customer is not mailed about their own note
 
 
+async def test_a_note_is_mailed_to_the_service_desk_alone(
+        notifier_with_service_desk: tuple[ServiceInstance, str], smtp: SmtpServer, amqp_url: str) -> None:
+    _, desk = notifier_with_service_desk
+    event = updated()
+    await publish(amqp_url, event)
+
+    await only_mail_to(smtp, desk)
+    await asyncio.sleep(0.5)
+    assert smtp.mailbox.to(event.contact.email) == []
+
+    async def one() -> bool:
+        return len(smtp.mailbox.messages) == 1
+    await eventually(one)
+
+
 async def test_a_note_mails_nobody_when_no_service_desk_is_set(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str) -> None:
     event = updated()
@@ -475,6 +723,23 @@ async def test_a_note_mails_nobody_when_no_service_desk_is_set(
     await eventually(handled)
     assert smtp.mailbox.messages == []
     assert await notifier.db.deliveries.count_documents({"event_message_id": message_id}) == 0
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_each_calendar_entry_is_explained_in_every_language_in_words_of_its_own(language: str) -> None:
+    values = {"ticket_number": "1484049/1", "ticket_url": link_of("1484049/1"), "customer_number": None,
+              "device": {"model": "ES5462 MFP", "serial_number": "AK6C004746", "friendly_name": None},
+              "address": list(ADDRESS_LINES), "name": None, "by": "operator", "technician": None, "eta": None,
+              "eta_zone": None, "reason": [], "note": []}
+    explained = {}
+    for status, calendar in (("dispatched", "publish"), ("en_route", "update"), ("cancelled", "cancel")):
+        mail = render("ticket_status", language, public_url=PORTAL, **values, status=status, calendar=calendar)
+        [line] = [line for line in mail.text.splitlines() if ".ics" in line]
+        assert line in text_of(mail.html)
+        explained[calendar] = line
+        without = render("ticket_status", language, public_url=PORTAL, **values, status=status, calendar=None)
+        assert ".ics" not in without.text and ".ics" not in without.html
+    assert len(set(explained.values())) == 3
 
 
 @pytest.mark.parametrize("language", [*LANGUAGES, "fr"])
@@ -489,7 +754,7 @@ def test_every_ticket_mail_renders_in_every_language_with_a_subject_of_one_line(
     subjects = set()
     for status in MAILED_STATUSES:
         mail = render("ticket_status", language, public_url=PORTAL, **common, status=status, by="customer",
-                      technician=None, eta=None, eta_zone=None, reason=[], note=[], calendar=False)
+                      technician=None, eta=None, eta_zone=None, reason=[], note=[], calendar=None)
         subjects.add(mail.subject)
         mails.append(mail)
     assert len(subjects) == len(MAILED_STATUSES)
