@@ -30,12 +30,12 @@ from services.ticketing import opening
 from services.ticketing.settings import ticketing_settings
 from services.ticketing.store import TicketingStore
 from services.ticketing.tickets import (
-    FINAL_STATUSES,
     MAX_NOTES,
     actor,
     allowed,
     event_fields,
     history_of,
+    is_open,
     same_change,
     status_change,
     view,
@@ -209,7 +209,7 @@ async def set_status(request: api.SetStatus, ctx: CommandContext) -> api.StatusR
         if await store_of(ctx).change(request.ticket_number, status=current, events=[event], command_id=command_id,
                                       fields={"status": asked, "technician": entry["technician"], "eta": entry["eta"],
                                               f"history.{command_id}": entry, "updated_at": stamp(now)}):
-            if asked in FINAL_STATUSES:
+            if not is_open(asked):
                 await release(ctx, ticket)
             return api.StatusReply(status=asked)
         ticket = await again(ctx, request.ticket_number)
@@ -217,7 +217,7 @@ async def set_status(request: api.SetStatus, ctx: CommandContext) -> api.StatusR
     history = history_of(ticket)
     if applied(ticket, command_id) or (current == asked != "to_be_scheduled" and same_change(
             history[-1] if history else None, technician=technician, eta=eta, note=request.note)):
-        if asked in FINAL_STATUSES:
+        if not is_open(asked):
             await release(ctx, ticket)  # heals a release that died after the status was written
         return api.StatusReply(status=asked)
     raise CommandError("invalid_transition", fields={"status": f"{current} -> {asked} is not allowed"})

@@ -18,8 +18,6 @@ from services.runtime.tokens import Claims, Role
 # with its status changes fewer than the command ids a ticket remembers (outbox.APPLIED_KEPT), so a re-run of a note's
 # command always finds it applied.
 MAX_NOTES = 40
-# A ticket that is over: it holds its device no more, and nothing but `closed` follows (`resolved`).
-FINAL_STATUSES: tuple[api.TicketStatus, ...] = ("resolved", "closed", "cancelled")
 
 
 def ticket_number(project: int, nth: int) -> str:
@@ -38,6 +36,7 @@ def actor(claims: Claims) -> api.Actor:
 
 
 def is_open(status: object) -> bool:
+    """Whether a ticket in `status` holds its device; one that is not (resolved, closed, cancelled) frees it."""
     return status in api.OPEN_STATUSES
 
 
