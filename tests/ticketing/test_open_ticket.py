@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from contracts.client import PortalClient, PortalError
+from contracts.registration import DeviceProvisioned
 from services.runtime.service import ServiceInstance
 from services.runtime.tokens import Role
 from services.ticketing.settings import TicketingSettings
-from tests.builders import random_id, token_for
+from tests.builders import publish_event, random_id, token_for
 from tests.readmodels import provision_device
-from tests.support import EventTap, outcome
+from tests.support import EventTap, eventually, outcome
 from tests.ticketing.flows import (
     CONTACT,
     HANSAALLEE,
@@ -250,3 +251,24 @@ async def test_a_dealer_is_told_of_the_open_ticket_they_opened_themselves(
     assert (stored["customer_number"], stored["contract_number"]) == (None, None)
     refused = await refusal(portal, ticket(device), dealer)
     assert refused.fields == {"ticket_number": number, "updatable": "true"}
+
+
+async def test_a_deregistration_overtaken_by_an_older_copy_of_the_device_keeps_it_out_of_reach(
+        settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
+    """The read model keeps the highest version: the deregistration (v2) stays although the provisioning (v1)
+    arrives after it, again, so the device is `not_found` and no ticket opens."""
+    token, claims = token_for(settings)
+    device = await es5462(amqp_url, ticketing, claims.customer_number, version=2, visible=False)
+    older = {**device, "version": 1, "visible": True}
+    copies = [await publish_event(amqp_url, DeviceProvisioned.routing_key, older) for _ in range(2)]
+
+    async def handled() -> bool:
+        done = [await ticketing.db.message_claims.find_one({"_id": {"$regex": f":{copy}$"}, "done": True})
+                for copy in copies]
+        return all(claim is not None for claim in done)
+    await eventually(handled)
+    stored = await ticketing.db.devices.find_one({"_id": device["device_id"]})
+    assert stored is not None and stored["version"] == 2
+    refused = await refusal(portal, ticket(device), token)
+    assert (refused.code, refused.fields) == ("not_found", {"device_id": "not_found"})
+    assert await ticketing.db.tickets.find_one({"device_id": device["device_id"]}) is None
