@@ -10,9 +10,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -20,6 +21,7 @@ from aiosmtpd.controller import Controller
 
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.topology import EVENTS_EXCHANGE
+from deploy.local.__main__ import stop_all
 from deploy.local.deps import free_port
 from services.runtime.service import Service, ServiceInstance
 from services.runtime.settings import Settings
@@ -38,6 +40,18 @@ class Mailbox:
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        """The mails received for `address` (any case), oldest first."""
+        return [message for message in self.messages
+                if address.lower() in [recipient.addr_spec.lower() for recipient in message["To"].addresses]]
+
+
+def plain_text(mail: EmailMessage) -> str:
+    """The plain-text part of a mail the notifier sent (multipart/alternative, maybe inside multipart/mixed)."""
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None, "no plain-text part"
+    return str(body.get_content())
 
 
 def start_smtp_server() -> tuple[Mailbox, Controller]:
@@ -79,6 +93,48 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def start_service_process(module: str, settings: Settings, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", module, *args], env=settings_env(settings, **extra_env))
+
+
+@contextlib.contextmanager
+def service_processes(names: Iterable[str], settings: Settings, log_dir: Path, *, stop_timeout: float = 20.0,
+                      **extra_env: str) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Each service of `names` as its own process (`python -m services.<name>`), its output in `<log_dir>/<name>.log`.
+
+    Afterwards, also when the body failed, all get SIGTERM at once (so they drain in parallel) and those still running
+    after `stop_timeout` are killed; then a service that did not stop cleanly (exit code 0) fails the caller.
+    """
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name in names:
+            with open(log_dir / f"{name}.log", "wb") as output:  # the child keeps its own copy of the descriptor
+                processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                                   env=settings_env(settings, **extra_env),
+                                                   stdout=output, stderr=subprocess.STDOUT)
+        yield processes
+    finally:
+        stop_all(processes, stop_timeout)
+    unclean = {name: process.returncode for name, process in processes.items() if process.returncode != 0}
+    assert not unclean, f"services that did not stop cleanly (exit codes; logs in {log_dir}): {unclean}"
+
+
+async def retried_while(codes: Iterable[str], call: Callable[[], Awaitable[dict[str, Any]]],
+                        timeout: float = 30.0) -> dict[str, Any]:
+    """The reply of `call` once it is no longer refused with one of `codes`: what a service answers while the read
+    model it decides from has not caught up with another service's events yet (`not_found`, `terms_not_accepted`).
+    A refused command changes nothing, so sending it again is safe."""
+    waiting_for = set(codes)
+    replies: list[dict[str, Any]] = []
+
+    async def answered() -> bool:
+        try:
+            replies.append(await call())
+        except PortalError as error:
+            if error.code not in waiting_for:
+                raise
+            return False
+        return True
+    await eventually(answered, timeout=timeout, step=0.3)
+    return replies[-1]
 
 
 async def wait_healthy(portal: PortalClient, service: str, timeout: float = 20.0) -> None:
