@@ -11,7 +11,7 @@ import pytest
 from contracts.client import PortalClient
 from services.runtime.settings import Settings
 from tests.builders import sign_up
-from tests.support import Mailbox, eventually, outcome, start_service_process, wait_healthy
+from tests.support import Mailbox, eventually, outcome, plain_text, start_service_process, wait_healthy
 
 LINK = re.compile(r"confirm-email\?token=([A-Za-z0-9_-]+)")
 
@@ -40,9 +40,7 @@ async def test_sign_up_mail_confirm_sign_in_profile_logout_and_the_token_is_refu
     await eventually(mailed, timeout=20)
     mail = next(message for message in mailbox.messages if request["email"] in str(message["To"]))
     assert mail["Auto-Submitted"] == "auto-generated"
-    body = mail.get_body(preferencelist=("plain",))
-    assert body is not None
-    match = LINK.search(body.get_content())
+    match = LINK.search(plain_text(mail))
     assert match, "no confirmation link in the mail"
 
     assert (await portal.call("accounts.confirm_email", {"token": match.group(1)}))["status"] == "active"

@@ -27,7 +27,7 @@ from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import publish_event, random_email, random_id, random_serial, token_for
 from tests.readmodels import today
-from tests.support import EventTap, Mailbox, eventually, running
+from tests.support import EventTap, Mailbox, eventually, plain_text, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,9 +46,7 @@ async def stack(settings: Settings) -> AsyncIterator[dict[str, ServiceInstance]]
 
 
 def links(mail: EmailMessage, kind: str) -> list[str]:
-    body = mail.get_body(preferencelist=("plain",))
-    assert body is not None
-    return [token for found, token in LINK.findall(body.get_content()) if found == kind]
+    return [token for found, token in LINK.findall(plain_text(mail)) if found == kind]
 
 
 def sheet_of(mail: EmailMessage) -> openpyxl.Workbook:
@@ -125,9 +123,7 @@ async def test_a_reminder_mail_becomes_readings_through_its_sheet_and_its_link_a
     # The unsubscribe link of the third device: registration turns its reminders off, metering follows.
     unsubscribe_tokens = links(mail, "unsubscribe")
     assert len(unsubscribe_tokens) == 3
-    body = mail.get_body(preferencelist=("plain",))
-    assert body is not None
-    text = body.get_content()
+    text = plain_text(mail)
     position = text.index(unsubscribed)
     after = [match for match in LINK.finditer(text) if match.group(1) == "unsubscribe" and match.start() > position]
     await portal.call("notifier.unsubscribe", {"token": after[0].group(2)})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import icalendar
 import pytest
@@ -21,7 +20,7 @@ from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from services.ticketing.app import service as ticketing_service
 from tests.builders import random_email, random_id, random_serial, token_for
-from tests.support import Mailbox, eventually, outcome, running
+from tests.support import Mailbox, eventually, outcome, plain_text, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,16 +34,6 @@ async def stack(settings: Settings) -> AsyncIterator[dict[str, ServiceInstance]]
             running(ticketing_service, settings) as ticketing, \
             running(notifier_service, settings) as notifier:
         yield {"registration": registration, "ticketing": ticketing, "notifier": notifier}
-
-
-def mails_to(mailbox: Mailbox, email: str) -> list[EmailMessage]:
-    return [message for message in mailbox.messages if email in str(message["To"])]
-
-
-def text_of(mail: EmailMessage) -> str:
-    body = mail.get_body(preferencelist=("plain",))
-    assert body is not None
-    return str(body.get_content())
 
 
 async def test_a_ticket_from_opening_to_closing_then_a_new_one_for_the_same_device(
@@ -115,11 +104,11 @@ async def test_a_ticket_from_opening_to_closing_then_a_new_one_for_the_same_devi
 
     # Receipt, dispatched, en route, on site, resolved for the first ticket, a receipt for the second: each once.
     async def all_mailed() -> bool:
-        return len(mails_to(mailbox, contact)) >= 6
+        return len(mailbox.to(contact)) >= 6
     await eventually(all_mailed, timeout=30)
-    mails = mails_to(mailbox, contact)
+    mails = mailbox.to(contact)
     assert len(mails) == 6
-    assert sum(number in text_of(mail) for mail in mails) == 5
+    assert sum(number in plain_text(mail) for mail in mails) == 5
     assert all(mail["Auto-Submitted"] == "auto-generated" for mail in mails)
     [calendar] = [part for mail in mails for part in mail.iter_attachments()
                   if (part.get_filename() or "").endswith(".ics")]

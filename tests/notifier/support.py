@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -44,10 +43,6 @@ class RefusingMailbox(Mailbox):
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [message for message in self.messages
-                if any(found.addr_spec == address for found in message["To"].addresses)]
 
 
 class SmtpServer:
