@@ -42,7 +42,9 @@ REPLAY_BATCH = 100
 
 
 async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Page[DeadLetter]:
-    """The dead letters of this service's queues (or of `queue`), queue by queue, oldest first; nothing is consumed."""
+    """The dead letters of this service's queues (or of `queue`), queue by queue, oldest first: why each is there
+    and the original message, without its `authorization`. Nothing is consumed. An unknown queue →
+    `validation_failed`."""
     queues = _known(ctx, request.queue) if request.queue else ctx.instance.queues
     connection = await aio_pika.connect(ctx.instance.settings.amqp_url)
     try:
@@ -75,7 +77,10 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
 
 
 async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -> ReplayedDeadLetters:
-    """Put the dead letters with `message_id` (or `all`) back on their own queue, attempts reset; counts them."""
+    """Put the dead letters with `message_id` (or `all`) back on their own queue, attempts reset → `replayed`.
+
+    An event handled already is not handled again; a re-sent command replays nothing more. No dead letter
+    with that `message_id` → `not_found`; an unknown queue → `validation_failed`."""
     _known(ctx, request.queue)
     connection = await aio_pika.connect(ctx.instance.settings.amqp_url)
     replayed = 0
