@@ -22,7 +22,7 @@ from contracts.base import Event
 from services.runtime.commands import decode_object, field_problems, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
-from services.runtime.topology import DEAD_LETTERS
+from services.runtime.topology import DEAD_LETTERS, declare_dead_letter_queue
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ async def dead_letter(msg: RabbitMessage, queue: str, instance: Instance, *, rea
         why["attempts"] = attempts
     raw = msg.raw_message
     try:
-        await instance.broker.declare_exchange(DEAD_LETTERS)  # once per connection: FastStream keeps it
+        # Declared here too: a message can fail before the service declared its dead-letter queues (at start).
+        await declare_dead_letter_queue(instance.broker, queue)
         # Routed like the broker's own dead-lettering: `portal.dlx` under the queue's name.
         confirmed = await instance.broker.publish(
             msg.body, exchange=DEAD_LETTERS, routing_key=queue, mandatory=True, persist=True,

@@ -9,6 +9,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from faststream.rabbit import RabbitMessage
 
 from contracts.client import PortalClient
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
@@ -18,7 +19,7 @@ from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
 from tests.builders import amqp_channel, publish_event, random_id, token_for
-from tests.runtime.sample_service import BROKEN, Fragile, NoteAdded, listener
+from tests.runtime.sample_service import BROKEN, Fragile, NoteAdded, listener, sample
 from tests.support import EventTap, dead_letters, eventually, outcome, running
 
 FRAGILE_QUEUE = event_queue("listener", Fragile.routing_key)
@@ -223,6 +224,42 @@ async def test_a_re_sent_replay_command_replays_nothing_more(
     assert await portal.call(REPLAY, {"queue": FRAGILE_QUEUE, "all": True}, token=operator,
                              message_id=command_id) == {"replayed": 1}
     assert len(await dead_letters(portal, "listener", operator)) == 2
+
+
+async def test_a_command_the_broker_dead_lettered_is_listed_with_its_x_death_and_replayed_once(
+        settings: Settings, portal: PortalClient, operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    customer, _ = token_for(settings)
+    async with running(sample, settings) as instance:
+        send_reply = instance.reply
+
+        async def fails_for_notes(msg: RabbitMessage, reply: dict[str, Any]) -> None:
+            if msg.raw_message.routing_key == "sample.add_note":
+                raise ConnectionError("the reply cannot be published")
+            await send_reply(msg, reply)
+        monkeypatch.setattr(instance, "reply", fails_for_notes)
+        with pytest.raises(TimeoutError):  # applied, its reply failed twice: the runtime rejected it
+            await portal.call("sample.add_note", {"note_id": "n1", "text": "x"}, token=customer, timeout=3)
+        found: list[dict[str, Any]] = []
+
+        async def listed() -> bool:
+            found[:] = await dead_letters(portal, "sample", operator)
+            return bool(found)
+        await eventually(listed)
+        [dead] = found
+        assert (dead["queue"], dead["routing_key"], dead["reason"], dead["error"], dead["count"]) == (
+            "sample.add_note", "sample.add_note", "rejected", None, 1)
+        assert dead["body"] == {"note_id": "n1", "text": "x"} and dead["headers"] == {}  # no authorization
+        monkeypatch.undo()
+
+        replayed = await portal.call(replay_dead_letters_command("sample"), {"queue": "sample.add_note", "all": True},
+                                     token=operator)
+
+        async def gone() -> bool:
+            return await dead_letters(portal, "sample", operator) == []
+        await eventually(gone)
+        note = await instance.db.notes.find_one({"_id": "n1"})
+    assert replayed == {"replayed": 1}
+    assert note is not None and note["writes"] == 1  # the stored reply answered the replay
 
 
 @pytest.mark.parametrize("role", [Role.CUSTOMER, Role.DEALER])
