@@ -81,7 +81,9 @@ class DeadLetter(BaseModel):
     headers: dict[str, Any] = Field(description="The original's headers, without `authorization` and other "
                                                 "secrets, and without the broker's and runtime's bookkeeping.")
     body: Any = Field(description="The original body: its JSON value, its text, or base64 (see `body_encoding`); "
-                                  "null when `omitted`.")
+                                  "null when `omitted`. In JSON, fields named like a password, secret or token, "
+                                  "and texts holding a one-time link (`token=`), read `[redacted]`; a replay "
+                                  "sends the original.")
     body_encoding: BodyEncoding = Field(description="`json`; `text` when it is UTF-8 but no JSON; `base64` "
                                                     "otherwise; `omitted` when larger than 64 KiB.")
     body_size: int = Field(description="The body's size in bytes.")

@@ -31,6 +31,11 @@ from services.runtime.events import ATTEMPT_HEADER, DEAD_LETTER_HEADER
 REPLAYS_HEADER = "x-portal-replays"
 # Headers never shown: they hold credentials (a command's bearer token).
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+# Header and body fields whose name holds one of these are shown as REDACTED (a command's password, a reset
+# token), and so are texts holding a one-time link's `token=`: the listing is for finding out what went wrong,
+# the replay takes the message as it was.
+SECRET_MARKS = ("password", "secret", "token")
+REDACTED = "[redacted]"
 # The broker's and the runtime's bookkeeping: shown as reason and count, stripped on replay (full attempts again).
 BOOKKEEPING_HEADERS = frozenset({"x-death", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
 BOOKKEEPING_PREFIXES = ("x-first-death-", "x-last-death-")
@@ -158,13 +163,27 @@ def describe(queue: str, routing_key: str, message: AbstractIncomingMessage) -> 
         # The queue is bound by this one key; retries and replays reach it by the queue's name instead.
         routing_key=routing_key, reason=reason, error=str(error) if error is not None else None,
         attempts=_integer(attempts), dead_lettered_at=at, count=count + _replays(message),
-        headers={name: _plain(value) for name, value in headers.items()
-                 if not _bookkeeping(name) and name.lower() not in SECRET_HEADERS},
-        body=body, body_encoding=encoding, body_size=len(message.body))
+        headers={name: _redacted(_plain(value)) for name, value in headers.items()
+                 if not _bookkeeping(name) and name.lower() not in SECRET_HEADERS and not _secret(name)},
+        body=_redacted(body), body_encoding=encoding, body_size=len(message.body))
 
 
 def _bookkeeping(name: str) -> bool:
     return name in BOOKKEEPING_HEADERS or name.startswith(BOOKKEEPING_PREFIXES)
+
+
+def _secret(name: str) -> bool:
+    return any(mark in name.lower() for mark in SECRET_MARKS)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: REDACTED if _secret(key) else _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    if isinstance(value, str) and "token=" in value:
+        return REDACTED
+    return value
 
 
 def _death_from(queue: str, deaths: Any) -> Mapping[str, Any] | None:

@@ -18,7 +18,7 @@ from services.notifier.app import service as notifier
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import amqp_channel, publish_event, random_id, token_for
+from tests.builders import amqp_channel, drain_queue, publish_event, random_id, token_for
 from tests.runtime.sample_service import BROKEN, Fragile, NoteAdded, listener, sample
 from tests.support import EventTap, dead_letters, eventually, outcome, running
 
@@ -285,12 +285,14 @@ async def test_an_unknown_queue_or_message_and_an_unclear_replay_are_refused(
     assert await outcome(portal, LIST, {"page_size": 201}, token=operator) == "validation_failed"
 
 
-async def test_the_notifier_lists_and_replays_its_dead_letters_on_its_own_queue(
+async def test_the_notifier_lists_and_replays_its_dead_letters_on_its_own_queue_secrets_hidden(
         settings: Settings, amqp_url: str, portal: PortalClient, operator: str) -> None:
     queue = event_queue("notifier", "accounts.user.registered")
+    body = {"user_id": "u-1", "password": "hunter2-hunter2", "link": "https://portal/confirm?token=one-time",
+            "language": "de"}
     async with running(notifier, settings), EventTap(amqp_url) as tap:
-        message_id = await publish_event(amqp_url, "accounts.user.registered", {"user_id": "u-1"},
-                                         headers={"authorization": "Bearer not-for-your-eyes"})
+        message_id = await publish_event(amqp_url, "accounts.user.registered", body, headers={
+            "authorization": "Bearer not-for-your-eyes", "x-session-token": "neither", "accept-language": "de"})
         found: list[dict[str, Any]] = []
 
         async def listed(count: int = 1) -> bool:
@@ -298,7 +300,8 @@ async def test_the_notifier_lists_and_replays_its_dead_letters_on_its_own_queue(
             return len(found) == 1 and found[0]["count"] == count
         await eventually(listed)
         assert (found[0]["queue"], found[0]["message_id"], found[0]["reason"]) == (queue, message_id, "undecodable")
-        assert found[0]["body"] == {"user_id": "u-1"} and found[0]["headers"] == {}
+        assert found[0]["body"] == {**body, "password": "[redacted]", "link": "[redacted]"}
+        assert found[0]["headers"] == {"accept-language": "de"}
 
         replayed = await portal.call(replay_dead_letters_command("notifier"), {"queue": queue, "all": True},
                                      token=operator)
@@ -308,7 +311,10 @@ async def test_the_notifier_lists_and_replays_its_dead_letters_on_its_own_queue(
         async def back() -> bool:
             return await listed(count=2)  # still undecodable: dead-lettered once more
         await eventually(back)
-    assert len(tap.named("accounts.user.registered")) == 1
+    assert len(tap.named("accounts.user.registered")) == 1  # the replay did not go through portal.events
+    [again] = await drain_queue(amqp_url, dead_letter_queue(queue))
+    assert json.loads(again.body) == body  # replayed as it was, secrets included
+    assert again.headers["authorization"] == "Bearer not-for-your-eyes"
 
 
 async def put_dead_letter(amqp_url: str, queue: str, body: dict[str, Any], message_id: str) -> None:
