@@ -60,7 +60,8 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
             # Declared, not just looked up: a missing dead-letter queue would close the channel.
             declared = await channel.declare_queue(dead_letter_queue(queue), durable=True)
             waiting[queue] = declared.declaration_result.message_count or 0
-        skip, items = (request.page - 1) * request.page_size, list[DeadLetter]()
+        skip = (request.page - 1) * request.page_size
+        items: list[DeadLetter] = []
         for queue in sorted(queues):
             if len(items) == request.page_size:
                 break

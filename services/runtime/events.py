@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiormq
 from faststream.rabbit import RabbitMessage
-from pamqp.commands import Basic
 from pydantic import ValidationError
 
 from contracts.base import Event
@@ -135,7 +135,7 @@ async def dead_letter(msg: RabbitMessage, queue: str, instance: Instance, *, rea
             msg.body, exchange=DEAD_LETTERS, routing_key=queue, mandatory=True, persist=True,
             message_id=raw.message_id, correlation_id=raw.correlation_id, reply_to=raw.reply_to,
             content_type=raw.content_type, headers={**msg.headers, DEAD_LETTER_HEADER: why})
-        if not isinstance(confirmed, Basic.Ack):
+        if not isinstance(confirmed, aiormq.spec.Basic.Ack):
             raise RuntimeError(f"{queue}.dlq did not take the dead letter: {confirmed!r}")
     except asyncio.CancelledError:
         raise
