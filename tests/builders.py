@@ -39,13 +39,13 @@ async def amqp_channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChan
 
 
 async def publish_event(amqp_url: str, routing_key: str, body: dict[str, Any] | bytes,
-                        message_id: str | None = None) -> str:
+                        message_id: str | None = None, headers: dict[str, Any] | None = None) -> str:
     message_id = message_id or uuid.uuid4().hex
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with amqp_channel(amqp_url) as channel:
         exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
         await exchange.publish(aio_pika.Message(raw, content_type="application/json", message_id=message_id,
-                                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                                headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                                routing_key=routing_key)
     return message_id
 

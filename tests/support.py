@@ -20,6 +20,7 @@ import aio_pika
 from aiosmtpd.controller import Controller
 
 from contracts.client import NotDelivered, PortalClient, PortalError
+from contracts.dead_letters import list_dead_letters_command
 from contracts.topology import EVENTS_EXCHANGE
 from deploy.local.__main__ import stop_all
 from deploy.local.deps import free_port
@@ -191,3 +192,11 @@ async def outcome(portal: PortalClient, command: str, body: Mapping[str, Any] | 
     except PortalError as error:
         return error.code
     return "ok"
+
+
+async def dead_letters(portal: PortalClient, service: str, token: str,
+                       queue: str | None = None) -> list[dict[str, Any]]:
+    """The first page of `service`'s dead letters (of `queue`, if given), as the operator command lists them."""
+    page = await portal.call(list_dead_letters_command(service), {"queue": queue} if queue else {}, token=token)
+    items: list[dict[str, Any]] = page["items"]
+    return items

@@ -1,4 +1,4 @@
-"""Services import only `contracts` and the runtime, never one another (import-linter)."""
+"""Services import only `contracts` and the runtime, never one another; the CLI only `contracts` (import-linter)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def test_the_tree_keeps_every_import_contract() -> None:
 def skeleton(root: Path) -> None:
     """The packages and runtime modules the import contracts name, all empty."""
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    for package in ("contracts", "services", "services/runtime", *(f"services/{name}" for name in SERVICE_NAMES)):
+    for package in ("contracts", "services", "services/runtime", "admin",
+                    *(f"services/{name}" for name in SERVICE_NAMES)):
         (root / package).mkdir(parents=True, exist_ok=True)
         (root / package / "__init__.py").write_text("")
     for module in RUNTIME_LAYERS:
@@ -49,3 +50,12 @@ def test_the_command_pipeline_importing_the_service_breaks_the_contract(tmp_path
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "Runtime pipelines sit below the service (no import cycle) BROKEN" in result.stdout
+
+
+def test_the_operators_cli_importing_the_runtime_breaks_the_contract(tmp_path: Path) -> None:
+    skeleton(tmp_path)
+    (tmp_path / "admin/cli.py").write_text("from services.runtime import tokens\n")
+    (tmp_path / "services/runtime/tokens.py").write_text("")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "The operators' CLI speaks only the contracts BROKEN" in result.stdout

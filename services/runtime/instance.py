@@ -26,6 +26,8 @@ class Instance(Protocol):
     claims: ClaimStore
     revocations: RevocationStore
     relay: OutboxRelay
+    # Each queue of the service and the routing key that binds it.
+    queues: dict[str, str]
     # What startup hooks prepare for the handlers of this process.
     state: dict[str, Any]
     ready: bool

@@ -24,7 +24,14 @@ from pydantic import ValidationError
 
 from contracts.accounts import SessionRevoked
 from contracts.base import Command, Event, Health, HealthRequest, Reply
+from contracts.dead_letters import (
+    ListDeadLetters,
+    ReplayDeadLetters,
+    list_dead_letters_command,
+    replay_dead_letters_command,
+)
 from contracts.topology import command_queue, event_queue, health_command
+from services.runtime import dead_letters
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
 from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
@@ -85,6 +92,11 @@ class Service(Router):
         self.startup_hooks: list[StartupHook] = []
         self.background_loops: list[StartupHook] = []
         self.command(health_command(name), HealthRequest, access=Access.ANYONE, replay=Replay.RERUN)(self._health)
+        self.command(list_dead_letters_command(name), ListDeadLetters, access=Access.OPERATOR,
+                     replay=Replay.RERUN)(dead_letters.list_dead_letters)
+        # Stored: a re-sent replay command gets the first one's reply and replays nothing more.
+        self.command(replay_dead_letters_command(name), ReplayDeadLetters,
+                     access=Access.OPERATOR)(dead_letters.replay_dead_letters)
         self.event(SessionRevoked)(_remember_revocation)
         for router in routers:
             self.commands.extend(router.commands)
@@ -146,7 +158,7 @@ class ServiceInstance:
         self.revocations = RevocationStore(self.db)
         self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
                                  poll_seconds=settings.outbox_poll_seconds)
-        self.queues: list[str] = []
+        self.queues: dict[str, str] = {}  # each queue of this service and the routing key that binds it
         self.ready = False  # set once every subscriber consumes
         self.state: dict[str, Any] = {}  # what startup hooks prepare for the handlers of this process
         self._background: list[asyncio.Task[None]] = []
@@ -169,7 +181,7 @@ class ServiceInstance:
 
     def _subscribe_command(self, spec: CommandSpec) -> None:
         queue = command_queue(spec.name)
-        self.queues.append(queue)
+        self.queues[queue] = spec.name
 
         async def handle(msg: RabbitMessage) -> None:
             await run_command(spec, msg, self)
@@ -193,7 +205,7 @@ class ServiceInstance:
                                   content_type="application/json", mandatory=False)
 
     def _subscribe_event(self, spec: EventSpec) -> None:
-        self.queues.append(spec.queue)
+        self.queues[spec.queue] = spec.model.routing_key
 
         async def handle(msg: RabbitMessage) -> None:
             await run_event(spec, msg, self)

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEVELOPMENT_TOKEN_SECRET = "local-development-secret-change-me-0123456789"
+from contracts.tokens import LOCAL_TOKEN_SECRET
+
+DEVELOPMENT_TOKEN_SECRET = LOCAL_TOKEN_SECRET
 DEVELOPMENT_OPERATOR_PASSWORD = "operator-password-change-me"
 # HS256 keys shorter than the hash can be guessed offline from one token (RFC 7518 §3.2).
 MIN_TOKEN_SECRET_BYTES = 32

@@ -5,13 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 import jwt
 from pydantic import BaseModel
 
-ALGORITHM = "HS256"
-ISSUER = "portal.accounts"
+from contracts.tokens import ALGORITHM, ISSUER, sign_token
 
 
 class Role(StrEnum):
@@ -45,14 +43,10 @@ def issue_token(secret: str, *, user_id: str, role: Role, now: datetime, lifetim
     claims = Claims(user_id=user_id, role=role, session_id=session_id or uuid.uuid4().hex,
                     customer_number=customer_number, contract_number=contract_number,
                     issued_at=issued_at, expires_at=(now + lifetime).replace(microsecond=0))
-    payload: dict[str, Any] = {
-        "iss": ISSUER, "sub": claims.user_id, "role": claims.role.value, "sid": claims.session_id,
-        "cus": claims.customer_number, "con": claims.contract_number,
-        # Milliseconds: a revocation "of every session until now" must not spare a token of the same second.
-        "iat_ms": round(issued_at.timestamp() * 1000), "iat": int(now.timestamp()),
-        "exp": int(claims.expires_at.timestamp()),
-    }
-    return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
+    token = sign_token(secret, user_id=claims.user_id, role=claims.role.value, session_id=claims.session_id,
+                       customer_number=claims.customer_number, contract_number=claims.contract_number,
+                       issued_at=issued_at, expires_at=claims.expires_at)
+    return token, claims
 
 
 def verify_token(token: str, secret: str) -> Claims:

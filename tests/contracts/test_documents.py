@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.topology import SERVICES
 from deploy.asyncapi import DOCS, render
 
@@ -21,3 +22,10 @@ def test_every_service_documents_its_health_command(service: str) -> None:
     document = json.loads(render(service))
     assert f"{service}.health" in document["channels"]
     assert document["info"]["title"] == service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_documents_its_dead_letter_commands(service: str) -> None:
+    channels = json.loads(render(service))["channels"]
+    assert list_dead_letters_command(service) in channels
+    assert replay_dead_letters_command(service) in channels

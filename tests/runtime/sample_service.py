@@ -62,6 +62,16 @@ class Flaky(Event):
     failures: int
 
 
+class Fragile(Event):
+    """Its handler fails while the `broken` switch is on (a document in `switches`); `effects` counts its successes."""
+
+    routing_key: ClassVar[str] = "sample.fragile"
+    key: str
+
+
+BROKEN = "broken"
+
+
 class Empty(Command):
     pass
 
@@ -169,6 +179,14 @@ async def fail_a_few_times(event: Flaky, ctx: EventContext) -> None:
     assert attempt is not None
     if attempt["count"] <= event.failures:
         raise RuntimeError(f"failing on purpose, attempt {attempt['count']}")
+
+
+@listener.event(Fragile)
+async def apply_unless_broken(event: Fragile, ctx: EventContext) -> None:
+    if await ctx.db.switches.find_one({"_id": BROKEN}):
+        raise RuntimeError(f"{BROKEN} on purpose")
+    # $inc, not an upsert by key: a second handling of the same message would show.
+    await ctx.db.effects.update_one({"_id": event.key}, {"$inc": {"times": 1}}, upsert=True)
 
 
 if __name__ == "__main__":
