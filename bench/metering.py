@@ -33,7 +33,7 @@ import os
 import time
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -214,12 +214,7 @@ async def measure_replicas(world: World, plan: Plan, prefix: str, first_pid: int
         async with Caller(world.amqp_url) as caller, EventQueues(world.amqp_url,
                                                                  [api.ReadingSubmitted.routing_key]) as events:
             for count in plan.replicas:
-                while len(extra) + 1 < count:
-                    started: AbstractContextManager[int] = world.service("metering", prefix)
-                    extra.append((started, await asyncio.to_thread(started.__enter__)))
-                while len(extra) + 1 > count:
-                    stopped, _ = extra.pop()
-                    await asyncio.to_thread(stopped.__exit__, None, None, None)
+                await scale(extra, count - 1, lambda: world.service("metering", prefix))
                 watch = {"server": first_pid, **{f"replica{index + 2}": pid for index, (_, pid) in enumerate(extra)},
                          "nx": world.nx_pid, "client": os.getpid()}
                 cell = await caller.cell(subject.routing_key, REPLICA_CONCURRENCY, plan.seconds, plan.warmup, watch,
@@ -228,9 +223,22 @@ async def measure_replicas(world: World, plan: Plan, prefix: str, first_pid: int
                 accepted += cell.replies
                 series[count].outbox_lag_s.append(await events.reach(api.ReadingSubmitted.routing_key, accepted))
     finally:
-        for replica, _ in reversed(extra):
-            await asyncio.to_thread(replica.__exit__, None, None, None)
+        await scale(extra, 0, lambda: world.service("metering", prefix))
     return series
+
+
+async def scale(running: list[tuple[AbstractContextManager[int], int]], count: int,
+                replica: Callable[[], AbstractContextManager[int]]) -> None:
+    """Start or stop replicas, all at once, until `count` run (a stopping one drains its outbox first)."""
+    starting = [replica() for _ in range(count - len(running))]
+    pids = await asyncio.gather(*(asyncio.to_thread(started.__enter__) for started in starting),
+                                return_exceptions=True)
+    running.extend((started, pid) for started, pid in zip(starting, pids, strict=True) if isinstance(pid, int))
+    for failed in pids:
+        if isinstance(failed, BaseException):
+            raise failed  # the ones that started are in `running`, for the caller to stop
+    stopping = [running.pop()[0] for _ in range(len(running) - count)]
+    await asyncio.gather(*(asyncio.to_thread(stopped.__exit__, None, None, None) for stopped in stopping))
 
 
 def run_replicas(world: World, plan: Plan) -> list[Series]:

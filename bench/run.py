@@ -1,5 +1,5 @@
 """`make bench`: the round trips of three commands against raw aio-pika, competing consumers, bulk work, the reminder
-run and the notifier's mail throughput, on one fresh vhost and nx-27017 (`bench.world`).
+run and the notifier's mail throughput, on a fresh nx-27017 and a fresh vhost per part (`bench.world`).
 
 Parts (`--only PART` runs one):
 - roundtrip: the raw aio-pika echo at c=1 and c=32 beside `metering.submit_reading`, `ordering.place_order` and
@@ -35,7 +35,7 @@ from bench import metering, notifier, registration
 from bench.plan import FULL, QUICK, Plan
 from bench.rounds import print_rounds
 from bench.roundtrip import run_roundtrip
-from bench.world import World, nx_27017, rabbitmq_vhost
+from bench.world import World, nx_27017, rabbitmq
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,14 +94,16 @@ def main() -> None:
 
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    with (tempfile.TemporaryDirectory(prefix="bench-") as tmp, rabbitmq_vhost(Path(tmp)) as amqp_url,
+    with (tempfile.TemporaryDirectory(prefix="bench-") as tmp, rabbitmq(Path(tmp)) as fresh_vhost,
           nx_27017(Path(tmp)) as (mongo_url, nx_pid)):
-        world = World(amqp_url, mongo_url, nx_pid, secrets.token_hex(32),
-                      profile=RESULTS / "profile" if args.profile else None)
         for part in parts:
             print(f"\n== {part} ...", flush=True)
             part_started = time.monotonic()
-            results[part] = run_part(part, world, plan)
+            # A vhost per part: the durable queues of one part's services must not hand its events to the next's.
+            with fresh_vhost() as amqp_url:
+                world = World(amqp_url, mongo_url, nx_pid, secrets.token_hex(32),
+                              profile=RESULTS / "profile" if args.profile else None)
+                results[part] = run_part(part, world, plan)
             timings[part] = time.monotonic() - part_started
 
     total = time.monotonic() - started

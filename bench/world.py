@@ -1,7 +1,7 @@
-"""What every part of the benchmark shares: a fresh vhost and nx-27017, the services as processes, tokens, events.
+"""What every part of the benchmark shares: the broker and nx-27017, the services as processes, tokens, events.
 
-One run brings its own world: a fresh vhost on the RabbitMQ at 127.0.0.1:5672 (or a private node when none listens)
-and an nx-27017 on a free port in a temp dir, both removed at the end. Each service runs as its own process
+One run brings its own world: an nx-27017 on a free port in a temp dir, and a fresh vhost per part on the RabbitMQ at
+127.0.0.1:5672 (or a private node when none listens), all removed at the end. Each service runs as its own process
 (`bench.server`), a fresh database per part.
 """
 
@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,8 +35,8 @@ T = TypeVar("T")
 
 
 @contextmanager
-def rabbitmq_vhost(tmp: Path) -> Iterator[str]:
-    """The URL of a fresh vhost, deleted afterwards, so the shared broker keeps nothing of ours."""
+def rabbitmq(tmp: Path) -> Iterator[Callable[[], AbstractContextManager[str]]]:
+    """The RabbitMQ at 127.0.0.1:5672, or a private node when none listens: a maker of fresh vhosts on it."""
     node: deps.LocalRabbitMQ | None = None
     if deps.rabbitmq_running():
         base_url = f"amqp://guest:guest@{deps.RABBITMQ_HOST}:{deps.RABBITMQ_PORT}/"
@@ -45,13 +45,19 @@ def rabbitmq_vhost(tmp: Path) -> Iterator[str]:
         node = deps.LocalRabbitMQ(tmp / "rabbitmq")
         node.start()
         base_url, vhosts = node.url, node.vhosts()
-    vhost = f"bench-{uuid.uuid4().hex[:12]}"
-    try:
+
+    @contextmanager
+    def fresh_vhost() -> Iterator[str]:
+        """The URL of a fresh vhost, deleted afterwards, so the broker keeps nothing of ours."""
+        vhost = f"bench-{uuid.uuid4().hex[:12]}"
         vhosts.create(vhost)
         try:
             yield deps.with_vhost(base_url, vhost)
         finally:
             vhosts.delete(vhost)
+
+    try:
+        yield fresh_vhost
     finally:
         if node is not None:
             node.stop()
@@ -152,6 +158,22 @@ async def publish_events(amqp_url: str, events: Sequence[Event]) -> None:
                                                     message_id=uuid.uuid4().hex,
                                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                                    routing_key=event.routing_key)
+
+
+async def drained(amqp_url: str, queues: Sequence[str]) -> None:
+    """Wait until these queues hold no message ready: the consumers took in what was published (the last few of a
+    prefetch may still be in hand)."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+
+        async def empty() -> bool:
+            for name in queues:
+                queue = await channel.declare_queue(name, passive=True)
+                if queue.declaration_result.message_count:
+                    return False
+            return True
+
+        await wait_until(empty, f"{', '.join(queues)} drained")
 
 
 class EventCounter:
