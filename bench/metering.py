@@ -18,10 +18,8 @@ own process on the run's vhost and nx-27017, a fresh database per part.
   run (seeding 100,000 devices takes longer than the run). Goal: < 30 s.
 
 Devices and customers of the file and the reminder run are written into metering's `devices` and `customers`
-directly: events would take minutes for 100,000. Each document is what `handlers.remember_device` /
-`remember_customer` store for the equivalent event, captured from the handlers themselves (a stand-in collection
-records their upsert), so the shape cannot drift from the service's. The service's scheduler has run its day before
-seeding (and then waits a day), so only the measured command works on them.
+directly (`bench.seeding`, through metering's own handlers): events would take minutes for 100,000. The service's
+scheduler has run its day before seeding (and then waits a day), so only the measured command works on them.
 """
 
 from __future__ import annotations
@@ -37,25 +35,25 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
 
 from bench.client import Caller
 from bench.plan import Plan
 from bench.rounds import EventQueues, Prepare, Series, Spread, Subject
+from bench.seeding import seed
 from bench.world import TIMEOUT, EventCounter, World, fresh_prefix, peak_rss_mb, publish_events, wait_until
 from contracts import metering as api
 from contracts.accounts import Contract, CustomerProvisioned
-from contracts.base import FileObject
+from contracts.base import Event, FileObject
 from contracts.client import PortalClient
 from contracts.registration import CounterReading, DeviceProvisioned, Location, ReminderRecipient
 from services.metering import handlers, periods
 from services.metering.sheets import XLSX
 from services.metering.store import CUSTOMERS, DEVICES, SCHEDULE
 from services.runtime.events import EventContext
-from services.runtime.instance import Instance
-from services.runtime.mongo import Database, Document
+from services.runtime.mongo import Database
 from services.runtime.tokens import Role
 
 COUNTERS = ("mono", "color")
@@ -64,7 +62,6 @@ GOAL_ROWS_PER_S, GOAL_MEMORY_PER_UNPACKED = 2_000, 3.0
 # The upload before the measured ones: a full batch of `metering_batch_devices` (500 devices, 1,000 rows).
 WARM_UP_DEVICES = 500
 GOAL_REMINDER_SECONDS = 30.0
-SEED_BATCH = 1_000
 REPLICA_CONCURRENCY = 32
 TWO_CORES = ("On a 2-core machine the client, RabbitMQ, nx-27017 and every replica share the cores: these figures show "
              "what competing consumers cost there, not how they scale.")
@@ -83,43 +80,12 @@ async def scheduled_today(db: Database) -> None:
     await wait_until(ran, "metering's scheduler ran its day", timeout=60)
 
 
-# --- read-model documents as the handlers store them ------------------------------------------------------
-
-class _Recorder:
-    """Stands in for a collection: records the upsert a store method makes, writes nothing."""
-
-    def __init__(self) -> None:
-        self.upserts: list[Document] = []
-
-    async def update_one(self, query: Document, update: Document, upsert: bool = False) -> None:
-        unknown = set(update) - {"$set", "$setOnInsert"}
-        if not upsert or unknown:
-            raise AssertionError(f"metering's read model changed its write ({sorted(unknown)}): update bench.metering")
-        self.upserts.append({"_id": query["_id"], **update.get("$set", {}), **update.get("$setOnInsert", {})})
-
-
-class _RecordingDb(dict[str, _Recorder]):
-    def __missing__(self, name: str) -> _Recorder:
-        self[name] = _Recorder()
-        return self[name]
-
-
-async def read_model(events: Sequence[DeviceProvisioned | CustomerProvisioned]) -> dict[str, list[Document]]:
-    """Per collection, the documents metering's handlers store for these events (as first ones, into nothing)."""
-    recording = _RecordingDb()
-    ctx = EventContext(event="bench", message_id=None, db=cast(Database, recording), instance=cast(Instance, None))
-    for event in events:
-        if isinstance(event, CustomerProvisioned):
-            await handlers.remember_customer(event, ctx)
-        else:
-            await handlers.remember_device(event, ctx)
-    return {name: recorder.upserts for name, recorder in recording.items()}
-
-
-async def seed(db: Database, events: Sequence[DeviceProvisioned | CustomerProvisioned]) -> None:
-    for name, documents in (await read_model(events)).items():
-        for start in range(0, len(documents), SEED_BATCH):
-            await db[name].insert_many(documents[start:start + SEED_BATCH], ordered=False)
+async def remember(event: Event, ctx: EventContext) -> None:
+    """Metering's handler of a customer's or a device's event (`bench.seeding.seed`)."""
+    if isinstance(event, CustomerProvisioned):
+        await handlers.remember_customer(event, ctx)
+    elif isinstance(event, DeviceProvisioned):
+        await handlers.remember_device(event, ctx)
 
 
 def contract_customer(number: str, contract_number: str) -> CustomerProvisioned:
@@ -185,9 +151,9 @@ async def prepare_submit(world: World, database: str, devices: list[DeviceProvis
     await wait_until(all_stored, "metering took in the devices' events")
 
 
-def submit_subject(world: World, pid: int, devices: list[DeviceProvisioned], name: str = "metering.submit_reading",
+def submit_subject(world: World, pid: int, devices: list[DeviceProvisioned],
                    readings: Readings | None = None) -> Subject:
-    return Subject(name, api.SubmitReading.routing_key, pid,
+    return Subject("metering.submit_reading", api.SubmitReading.routing_key, pid,
                    payload=readings or Readings([event.device_id for event in devices]),
                    headers={"authorization": f"Bearer {world.token(customer_number='C-SUBMIT')}"},
                    event=api.ReadingSubmitted.routing_key)
@@ -344,7 +310,7 @@ def run_file(world: World, plan: Plan) -> FileRun:
 
     async def prepare(db: Database) -> None:
         await scheduled_today(db)
-        await seed(db, [contract_customer("C-BULK", "K-BULK"), *devices, *warm_up])
+        await seed(db, remember, [contract_customer("C-BULK", "K-BULK"), *devices, *warm_up])
 
     with world.service("metering", prefix) as pid:
         asyncio.run(world.with_db(f"{prefix}metering", prepare))
@@ -445,7 +411,7 @@ def run_reminders(world: World, plan: Plan) -> ReminderRun:
     async def prepare(db: Database) -> float:
         await scheduled_today(db)
         started = time.monotonic()
-        await seed(db, fleet)
+        await seed(db, remember, fleet)
         return time.monotonic() - started
 
     with world.service("metering", prefix) as pid:

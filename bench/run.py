@@ -56,8 +56,9 @@ def run_part(part: str, world: World, plan: Plan) -> dict[str, Any]:
     """Measure one part, print its tables; what goes into latest.json."""
     if part == "roundtrip":
         rounds = run_roundtrip(world, plan)
-        print_rounds(rounds, f"Round trips, median (range) of {plan.repeats} alternating cells of {plan.seconds:g} s "
-                             f"(after {plan.warmup:g} s warm-up) each")
+        print_rounds(rounds, f"Round trips: cells of {plan.seconds:g} s after {plan.warmup:g} s warm-up alternating "
+                             f"(raw, metering, raw, ordering, raw, ticketing) {plan.repeats} times per concurrency; "
+                             "median (range) of each one's cells")
         return rounds.json()
     if part == "replicas":
         replicas = metering.run_replicas(world, plan)

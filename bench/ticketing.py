@@ -1,9 +1,9 @@
 """`ticketing.open_ticket` as a subject of the round trips (`bench.roundtrip`).
 
-The ticketing service runs as its own process with `devices` devices of one customer, announced through
-`registration.device.provisioned`. A device holds one open ticket at a time, so every call opens a ticket for a device
-of its own (its guard, project number, ticket and `ticketing.ticket.opened`); a run needs more devices than calls, and
-a call refused (`open_ticket_exists` once they ran out) counts as an error.
+The ticketing service runs as its own process with `devices` devices of one customer in its read model (written
+directly through its own handler, `bench.seeding`). A device holds one open ticket at a time, so every call opens a
+ticket for a device of its own (its guard, project number, ticket and `ticketing.ticket.opened`); a run needs more
+devices than calls, and a call refused (`open_ticket_exists` once they ran out) counts as an error.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from bench.rounds import Prepare, Subject
-from bench.world import World, fresh_prefix, publish_events, wait_until
+from bench.seeding import seed
+from bench.world import World, fresh_prefix
+from contracts.base import Event
 from contracts.registration import DeviceProvisioned, Location
 from contracts.ticketing import OpenTicket, TicketOpened
-from services.runtime.mongo import Database
+from services.runtime.events import EventContext
 from services.runtime.tokens import Role
+from services.ticketing import handlers
 
 CUSTOMER, CONTRACT = "C-BENCH-TICKET", "K-BENCH-TICKET"
 
@@ -49,17 +52,15 @@ def fleet(count: int) -> list[DeviceProvisioned]:
                           city="Düsseldorf", country="DE"), version=1) for number in range(count)]
 
 
+async def remember(event: Event, ctx: EventContext) -> None:
+    assert isinstance(event, DeviceProvisioned)
+    await handlers.remember_device(event, ctx)
+
+
 async def prepare(world: World, database: str, devices: list[DeviceProvisioned]) -> None:
-    """Announce the devices; done once ticketing stored every one."""
-    await publish_events(world.amqp_url, devices)
-
-    async def stored(db: Database) -> bool:
-        return await db["devices"].count_documents({}) >= len(devices)
-
-    async def all_stored() -> bool:
-        return await world.with_db(database, stored)
-
-    await wait_until(all_stored, "ticketing took in the devices' events")
+    """The devices, written as ticketing's handler stores them: as events, the other services would take them in too,
+    for minutes."""
+    await world.with_db(database, lambda db: seed(db, remember, devices))
 
 
 @contextmanager
