@@ -239,7 +239,7 @@ class FileRun:
     accepted: list[int]
     rejected: list[int]
     warm_peak_rss_mb: float  # after the warm-up upload of WARM_UP_DEVICES
-    peak_rss_mb: float  # after the last file
+    peak_rss_mb: list[float]  # after each file
 
     @property
     def rows_per_s(self) -> Spread:
@@ -247,7 +247,8 @@ class FileRun:
 
     @property
     def growth_mb(self) -> float:
-        return self.peak_rss_mb - self.warm_peak_rss_mb
+        """What the first file added to the peak (later ones add what fragmentation costs: reported, not the goal)."""
+        return self.peak_rss_mb[0] - self.warm_peak_rss_mb
 
     def meets_goal(self) -> dict[str, bool]:
         return {"rows_per_s": self.rows_per_s.median >= GOAL_ROWS_PER_S,
@@ -260,7 +261,7 @@ class FileRun:
                 "seconds_to_last_event": Spread.of(events).json(2) if events else None,
                 "events_missing": len(self.seconds_to_events) - len(events), "accepted": self.accepted,
                 "rejected": self.rejected, "warm_peak_rss_mb": round(self.warm_peak_rss_mb, 1),
-                "peak_rss_mb": round(self.peak_rss_mb, 1), "meets_goal": self.meets_goal(),
+                "peak_rss_mb": [round(peak, 1) for peak in self.peak_rss_mb], "meets_goal": self.meets_goal(),
                 "goal": {"rows_per_s": GOAL_ROWS_PER_S, "growth_per_unpacked": GOAL_MEMORY_PER_UNPACKED}}
 
 
@@ -316,7 +317,7 @@ def run_file(world: World, plan: Plan) -> FileRun:
         asyncio.run(world.with_db(f"{prefix}metering", prepare))
         asyncio.run(submit_file(world, readings_workbook(warm_up, pages=1_200), len(warm_up)))
         warm = peak_rss_mb(pid)
-        run = FileRun(2 * len(devices), 0, 0, [], [], [], [], warm, warm)
+        run = FileRun(2 * len(devices), 0, 0, [], [], [], [], warm, [])
         for repeat in range(plan.repeats):
             content = readings_workbook(devices, pages=1_200 * (repeat + 1))
             outcome, to_reply, to_events = asyncio.run(submit_file(world, content, len(devices)))
@@ -325,7 +326,7 @@ def run_file(world: World, plan: Plan) -> FileRun:
             run.seconds_to_events.append(to_events)
             run.accepted.append(int(outcome["accepted"]))
             run.rejected.append(len(outcome["rejected"]))
-        run.peak_rss_mb = peak_rss_mb(pid)
+            run.peak_rss_mb.append(peak_rss_mb(pid))
     return run
 
 
@@ -333,15 +334,16 @@ def print_file(run: FileRun) -> None:
     events = [seconds for seconds in run.seconds_to_events if seconds is not None]
     print(f"\nmetering.submit_bulk, one xlsx of {run.rows:,} rows ({run.file_bytes / 1024:,.0f} KB, "
           f"{run.unpacked_bytes / 1024 / 1024:.1f} MB unpacked), median (range) of {len(run.seconds_to_reply)}\n")
-    print("| rows/s | to reply s | to last event s | accepted | rejected | peak RSS MB warm → after |")
+    print("| rows/s | to reply s | to last event s | accepted | rejected | peak RSS MB warm → after each file |")
     print("|---|---|---|---|---|---|")
     print(f"| {run.rows_per_s.text()} | {Spread.of(run.seconds_to_reply).text(2)} "
           f"| {Spread.of(events).text(2) if events else 'missing'} | {min(run.accepted):,}–{max(run.accepted):,} "
-          f"| {max(run.rejected):,} | {run.warm_peak_rss_mb:.0f} → {run.peak_rss_mb:.0f} |")
+          f"| {max(run.rejected):,} | {run.warm_peak_rss_mb:.0f} → "
+          f"{', '.join(f'{peak:.0f}' for peak in run.peak_rss_mb)} |")
     goals = run.meets_goal()
     print(f"\nGoal: >= {GOAL_ROWS_PER_S:,} rows/s -> {'met' if goals['rows_per_s'] else 'MISSED'}; peak RSS growth "
           f"<= {GOAL_MEMORY_PER_UNPACKED:g}x the file unpacked -> {'met' if goals['memory'] else 'MISSED'} "
-          f"(+{run.growth_mb:.1f} MB)")
+          f"(+{run.growth_mb:.1f} MB with the first file, {run.unpacked_bytes / 1024 / 1024:.1f} MB unpacked)")
 
 
 # --- the reminder run --------------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     parts = (args.only,) if args.only else PARTS
+    commit = git_commit()  # of the code that runs, whatever happens to the work tree meanwhile
     started = time.monotonic()
     print(f"python -m bench{' --quick' if args.quick else ''}: {', '.join(parts)} on {os.cpu_count()} cores",
           flush=True)
@@ -110,7 +111,7 @@ def main() -> None:
     total = time.monotonic() - started
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps({
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": commit,
         "cpus": os.cpu_count(), "python": platform.python_version(), "quick": args.quick, "profiled": args.profile,
         "plan": plan.json(), "seconds": {**{part: round(seconds, 1) for part, seconds in timings.items()},
                                          "total": round(total, 1)},
