@@ -1,4 +1,5 @@
-"""Benchmarks: the shared runtime's cost per command against a raw aio-pika echo (`make bench`).
+"""Benchmarks (`make bench`): three commands end to end against a raw aio-pika round trip, competing consumers, bulk
+work, the reminder run and the notifier's mail throughput.
 
 Not part of the tests; see `bench.run` for what is measured and how.
 """

@@ -1,7 +1,7 @@
 """The load generator: one raw aio-pika connection as in STACK_NOTES §2 and §7.
 
 Direct reply-to, persistent messages, publisher confirms and a ~280-byte JSON body with a
-fresh key and message_id per call, so the runtime can never answer from a stored reply.
+fresh key and message_id per call, so a service can never answer from a stored reply.
 `concurrency` callers each wait for their reply before sending the next command. A benchmark of a
 real command passes its own bodies (`payload`, per caller) and headers, and which replies count.
 """
@@ -27,12 +27,12 @@ REPLY_QUEUE = "amq.rabbitmq.reply-to"
 BODY_BYTES = 280
 CALL_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# The body of a caller's next command, given the caller's index (0 .. concurrency - 1).
-Payload = Callable[[int], bytes]
+# The body of a caller's next command, given the caller's index (0 .. concurrency - 1) and the concurrency.
+Payload = Callable[[int, int], bytes]
 
 
 def body(count: int) -> bytes:
-    """A JSON object of about BODY_BYTES that `bench.write` accepts; the raw server echoes it."""
+    """A JSON object of about BODY_BYTES, the baseline's body: the raw server echoes it."""
     fields = {"key": uuid.uuid4().hex, "count": count, "note": ""}
     fields["note"] = "x" * max(0, BODY_BYTES - len(json.dumps(fields)))
     return json.dumps(fields).encode()
@@ -62,7 +62,7 @@ class Cell:
     concurrency: int
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
-    replies: int = 0  # all replies, warm-up included (the runtime wrote one document per reply)
+    replies: int = 0  # accepted replies, warm-up included (each stands for one stored change and its event)
     errors: int = 0
     cpu_percent: dict[str, float] = field(default_factory=dict)  # of one core, during the window
 
@@ -81,9 +81,8 @@ class Cell:
 
 
 class Caller:
-    def __init__(self, amqp_url: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, amqp_url: str) -> None:
         self.amqp_url = amqp_url
-        self.headers: HeadersType = dict(headers or {})
         self._waiting: dict[str, asyncio.Future[AbstractIncomingMessage]] = {}
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
@@ -107,7 +106,7 @@ class Caller:
         if future is not None and not future.done():
             future.set_result(message)
 
-    async def call(self, routing_key: str, payload: bytes) -> bytes | None:
+    async def call(self, routing_key: str, payload: bytes, headers: HeadersType | None = None) -> bytes | None:
         """Send one command and wait for its reply's body; None on a timeout or a refused publish."""
         assert self._exchange is not None, "use `async with Caller(...)`"
         correlation_id = uuid.uuid4().hex
@@ -116,7 +115,7 @@ class Caller:
         try:
             await self._exchange.publish(
                 aio_pika.Message(payload, content_type="application/json", correlation_id=correlation_id,
-                                 message_id=uuid.uuid4().hex, reply_to=REPLY_QUEUE, headers=self.headers,
+                                 message_id=uuid.uuid4().hex, reply_to=REPLY_QUEUE, headers=headers or {},
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=routing_key, mandatory=True)
             reply = await asyncio.wait_for(future, CALL_TIMEOUT)
@@ -128,18 +127,19 @@ class Caller:
 
     async def cell(self, routing_key: str, concurrency: int, seconds: float, warmup: float,
                    watch: dict[str, int], payload: Payload | None = None,
-                   accept: Callable[[bytes], bool] | None = None) -> Cell:
+                   accept: Callable[[bytes], bool] | None = None, headers: HeadersType | None = None) -> Cell:
         """Run `concurrency` callers for warmup + seconds; `watch` names the pids whose CPU to report.
 
-        `payload(caller)` makes each body (default: `body(1)`); a reply `accept` refuses counts as an error."""
+        `payload(caller, concurrency)` makes each body (default: `body(1)`); a reply `accept` refuses counts as an
+        error."""
         cell = Cell(concurrency, seconds)
         started = time.perf_counter()
         window_start, window_end = started + warmup, started + warmup + seconds
-        make = payload or (lambda _: body(1))
+        make = payload or (lambda _caller, _concurrency: body(1))
 
         async def caller(index: int) -> None:
             while (sent := time.perf_counter()) < window_end:
-                reply = await self.call(routing_key, make(index))
+                reply = await self.call(routing_key, make(index, concurrency), headers)
                 if reply is None or (accept is not None and not accept(reply)):
                     cell.errors += 1
                     continue

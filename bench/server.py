@@ -1,7 +1,6 @@
 """One benchmark server in its own process, so it has a core to itself like a deployed service.
 
     python -m bench.server raw AMQP_URL
-    python -m bench.server runtime AMQP_URL MONGODB_URL DATABASE_PREFIX [--profile DIR]
     python -m bench.server service NAME [--profile DIR]   # services.NAME, its settings from PORTAL_* variables
 
 It prints `ready` on stdout once it consumes, and stops cleanly on SIGTERM. `launched(...)` starts one.
@@ -78,16 +77,6 @@ async def serve_raw(amqp_url: str, stopped: asyncio.Event) -> None:
         await stopped.wait()
 
 
-async def serve_runtime(amqp_url: str, mongodb_url: str, prefix: str, profile: Path | None,
-                        stopped: asyncio.Event) -> None:
-    """The `bench` service through the shared runtime, set up as `Service.run` does it."""
-    from bench.service import service
-    from services.runtime.settings import Settings
-
-    await serve_service(service, Settings(amqp_url=amqp_url, mongodb_url=mongodb_url, database_prefix=prefix),
-                        profile, stopped)
-
-
 async def serve_named(name: str, profile: Path | None, stopped: asyncio.Event) -> None:
     """A real service (`services.NAME.app`), its settings from the environment as `Service.run` reads them."""
     from services.runtime.service import Service
@@ -131,20 +120,14 @@ async def serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     if args.kind == "raw":
         await serve_raw(args.amqp_url, stopped)
-    elif args.kind == "service":
-        await serve_named(args.name, args.profile, stopped)
     else:
-        await serve_runtime(args.amqp_url, args.mongodb_url, args.prefix, args.profile, stopped)
+        await serve_named(args.name, args.profile, stopped)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     kinds = parser.add_subparsers(dest="kind", required=True)
     kinds.add_parser("raw").add_argument("amqp_url")
-    runtime = kinds.add_parser("runtime")
-    for name in ("amqp_url", "mongodb_url", "prefix"):
-        runtime.add_argument(name)
-    runtime.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")
     named = kinds.add_parser("service")
     named.add_argument("name", help="a service under services/, e.g. metering")
     named.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")
