@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -135,3 +137,62 @@ async def outcome(portal: PortalClient, command: str, body: Mapping[str, Any] | 
     except PortalError as error:
         return error.code
     return "ok"
+
+
+# --- service processes under fault: kill, restart, re-send --------------------------------------------------------
+
+class ServiceProcesses:
+    """The service processes of one test, by service name and replica: started, killed, restarted, and all stopped
+    at the end (`stop_all`, from a fixture's `finally`), so none outlives its test."""
+
+    def __init__(self, settings: Settings, **extra_env: str) -> None:
+        self.settings, self.extra_env = settings, extra_env
+        self.running: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    def start(self, *names: str, replicas: int = 1) -> None:
+        for name in names:
+            self.running.setdefault(name, []).extend(
+                start_service_process(f"services.{name}", self.settings, **self.extra_env) for _ in range(replicas))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every replica of `name`: no graceful stop, in-flight messages unacked, claims left held."""
+        for process in self.running.pop(name, []):
+            process.kill()
+            process.wait(10)
+
+    def stop_all(self) -> None:
+        """SIGTERM to every process, SIGKILL to whichever has not exited after the grace."""
+        processes = [process for replicas in self.running.values() for process in replicas]
+        self.running.clear()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+async def send_until_answered(portal: PortalClient, command: str, body: Mapping[str, Any], *,
+                              token: str | None = None, message_id: str | None = None,
+                              attempt_timeout: float = 3.0, give_up_after: float = 120.0) -> dict[str, Any]:
+    """The reply envelope of `command`, re-sent with the same `message_id` while no reply comes (the service is
+    down, restarting, or the broker is away), as a gateway does; fails the test if none comes in `give_up_after`."""
+    message_id = message_id or uuid.uuid4().hex
+    deadline = asyncio.get_running_loop().time() + give_up_after
+    payload = json.dumps(dict(body)).encode()
+    while True:
+        try:
+            return await portal.send(command, payload, token=token, message_id=message_id, timeout=attempt_timeout)
+        except (TimeoutError, NotDelivered):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{command} ({message_id}) got no reply within {give_up_after} s") from None
+            await asyncio.sleep(0.2)
+
+
+def mails_by_recipient_and_subject(mailbox: Mailbox) -> Counter[tuple[str, str]]:
+    """How many mails the SMTP server accepted per (recipient address, subject)."""
+    return Counter((str(message["To"].addresses[0].addr_spec).lower(), str(message["Subject"]))
+                   for message in mailbox.messages)
