@@ -29,7 +29,15 @@ from services.metering import periods
 from services.runtime.mongo import Database, Document
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import device_registration, publish_event, random_email, random_id, random_serial, sign_up, token_for
+from tests.builders import (
+    device_registration,
+    publish_event,
+    random_email,
+    random_id,
+    random_serial,
+    sign_up,
+    token_for,
+)
 from tests.support import Mailbox, ServiceProcesses, eventually, mails_by_recipient_and_subject, send_until_answered
 
 Fault = Callable[[], Awaitable[None]]
@@ -269,12 +277,13 @@ async def registration_flow(world: World, fault: Fault | None) -> Summary:
             "mails": len(world.mailbox.messages)}
 
 
-def quiet_billing_period(catch_up_days: int) -> str:
+def quiet_billing_period(catch_up_days: int) -> periods.BillingPeriod:
     """A billing period with no window open today nor on the days the scheduler catches up on: its scheduler then
     reminds nobody of this flow's devices, and only the operator's run does."""
-    for billing in ("annual", "semiannual", "quarterly", "monthly"):
+    choices: tuple[periods.BillingPeriod, ...] = ("annual", "semiannual", "quarterly", "monthly")
+    for billing in choices:
         days = (today() - timedelta(days=back) for back in range(catch_up_days + 1))
-        if all(periods.window_on(day, billing) is None for day in days):  # type: ignore[arg-type]
+        if all(periods.window_on(day, billing) is None for day in days):
             return billing
     raise AssertionError("every billing period has a window open now")
 
@@ -294,7 +303,7 @@ async def metering_flow(world: World, fault: Fault | None) -> Summary:
     commands = [Command("metering.submit_reading", {"device_id": device.device_id, "readings": [
         {"counter": "mono", "value": 1100}, {"counter": "color", "value": 1050}]}, token) for device in devices]
     # A window that closed before today: none of today's readings counts for it, so it reminds of every device.
-    window = periods.closed_window_before(today(), billing)  # type: ignore[arg-type]
+    window = periods.closed_window_before(today(), billing)
     commands.insert(STREAM_SIZE // 2, Command("metering.operator.run_reminders", {"as_of": window.opens.isoformat()},
                                               world.operator))
     replies = await stream(world, commands, [renamed(device) for device in devices], fault=fault)
@@ -364,7 +373,7 @@ async def ticketing_flow(world: World, fault: Fault | None, *, list_deliveries: 
     numbers = [reply["data"]["ticket_number"] for command, reply in zip(commands, replies, strict=True)
                if command.name == "ticketing.open_ticket"]
     tickets = {contact: await count(db.tickets, {"contact.email": contact}) for contact in contacts}
-    assert tickets == {contact: 1 for contact in contacts}
+    assert tickets == dict.fromkeys(contacts, 1)
     assert await count(db.open_tickets, {}) == STREAM_SIZE  # one guard per device, each holding its ticket
     await devices_known(world, "ticketing", devices, version=2)
     await assert_outboxes_drained(db, "tickets")
