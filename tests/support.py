@@ -8,13 +8,17 @@ import email
 import email.policy
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -22,7 +26,7 @@ from aiosmtpd.controller import Controller
 
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.topology import EVENTS_EXCHANGE
-from deploy.local.deps import free_port
+from deploy.local.deps import LocalRabbitMQ, free_port, start_nx_27017, stop_process
 from services.runtime.service import Service, ServiceInstance
 from services.runtime.settings import Settings
 
@@ -196,3 +200,52 @@ def mails_by_recipient_and_subject(mailbox: Mailbox) -> Counter[tuple[str, str]]
     """How many mails the SMTP server accepted per (recipient address, subject)."""
     return Counter((str(message["To"].addresses[0].addr_spec).lower(), str(message["Subject"]))
                    for message in mailbox.messages)
+
+
+@contextlib.contextmanager
+def private_rabbitmq() -> Iterator[LocalRabbitMQ]:
+    """A RabbitMQ node of the caller's own, so restarting it disturbs nobody; stopped and removed afterwards."""
+    # Not under pytest's tmp_path: run as root, the node drops to the `rabbitmq` user,
+    # which cannot enter pytest's private temporary folders.
+    base = Path(tempfile.mkdtemp(prefix="portal-rabbitmq-"))
+    node = LocalRabbitMQ(base)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class PrivateMongo:
+    """An nx-27017 of the caller's own on a fixed port and data directory, to kill, restart, pause and resume."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        self.process, self.url = start_nx_27017(self.data_dir, self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: connections refused until `start` brings it back on the same port and data."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and every request hangs until `resume`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.resume()  # a stopped process cannot act on SIGTERM
+            stop_process(self.process)
+            self.process = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,26 +26,31 @@ def chaos_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"claim_lease_seconds": 2.0, "log_level": "WARNING"})
 
 
-@pytest.fixture
-def processes(chaos_settings: Settings) -> Iterator[ServiceProcesses]:
-    processes = ServiceProcesses(chaos_settings, **PROCESS_ENV)
+@contextlib.asynccontextmanager
+async def world_of(settings: Settings, amqp_url: str, mailbox: Mailbox) -> AsyncIterator[World]:
+    """A world on these settings: its processes all stopped, its clients closed when the block ends, however."""
+    processes = ServiceProcesses(settings, **PROCESS_ENV)
+    mongo = mongo_client(settings.mongodb_url, settings.mongodb_timeout_ms)
     try:
-        yield processes
+        async with PortalClient(amqp_url, timeout=10) as portal:
+            yield World(settings, amqp_url, portal, mailbox, processes, mongo)
     finally:
         processes.stop_all()
+        await mongo.close()
 
 
 @pytest.fixture
-async def world(chaos_settings: Settings, amqp_url: str, portal: PortalClient, mailbox: Mailbox,
-                processes: ServiceProcesses) -> AsyncIterator[World]:
-    mongo = mongo_client(chaos_settings.mongodb_url, chaos_settings.mongodb_timeout_ms)
-    try:
-        yield World(chaos_settings, amqp_url, portal, mailbox, processes, mongo)
-    finally:
-        await mongo.close()
+async def world(chaos_settings: Settings, amqp_url: str, mailbox: Mailbox) -> AsyncIterator[World]:
+    async with world_of(chaos_settings, amqp_url, mailbox) as world:
+        yield world
 
 
 async def start_healthy(world: World, services: tuple[str, ...], *, replicas: int = 1) -> None:
     world.processes.start(*services, replicas=replicas)
     for service in services:
         await wait_healthy(world.portal, service, timeout=90)
+
+
+def all_alive(processes: ServiceProcesses) -> bool:
+    return all(process.poll() is None for replicas in processes.running.values() for process in replicas)
+
