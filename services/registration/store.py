@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from gridfs import AsyncGridFSBucket
-from gridfs.errors import FileExists
+from gridfs.errors import FileExists, NoFile
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.base import Event
 from contracts.registration import DeviceFilter, ProductModel
@@ -141,12 +142,20 @@ class RegistrationStore:
 
     async def store_proof(self, file_id: str, device_id: str, filename: str, content_type: str,
                           content: bytes) -> None:
-        """Under an id derived from the device, so a registration completed after a crash stores it once."""
-        try:
+        """Under an id derived from the device, so a registration completed after a crash stores it once.
+
+        GridFS writes the chunks first and the file document last: an earlier run of this registration stored it
+        whole, or was cut off in between (the database went away), leaving chunks every later upload collides with
+        (nx-27017 raises a plain OperationFailure there, not DuplicateKeyError). Either way it is written again."""
+        async def upload() -> None:
             await self.proofs.upload_from_stream_with_id(
                 file_id, filename, content, metadata={"device_id": device_id, "content_type": content_type})
-        except (FileExists, DuplicateKeyError):
-            pass  # stored by this registration before a crash
+        try:
+            await upload()
+        except (FileExists, OperationFailure):
+            with contextlib.suppress(NoFile):
+                await self.proofs.delete(file_id)  # removes the chunks also without a file document
+            await upload()
 
     # --- failed claims (services/registration/requests.py) ---
 
