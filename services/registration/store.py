@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import FileExists, NoFile
@@ -22,6 +22,7 @@ REQUESTS = "requests"  # claims of devices at one location and address changes, 
 UPLOADS = "uploads"  # bulk uploads (services/registration/bulk.py), whose final update emits
 CLAIM_ATTEMPTS = "claim_attempts"  # per user: the current window of claim attempts and how many it holds
 OUTBOX_COLLECTIONS = (CATALOGUE, DEVICES, REQUESTS, UPLOADS)
+GRIDFS_CHUNK_BYTES = 255 * 1024  # GridFS's default chunk size
 
 
 class RegistrationStore:
@@ -153,8 +154,14 @@ class RegistrationStore:
         try:
             await upload()
         except (FileExists, OperationFailure):
+            # A file document for the leftover, unless it has one, so that deleting it removes its chunks too:
+            # nx-27017 refuses to delete chunks whose document never came ("File with id ... not found").
+            with contextlib.suppress(OperationFailure):
+                await self.db["proofs.files"].insert_one({
+                    "_id": file_id, "length": 0, "chunkSize": GRIDFS_CHUNK_BYTES, "uploadDate": datetime.now(UTC),
+                    "filename": filename, "metadata": {}})
             with contextlib.suppress(NoFile):
-                await self.proofs.delete(file_id)  # removes the chunks also without a file document
+                await self.proofs.delete(file_id)
             await upload()
 
     # --- failed claims (services/registration/requests.py) ---
