@@ -50,7 +50,7 @@ async def test_a_database_away_for_seconds_leaves_nothing_half_written_and_the_s
         "mongodb_url": private_mongo.url, "mongodb_timeout_ms": 2000, "claim_lease_seconds": 30.0})
     async with world_of(settings, amqp_url, mailbox) as world:
         world.resend_internal = True
-        # The production lease (300 s) outlasts an outage of seconds; so must this one (3 s in the kill tests).
+        # The production lease (300 s) outlasts an outage of seconds; so must this one (10 s in the kill tests).
         world.processes.extra_env["PORTAL_NOTIFIER_LEASE_SECONDS"] = "30"
         await start_healthy(world, ("registration", "notifier"))
 

@@ -44,3 +44,5 @@ async def test_a_service_killed_mid_stream_and_restarted_loses_nothing_and_doubl
     services, flow = FLOWS[victim]
     await start_healthy(world, services)
     await flow(world, kill_and_restart(world, victim))
+    print(f"{victim} killed after {world.answered_at_fault} answers; mails in flight then: {len(world.may_repeat)}, "
+          f"arrived twice: {world.mails_doubled}")
