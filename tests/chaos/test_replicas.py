@@ -113,5 +113,6 @@ async def test_two_replicas_of_every_service_give_the_same_results_as_one(
         async with separate_world(rabbitmq, mongo_url, chaos_settings) as world:
             await start_healthy(world, SERVICES, replicas=replicas)
             results[replicas] = await workload(world)
+    print(f"one replica: {results[1]}\ntwo replicas: {results[2]}")
     assert results[1] == results[2]
     assert results[1]["tickets"] == results[1]["orders"] == STREAM_SIZE
