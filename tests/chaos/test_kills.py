@@ -18,11 +18,17 @@ delivery was still `retrying` when the process died, never a third, and every ma
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
+from contracts.client import PortalClient
+from services.accounts.app import service as accounts_service
+from services.runtime.settings import Settings
+from tests.builders import sign_up
 from tests.chaos.conftest import start_healthy
 from tests.chaos.flows import FLOWS, Fault, World
+from tests.support import running
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -46,3 +52,18 @@ async def test_a_service_killed_mid_stream_and_restarted_loses_nothing_and_doubl
     await flow(world, kill_and_restart(world, victim))
     print(f"{victim} killed after {world.answered_at_fault} answers; mails in flight then: {len(world.may_repeat)}, "
           f"arrived twice: {world.mails_doubled}")
+
+
+async def test_a_sign_up_whose_reply_a_kill_lost_is_answered_with_its_user_when_re_sent(
+        settings: Settings, portal: PortalClient) -> None:
+    """What the `accounts` case found: accounts killed after storing a new user but before storing the command's
+    reply; the re-sent copy (same `message_id`) ran the handler again, which found the address taken by that very
+    user and answered `email_taken`. Here the lost reply is its claim removed, as the kill leaves it after its lease.
+    """
+    request, message_id = sign_up(), uuid.uuid4().hex
+    async with running(accounts_service, settings) as accounts:
+        first = await portal.call("accounts.register", request, message_id=message_id)
+        await accounts.db.message_claims.delete_many({})
+        again = await portal.call("accounts.register", request, message_id=message_id)
+        assert again == first
+        assert await accounts.db.users.count_documents({"email_key": request["email"].lower()}) == 1
