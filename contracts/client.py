@@ -101,9 +101,9 @@ class PortalClient:
             self._connection = connection
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        connection, self._connection = self._connection, None  # forgotten even if closing it fails
+        if connection is not None:
+            await connection.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._waiting.pop(message.correlation_id or "", None)
@@ -135,7 +135,10 @@ class PortalClient:
                     routing_key=command, mandatory=True)
             except aio_pika.exceptions.DeliveryError as error:
                 raise NotDelivered(f"nothing consumes {command!r}") from error
-            except (aio_pika.exceptions.AMQPError, ConnectionError) as error:
+            # A channel the broker closed (a restart) raises ChannelInvalidStateError, no AMQPError: without closing
+            # here, the connection still looked open and every later call failed on that channel.
+            except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError,
+                    ConnectionError) as error:
                 await self.close()  # reopened by the next call
                 raise NotDelivered(f"the broker is unavailable: {error!r}") from error
             reply = await asyncio.wait_for(future, timeout or self.timeout)

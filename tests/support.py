@@ -8,8 +8,13 @@ import email
 import email.policy
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -23,7 +28,7 @@ from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.dead_letters import list_dead_letters_command
 from contracts.topology import EVENTS_EXCHANGE
 from deploy.local.__main__ import stop_all
-from deploy.local.deps import free_port
+from deploy.local.deps import LocalRabbitMQ, free_port, start_nx_27017, stop_process
 from services.runtime.service import Service, ServiceInstance
 from services.runtime.settings import Settings
 
@@ -200,3 +205,104 @@ async def dead_letters(portal: PortalClient, service: str, token: str,
     page = await portal.call(list_dead_letters_command(service), {"queue": queue} if queue else {}, token=token)
     items: list[dict[str, Any]] = page["items"]
     return items
+
+
+# --- service processes under fault: kill, restart, re-send --------------------------------------------------------
+
+class ServiceProcesses:
+    """The service processes of one test, by service name and replica: started, killed, restarted, and all stopped
+    at the end (`stop_all`, from a fixture's `finally`), so none outlives its test."""
+
+    def __init__(self, settings: Settings, **extra_env: str) -> None:
+        self.settings, self.extra_env = settings, extra_env
+        self.running: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    def start(self, *names: str, replicas: int = 1) -> None:
+        for name in names:
+            self.running.setdefault(name, []).extend(
+                start_service_process(f"services.{name}", self.settings, **self.extra_env) for _ in range(replicas))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every replica of `name`: no graceful stop, in-flight messages unacked, claims left held."""
+        for process in self.running.pop(name, []):
+            process.kill()
+            process.wait(10)
+
+    def stop_all(self) -> None:
+        """SIGTERM to every process at once, SIGKILL to whichever has not exited after the grace."""
+        named = {f"{name}#{index}": process for name, replicas in self.running.items()
+                 for index, process in enumerate(replicas)}
+        self.running.clear()
+        stop_all(named, 20.0)
+
+
+async def send_until_answered(portal: PortalClient, command: str, body: Mapping[str, Any], *,
+                              token: str | None = None, message_id: str | None = None,
+                              attempt_timeout: float = 3.0, give_up_after: float = 120.0) -> dict[str, Any]:
+    """The reply envelope of `command`, re-sent with the same `message_id` while no reply comes (the service is
+    down, restarting, or the broker is away), as a gateway does; fails the test if none comes in `give_up_after`."""
+    message_id = message_id or uuid.uuid4().hex
+    deadline = asyncio.get_running_loop().time() + give_up_after
+    payload = json.dumps(dict(body)).encode()
+    while True:
+        try:
+            return await portal.send(command, payload, token=token, message_id=message_id, timeout=attempt_timeout)
+        except (TimeoutError, NotDelivered):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{command} ({message_id}) got no reply within {give_up_after} s") from None
+            await asyncio.sleep(0.2)
+
+
+def mails_by_recipient_and_subject(mailbox: Mailbox) -> Counter[tuple[str, str]]:
+    """How many mails the SMTP server accepted per (recipient address, subject)."""
+    return Counter((str(message["To"].addresses[0].addr_spec).lower(), str(message["Subject"]))
+                   for message in mailbox.messages)
+
+
+@contextlib.contextmanager
+def private_rabbitmq() -> Iterator[LocalRabbitMQ]:
+    """A RabbitMQ node of the caller's own, so restarting it disturbs nobody; stopped and removed afterwards."""
+    # Not under pytest's tmp_path: run as root, the node drops to the `rabbitmq` user,
+    # which cannot enter pytest's private temporary folders.
+    base = Path(tempfile.mkdtemp(prefix="portal-rabbitmq-"))
+    node = LocalRabbitMQ(base)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class PrivateMongo:
+    """An nx-27017 of the caller's own on a fixed port and data directory, to kill, restart, pause and resume."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        self.process, self.url = start_nx_27017(self.data_dir, self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: connections refused until `start` brings it back on the same port and data."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and every request hangs until `resume`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.resume()  # a stopped process cannot act on SIGTERM
+            stop_process(self.process)
+            self.process = None

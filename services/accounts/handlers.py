@@ -75,13 +75,16 @@ async def register(request: api.Register, ctx: CommandContext) -> api.Registered
         raise CommandError(problem, fields={"password": problem})
     store, now = store_of(ctx), now_utc()
     email_key, username_key = domain.normalise_login(request.email), domain.normalise_login(request.username)
+    # Derived from the command id: a command run again after a crash finds its own user, before the address it
+    # took itself could refuse it as `email_taken`.
+    user_id = uuid.uuid5(uuid.NAMESPACE_URL, f"accounts.register:{ctx.message_id}").hex if ctx.message_id \
+        else uuid.uuid4().hex
+    if ctx.message_id and (earlier := await store.user(user_id)) is not None:
+        return api.Registered(user_id=user_id, status=earlier["status"])
     await store.drop_expired_sign_ups(now, email_key=email_key, username_key=username_key)
     if taken := await store.taken(email_key=email_key, username_key=username_key):
         raise CommandError(taken, fields={"email" if taken == "email_taken" else "username": taken})
 
-    # Derived from the command id: a command run again after a crash finds its own user.
-    user_id = uuid.uuid5(uuid.NAMESPACE_URL, f"accounts.register:{ctx.message_id}").hex if ctx.message_id \
-        else uuid.uuid4().hex
     confirmation = domain.new_token(now, domain.CONFIRMATION_VALID)
     user: Document = {
         "_id": user_id, "email": request.email, "email_key": email_key, "username": request.username,

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import PyMongoError
 
 from contracts.accounts import (
     EmailChangeRequested,
@@ -279,7 +281,8 @@ async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettin
     attempts = int(delivery["attempts"]) + 1
     result = await mailer.send(delivery["message"], delivery["address"])
     if result.outcome is Outcome.SENT:
-        await store.mark_sent(key, lease_id, attempts=attempts)
+        await _record_sent(store, key, lease_id, attempts=attempts,
+                           within=settings.notifier_lease_seconds / 2)
         log.info("mail sent: delivery=%s attempt=%d", key, attempts)
     elif result.outcome is Outcome.PERMANENT:
         await store.mark_failed(key, lease_id, attempts=attempts, error=result.error or "refused")
@@ -293,6 +296,34 @@ async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettin
         await store.retry_later(key, lease_id, attempts=attempts, error=result.error or "temporary failure",
                                 at=datetime.now(UTC) + timedelta(seconds=delay))
         log.warning("mail not sent, retrying in %.1f s: delivery=%s error=%s", delay, key, result.error)
+
+
+RECORD_RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+async def _record_sent(store: DeliveryStore, key: str, lease_id: str, *, attempts: int, within: float) -> None:
+    """Mark a mail the SMTP server accepted `sent`, again and again while the database is away.
+
+    Until this write lands, the delivery is `retrying` and leased to us: once the lease ran out, the retry loop
+    would send the mail a second time. So a database away for a few seconds must not end the attempt here; only
+    one away for half the lease does (a process killed at this point still sends twice: README "Delivery").
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    for delay in _backoff():
+        try:
+            await store.mark_sent(key, lease_id, attempts=attempts)
+            return
+        except PyMongoError:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("mail sent, not yet recorded; trying again in %.1f s: delivery=%s", delay, key)
+            await asyncio.sleep(delay)
+
+
+def _backoff() -> Iterator[float]:
+    yield from RECORD_RETRY_SECONDS
+    while True:
+        yield RECORD_RETRY_SECONDS[-1]
 
 
 async def retry_due_deliveries(instance: ServiceInstance) -> None:

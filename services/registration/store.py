@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from gridfs import AsyncGridFSBucket
-from gridfs.errors import FileExists
+from gridfs.errors import FileExists, NoFile
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.base import Event
 from contracts.registration import DeviceFilter, ProductModel
@@ -21,6 +22,7 @@ REQUESTS = "requests"  # claims of devices at one location and address changes, 
 UPLOADS = "uploads"  # bulk uploads (services/registration/bulk.py), whose final update emits
 CLAIM_ATTEMPTS = "claim_attempts"  # per user: the current window of claim attempts and how many it holds
 OUTBOX_COLLECTIONS = (CATALOGUE, DEVICES, REQUESTS, UPLOADS)
+GRIDFS_CHUNK_BYTES = 255 * 1024  # GridFS's default chunk size
 
 
 class RegistrationStore:
@@ -141,12 +143,26 @@ class RegistrationStore:
 
     async def store_proof(self, file_id: str, device_id: str, filename: str, content_type: str,
                           content: bytes) -> None:
-        """Under an id derived from the device, so a registration completed after a crash stores it once."""
-        try:
+        """Under an id derived from the device, so a registration completed after a crash stores it once.
+
+        GridFS writes the chunks first and the file document last: an earlier run of this registration stored it
+        whole, or was cut off in between (the database went away), leaving chunks every later upload collides with
+        (nx-27017 raises a plain OperationFailure there, not DuplicateKeyError). Either way it is written again."""
+        async def upload() -> None:
             await self.proofs.upload_from_stream_with_id(
                 file_id, filename, content, metadata={"device_id": device_id, "content_type": content_type})
-        except (FileExists, DuplicateKeyError):
-            pass  # stored by this registration before a crash
+        try:
+            await upload()
+        except (FileExists, OperationFailure):
+            # A file document for the leftover, unless it has one, so that deleting it removes its chunks too:
+            # nx-27017 refuses to delete chunks whose document never came ("File with id ... not found").
+            with contextlib.suppress(OperationFailure):
+                await self.db["proofs.files"].insert_one({
+                    "_id": file_id, "length": 0, "chunkSize": GRIDFS_CHUNK_BYTES, "uploadDate": datetime.now(UTC),
+                    "filename": filename, "metadata": {}})
+            with contextlib.suppress(NoFile):
+                await self.proofs.delete(file_id)
+            await upload()
 
     # --- failed claims (services/registration/requests.py) ---
 
