@@ -11,13 +11,18 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+# The driver's own timeoutMS should end every flush well before this; a bound of the batcher's
+# own keeps every submitter's wait finite whatever the driver or the server do.
+FLUSH_DEADLINE_SECONDS = 60.0
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, flush: Callable[[list[Item]], Awaitable[Sequence[Result]]], max_size: int = 256) -> None:
-        self._flush, self._max_size = flush, max_size
+    def __init__(self, flush: Callable[[list[Item]], Awaitable[Sequence[Result]]], max_size: int = 256,
+                 deadline: float = FLUSH_DEADLINE_SECONDS) -> None:
+        self._flush, self._max_size, self._deadline = flush, max_size, deadline
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._draining: asyncio.Task[None] | None = None
 
@@ -29,18 +34,30 @@ class Batcher(Generic[Item, Result]):
         return await future
 
     async def _drain(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending[:self._max_size], self._pending[self._max_size:]
                 try:
-                    results = await self._flush([item for item, _ in batch])
+                    async with asyncio.timeout(self._deadline):
+                        results = await self._flush([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"a flush of {len(batch)} gave {len(results)} results")
                 except Exception as error:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    _fail(batch, error)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
         finally:
+            # Whatever ended the drain (a cancellation too), no submitter may wait for ever: its
+            # command would get no reply and its claim would hold every re-sent copy.
+            stranded, self._pending = batch + self._pending, []
+            _fail(stranded, RuntimeError("the batch was not written"))
             self._draining = None
+
+
+def _fail(batch: list[tuple[Item, asyncio.Future[Result]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

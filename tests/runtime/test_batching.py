@@ -74,3 +74,45 @@ async def test_a_failed_batch_does_not_strand_the_batches_queued_behind_it() -> 
     batcher: Batcher[int, int] = Batcher(flush, max_size=1)
     outcomes = await asyncio.wait_for(asyncio.gather(batcher.submit(0), batcher.submit(1), return_exceptions=True), 1)
     assert isinstance(outcomes[0], RuntimeError) and outcomes[1] == 1
+
+
+async def test_a_flush_that_never_returns_fails_its_batch_after_the_deadline_and_the_next_goes_through() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        if 0 in items:
+            await asyncio.Event().wait()  # a database call that never answers
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, deadline=0.2)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.submit(0), 5)
+    assert await asyncio.wait_for(batcher.submit(1), 5) == 1
+
+
+async def test_a_drain_cancelled_mid_flush_leaves_no_submitter_waiting() -> None:
+    started = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        if 1 in items:
+            started.set()
+            await asyncio.Event().wait()
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await started.wait()
+    second = asyncio.ensure_future(batcher.submit(2))  # queued behind the flush in progress
+    assert batcher._draining is not None
+    batcher._draining.cancel()
+    outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+    assert await asyncio.wait_for(batcher.submit(3), 5) == 3
+
+
+async def test_a_flush_giving_too_few_results_fails_its_batch_instead_of_stranding_it() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return items[:1]
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True), 5)
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
