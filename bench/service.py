@@ -1,7 +1,8 @@
 """The `bench` service: one command whose handler writes one document, like a typical command.
 
-It runs through the shared runtime exactly as a real service does, so each call pays the claim
-by message_id, the write and the stored reply.
+It runs through the shared runtime exactly as a real service does: the claim by message_id, the
+write and the stored reply, which a command changing one document sends in one round trip
+(`claim_in_write`, services/runtime/commands.py).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from pydantic import Field
+from pymongo import UpdateOne
 
 from contracts.base import Command
 from services.runtime.commands import Access, CommandContext
+from services.runtime.outbox import not_applied, with_events
 from services.runtime.service import Service
 
 COLLECTION = "bench_writes"
@@ -27,9 +30,12 @@ class Write(Command):
     note: str = Field(max_length=1024)
 
 
-@service.command(Write.routing_key, Write, access=Access.ANYONE)
+@service.command(Write.routing_key, Write, access=Access.ANYONE, claim_in_write=True)
 async def write(request: Write, ctx: CommandContext) -> dict[str, Any]:
     """Upsert the document `key` (a fresh key per call, so every call inserts)."""
-    await ctx.db[COLLECTION].update_one(
-        {"_id": request.key}, {"$set": {"note": request.note}, "$inc": {"count": request.count}}, upsert=True)
-    return {"key": request.key}
+    reply = {"key": request.key}
+    await ctx.write_once(UpdateOne(
+        {"_id": request.key, **not_applied(ctx.message_id)},
+        with_events({"$set": {"note": request.note}, "$inc": {"count": request.count}}, [], command_id=ctx.message_id),
+        upsert=True, namespace=ctx.namespace(COLLECTION)), reply)
+    return reply

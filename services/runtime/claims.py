@@ -11,6 +11,12 @@ and a copy that took over a dead worker's claim cannot be undone by that worker.
 A command's claim carries the fingerprint of its sender and body: a message id is no secret
 (it is logged and travels into dead-letter queues), so a copy from another caller, or with
 another body, is told apart (`Claim.foreign`) and never gets the stored reply.
+
+A command whose handler changes one document can claim in the same round trip as its write
+(`claim_with_write`): one ordered client-level bulk write inserts the claim, applies the write
+and stores the reply, and stops at the claim when the message id is taken, so a copy changes
+nothing and is answered as above. Every command pays one database round trip instead of three
+(claim, write, stored reply), two of them in sequence before the reply.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, ClientBulkWriteException, DuplicateKeyError, InvalidOperation, PyMongoError
 
 from services.runtime.batching import Batcher
 from services.runtime.mongo import Database, Document, as_datetime
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "message_claims"
 FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.02, 0.5
+# One state change, written with its claim: the operation carries its namespace (`ctx.namespace(collection)`).
+Write = InsertOne[Any] | UpdateOne | ReplaceOne[Any] | DeleteOne
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class ClaimStore:
         self.lease, self.keep = lease, keep
         self._inserts = Batcher(self._insert_new)
         self._completions = Batcher(self._write_completions)
+        self._namespace = f"{db.name}.{COLLECTION}"
+        self._client_bulk = True  # until the server says it has no client-level bulk write (MongoDB < 8.0)
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("expires_at", expireAfterSeconds=0)
@@ -61,27 +71,107 @@ class ClaimStore:
     async def claim(self, scope: str, message_id: str, fingerprint: str | None = None) -> Claim:
         key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
         while True:
-            now = datetime.now(UTC)
-            if await self._inserts.submit({"_id": key, "done": False, "fingerprint": fingerprint, "owner": owner,
-                                           "lease_until": now + self.lease, "expires_at": now + self.keep}):
+            if await self._inserts.submit(self._new_claim(key, owner, fingerprint)):
                 return Claim(key, owned=True, owner=owner)
-            existing = await self.collection.find_one({"_id": key})
-            if existing is None:
-                continue  # released meanwhile: try again
-            if existing.get("fingerprint") != fingerprint:
-                return Claim(key, owned=False, foreign=True)
-            if existing["done"]:
-                return Claim(key, owned=False, reply=existing.get("reply"))
-            lease_until = as_datetime(existing["lease_until"])
-            if lease_until is None or lease_until <= now:
-                # The worker that held it died: take it over, unless another copy just did.
-                taken = await self.collection.update_one(
-                    {"_id": key, "done": False, "lease_until": existing["lease_until"]},
-                    {"$set": {"lease_until": now + self.lease, "owner": owner}})
-                if taken.modified_count:
-                    return Claim(key, owned=True, owner=owner)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, LONGEST_WAIT_SECONDS)
+            settled = await self._settle(key, owner, fingerprint)
+            if settled is not None:
+                return settled
+            wait = await _pause(wait)
+
+    async def claim_with_write(self, scope: str, message_id: str, fingerprint: str, write: Write,
+                               reply: dict[str, Any]) -> Claim:
+        """Claim, apply `write` and store `reply`, in one round trip: an owned claim when this copy applied it,
+        else the earlier copy's claim (foreign, or done with its reply) and `write` not applied.
+
+        A write that fails leaves nothing claimed and raises (a duplicate key as `DuplicateKeyError`)."""
+        key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
+        while True:
+            claim = InsertOne(self._new_claim(key, owner, fingerprint), namespace=self._namespace)
+            if await self._write_claimed([claim, write, self._completion(key, owner, reply)], key, owner,
+                                         claiming=True):
+                return Claim(key, owned=True, owner=owner, reply=reply)
+            settled = await self._settle(key, owner, fingerprint)
+            if settled is not None:
+                if settled.owned:  # taken over from a worker that died before its write: ours to do now
+                    await self._write_claimed([write, self._completion(key, owner, reply)], key, owner,
+                                              claiming=False)
+                    return Claim(key, owned=True, owner=owner, reply=reply)
+                return settled
+            wait = await _pause(wait)
+
+    async def _write_claimed(self, operations: list[Write], key: str, owner: str, *, claiming: bool) -> bool:
+        """Apply `operations` in order, stopping at the first that fails; False when `claiming` (the first
+        operation inserts the claim) and the claim exists already. Another failure releases the claim and is
+        raised."""
+        try:
+            if self._client_bulk:
+                await self.collection.database.client.bulk_write(operations, ordered=True)
+            else:
+                await self._write_one_by_one(operations)
+            return True
+        except InvalidOperation:
+            # A MongoDB before 8.0 has no client-level bulk write: the same operations, one round trip each.
+            self._client_bulk = False
+            return await self._write_claimed(operations, key, owner, claiming=claiming)
+        except ClientBulkWriteException as error:
+            # Ordered: at most one; `details`, as pymongo types `write_errors` as exceptions but fills in documents.
+            failures: list[dict[str, Any]] = error.details.get("writeErrors") or []
+            if not failures:
+                raise
+            failure = failures[0]
+            if claiming and failure["idx"] == 0 and failure["code"] == 11000:
+                return False
+            await self.release(Claim(key, owned=True, owner=owner))
+            if failure["code"] == 11000:
+                raise DuplicateKeyError(failure["errmsg"], 11000, failure) from error
+            raise
+        except DuplicateKeyError:  # one by one: the claim's insert, or the write
+            if claiming and await self.collection.find_one({"_id": key, "owner": owner}, {"_id": 1}) is None:
+                return False
+            await self.release(Claim(key, owned=True, owner=owner))
+            raise
+
+    async def _write_one_by_one(self, operations: list[Write]) -> None:
+        client = self.collection.database.client
+        for operation in operations:
+            database, _, collection = operation._namespace.partition(".")  # type: ignore[union-attr]
+            try:
+                await client[database][collection].bulk_write([operation])
+            except BulkWriteError as error:
+                failure = error.details["writeErrors"][0]
+                if failure["code"] == 11000:
+                    raise DuplicateKeyError(failure["errmsg"], 11000, failure) from error
+                raise
+
+    async def _settle(self, key: str, owner: str, fingerprint: str | None) -> Claim | None:
+        """What an existing claim on `key` means for a copy with `fingerprint`; None: wait, or it was just
+        released, and try again."""
+        now = datetime.now(UTC)
+        existing = await self.collection.find_one({"_id": key})
+        if existing is None:
+            return None  # released meanwhile: try again
+        if existing.get("fingerprint") != fingerprint:
+            return Claim(key, owned=False, foreign=True)
+        if existing["done"]:
+            return Claim(key, owned=False, reply=existing.get("reply"))
+        lease_until = as_datetime(existing["lease_until"])
+        if lease_until is None or lease_until <= now:
+            # The worker that held it died: take it over, unless another copy just did.
+            taken = await self.collection.update_one(
+                {"_id": key, "done": False, "lease_until": existing["lease_until"]},
+                {"$set": {"lease_until": now + self.lease, "owner": owner}})
+            if taken.modified_count:
+                return Claim(key, owned=True, owner=owner)
+        return None
+
+    def _new_claim(self, key: str, owner: str, fingerprint: str | None) -> Document:
+        now = datetime.now(UTC)
+        return {"_id": key, "done": False, "fingerprint": fingerprint, "owner": owner,
+                "lease_until": now + self.lease, "expires_at": now + self.keep}
+
+    def _completion(self, key: str, owner: str, reply: dict[str, Any] | None) -> UpdateOne:
+        return UpdateOne({"_id": key, "owner": owner}, {"$set": {"done": True, "reply": reply}},
+                         namespace=self._namespace)
 
     @contextlib.asynccontextmanager
     async def held(self, claim: Claim | None) -> AsyncIterator[None]:
@@ -108,8 +198,8 @@ class ClaimStore:
                 log.warning("lease of %s not renewed; trying again", claim.key, exc_info=True)
 
     async def complete(self, claim: Claim, reply: dict[str, Any] | None = None) -> None:
-        await self._completions.submit(UpdateOne({"_id": claim.key, "owner": claim.owner},
-                                                 {"$set": {"done": True, "reply": reply}}))
+        assert claim.owner is not None
+        await self._completions.submit(self._completion(claim.key, claim.owner, reply))
 
     async def _insert_new(self, documents: list[Document]) -> list[bool]:
         """Insert what is new; False for each key that exists already."""
@@ -129,3 +219,9 @@ class ClaimStore:
     async def release(self, claim: Claim) -> None:
         """Give the message back (it failed): a retry or re-sent copy handles it afresh."""
         await self.collection.delete_one({"_id": claim.key, "owner": claim.owner, "done": False})
+
+
+async def _pause(wait: float) -> float:
+    """Wait for another copy to finish; the next wait, longer."""
+    await asyncio.sleep(wait)
+    return min(wait * 2, LONGEST_WAIT_SECONDS)
