@@ -16,7 +16,8 @@ A command whose handler changes one document can claim in the same round trip as
 (`claim_with_write`): one ordered client-level bulk write inserts the claim, applies the write
 and stores the reply, and stops at the claim when the message id is taken, so a copy changes
 nothing and is answered as above. Every command pays one database round trip instead of three
-(claim, write, stored reply), two of them in sequence before the reply.
+(claim, write, stored reply), two of them in sequence before the reply; commands arriving together
+share one (the batch stays ordered: the commands after a failing one go again).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError, ClientBulkWriteException, DuplicateKeyError, InvalidOperation, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    DuplicateKeyError,
+    InvalidOperation,
+    PyMongoError,
+    WriteError,
+)
 
 from services.runtime.batching import Batcher
 from services.runtime.mongo import Database, Document, as_datetime
@@ -62,6 +70,7 @@ class ClaimStore:
         self.lease, self.keep = lease, keep
         self._inserts = Batcher(self._insert_new)
         self._completions = Batcher(self._write_completions)
+        self._claimed_writes = Batcher(self._write_in_order)
         self._namespace = f"{db.name}.{COLLECTION}"
         self._client_bulk = True  # until the server says it has no client-level bulk write (MongoDB < 8.0)
 
@@ -102,46 +111,59 @@ class ClaimStore:
     async def _write_claimed(self, operations: list[Write], key: str, owner: str, *, claiming: bool) -> bool:
         """Apply `operations` in order, stopping at the first that fails; False when `claiming` (the first
         operation inserts the claim) and the claim exists already. Another failure releases the claim and is
-        raised."""
+        raised (a duplicate key as `DuplicateKeyError`)."""
         try:
             if self._client_bulk:
-                await self.collection.database.client.bulk_write(operations, ordered=True)
+                failure = await self._claimed_writes.submit(operations)
             else:
-                await self._write_one_by_one(operations)
-            return True
+                failure = await self._write_one_by_one(operations)
         except InvalidOperation:
             # A MongoDB before 8.0 has no client-level bulk write: the same operations, one round trip each.
             self._client_bulk = False
             return await self._write_claimed(operations, key, owner, claiming=claiming)
-        except ClientBulkWriteException as error:
-            # Ordered: at most one; `details`, as pymongo types `write_errors` as exceptions but fills in documents.
-            failures: list[dict[str, Any]] = error.details.get("writeErrors") or []
-            if not failures:
-                raise
-            failure = failures[0]
-            if claiming and failure["idx"] == 0 and failure["code"] == 11000:
-                return False
-            await self.release(Claim(key, owned=True, owner=owner))
-            if failure["code"] == 11000:
-                raise DuplicateKeyError(failure["errmsg"], 11000, failure) from error
-            raise
-        except DuplicateKeyError:  # one by one: the claim's insert, or the write
-            if claiming and await self.collection.find_one({"_id": key, "owner": owner}, {"_id": 1}) is None:
-                return False
-            await self.release(Claim(key, owned=True, owner=owner))
-            raise
+        if failure is None:
+            return True
+        if claiming and failure["idx"] == 0 and failure["code"] == 11000:
+            return False
+        await self.release(Claim(key, owned=True, owner=owner))
+        kind = DuplicateKeyError if failure["code"] == 11000 else WriteError
+        raise kind(failure["errmsg"], failure["code"], failure)
 
-    async def _write_one_by_one(self, operations: list[Write]) -> None:
+    async def _write_in_order(self, batch: list[list[Write]]) -> list[Document | None]:
+        """The operations of several commands in one ordered client-level bulk write; for each command, its failure
+        (`idx` among its own operations) or None. The first failure stops the write, so the commands after the
+        failing one go again."""
         client = self.collection.database.client
-        for operation in operations:
+        outcomes: list[Document | None] = [None] * len(batch)
+        first = 0
+        while first < len(batch):
+            try:
+                await client.bulk_write([operation for operations in batch[first:] for operation in operations],
+                                        ordered=True)
+                return outcomes
+            except ClientBulkWriteException as error:
+                # `details`: pymongo types `write_errors` as exceptions, yet fills it with documents.
+                failures: list[Document] = error.details.get("writeErrors") or []
+                if not failures:
+                    raise
+                index = failures[0]["idx"]
+                for command in range(first, len(batch)):
+                    if index < len(batch[command]):
+                        outcomes[command], first = {**failures[0], "idx": index}, command + 1
+                        break
+                    index -= len(batch[command])
+        return outcomes
+
+    async def _write_one_by_one(self, operations: list[Write]) -> Document | None:
+        """The operations in order, one round trip each, up to the first that fails: its failure, or None."""
+        client = self.collection.database.client
+        for index, operation in enumerate(operations):
             database, _, collection = operation._namespace.partition(".")  # type: ignore[union-attr]
             try:
                 await client[database][collection].bulk_write([operation])
             except BulkWriteError as error:
-                failure = error.details["writeErrors"][0]
-                if failure["code"] == 11000:
-                    raise DuplicateKeyError(failure["errmsg"], 11000, failure) from error
-                raise
+                return {**error.details["writeErrors"][0], "idx": index}
+        return None
 
     async def _settle(self, key: str, owner: str, fingerprint: str | None) -> Claim | None:
         """What an existing claim on `key` means for a copy with `fingerprint`; None: wait, or it was just

@@ -14,8 +14,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from pymongo import InsertOne
+from pymongo.errors import DuplicateKeyError
 
 from contracts.client import PortalClient
+from services.runtime.claims import Claim
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import random_id, token_for
@@ -131,3 +134,29 @@ async def test_a_command_whose_process_died_after_its_write_is_answered_from_the
             return "outbox" not in await note(restarted, note_id)
         await eventually(event_published)
         assert (await note(restarted, note_id))["writes"] == 1
+
+
+async def test_commands_written_together_stop_only_at_their_own_failure(service: ServiceInstance) -> None:
+    claims, notes = service.claims, service.db.notes
+    taken, clashing = random_id(), random_id()
+    await notes.insert_one({"_id": clashing})
+    await claims.claim_with_write("batch", taken, "me", InsertOne({"_id": taken}, namespace=notes.full_name),
+                                  {"first": True})
+
+    def put(note_id: str) -> InsertOne[dict[str, object]]:
+        return InsertOne({"_id": note_id, "written": True}, namespace=notes.full_name)
+
+    # One loop turn: one batch (one ordered bulk write) when the server has it.
+    before, copy, clash, after = await asyncio.gather(
+        claims.claim_with_write("batch", random_id(), "me", put(random_id()), {}),
+        claims.claim_with_write("batch", taken, "me", put(random_id()), {"first": False}),
+        claims.claim_with_write("batch", clashing, "me", put(clashing), {}),
+        claims.claim_with_write("batch", random_id(), "me", put(after_id := random_id()), {}),
+        return_exceptions=True)
+
+    assert isinstance(before, Claim) and before.owned
+    assert isinstance(copy, Claim) and not copy.owned and copy.reply == {"first": True}
+    assert isinstance(clash, DuplicateKeyError)
+    assert await service.db.message_claims.find_one({"_id": f"batch:{clashing}"}) is None
+    assert isinstance(after, Claim) and after.owned and await notes.find_one({"_id": after_id}) is not None
+    assert await notes.count_documents({"written": True}) == 2
