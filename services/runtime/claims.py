@@ -13,8 +13,8 @@ A command's claim carries the fingerprint of its sender and body: a message id i
 another body, is told apart (`Claim.foreign`) and never gets the stored reply.
 
 A command whose handler changes one document can claim in the same round trip as its write
-(`claim_with_write`): one ordered client-level bulk write inserts the claim, applies the write
-and stores the reply, and stops at the claim when the message id is taken, so a copy changes
+(`claim_with_write`): one ordered bulk write (`Route`) inserts the claim, applies the write and
+stores the reply, and stops at the claim when the message id is taken, so a copy changes
 nothing and is answered as above. Every command pays one database round trip instead of three
 (claim, write, stored reply), two of them in sequence before the reply; commands arriving together
 share one (the batch stays ordered: the commands after a failing one go again).
@@ -29,14 +29,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
-from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
     ClientBulkWriteException,
     DuplicateKeyError,
-    InvalidOperation,
     PyMongoError,
     WriteError,
 )
@@ -48,8 +48,18 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "message_claims"
 FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.02, 0.5
-# One state change, written with its claim: the operation carries its namespace (`ctx.namespace(collection)`).
-Write = InsertOne[Any] | UpdateOne | ReplaceOne[Any] | DeleteOne
+# One state change, written with its claim: the operation carries its namespace (`ctx.namespace(collection)`), a
+# collection of the service's database.
+Write = InsertOne[Any] | UpdateOne
+CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: the client-level bulk write
+
+
+class Route(Enum):
+    """How a claim and its write go to the server in one round trip."""
+
+    CLIENT = "client"  # MongoDB 8.0 or later: the client-level bulk write
+    OWN_DATABASE = "own_database"  # nx-27017: its bulkWrite command, sent to the service's own database
+    ONE_BY_ONE = "one_by_one"  # an older MongoDB: one round trip per operation
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,7 @@ class ClaimStore:
         self._completions = Batcher(self._write_completions)
         self._claimed_writes = Batcher(self._write_in_order)
         self._namespace = f"{db.name}.{COLLECTION}"
-        self._client_bulk = True  # until the server says it has no client-level bulk write (MongoDB < 8.0)
+        self.route: Route | None = None  # how to send a claim with its write; asked of the server once
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("expires_at", expireAfterSeconds=0)
@@ -112,15 +122,12 @@ class ClaimStore:
         """Apply `operations` in order, stopping at the first that fails; False when `claiming` (the first
         operation inserts the claim) and the claim exists already. Another failure releases the claim and is
         raised (a duplicate key as `DuplicateKeyError`)."""
-        try:
-            if self._client_bulk:
-                failure = await self._claimed_writes.submit(operations)
-            else:
-                failure = await self._write_one_by_one(operations)
-        except InvalidOperation:
-            # A MongoDB before 8.0 has no client-level bulk write: the same operations, one round trip each.
-            self._client_bulk = False
-            return await self._write_claimed(operations, key, owner, claiming=claiming)
+        if self.route is None:
+            self.route = await self._route()
+        if self.route is Route.ONE_BY_ONE:
+            failure = await self._write_one_by_one(operations)
+        else:
+            failure = await self._claimed_writes.submit(operations)
         if failure is None:
             return True
         if claiming and failure["idx"] == 0 and failure["code"] == 11000:
@@ -129,38 +136,71 @@ class ClaimStore:
         kind = DuplicateKeyError if failure["code"] == 11000 else WriteError
         raise kind(failure["errmsg"], failure["code"], failure)
 
+    async def _route(self) -> Route:
+        info = await self.collection.database.command("buildInfo")
+        if info.get("process") == "nx_27017":
+            return Route.OWN_DATABASE
+        hello = await self.collection.database.command("hello")
+        return Route.CLIENT if hello.get("maxWireVersion", 0) >= CLIENT_BULK_WIRE_VERSION else Route.ONE_BY_ONE
+
     async def _write_in_order(self, batch: list[list[Write]]) -> list[Document | None]:
-        """The operations of several commands in one ordered client-level bulk write; for each command, its failure
-        (`idx` among its own operations) or None. The first failure stops the write, so the commands after the
-        failing one go again."""
-        client = self.collection.database.client
+        """The operations of several commands in one ordered bulk write; for each command, its failure (`idx` among
+        its own operations) or None. The first failure stops the write, so the commands after the failing one go
+        again."""
         outcomes: list[Document | None] = [None] * len(batch)
         first = 0
         while first < len(batch):
-            try:
-                await client.bulk_write([operation for operations in batch[first:] for operation in operations],
-                                        ordered=True)
+            failure = await self._bulk_write([operation for operations in batch[first:] for operation in operations])
+            if failure is None:
                 return outcomes
+            index = failure["idx"]
+            for command in range(first, len(batch)):
+                if index < len(batch[command]):
+                    outcomes[command], first = {**failure, "idx": index}, command + 1
+                    break
+                index -= len(batch[command])
+        return outcomes
+
+    async def _bulk_write(self, operations: list[Write]) -> Document | None:
+        """One ordered bulk write, one round trip: its first failure (`idx`, `code`, `errmsg`), or None."""
+        if self.route is Route.CLIENT:
+            try:
+                await self.collection.database.client.bulk_write(operations, ordered=True)
             except ClientBulkWriteException as error:
                 # `details`: pymongo types `write_errors` as exceptions, yet fills it with documents.
                 failures: list[Document] = error.details.get("writeErrors") or []
                 if not failures:
                     raise
-                index = failures[0]["idx"]
-                for command in range(first, len(batch)):
-                    if index < len(batch[command]):
-                        outcomes[command], first = {**failures[0], "idx": index}, command + 1
-                        break
-                    index -= len(batch[command])
-        return outcomes
+                return failures[0]
+            return None
+        # nx-27017 serialises the commands of one database with a lock chosen by the command's `$db`: sent to
+        # `admin` as MongoDB wants it, a bulk write would run alongside others on the same SQLite connection
+        # ("another row available"). Sent to the database it writes, it takes that lock.
+        namespaces: list[str] = []
+        raw: list[Document] = []
+        for operation in operations:
+            namespace = operation._namespace
+            assert namespace and namespace.startswith(f"{self.collection.database.name}."), namespace
+            if namespace not in namespaces:
+                namespaces.append(namespace)
+            index = namespaces.index(namespace)
+            if isinstance(operation, InsertOne):
+                raw.append({"insert": index, "document": operation._doc})
+            else:
+                raw.append({"update": index, "filter": operation._filter, "updateMods": operation._doc,
+                            "upsert": bool(operation._upsert)})
+        result = await self.collection.database.command(
+            {"bulkWrite": 1, "ordered": True, "ops": raw, "nsInfo": [{"ns": namespace} for namespace in namespaces]})
+        return next((entry for entry in result["cursor"]["firstBatch"] if not entry["ok"]), None)
 
     async def _write_one_by_one(self, operations: list[Write]) -> Document | None:
         """The operations in order, one round trip each, up to the first that fails: its failure, or None."""
-        client = self.collection.database.client
+        database = self.collection.database
         for index, operation in enumerate(operations):
-            database, _, collection = operation._namespace.partition(".")  # type: ignore[union-attr]
+            namespace = operation._namespace
+            assert namespace and namespace.startswith(f"{database.name}."), namespace
             try:
-                await client[database][collection].bulk_write([operation])
+                await database[namespace.removeprefix(f"{database.name}.")].bulk_write([operation])
             except BulkWriteError as error:
                 return {**error.details["writeErrors"][0], "idx": index}
         return None

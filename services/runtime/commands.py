@@ -253,18 +253,39 @@ async def _answer(spec: CommandSpec, msg: RabbitMessage,
     if payload is None:
         return refused(ErrorCode.INVALID_MESSAGE, language), None
     claims: Claims | None = None
+    revoked: asyncio.Future[bool] | None = None
     if spec.access is not Access.ANYONE:
-        claims = await _authenticate(msg, instance)
+        claims = _verified_caller(msg, instance)
         if claims is None:
             return refused(ErrorCode.UNAUTHENTICATED, language), None
-        if spec.access is Access.OPERATOR and claims.role is not Role.OPERATOR:
-            return refused(ErrorCode.FORBIDDEN, language), None
+        # Looked up while the body is validated and the command claimed: one round trip fewer in sequence.
+        revoked = asyncio.ensure_future(instance.revocations.is_revoked(claims))
+    try:
+        return await _answer_caller(spec, msg, instance, language, payload, claims, revoked)
+    finally:
+        if revoked is not None and not revoked.done():
+            revoked.cancel()
+
+
+async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instance, language: str,
+                         payload: dict[str, Any], claims: Claims | None,
+                         revoked: asyncio.Future[bool] | None) -> tuple[dict[str, Any], Claim | None]:
+    """`_answer` once the caller's token is verified; `revoked` tells whether its session was revoked since.
+    Every refusal waits for it first: a revoked caller is told `unauthenticated` whatever else is wrong."""
+    unauthenticated = refused(ErrorCode.UNAUTHENTICATED, language)
+    if revoked is not None and spec.access is Access.OPERATOR and claims is not None \
+            and claims.role is not Role.OPERATOR:
+        return unauthenticated if await revoked else refused(ErrorCode.FORBIDDEN, language), None
     try:
         request = spec.request.model_validate(payload)
     except ValidationError as error:
+        if revoked is not None and await revoked:
+            return unauthenticated, None
         return refused(ErrorCode.VALIDATION_FAILED, language, fields=field_problems(error)), None
     message_id = sent_message_id(msg)
     if message_id is None and spec.replay is Replay.STORED:
+        if revoked is not None and await revoked:
+            return unauthenticated, None
         # Without it a redelivered copy could not be told from a new command.
         return refused(ErrorCode.VALIDATION_FAILED, language, fields={
             "message_id": "required for a command that changes state"}), None
@@ -275,11 +296,17 @@ async def _answer(spec: CommandSpec, msg: RabbitMessage,
     if message_id is not None and spec.replay is Replay.STORED and spec.claim_in_write:
         in_write = ClaimInWrite(instance.claims, spec.name, message_id, sender)
     elif message_id is not None and spec.replay is Replay.STORED:
-        claim = await instance.claims.claim(spec.name, message_id, sender)
+        claiming = asyncio.ensure_future(instance.claims.claim(spec.name, message_id, sender))
+        if revoked is not None and await _revoked_or_cancel(revoked, claiming):
+            await _release_if_owned(instance, claiming)
+            return unauthenticated, None
+        claim = await claiming
         if claim.foreign:
             return refused(ErrorCode.CONFLICT, language, fields={"message_id": MESSAGE_ID_TAKEN}), None
         if not claim.owned:
             return claim.reply or refused(ErrorCode.INTERNAL, language), None
+    if revoked is not None and await revoked:
+        return unauthenticated, None
     context = CommandContext(
         command=spec.name, message_id=command_id(spec.name, message_id, sender) if message_id else None,
         correlation_id=msg.correlation_id, language=language, claims=claims, db=instance.db, instance=instance,
@@ -308,14 +335,30 @@ def _language(msg: RabbitMessage) -> str:
     return negotiate_language(header) if isinstance(header, str) else DEFAULT_LANGUAGE
 
 
-async def _authenticate(msg: RabbitMessage, instance: Instance) -> Claims | None:
-    """The caller of a valid, unrevoked bearer token, else None."""
+def _verified_caller(msg: RabbitMessage, instance: Instance) -> Claims | None:
+    """The caller of a valid bearer token, else None; whether its session was revoked is asked apart."""
     header = msg.headers.get("authorization")
     token = bearer_token(header) if isinstance(header, str) else None
     if token is None:
         return None
     try:
-        claims = verify_token(token, instance.settings.token_secret.get_secret_value())
+        return verify_token(token, instance.settings.token_secret.get_secret_value())
     except InvalidToken:
         return None
-    return None if await instance.revocations.is_revoked(claims) else claims
+
+
+async def _revoked_or_cancel(revoked: asyncio.Future[bool], claiming: asyncio.Future[Claim]) -> bool:
+    """Whether the session was revoked; the claim going on meanwhile is awaited by the caller (or released)."""
+    try:
+        return await revoked
+    except BaseException:
+        claiming.cancel()
+        await asyncio.gather(claiming, return_exceptions=True)
+        raise
+
+
+async def _release_if_owned(instance: Instance, claiming: asyncio.Future[Claim]) -> None:
+    """A revoked caller's command is refused: give back the claim it took meanwhile (a refusal stores nothing)."""
+    claim = await claiming
+    if claim.owned:
+        await instance.claims.release(claim)
