@@ -139,3 +139,15 @@ async def test_a_message_id_reused_by_another_caller_after_its_reply_expired_is_
     assert (await portal.call("sample.add_note", body, token=stranger, message_id=message_id))["writes"] == 2
     note = await service.db.notes.find_one({"_id": "r11"})
     assert note is not None and note["owner"] == stranger_claims.user_id
+
+
+async def test_a_revoked_session_claims_nothing_though_its_claim_is_taken_while_the_revocation_is_looked_up(
+        service: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    token, claims = token_for(settings)
+    await service.revocations.add(SessionRevoked(session_id=claims.session_id, user_id=claims.user_id,
+                                                 revoked_at=datetime.now(UTC), until=claims.expires_at))
+    reply = await portal.send("sample.add_note", json.dumps({"note_id": "r12", "text": "x"}).encode(), token=token,
+                              message_id=uuid.uuid4().hex)
+    assert reply["error"]["code"] == "unauthenticated"
+    assert await stored_replies(service) == 0
+    assert await service.db.notes.find_one({"_id": "r12"}) is None
