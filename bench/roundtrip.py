@@ -1,4 +1,4 @@
-"""The round trips: the raw aio-pika echo (the baseline) beside three commands end to end.
+"""The round trips: the raw aio-pika echo (the baseline) beside the runtime's floor and three commands end to end.
 
 Each server is its own process: the raw echo (`bench.server raw`: a durable queue on the topic exchange, prefetch 32,
 the least a consumer can do to answer over the same wire) and the metering, ordering and ticketing services, each
@@ -6,8 +6,9 @@ with its database on the run's nx-27017. Each command is validated, written, its
 and answered: `metering.submit_reading` (`bench.metering`), `ordering.place_order` (`bench.ordering`) and
 `ticketing.open_ticket` (`bench.ticketing`). All three keep a read model of devices from
 `registration.device.provisioned`, so each takes in the others' devices too; the rounds begin once every one is in.
-The same raw client (`bench.client`) drives them all, alternating cell by
-cell (`bench.rounds`): raw, metering, raw, ordering, raw, ticketing, at c=1 then c=32, `repeats` times.
+The floor is `bench.write` (`bench.service`): a command of the runtime whose handler writes one document and
+nothing else. The same raw client (`bench.client`) drives them all, alternating cell by
+cell (`bench.rounds`): raw, runtime, raw, metering, raw, ordering, raw, ticketing, at c=1 then c=32, `repeats` times.
 
 Goal, per command and concurrency: at least 0.5x the baseline's calls/s and a p99 within 2x the baseline's, medians.
 """
@@ -24,6 +25,7 @@ from bench.ordering import place_order
 from bench.plan import Plan
 from bench.rounds import Rounds, Subject, interleave
 from bench.server import launched
+from bench.service import write_once
 from bench.ticketing import open_ticket
 from bench.world import World, drained
 from contracts.registration import DeviceProvisioned
@@ -33,7 +35,8 @@ from contracts.topology import event_queue
 def run_roundtrip(world: World, plan: Plan) -> Rounds:
     with ExitStack() as stack:
         raw = Subject.raw(stack.enter_context(launched("raw", world.amqp_url)))
-        subjects = [stack.enter_context(submit_reading(world, plan.submit_devices)),
+        subjects = [stack.enter_context(write_once(world)),
+                    stack.enter_context(submit_reading(world, plan.submit_devices)),
                     stack.enter_context(place_order(world, plan.order_devices)),
                     stack.enter_context(open_ticket(world, plan.ticket_devices))]
 

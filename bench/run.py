@@ -57,7 +57,8 @@ def run_part(part: str, world: World, plan: Plan) -> dict[str, Any]:
     if part == "roundtrip":
         rounds = run_roundtrip(world, plan)
         print_rounds(rounds, f"Round trips: cells of {plan.seconds:g} s after {plan.warmup:g} s warm-up alternating "
-                             f"(raw, metering, raw, ordering, raw, ticketing) {plan.repeats} times per concurrency; "
+                             "(raw, runtime, raw, metering, raw, ordering, raw, ticketing) "
+                             f"{plan.repeats} times per concurrency; "
                              "median (range) of each one's cells")
         return rounds.json()
     if part == "replicas":

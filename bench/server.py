@@ -78,11 +78,12 @@ async def serve_raw(amqp_url: str, stopped: asyncio.Event) -> None:
 
 
 async def serve_named(name: str, profile: Path | None, stopped: asyncio.Event) -> None:
-    """A real service (`services.NAME.app`), its settings from the environment as `Service.run` reads them."""
+    """A real service (`services.NAME.app`, or a module named in full such as `bench.service`), its settings from the
+    environment as `Service.run` reads them."""
     from services.runtime.service import Service
     from services.runtime.settings import Settings
 
-    service = importlib.import_module(f"services.{name}.app").service
+    service = importlib.import_module(name if "." in name else f"services.{name}.app").service
     assert isinstance(service, Service)
     await serve_service(service, Settings(), profile, stopped)
 
@@ -129,7 +130,7 @@ def main() -> None:
     kinds = parser.add_subparsers(dest="kind", required=True)
     kinds.add_parser("raw").add_argument("amqp_url")
     named = kinds.add_parser("service")
-    named.add_argument("name", help="a service under services/, e.g. metering")
+    named.add_argument("name", help="a service under services/, e.g. metering, or a module: bench.service")
     named.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")
     asyncio.run(serve(parser.parse_args()))
 

@@ -11,6 +11,13 @@ and a copy that took over a dead worker's claim cannot be undone by that worker.
 A command's claim carries the fingerprint of its sender and body: a message id is no secret
 (it is logged and travels into dead-letter queues), so a copy from another caller, or with
 another body, is told apart (`Claim.foreign`) and never gets the stored reply.
+
+A command whose handler changes one document can claim in the same round trip as its write
+(`claim_with_write`): one ordered bulk write (`Route`) inserts the claim, applies the write and
+stores the reply, and stops at the claim when the message id is taken, so a copy changes
+nothing and is answered as above. Every command pays one database round trip instead of three
+(claim, write, stored reply), two of them in sequence before the reply; commands arriving together
+share one (the batch stays ordered: the commands after a failing one go again).
 """
 
 from __future__ import annotations
@@ -22,10 +29,17 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    DuplicateKeyError,
+    PyMongoError,
+    WriteError,
+)
 
 from services.runtime.batching import Batcher
 from services.runtime.mongo import Database, Document, as_datetime
@@ -34,6 +48,18 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "message_claims"
 FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.02, 0.5
+# One state change, written with its claim: the operation carries its namespace (`ctx.namespace(collection)`), a
+# collection of the service's database.
+Write = InsertOne[Any] | UpdateOne
+CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: the client-level bulk write
+
+
+class Route(Enum):
+    """How a claim and its write go to the server in one round trip."""
+
+    CLIENT = "client"  # MongoDB 8.0 or later: the client-level bulk write
+    OWN_DATABASE = "own_database"  # nx-27017: its bulkWrite command, sent to the service's own database
+    ONE_BY_ONE = "one_by_one"  # an older MongoDB: one round trip per operation
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,9 @@ class ClaimStore:
         self.lease, self.keep = lease, keep
         self._inserts = Batcher(self._insert_new)
         self._completions = Batcher(self._write_completions)
+        self._claimed_writes = Batcher(self._write_in_order)
+        self._namespace = f"{db.name}.{COLLECTION}"
+        self.route: Route | None = None  # how to send a claim with its write; asked of the server once
 
     async def create_indexes(self) -> None:
         await self.collection.create_index("expires_at", expireAfterSeconds=0)
@@ -61,27 +90,150 @@ class ClaimStore:
     async def claim(self, scope: str, message_id: str, fingerprint: str | None = None) -> Claim:
         key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
         while True:
-            now = datetime.now(UTC)
-            if await self._inserts.submit({"_id": key, "done": False, "fingerprint": fingerprint, "owner": owner,
-                                           "lease_until": now + self.lease, "expires_at": now + self.keep}):
+            if await self._inserts.submit(self._new_claim(key, owner, fingerprint)):
                 return Claim(key, owned=True, owner=owner)
-            existing = await self.collection.find_one({"_id": key})
-            if existing is None:
-                continue  # released meanwhile: try again
-            if existing.get("fingerprint") != fingerprint:
-                return Claim(key, owned=False, foreign=True)
-            if existing["done"]:
-                return Claim(key, owned=False, reply=existing.get("reply"))
-            lease_until = as_datetime(existing["lease_until"])
-            if lease_until is None or lease_until <= now:
-                # The worker that held it died: take it over, unless another copy just did.
-                taken = await self.collection.update_one(
-                    {"_id": key, "done": False, "lease_until": existing["lease_until"]},
-                    {"$set": {"lease_until": now + self.lease, "owner": owner}})
-                if taken.modified_count:
-                    return Claim(key, owned=True, owner=owner)
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, LONGEST_WAIT_SECONDS)
+            settled = await self._settle(key, owner, fingerprint)
+            if settled is not None:
+                return settled
+            wait = await _pause(wait)
+
+    async def claim_with_write(self, scope: str, message_id: str, fingerprint: str, write: Write,
+                               reply: dict[str, Any]) -> Claim:
+        """Claim, apply `write` and store `reply`, in one round trip: an owned claim when this copy applied it,
+        else the earlier copy's claim (foreign, or done with its reply) and `write` not applied.
+
+        A write that fails leaves nothing claimed and raises (a duplicate key as `DuplicateKeyError`)."""
+        key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
+        while True:
+            claim = InsertOne(self._new_claim(key, owner, fingerprint), namespace=self._namespace)
+            if await self._write_claimed([claim, write, self._completion(key, owner, reply)], key, owner,
+                                         claiming=True):
+                return Claim(key, owned=True, owner=owner, reply=reply)
+            settled = await self._settle(key, owner, fingerprint)
+            if settled is not None:
+                if settled.owned:  # taken over from a worker that died before its write: ours to do now
+                    await self._write_claimed([write, self._completion(key, owner, reply)], key, owner,
+                                              claiming=False)
+                    return Claim(key, owned=True, owner=owner, reply=reply)
+                return settled
+            wait = await _pause(wait)
+
+    async def _write_claimed(self, operations: list[Write], key: str, owner: str, *, claiming: bool) -> bool:
+        """Apply `operations` in order, stopping at the first that fails; False when `claiming` (the first
+        operation inserts the claim) and the claim exists already. Another failure releases the claim and is
+        raised (a duplicate key as `DuplicateKeyError`)."""
+        if self.route is None:
+            self.route = await self._route()
+        if self.route is Route.ONE_BY_ONE:
+            failure = await self._write_one_by_one(operations)
+        else:
+            failure = await self._claimed_writes.submit(operations)
+        if failure is None:
+            return True
+        if claiming and failure["idx"] == 0 and failure["code"] == 11000:
+            return False
+        await self.release(Claim(key, owned=True, owner=owner))
+        kind = DuplicateKeyError if failure["code"] == 11000 else WriteError
+        raise kind(failure["errmsg"], failure["code"], failure)
+
+    async def _route(self) -> Route:
+        info = await self.collection.database.command("buildInfo")
+        if info.get("process") == "nx_27017":
+            return Route.OWN_DATABASE
+        hello = await self.collection.database.command("hello")
+        return Route.CLIENT if hello.get("maxWireVersion", 0) >= CLIENT_BULK_WIRE_VERSION else Route.ONE_BY_ONE
+
+    async def _write_in_order(self, batch: list[list[Write]]) -> list[Document | None]:
+        """The operations of several commands in one ordered bulk write; for each command, its failure (`idx` among
+        its own operations) or None. The first failure stops the write, so the commands after the failing one go
+        again."""
+        outcomes: list[Document | None] = [None] * len(batch)
+        first = 0
+        while first < len(batch):
+            failure = await self._bulk_write([operation for operations in batch[first:] for operation in operations])
+            if failure is None:
+                return outcomes
+            index = failure["idx"]
+            for command in range(first, len(batch)):
+                if index < len(batch[command]):
+                    outcomes[command], first = {**failure, "idx": index}, command + 1
+                    break
+                index -= len(batch[command])
+        return outcomes
+
+    async def _bulk_write(self, operations: list[Write]) -> Document | None:
+        """One ordered bulk write, one round trip: its first failure (`idx`, `code`, `errmsg`), or None."""
+        if self.route is Route.CLIENT:
+            try:
+                await self.collection.database.client.bulk_write(operations, ordered=True)
+            except ClientBulkWriteException as error:
+                # `details`: pymongo types `write_errors` as exceptions, yet fills it with documents.
+                failures: list[Document] = error.details.get("writeErrors") or []
+                if not failures:
+                    raise
+                return failures[0]
+            return None
+        # nx-27017 serialises the commands of one database with a lock chosen by the command's `$db`: sent to
+        # `admin` as MongoDB wants it, a bulk write would run alongside others on the same SQLite connection
+        # ("another row available"). Sent to the database it writes, it takes that lock.
+        namespaces: list[str] = []
+        raw: list[Document] = []
+        for operation in operations:
+            namespace = operation._namespace
+            assert namespace and namespace.startswith(f"{self.collection.database.name}."), namespace
+            if namespace not in namespaces:
+                namespaces.append(namespace)
+            index = namespaces.index(namespace)
+            if isinstance(operation, InsertOne):
+                raw.append({"insert": index, "document": operation._doc})
+            else:
+                raw.append({"update": index, "filter": operation._filter, "updateMods": operation._doc,
+                            "upsert": bool(operation._upsert)})
+        result = await self.collection.database.command(
+            {"bulkWrite": 1, "ordered": True, "ops": raw, "nsInfo": [{"ns": namespace} for namespace in namespaces]})
+        return next((entry for entry in result["cursor"]["firstBatch"] if not entry["ok"]), None)
+
+    async def _write_one_by_one(self, operations: list[Write]) -> Document | None:
+        """The operations in order, one round trip each, up to the first that fails: its failure, or None."""
+        database = self.collection.database
+        for index, operation in enumerate(operations):
+            namespace = operation._namespace
+            assert namespace and namespace.startswith(f"{database.name}."), namespace
+            try:
+                await database[namespace.removeprefix(f"{database.name}.")].bulk_write([operation])
+            except BulkWriteError as error:
+                return {**error.details["writeErrors"][0], "idx": index}
+        return None
+
+    async def _settle(self, key: str, owner: str, fingerprint: str | None) -> Claim | None:
+        """What an existing claim on `key` means for a copy with `fingerprint`; None: wait, or it was just
+        released, and try again."""
+        now = datetime.now(UTC)
+        existing = await self.collection.find_one({"_id": key})
+        if existing is None:
+            return None  # released meanwhile: try again
+        if existing.get("fingerprint") != fingerprint:
+            return Claim(key, owned=False, foreign=True)
+        if existing["done"]:
+            return Claim(key, owned=False, reply=existing.get("reply"))
+        lease_until = as_datetime(existing["lease_until"])
+        if lease_until is None or lease_until <= now:
+            # The worker that held it died: take it over, unless another copy just did.
+            taken = await self.collection.update_one(
+                {"_id": key, "done": False, "lease_until": existing["lease_until"]},
+                {"$set": {"lease_until": now + self.lease, "owner": owner}})
+            if taken.modified_count:
+                return Claim(key, owned=True, owner=owner)
+        return None
+
+    def _new_claim(self, key: str, owner: str, fingerprint: str | None) -> Document:
+        now = datetime.now(UTC)
+        return {"_id": key, "done": False, "fingerprint": fingerprint, "owner": owner,
+                "lease_until": now + self.lease, "expires_at": now + self.keep}
+
+    def _completion(self, key: str, owner: str, reply: dict[str, Any] | None) -> UpdateOne:
+        return UpdateOne({"_id": key, "owner": owner}, {"$set": {"done": True, "reply": reply}},
+                         namespace=self._namespace)
 
     @contextlib.asynccontextmanager
     async def held(self, claim: Claim | None) -> AsyncIterator[None]:
@@ -108,8 +260,8 @@ class ClaimStore:
                 log.warning("lease of %s not renewed; trying again", claim.key, exc_info=True)
 
     async def complete(self, claim: Claim, reply: dict[str, Any] | None = None) -> None:
-        await self._completions.submit(UpdateOne({"_id": claim.key, "owner": claim.owner},
-                                                 {"$set": {"done": True, "reply": reply}}))
+        assert claim.owner is not None
+        await self._completions.submit(self._completion(claim.key, claim.owner, reply))
 
     async def _insert_new(self, documents: list[Document]) -> list[bool]:
         """Insert what is new; False for each key that exists already."""
@@ -129,3 +281,9 @@ class ClaimStore:
     async def release(self, claim: Claim) -> None:
         """Give the message back (it failed): a retry or re-sent copy handles it afresh."""
         await self.collection.delete_one({"_id": claim.key, "owner": claim.owner, "done": False})
+
+
+async def _pause(wait: float) -> float:
+    """Wait for another copy to finish; the next wait, longer."""
+    await asyncio.sleep(wait)
+    return min(wait * 2, LONGEST_WAIT_SECONDS)

@@ -12,6 +12,12 @@ nothing; the same id from another caller or with another body is refused (`confl
 Refusals, read-only answers and answers that carry a secret are not stored: a refused
 command changed nothing, so running any of these again is harmless, and storing them would
 let anyone grow the store with new ids or read a secret back by its id.
+
+A command whose handler changes one document can skip the claim before its handler
+(`claim_in_write=True`): the handler hands its write and its reply to `ctx.write_once`, which
+claims, writes and stores the reply in one round trip (claims.py). Until then the handler only
+reads; a copy that finds the message id taken changes nothing and gets the same answers as
+above, so the guarantees hold with one database round trip instead of three.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -30,12 +36,14 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
-from services.runtime.claims import Claim
+from services.runtime.claims import Claim, ClaimStore, Write
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
 from services.runtime.tokens import Claims, InvalidToken, Role, bearer_token, verify_token
 
 log = logging.getLogger(__name__)
+
+MESSAGE_ID_TAKEN = "already used for another command or by another caller"
 
 
 class Access(StrEnum):
@@ -59,6 +67,25 @@ class CommandError(Exception):
         self.code, self.fields, self.message = code, fields or {}, message
 
 
+class Answered(Exception):  # noqa: N818 - not an error: the command was answered before
+    """Raised by `write_once` when an earlier copy of the command was applied: the runtime sends its reply."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__("answered by an earlier copy")
+        self.reply = reply
+
+
+@dataclass
+class ClaimInWrite:
+    """What `write_once` needs to claim the command with its write; `reply` once this copy applied it."""
+
+    claims: ClaimStore
+    scope: str
+    message_id: str
+    fingerprint: str
+    reply: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class CommandContext:
     command: str
@@ -70,6 +97,31 @@ class CommandContext:
     claims: Claims | None
     db: Database
     instance: Instance
+    # Set for a command declared `claim_in_write`: its claim rides on its one write.
+    claim_in_write: ClaimInWrite | None = field(default=None, repr=False)
+
+    def namespace(self, collection: str) -> str:
+        """`<database>.<collection>`: `write_once` takes an operation that names its collection this way."""
+        return f"{self.db.name}.{collection}"
+
+    async def write_once(self, write: Write, reply: BaseModel | dict[str, Any] | None) -> None:
+        """Apply `write` (its `namespace` set) and store `reply` as the command's answer, in the same round trip as
+        the command's claim. Return `reply` from the handler: the runtime sends it.
+
+        A copy of a command that was applied already changes nothing and ends the handler here: it gets the stored
+        reply, or `conflict` when the message id is another caller's or another body's. A crash between the claim
+        and the write lets a redelivered copy apply `write` again, so filter it with `not_applied` (outbox.py)."""
+        pending = self.claim_in_write
+        assert pending is not None, f"{self.command} is not declared claim_in_write"
+        assert pending.reply is None, "a command declared claim_in_write writes once"
+        answer = ok(reply)
+        claim = await pending.claims.claim_with_write(pending.scope, pending.message_id, pending.fingerprint,
+                                                      write, answer)
+        if claim.foreign:
+            raise CommandError(ErrorCode.CONFLICT, fields={"message_id": MESSAGE_ID_TAKEN})
+        if not claim.owned:
+            raise Answered(claim.reply or refused(ErrorCode.INTERNAL, self.language))
+        pending.reply = answer
 
     @property
     def caller(self) -> Claims:
@@ -91,6 +143,8 @@ class CommandSpec:
     replay: Replay = Replay.STORED
     # Messages one replica takes at once from this command's queue; None: PORTAL_PREFETCH.
     prefetch: int | None = None
+    # Its handler changes state only through one `ctx.write_once`, which carries the claim (module docstring).
+    claim_in_write: bool = False
 
 
 def ok(data: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
@@ -199,37 +253,69 @@ async def _answer(spec: CommandSpec, msg: RabbitMessage,
     if payload is None:
         return refused(ErrorCode.INVALID_MESSAGE, language), None
     claims: Claims | None = None
+    revoked: asyncio.Future[bool] | None = None
     if spec.access is not Access.ANYONE:
-        claims = await _authenticate(msg, instance)
+        claims = _verified_caller(msg, instance)
         if claims is None:
             return refused(ErrorCode.UNAUTHENTICATED, language), None
-        if spec.access is Access.OPERATOR and claims.role is not Role.OPERATOR:
-            return refused(ErrorCode.FORBIDDEN, language), None
+        # Looked up while the body is validated and the command claimed: one round trip fewer in sequence.
+        revoked = asyncio.ensure_future(instance.revocations.is_revoked(claims))
+    try:
+        return await _answer_caller(spec, msg, instance, language, payload, claims, revoked)
+    finally:
+        if revoked is not None and not revoked.done():
+            revoked.cancel()
+
+
+async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instance, language: str,
+                         payload: dict[str, Any], claims: Claims | None,
+                         revoked: asyncio.Future[bool] | None) -> tuple[dict[str, Any], Claim | None]:
+    """`_answer` once the caller's token is verified; `revoked` tells whether its session was revoked since.
+    Every refusal waits for it first: a revoked caller is told `unauthenticated` whatever else is wrong."""
+    unauthenticated = refused(ErrorCode.UNAUTHENTICATED, language)
+    if revoked is not None and spec.access is Access.OPERATOR and claims is not None \
+            and claims.role is not Role.OPERATOR:
+        return unauthenticated if await revoked else refused(ErrorCode.FORBIDDEN, language), None
     try:
         request = spec.request.model_validate(payload)
     except ValidationError as error:
+        if revoked is not None and await revoked:
+            return unauthenticated, None
         return refused(ErrorCode.VALIDATION_FAILED, language, fields=field_problems(error)), None
     message_id = sent_message_id(msg)
     if message_id is None and spec.replay is Replay.STORED:
+        if revoked is not None and await revoked:
+            return unauthenticated, None
         # Without it a redelivered copy could not be told from a new command.
         return refused(ErrorCode.VALIDATION_FAILED, language, fields={
             "message_id": "required for a command that changes state"}), None
 
     sender = fingerprint(claims, payload)
     claim: Claim | None = None
-    if message_id is not None and spec.replay is Replay.STORED:
-        claim = await instance.claims.claim(spec.name, message_id, sender)
+    in_write: ClaimInWrite | None = None
+    if message_id is not None and spec.replay is Replay.STORED and spec.claim_in_write:
+        in_write = ClaimInWrite(instance.claims, spec.name, message_id, sender)
+    elif message_id is not None and spec.replay is Replay.STORED:
+        claiming = asyncio.ensure_future(instance.claims.claim(spec.name, message_id, sender))
+        if revoked is not None and await _revoked_or_cancel(revoked, claiming):
+            await _release_if_owned(instance, claiming)
+            return unauthenticated, None
+        claim = await claiming
         if claim.foreign:
-            return refused(ErrorCode.CONFLICT, language, fields={
-                "message_id": "already used for another command or by another caller"}), None
+            return refused(ErrorCode.CONFLICT, language, fields={"message_id": MESSAGE_ID_TAKEN}), None
         if not claim.owned:
             return claim.reply or refused(ErrorCode.INTERNAL, language), None
+    if revoked is not None and await revoked:
+        return unauthenticated, None
     context = CommandContext(
         command=spec.name, message_id=command_id(spec.name, message_id, sender) if message_id else None,
-        correlation_id=msg.correlation_id, language=language, claims=claims, db=instance.db, instance=instance)
+        correlation_id=msg.correlation_id, language=language, claims=claims, db=instance.db, instance=instance,
+        claim_in_write=in_write)
     try:
         async with instance.claims.held(claim):
             result = await spec.handler(request, context)
+    except Answered as answered:
+        return answered.reply, None
     except BaseException as error:
         if claim is not None:
             # A refused or failed command changed nothing: a copy may run afresh, and refusals
@@ -239,6 +325,8 @@ async def _answer(spec: CommandSpec, msg: RabbitMessage,
             return refused(error.code, language, fields=error.fields, message=error.message), None
         raise
     instance.relay.wake()
+    if in_write is not None and in_write.reply is not None:
+        return in_write.reply, None  # stored already, with the write: what every copy gets
     return ok(result), claim
 
 
@@ -247,14 +335,30 @@ def _language(msg: RabbitMessage) -> str:
     return negotiate_language(header) if isinstance(header, str) else DEFAULT_LANGUAGE
 
 
-async def _authenticate(msg: RabbitMessage, instance: Instance) -> Claims | None:
-    """The caller of a valid, unrevoked bearer token, else None."""
+def _verified_caller(msg: RabbitMessage, instance: Instance) -> Claims | None:
+    """The caller of a valid bearer token, else None; whether its session was revoked is asked apart."""
     header = msg.headers.get("authorization")
     token = bearer_token(header) if isinstance(header, str) else None
     if token is None:
         return None
     try:
-        claims = verify_token(token, instance.settings.token_secret.get_secret_value())
+        return verify_token(token, instance.settings.token_secret.get_secret_value())
     except InvalidToken:
         return None
-    return None if await instance.revocations.is_revoked(claims) else claims
+
+
+async def _revoked_or_cancel(revoked: asyncio.Future[bool], claiming: asyncio.Future[Claim]) -> bool:
+    """Whether the session was revoked; the claim going on meanwhile is awaited by the caller (or released)."""
+    try:
+        return await revoked
+    except BaseException:
+        claiming.cancel()
+        await asyncio.gather(claiming, return_exceptions=True)
+        raise
+
+
+async def _release_if_owned(instance: Instance, claiming: asyncio.Future[Claim]) -> None:
+    """A revoked caller's command is refused: give back the claim it took meanwhile (a refusal stores nothing)."""
+    claim = await claiming
+    if claim.owned:
+        await instance.claims.release(claim)

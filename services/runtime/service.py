@@ -61,15 +61,17 @@ class Router:
         self.event_handlers: list[tuple[type[Event], EventHandler]] = []
 
     def command(self, name: str, request: type[Command], *, access: Access, replay: Replay = Replay.STORED,
-                prefetch: int | None = None) -> Callable[[F], F]:
+                prefetch: int | None = None, claim_in_write: bool = False) -> Callable[[F], F]:
         """Register `handler(request, ctx)` for the command `name` (its routing key and queue).
 
         `replay=Replay.RERUN` for a command that only reads, or whose reply carries a secret;
-        `prefetch` bounds how many of its messages one replica holds at once (big bodies: files).
+        `prefetch` bounds how many of its messages one replica holds at once (big bodies: files);
+        `claim_in_write=True` for a handler that changes state only through one `ctx.write_once(...)`.
         """
         def register(handler: F) -> F:
             description = inspect.getdoc(handler) or request.__doc__ or name
-            self.commands.append(CommandSpec(name, request, handler, access, description, replay, prefetch))
+            self.commands.append(CommandSpec(name, request, handler, access, description, replay, prefetch,
+                                             claim_in_write))
             return handler
         return register
 

@@ -13,6 +13,7 @@ import sys
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Command, Event
@@ -109,6 +110,43 @@ async def open_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
         raise CommandError("conflict", fields={"text": "refused on purpose"})
     writes = await write_note(ctx, request.note_id, request.text)
     return {"note_id": request.note_id, "writes": writes}
+
+
+class PutNote(Command):
+    routing_key: ClassVar[str] = "sample.put_note"
+    note_id: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=1000)
+    seconds: float = Field(default=0, ge=0, le=10)  # before its write: lets copies overlap
+
+
+@sample.command("sample.put_note", PutNote, access=Access.AUTH, claim_in_write=True)
+async def put_note(request: PutNote, ctx: CommandContext) -> dict[str, Any]:
+    """Like add_note, its claim riding on its one write: reads first, then `write_once`."""
+    await asyncio.sleep(request.seconds)
+    if request.text == "refuse":
+        raise CommandError("conflict", fields={"text": "refused on purpose"})
+    note = await ctx.db.notes.find_one({"_id": request.note_id})
+    reply = {"note_id": request.note_id, "writes": (int(note["writes"]) if note else 0) + 1}
+    await ctx.write_once(UpdateOne(
+        {"_id": request.note_id, **not_applied(ctx.message_id)},
+        with_events({"$set": {"text": request.text, "owner": ctx.caller.user_id}, "$inc": {"writes": 1}},
+                    [NoteAdded(note_id=request.note_id, text=request.text)], command_id=ctx.message_id),
+        upsert=True, namespace=ctx.namespace("notes")), reply)
+    if os.environ.get(CRASH_AFTER_WRITE):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return reply
+
+
+@sample.command("sample.insert_note", PutNote, access=Access.ANYONE, claim_in_write=True)
+async def insert_note(request: PutNote, ctx: CommandContext) -> dict[str, Any]:
+    """Inserts the note: a second command for one note fails on its key, and must leave nothing claimed."""
+    reply = {"note_id": request.note_id}
+    try:
+        await ctx.write_once(InsertOne({"_id": request.note_id, "text": request.text, "writes": 1},
+                                       namespace=ctx.namespace("notes")), reply)
+    except DuplicateKeyError:
+        raise CommandError("conflict", fields={"note_id": "taken"}) from None
+    return reply
 
 
 class ReadNote(Command):

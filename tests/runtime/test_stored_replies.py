@@ -139,3 +139,21 @@ async def test_a_message_id_reused_by_another_caller_after_its_reply_expired_is_
     assert (await portal.call("sample.add_note", body, token=stranger, message_id=message_id))["writes"] == 2
     note = await service.db.notes.find_one({"_id": "r11"})
     assert note is not None and note["owner"] == stranger_claims.user_id
+
+
+async def test_a_revoked_session_claims_nothing_though_its_claim_is_taken_while_the_revocation_is_looked_up(
+        service: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    token, claims = token_for(settings)
+    other, other_claims = token_for(settings)
+    await service.revocations.add(SessionRevoked(session_id=claims.session_id, user_id=claims.user_id,
+                                                 revoked_at=datetime.now(UTC), until=claims.expires_at))
+    message_id, body = uuid.uuid4().hex, json.dumps({"note_id": "r12", "text": "x"}).encode()
+    assert (await portal.send("sample.add_note", body, token=token, message_id=message_id))["error"]["code"] == \
+        "unauthenticated"
+
+    # A claim left behind would make the same message id another caller's (`conflict`) for days.
+    reply = await portal.send("sample.add_note", body, token=other, message_id=message_id)
+
+    assert reply["ok"] and reply["data"]["writes"] == 1
+    note = await service.db.notes.find_one({"_id": "r12"})
+    assert note is not None and note["owner"] == other_claims.user_id
