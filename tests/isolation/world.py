@@ -1,6 +1,6 @@
-"""Two customers of one vendor, a dealer and a contract sign-in, with devices, a reading, an order, a ticket, an upload, a
-contact and an address-change request, all made through the services' own commands: the world the isolation matrix
-and the fuzzing act on. Also what A's state is (through A's reads and in the databases) and example bodies.
+"""Two customers of one vendor, a dealer and a contract sign-in, with devices, a reading, an order, a ticket, an
+upload, a contact and an address-change request, all made through the services' own commands: the world the isolation
+matrix and the fuzzing act on. Also what A's state is, through A's reads and in the databases.
 """
 
 from __future__ import annotations
