@@ -68,7 +68,7 @@ EXEMPT = {
     "accounts.recover_username": "always ok; mails only the account's own address",
     "registration.serial_hint": "the public product catalogue",
     "registration.bulk_template": "the same empty template for everyone",
-    "metering.submit_by_link": "the link's devices only (tests/metering/test_reminders.py); no signed-in caller",
+    "metering.submit_by_link": "the link's devices only (tests/metering/test_reminders.py, test_edges.py); no caller",
     "notifier.unsubscribe": "acts on whoever holds the reminder's link, for that reminder's device only",
 }
 
