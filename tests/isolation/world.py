@@ -251,7 +251,7 @@ async def view_of_a(portal: PortalClient, world: World) -> dict[str, Any]:
         reads[f"orderable {name}"] = ("ordering.list_orderable", {"device_id": device.device_id}, token)
     answers = await asyncio.gather(*(portal.call(command, body, token=caller) for command, body, caller in
                                      reads.values()))
-    view = dict(zip(reads, answers, strict=True))
+    view: dict[str, Any] = dict(zip(reads, answers, strict=True))
     view["requests"] = [request for request in view["requests"]["items"] if request["requested_by"] == a.user_id]
     return view
 
