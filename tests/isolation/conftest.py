@@ -39,7 +39,7 @@ SERVICES: tuple[Service, ...] = (accounts_service, registration_service, meterin
 # failure as found. Too-slow and filtered-data health checks judge pure functions, not a broker round trip.
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
 hypothesis_settings.register_profile(
-    "default", max_examples=250, deadline=None, derandomize=True, database=None, print_blob=True,
+    "default", max_examples=400, deadline=None, derandomize=True, database=None, print_blob=True,
     phases=[Phase.explicit, Phase.generate], suppress_health_check=_SLOW_IS_FINE)
 hypothesis_settings.register_profile(
     "deep", max_examples=2000, deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE)
