@@ -163,7 +163,7 @@ def decode_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is not UTF-8 JSON holding an object."""
     try:
         value = json.loads(body.decode("utf-8"))  # decode first: json.loads(bytes) guesses UTF-16/32
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nested deeper than Python's parser recurses
         return None
     return value if isinstance(value, dict) else None
 
