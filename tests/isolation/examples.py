@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
+from contracts.topology import SERVICES, command_queue, health_command
 from deploy.local.demo import OKI_MODELS
 from tests.builders import device_registration, random_email, random_id, random_serial, sign_up
 from tests.isolation.world import CONTACT, FRIEDRICHSTRASSE, PASSWORD, TONER_K, World, reading_of, today
@@ -112,4 +114,8 @@ def example_bodies(world: World) -> dict[str, dict[str, Any]]:
         "notifier.health": {},
         "notifier.operator.list_deliveries": {"recipient": a.email},
         "notifier.unsubscribe": {"token": UNKNOWN_TOKEN},
+        # Every service's dead letters, answered by the shared runtime: the queue of its health command.
+        **{list_dead_letters_command(service): {"page": 1, "page_size": 50} for service in SERVICES},
+        **{replay_dead_letters_command(service): {"queue": command_queue(health_command(service)), "all": True}
+           for service in SERVICES},
     }
