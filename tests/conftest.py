@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from contracts.client import PortalClient
 from deploy.local import deps
 from services.runtime.settings import Settings
-from tests.support import Mailbox, start_smtp_server
+from tests.support import Mailbox, smtp_server
 
 
 @dataclass
@@ -106,11 +106,8 @@ def database_prefix(mongo_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
-    mailbox, controller = start_smtp_server()
-    try:
+    with smtp_server() as mailbox:
         yield mailbox
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

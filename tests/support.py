@@ -60,11 +60,16 @@ def plain_text(mail: EmailMessage) -> str:
     return str(body.get_content())
 
 
-def start_smtp_server() -> tuple[Mailbox, Controller]:
+@contextlib.contextmanager
+def smtp_server() -> Iterator[Mailbox]:
+    """An aiosmtpd server on a free port while the block runs; what it received."""
     mailbox = Mailbox(port=free_port())
     controller = Controller(mailbox, hostname=mailbox.host, port=mailbox.port)
     controller.start()
-    return mailbox, controller
+    try:
+        yield mailbox
+    finally:
+        controller.stop()
 
 
 @contextlib.asynccontextmanager

@@ -43,7 +43,7 @@ from tests.chaos.flows import (
     wait_stored,
 )
 from tests.conftest import Broker, fresh_database_prefix, fresh_vhost
-from tests.support import eventually, start_smtp_server
+from tests.support import eventually, smtp_server
 
 pytestmark = pytest.mark.timeout(600)
 SERVICES = ("accounts", "registration", "metering", "ordering", "ticketing", "notifier")
@@ -54,17 +54,16 @@ CATCH_UP_DAYS = 40  # over a month: every monthly period has an opening and a se
 async def separate_world(rabbitmq: Broker, mongo_url: str, settings: Settings) -> AsyncIterator[World]:
     """A world of its own: vhost, database prefix and SMTP server, all removed afterwards."""
     vhosts, prefixes = fresh_vhost(rabbitmq), fresh_database_prefix(mongo_url)
-    mailbox, smtp = start_smtp_server()
     try:
-        amqp_url, prefix = next(vhosts), next(prefixes)
-        own = settings.model_copy(update={"amqp_url": amqp_url, "database_prefix": prefix,
-                                          "smtp_host": mailbox.host, "smtp_port": mailbox.port})
-        async with world_of(own, amqp_url, mailbox) as world:
-            world.processes.extra_env.update({"PORTAL_METERING_SCHEDULER_SECONDS": "1",
-                                              "PORTAL_METERING_CATCH_UP_DAYS": str(CATCH_UP_DAYS)})
-            yield world
+        with smtp_server() as mailbox:
+            amqp_url, prefix = next(vhosts), next(prefixes)
+            own = settings.model_copy(update={"amqp_url": amqp_url, "database_prefix": prefix,
+                                              "smtp_host": mailbox.host, "smtp_port": mailbox.port})
+            async with world_of(own, amqp_url, mailbox) as world:
+                world.processes.extra_env.update({"PORTAL_METERING_SCHEDULER_SECONDS": "1",
+                                                  "PORTAL_METERING_CATCH_UP_DAYS": str(CATCH_UP_DAYS)})
+                yield world
     finally:
-        smtp.stop()
         for generator in (vhosts, prefixes):
             with contextlib.suppress(StopIteration):
                 next(generator)  # runs its clean-up

@@ -28,7 +28,7 @@ from deploy.local.demo import load_demo_catalogue
 from services.runtime.settings import Settings
 from tests.builders import sign_up
 from tests.conftest import fresh_database_prefix, fresh_vhost
-from tests.support import Mailbox, eventually, plain_text, service_processes, start_smtp_server, wait_healthy
+from tests.support import Mailbox, eventually, plain_text, service_processes, smtp_server, wait_healthy
 
 if TYPE_CHECKING:
     from tests.conftest import Broker
@@ -142,11 +142,8 @@ def stack_database_prefix(mongo_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack_mailbox() -> Iterator[Mailbox]:
-    mailbox, controller = start_smtp_server()
-    try:
+    with smtp_server() as mailbox:
         yield mailbox
-    finally:
-        controller.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -27,7 +27,7 @@ from services.registration.app import service as registration_service
 from services.runtime.service import Service, ServiceInstance
 from services.ticketing.app import service as ticketing_service
 from tests.conftest import fresh_database_prefix, fresh_vhost
-from tests.support import Mailbox, running, start_smtp_server
+from tests.support import Mailbox, running, smtp_server
 
 if TYPE_CHECKING:
     from tests.conftest import Broker
@@ -58,11 +58,8 @@ def database_prefix(mongo_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def mailbox() -> Iterator[Mailbox]:
-    mailbox, controller = start_smtp_server()
-    try:
+    with smtp_server() as mailbox:
         yield mailbox
-    finally:
-        controller.stop()
 
 
 @pytest.fixture(scope="module")
