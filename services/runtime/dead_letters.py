@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +38,8 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 # the replay takes the message as it was.
 SECRET_MARKS = ("password", "secret", "token")
 REDACTED = "[redacted]"
+# A one-time link's token inside a longer text (a handler's error quoting the URL it failed on).
+LINK_TOKEN = re.compile(r"(token=)[^&\s#\"']+")
 # The broker's and the runtime's bookkeeping: shown as reason and count, stripped on replay (full attempts again).
 BOOKKEEPING_HEADERS = frozenset({"x-death", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
 BOOKKEEPING_PREFIXES = ("x-first-death-", "x-last-death-")
@@ -164,7 +167,8 @@ def describe(queue: str, routing_key: str, message: AbstractIncomingMessage) -> 
     return DeadLetter(
         queue=queue, message_id=message.message_id, correlation_id=message.correlation_id,
         # The queue is bound by this one key; retries and replays reach it by the queue's name instead.
-        routing_key=routing_key, reason=reason, error=str(error) if error is not None else None,
+        routing_key=routing_key, reason=reason,
+        error=LINK_TOKEN.sub(rf"\1{REDACTED}", str(error)) if error is not None else None,
         attempts=_integer(attempts), dead_lettered_at=at, count=count + _replays(message),
         headers={name: _redacted(_plain(value)) for name, value in headers.items()
                  if not _bookkeeping(name) and name.lower() not in SECRET_HEADERS and not _secret(name)},
