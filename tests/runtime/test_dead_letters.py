@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aio_pika
@@ -361,3 +362,37 @@ async def test_a_one_time_link_in_a_handlers_error_is_not_listed(
 
     assert dead["reason"] == "failed" and dead["error"] is not None
     assert "one-time" not in str(dead)
+
+
+BIG_BODY_BYTES = 1024 * 1024
+
+
+async def peak_memory_of(call: Awaitable[Any]) -> int:
+    """The most memory Python objects of this process (the service runs in it) held while `call` ran."""
+    tracemalloc.start()
+    try:
+        await call
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_listing_and_replaying_big_dead_letters_holds_few_of_them_in_memory_at_once(
+        service: ServiceInstance, amqp_url: str, portal: PortalClient, operator: str) -> None:
+    """A dead-letter queue may hold big messages (a command's body may be up to 10 MB, an undecodable event as big as
+    the broker takes): the service's replica also answers customers, so neither a listing nor a replay may hold a
+    page's or a batch's worth of them at once (50 x 10 MB, 100 x 10 MB)."""
+    await break_handler(service)
+    async with amqp_channel(amqp_url) as channel:
+        for _ in range(30):
+            await channel.default_exchange.publish(aio_pika.Message(b"x" * BIG_BODY_BYTES, message_id=random_id()),
+                                                   routing_key=dead_letter_queue(FRAGILE_QUEUE))
+    [wanted] = await dead_fragile(amqp_url, portal, operator, "small")
+    await fix_handler(service)
+
+    listing = await peak_memory_of(portal.call(LIST, {"page_size": 31}, token=operator))
+    replaying = await peak_memory_of(portal.call(REPLAY, {"queue": FRAGILE_QUEUE, "message_id": wanted},
+                                                 token=operator))
+
+    assert listing < 12 * BIG_BODY_BYTES, listing
+    assert replaying < 12 * BIG_BODY_BYTES, replaying
