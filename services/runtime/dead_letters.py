@@ -48,6 +48,8 @@ MAX_SHOWN_BODY_BYTES = 64 * 1024
 # each message before the page is held unacknowledged by the listing until it ends.
 SCAN_LIMIT = 10_000
 REPLAY_BATCH = 100
+# A batch's bodies held at once, at most (and one message more): the replica answers customers meanwhile.
+REPLAY_BATCH_BYTES = 4 * 1024 * 1024
 
 
 async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Page[DeadLetter]:
@@ -75,7 +77,11 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
                 raise CommandError(ErrorCode.VALIDATION_FAILED, fields={
                     "page": f"lists only the first {SCAN_LIMIT} dead letters of a queue; replay those first"})
             dlq = await channel.get_queue(dead_letter_queue(queue), ensure=False)
-            for message in await _take(dlq, skip + request.page_size - len(items)):
+            # One at a time, each let go once seen: what it skips stays taken (unacknowledged) but not in memory.
+            for _ in range(skip + request.page_size - len(items)):
+                message = await dlq.get(no_ack=False, fail=False)
+                if message is None:
+                    break
                 if skip:
                     skip -= 1
                 else:
@@ -102,7 +108,7 @@ async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -
         if request.message_id is not None:
             left = min(left, SCAN_LIMIT)
         while left > 0:
-            taken = await _take(dlq, min(left, REPLAY_BATCH))
+            taken = await _take(dlq, min(left, REPLAY_BATCH), REPLAY_BATCH_BYTES)
             if not taken:
                 break
             left -= len(taken)
@@ -130,11 +136,14 @@ def _known(ctx: CommandContext, queue: str) -> dict[str, str]:
     return {queue: ctx.instance.queues[queue]}
 
 
-async def _take(dlq: AbstractQueue, most: int) -> list[AbstractIncomingMessage]:
-    """Up to `most` messages off the queue, unacknowledged: they return when the channel closes."""
+async def _take(dlq: AbstractQueue, most: int, most_bytes: int) -> list[AbstractIncomingMessage]:
+    """Up to `most` messages off the queue, unacknowledged (they return when the channel closes), and no more once
+    their bodies reach `most_bytes`: a dead letter may be a 10 MB command."""
     taken: list[AbstractIncomingMessage] = []
-    while len(taken) < most and (message := await dlq.get(no_ack=False, fail=False)) is not None:
+    size = 0
+    while len(taken) < most and size < most_bytes and (message := await dlq.get(no_ack=False, fail=False)) is not None:
         taken.append(message)
+        size += len(message.body)
     return taken
 
 
