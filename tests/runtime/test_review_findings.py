@@ -42,6 +42,7 @@ async def test_a_failure_late_in_a_large_batch_is_seen(service: ServiceInstance)
         return_exceptions=True)
     assert all(isinstance(one, Claim) and one.owned for one in outcomes[:-1])
     assert isinstance(outcomes[-1], DuplicateKeyError), outcomes[-1]
+    assert service.claims.route is Route.OWN_DATABASE  # nx-27017 told apart: its own bulkWrite, one round trip
     assert await service.db.message_claims.find_one({"_id": f"big:{clashing}"}) is None
 
 
@@ -68,3 +69,4 @@ async def test_a_copy_of_a_command_whose_reply_was_not_stored_after_its_write_is
 
     assert again == {"ok": True, "data": {"note_id": note_id, "writes": 1}}, again
     assert (await service.db.notes.find_one({"_id": note_id}) or {})["writes"] == 1
+
