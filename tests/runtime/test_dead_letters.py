@@ -396,3 +396,17 @@ async def test_listing_and_replaying_big_dead_letters_holds_few_of_them_in_memor
 
     assert listing < 12 * BIG_BODY_BYTES, listing
     assert replaying < 12 * BIG_BODY_BYTES, replaying
+
+
+async def test_after_listings_and_a_replay_at_once_the_dead_letters_are_back_in_their_order(
+        service: ServiceInstance, amqp_url: str, portal: PortalClient, operator: str) -> None:
+    message_ids = [uuid.uuid4().hex for _ in range(40)]
+    for message_id in message_ids:
+        await put_dead_letter(amqp_url, FRAGILE_QUEUE, Fragile(key=message_id).model_dump(mode="json"), message_id)
+    request = {"queue": FRAGILE_QUEUE, "page_size": 40}
+    await asyncio.gather(portal.call(LIST, request, token=operator), portal.call(LIST, request, token=operator),
+                         outcome(portal, REPLAY, {"queue": FRAGILE_QUEUE, "message_id": "absent"}, token=operator))
+
+    after = await portal.call(LIST, request, token=operator)
+
+    assert [item["message_id"] for item in after["items"]] == message_ids

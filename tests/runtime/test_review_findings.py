@@ -12,6 +12,7 @@ import pytest
 from pymongo import InsertOne
 from pymongo.errors import DuplicateKeyError
 
+from contracts.accounts import SessionRevoked
 from contracts.client import PortalClient
 from services.runtime.claims import Claim, Route
 from services.runtime.service import ServiceInstance
@@ -70,3 +71,19 @@ async def test_a_copy_of_a_command_whose_reply_was_not_stored_after_its_write_is
     assert again == {"ok": True, "data": {"note_id": note_id, "writes": 1}}, again
     assert (await service.db.notes.find_one({"_id": note_id}) or {})["writes"] == 1
 
+
+
+async def test_a_revoked_sessions_claim_in_write_command_is_refused_changes_nothing_and_claims_nothing(
+        service: ServiceInstance, portal: PortalClient, settings: Settings) -> None:
+    token, claims = token_for(settings)
+    now = datetime.now(UTC)
+    await service.revocations.add(SessionRevoked(session_id=claims.session_id, revoked_at=now,
+                                                 until=now + timedelta(hours=2)))
+    note_id, message_id = random_id(), uuid.uuid4().hex
+
+    for _ in range(2):
+        reply = await portal.send("sample.put_note", json.dumps({"note_id": note_id, "text": "x"}).encode(),
+                                  token=token, message_id=message_id)
+        assert reply["ok"] is False and reply["error"]["code"] == "unauthenticated"
+    assert await service.db.notes.find_one({"_id": note_id}) is None
+    assert await service.db.message_claims.find_one({"_id": f"sample.put_note:{message_id}"}) is None
