@@ -66,9 +66,11 @@ async def test_a_copy_of_a_command_whose_reply_was_not_stored_after_its_write_is
         {"_id": f"sample.put_note:{message_id}"},
         {"$set": {"done": False, "reply": None, "owner": "killed", "lease_until": datetime.now(UTC) - timedelta(1)}})
 
-    again = await portal.send("sample.put_note", json.dumps(body).encode(), token=token, message_id=message_id)
+    copies = [await portal.send("sample.put_note", json.dumps(body).encode(), token=token, message_id=message_id)
+              for _ in range(2)]
 
-    assert again == {"ok": True, "data": {"note_id": note_id, "writes": 1}}, again
+    # The reply the killed worker computed is lost; any success is right, `internal` for every copy is not.
+    assert all(copy["ok"] for copy in copies), copies
     assert (await service.db.notes.find_one({"_id": note_id}) or {})["writes"] == 1
 
 
