@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +38,8 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 # the replay takes the message as it was.
 SECRET_MARKS = ("password", "secret", "token")
 REDACTED = "[redacted]"
+# A one-time link's token inside a longer text (a handler's error quoting the URL it failed on).
+LINK_TOKEN = re.compile(r"(token=)[^&\s#\"']+")
 # The broker's and the runtime's bookkeeping: shown as reason and count, stripped on replay (full attempts again).
 BOOKKEEPING_HEADERS = frozenset({"x-death", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
 BOOKKEEPING_PREFIXES = ("x-first-death-", "x-last-death-")
@@ -45,6 +48,8 @@ MAX_SHOWN_BODY_BYTES = 64 * 1024
 # each message before the page is held unacknowledged by the listing until it ends.
 SCAN_LIMIT = 10_000
 REPLAY_BATCH = 100
+# A batch's bodies held at once, at most (and one message more): the replica answers customers meanwhile.
+REPLAY_BATCH_BYTES = 4 * 1024 * 1024
 
 
 async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Page[DeadLetter]:
@@ -72,7 +77,11 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
                 raise CommandError(ErrorCode.VALIDATION_FAILED, fields={
                     "page": f"lists only the first {SCAN_LIMIT} dead letters of a queue; replay those first"})
             dlq = await channel.get_queue(dead_letter_queue(queue), ensure=False)
-            for message in await _take(dlq, skip + request.page_size - len(items)):
+            # One at a time, each let go once seen: what it skips stays taken (unacknowledged) but not in memory.
+            for _ in range(skip + request.page_size - len(items)):
+                message = await dlq.get(no_ack=False, fail=False)
+                if message is None:
+                    break
                 if skip:
                     skip -= 1
                 else:
@@ -99,7 +108,7 @@ async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -
         if request.message_id is not None:
             left = min(left, SCAN_LIMIT)
         while left > 0:
-            taken = await _take(dlq, min(left, REPLAY_BATCH))
+            taken = await _take(dlq, min(left, REPLAY_BATCH), REPLAY_BATCH_BYTES)
             if not taken:
                 break
             left -= len(taken)
@@ -127,11 +136,14 @@ def _known(ctx: CommandContext, queue: str) -> dict[str, str]:
     return {queue: ctx.instance.queues[queue]}
 
 
-async def _take(dlq: AbstractQueue, most: int) -> list[AbstractIncomingMessage]:
-    """Up to `most` messages off the queue, unacknowledged: they return when the channel closes."""
+async def _take(dlq: AbstractQueue, most: int, most_bytes: int) -> list[AbstractIncomingMessage]:
+    """Up to `most` messages off the queue, unacknowledged (they return when the channel closes), and no more once
+    their bodies reach `most_bytes`: a dead letter may be a 10 MB command."""
     taken: list[AbstractIncomingMessage] = []
-    while len(taken) < most and (message := await dlq.get(no_ack=False, fail=False)) is not None:
+    size = 0
+    while len(taken) < most and size < most_bytes and (message := await dlq.get(no_ack=False, fail=False)) is not None:
         taken.append(message)
+        size += len(message.body)
     return taken
 
 
@@ -164,7 +176,8 @@ def describe(queue: str, routing_key: str, message: AbstractIncomingMessage) -> 
     return DeadLetter(
         queue=queue, message_id=message.message_id, correlation_id=message.correlation_id,
         # The queue is bound by this one key; retries and replays reach it by the queue's name instead.
-        routing_key=routing_key, reason=reason, error=str(error) if error is not None else None,
+        routing_key=routing_key, reason=reason,
+        error=LINK_TOKEN.sub(rf"\1{REDACTED}", str(error)) if error is not None else None,
         attempts=_integer(attempts), dead_lettered_at=at, count=count + _replays(message),
         headers={name: _redacted(_plain(value)) for name, value in headers.items()
                  if not _bookkeeping(name) and name.lower() not in SECRET_HEADERS and not _secret(name)},
