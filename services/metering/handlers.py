@@ -43,7 +43,7 @@ router = Router()
 
 
 def store_of(ctx: CommandContext | EventContext) -> MeteringStore:
-    return MeteringStore(ctx.db)
+    return MeteringStore(ctx.db, ctx.instance.lookups)
 
 
 def today() -> date:
@@ -53,7 +53,7 @@ def today() -> date:
 # --- visibility -------------------------------------------------------------------------------------
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:
-    device = await store_of(ctx).device({"_id": device_id})
+    device = await store_of(ctx).device_by_id(device_id)
     if device is None or not sees(ctx.caller, device):
         raise CommandError("not_found", fields={"device_id": "not_found"})
     return device
@@ -113,7 +113,7 @@ async def device_report(request: api.DeviceReport, ctx: CommandContext) -> api.R
 @router.command("metering.operator.record_estimate", api.RecordEstimate, access=Access.OPERATOR)
 async def record_estimate(request: api.RecordEstimate, ctx: CommandContext) -> api.ReadingRecorded:
     """The contract team's estimate; a later customer reading below it is refused (`reading_lower_than_last`)."""
-    device = await store_of(ctx).device({"_id": request.device_id})
+    device = await store_of(ctx).device_by_id(request.device_id)
     if device is None:
         raise CommandError("not_found", fields={"device_id": "not_found"})
     reply = await submit_one(ctx, attempt_of(device, request.readings, request.reading_date, source="estimate",

@@ -197,17 +197,16 @@ class Outcome:
 async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: MeteringSettings, *,
                  language: str, today: date) -> Outcome:
     """Judge and store each attempt on its own; a refused one changes nothing. Two attempts for one device are
-    stored one after the other (the second judged against the first)."""
+    stored one after the other (the second judged against the first).
+
+    An attempt re-run after a crash (its command's reading stored already) is refused or collides, on its
+    `<device>:<seq>` or on the unique `command_id`; only then is its earlier reading looked for, and its reply given
+    again. A first run reads nothing for it."""
     outcome = Outcome()
     pending = dict(enumerate(attempts))
     customers = await store.customers_by_number(
         attempt.device["customer_number"] for attempt in attempts if attempt.device.get("customer_number"))
-    # Attempts re-run after a crash find their reading by the command id they were stored with.
-    earlier = await store.readings_by_commands([attempt.command_id for attempt in attempts if attempt.command_id])
-    for index, attempt in list(pending.items()):
-        if attempt.command_id in earlier:
-            outcome.replies[index] = replied(earlier[attempt.command_id])
-            del pending[index]
+    looked_for_earlier = False
     for _ in range(MAX_ATTEMPTS):
         if not pending:
             return outcome
@@ -229,21 +228,40 @@ async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: Me
                      cache_fields(pending[index].device, judged.reading))
                     for (index, judged), ok in zip(batch, stored, strict=True) if ok]
         await store.advance_caches(advanced)
+        collided = [index for (index, _), ok in zip(batch, stored, strict=True) if not ok]
+        if not looked_for_earlier:
+            looked_for_earlier = True
+            answered = await answered_before(store, attempts, [*outcome.refusals, *collided], outcome)
+            collided = [index for index in collided if index not in answered]
+            for index in answered:
+                pending.pop(index, None)
         fresh: dict[str, Document] = {}
         for (index, judged), ok in zip(batch, stored, strict=True):
-            device_id = judged.reading["device_id"]
             if ok:
                 outcome.replies[index] = judged.reply
                 del pending[index]
-                fresh[device_id] = {**pending_device(attempts[index].device, judged.reading)}
-            else:
-                fresh[device_id] = await repaired(store, attempts[index].device)
+                fresh[judged.reading["device_id"]] = {**pending_device(attempts[index].device, judged.reading)}
+        for index in collided:
+            fresh[attempts[index].device["_id"]] = await repaired(store, attempts[index].device)
         for attempt in pending.values():
             if attempt.device["_id"] in fresh:
                 attempt.device = fresh[attempt.device["_id"]]
     for index in pending:
         outcome.refusals[index] = CommandError("conflict")
     return outcome
+
+
+async def answered_before(store: MeteringStore, attempts: Sequence[Attempt], suspects: Sequence[int],
+                          outcome: Outcome) -> set[int]:
+    """Of the attempts refused or colliding (`suspects`), those whose command stored its reading before a crash:
+    their reply is that reading's, and they are no longer refused. Their indexes."""
+    by_command = {attempts[index].command_id: index for index in suspects if attempts[index].command_id}
+    earlier = await store.readings_by_commands([command_id for command_id in by_command if command_id])
+    for command_id, reading in earlier.items():
+        index = by_command[command_id]
+        outcome.refusals.pop(index, None)
+        outcome.replies[index] = replied(reading)
+    return {by_command[command_id] for command_id in earlier}
 
 
 def pending_device(device: Document, reading: Document) -> Document:

@@ -15,15 +15,17 @@ Dates are stored as ISO strings (`YYYY-MM-DD`): they sort and compare as dates, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from contracts.base import Event
+from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
 from services.runtime.outbox import inserted, with_events
-from services.runtime.readmodels import customers_by_number, keep_latest
+from services.runtime.readmodels import keep_latest
 
 DEVICES, CUSTOMERS, READINGS, REMINDERS, OVERDUE, SCHEDULE = (
     "devices", "customers", "readings", "reminders", "overdue", "schedule")
@@ -36,8 +38,10 @@ def reading_key(device_id: str, seq: int) -> str:
 
 
 class MeteringStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookups: Lookups | None = None) -> None:
+        """`lookups`: the running copy's, so the reads by `_id` of commands handled at once are one `find`."""
         self.db = db
+        self.lookups = lookups or Lookups(db)
         self.devices = db[DEVICES]
         self.customers = db[CUSTOMERS]
         self.readings = db[READINGS]
@@ -52,7 +56,12 @@ class MeteringStore:
         await self.devices.create_index("claimants")
         await self.readings.create_index([("device_id", ASCENDING), ("seq", DESCENDING)])
         await self.readings.create_index([("period_end", ASCENDING), ("device_id", ASCENDING)])
-        await self.readings.create_index("command_id")
+        # Unique: a command re-run after a crash collides with the reading it stored, rather than storing a second
+        # (`readings.record` looks for it only then). Partial: readings stored without a command need no entry.
+        with contextlib.suppress(OperationFailure):
+            await self.readings.drop_index("command_id_1")  # the plain index of before
+        await self.readings.create_index("command_id", name="command_id_once", unique=True,
+                                         partialFilterExpression={"command_id": {"$type": "string"}})
         await self.reminders.create_index("link_hash")
         await self.overdue.create_index([("period_end", ASCENDING), ("serial_number", ASCENDING)])
 
@@ -68,11 +77,14 @@ class MeteringStore:
     async def device(self, query: Document) -> Document | None:
         return await self.devices.find_one(query)
 
+    async def device_by_id(self, device_id: str) -> Document | None:
+        return await self.lookups.of(DEVICES).one(device_id)
+
     async def customer(self, customer_number: str | None) -> Document | None:
-        return await self.customers.find_one({"_id": customer_number}) if customer_number else None
+        return await self.lookups.of(CUSTOMERS).one(customer_number) if customer_number else None
 
     async def customers_by_number(self, numbers: Iterable[str]) -> dict[str, Document]:
-        return await customers_by_number(self.customers, numbers)
+        return await self.lookups.of(CUSTOMERS).many(numbers)
 
     # --- readings --------------------------------------------------------------------------------
 

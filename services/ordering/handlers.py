@@ -41,7 +41,7 @@ router = Router()
 
 
 def store_of(ctx: CommandContext | EventContext) -> OrderingStore:
-    return OrderingStore(ctx.db)
+    return OrderingStore(ctx.db, ctx.instance.lookups)
 
 
 def today() -> date:

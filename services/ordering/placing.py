@@ -40,13 +40,12 @@ async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims
     order_id = f"o-{command_id}"
     device_ids = sorted({line.device_id for line in request.lines})
     # Independent reads at once: the order's latency is its round trips.
-    earlier, found = await asyncio.gather(store.order({"_id": order_id}),
-                                          store.devices_where({"_id": {"$in": device_ids}}))
+    earlier, found = await asyncio.gather(store.order({"_id": order_id}), store.devices_by_id(device_ids))
     if earlier is not None:  # this very command, stored before a crash
         await save_defaults(store, request, earlier, caller)
         return placed_reply(earlier)
 
-    devices = {device["_id"]: device for device in found if sees(caller, device)}
+    devices = {device_id: device for device_id, device in found.items() if sees(caller, device)}
     first = devices.get(request.lines[0].device_id)
     keys = guard_keys(request, devices)
     customers, catalogues, defaults, guards = await asyncio.gather(

@@ -26,9 +26,10 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
+from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
 from services.runtime.outbox import insert_with_events, not_applied, with_events
-from services.runtime.readmodels import customers_by_number, keep_latest
+from services.runtime.readmodels import keep_latest
 
 DEVICES, CUSTOMERS, CONSUMABLES, DEFAULTS, ORDERS, GUARDS, COUNTERS = (
     "devices", "customers", "consumables", "delivery_defaults", "orders", "guards", "counters")
@@ -38,8 +39,10 @@ MAX_ATTEMPTS = 20
 
 
 class OrderingStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookups: Lookups | None = None) -> None:
+        """`lookups`: the running copy's, so the reads by `_id` of commands handled at once are one `find`."""
         self.db = db
+        self.lookups = lookups or Lookups(db)
         self.devices = db[DEVICES]
         self.customers = db[CUSTOMERS]
         self.consumables = db[CONSUMABLES]
@@ -71,8 +74,11 @@ class OrderingStore:
         indexed field; judge visibility on the result (`services.runtime.readmodels.sees`)."""
         return [device async for device in self.devices.find(query, projection)]
 
+    async def devices_by_id(self, device_ids: Iterable[str]) -> dict[str, Document]:
+        return await self.lookups.of(DEVICES).many(device_ids)
+
     async def customers_by_number(self, numbers: Iterable[str]) -> dict[str, Document]:
-        return await customers_by_number(self.customers, numbers)
+        return await self.lookups.of(CUSTOMERS).many(numbers)
 
     # --- the catalogue ------------------------------------------------------------------------------
 
@@ -121,10 +127,7 @@ class OrderingStore:
     # --- guards against double orders ----------------------------------------------------------------
 
     async def guards_of(self, keys: Iterable[str]) -> dict[str, Document]:
-        wanted = sorted(set(keys))
-        if not wanted:
-            return {}
-        return {guard["_id"]: guard async for guard in self.guards.find({"_id": {"$in": wanted}})}
+        return await self.lookups.of(GUARDS).many(sorted(set(keys)))
 
     async def take_guard(self, key: str, order_id: str, entry: Document, *, exclusive: bool) -> Document | None:
         """Enter `order_id` as an open order of (device, article) `key`; None when it holds the guard now (also when

@@ -39,6 +39,7 @@ from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate
 from services.runtime.claims import Claim, ClaimStore, Write
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
+from services.runtime.outbox import tracking_emissions
 from services.runtime.tokens import Claims, InvalidToken, Role, bearer_token, verify_token
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,8 @@ async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instan
         claim_in_write=in_write)
     try:
         async with instance.claims.held(claim):
-            result = await spec.handler(request, context)
+            with tracking_emissions() as emissions:
+                result = await spec.handler(request, context)
     except Answered as answered:
         return answered.reply, None
     except BaseException as error:
@@ -324,7 +326,8 @@ async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instan
         if isinstance(error, CommandError):
             return refused(error.code, language, fields=error.fields, message=error.message), None
         raise
-    instance.relay.wake()
+    if emissions.any:
+        instance.relay.wake()
     if in_write is not None and in_write.reply is not None:
         return in_write.reply, None  # stored already, with the write: what every copy gets
     return ok(result), claim

@@ -22,6 +22,7 @@ from contracts.base import Event
 from services.runtime.commands import decode_object, field_problems, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
+from services.runtime.outbox import tracking_emissions
 from services.runtime.topology import DEAD_LETTERS, declare_dead_letter_queue
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
             return
         try:
             async with instance.claims.held(claim):
-                await spec.handler(event, EventContext(event=spec.model.routing_key, message_id=message_id,
-                                                       db=instance.db, instance=instance))
+                with tracking_emissions() as emissions:
+                    await spec.handler(event, EventContext(event=spec.model.routing_key, message_id=message_id,
+                                                           db=instance.db, instance=instance))
         except BaseException:
             if claim is not None:
                 await instance.claims.release(claim)
@@ -108,7 +110,8 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
             persist=True)
         await msg.ack()
         return
-    instance.relay.wake()
+    if emissions.any:
+        instance.relay.wake()
     await msg.ack()
 
 

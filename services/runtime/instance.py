@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from faststream.rabbit import RabbitBroker, RabbitMessage
 
+from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
 from services.runtime.mongo import Database
 from services.runtime.outbox import OutboxRelay
@@ -25,6 +26,8 @@ class Instance(Protocol):
     broker: RabbitBroker
     claims: ClaimStore
     revocations: RevocationStore
+    # Reads by `_id` of the handlers running at once, batched per collection.
+    lookups: Lookups
     relay: OutboxRelay
     # Each queue of the service and the routing key that binds it.
     queues: dict[str, str]

@@ -14,9 +14,11 @@ turns the elements of an existing array into JSON strings on `$push` of subdocum
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +42,28 @@ CLEAR_BATCH = 200
 APPLIED_KEPT = 50
 
 
+class Emissions:
+    """Whether the handler running built outbox entries (`with_events`): only then is the relay woken after it, so a
+    read, or an event that only updates a read model, costs no drain (a `find` per outbox collection)."""
+
+    def __init__(self) -> None:
+        self.any = False
+
+
+# A mutable mark, not a flag set in the context: a handler's `asyncio.gather` runs its parts in copies of the context.
+_emissions: ContextVar[Emissions | None] = ContextVar("outbox_emissions", default=None)
+
+
+@contextlib.contextmanager
+def tracking_emissions() -> Iterator[Emissions]:
+    emissions = Emissions()
+    token = _emissions.set(emissions)
+    try:
+        yield emissions
+    finally:
+        _emissions.reset(token)
+
+
 def with_events(update: dict[str, Any], events: Iterable[Event], *,
                 command_id: str | None = None) -> dict[str, Any]:
     """`update` plus the outbox entries of `events`, to be written in the same operation.
@@ -49,7 +73,10 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     """
     merged = {operator: dict(fields) for operator, fields in update.items()}
     now = datetime.now(UTC)
+    emissions = _emissions.get()
     for event in events:
+        if emissions is not None:
+            emissions.any = True
         event_id = uuid.uuid4().hex
         merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
             "routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}

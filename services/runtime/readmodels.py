@@ -8,7 +8,7 @@ so an older copy arriving late changes nothing (its insert collides on `_id`), a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -61,16 +61,6 @@ def device_fields(event: DeviceState) -> Document:
         "baseline": {reading.name: {"value": reading.value, "date": reading.date.isoformat()}
                      for reading in event.last_readings},
     }
-
-
-async def customers_by_number(collection: Collection, numbers: Iterable[str]) -> dict[str, Document]:
-    """The customers (with their contracts) of these numbers, read 1,000 at a time."""
-    wanted = sorted(set(numbers))
-    found: dict[str, Document] = {}
-    for start in range(0, len(wanted), 1000):
-        async for customer in collection.find({"_id": {"$in": wanted[start:start + 1000]}}):
-            found[customer["_id"]] = customer
-    return found
 
 
 def contract_of(device: Mapping[str, object], customer: Mapping[str, object] | None) -> Document | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contracts.accounts import SessionRevoked
+from services.runtime.batching import Lookup
 from services.runtime.mongo import Database, as_datetime
 from services.runtime.tokens import Claims
 
@@ -12,6 +13,8 @@ COLLECTION = "revoked_sessions"
 class RevocationStore:
     def __init__(self, db: Database) -> None:
         self.collection = db[COLLECTION]
+        # Every authenticated command asks: those arriving together ask in one read.
+        self._entries = Lookup(self.collection)
 
     async def create_indexes(self) -> None:
         # Entries vanish once every token they concern has expired.
@@ -31,7 +34,7 @@ class RevocationStore:
 
     async def is_revoked(self, claims: Claims) -> bool:
         keys = [f"session:{claims.session_id}", f"user:{claims.user_id}"]
-        async for entry in self.collection.find({"_id": {"$in": keys}}):
+        for entry in (await self._entries.many(keys)).values():
             revoked_at = as_datetime(entry["revoked_at"])
             if entry["_id"].startswith("session:") or (revoked_at is not None and claims.issued_at <= revoked_at):
                 return True

@@ -32,6 +32,7 @@ from contracts.dead_letters import (
 )
 from contracts.topology import command_queue, event_queue, health_command
 from services.runtime import dead_letters
+from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
 from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
@@ -158,6 +159,7 @@ class ServiceInstance:
         self.claims = ClaimStore(self.db, lease=timedelta(seconds=settings.claim_lease_seconds),
                                  keep=timedelta(days=settings.idempotency_days))
         self.revocations = RevocationStore(self.db)
+        self.lookups = Lookups(self.db)
         self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
                                  poll_seconds=settings.outbox_poll_seconds)
         self.queues: dict[str, str] = {}  # each queue of this service and the routing key that binds it

@@ -45,7 +45,7 @@ router = Router()
 
 
 def store_of(ctx: CommandContext | EventContext) -> TicketingStore:
-    return TicketingStore(ctx.db)
+    return TicketingStore(ctx.db, ctx.instance.lookups)
 
 
 def command_of(ctx: CommandContext) -> str:

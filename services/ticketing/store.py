@@ -23,6 +23,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
+from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
 from services.runtime.outbox import insert_with_events, not_applied, with_events
 from services.runtime.readmodels import keep_latest
@@ -35,8 +36,10 @@ MAX_ATTEMPTS = 20
 
 
 class TicketingStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookups: Lookups | None = None) -> None:
+        """`lookups`: the running copy's, so the reads by `_id` of commands handled at once are one `find`."""
         self.db = db
+        self.lookups = lookups or Lookups(db)
         self.devices = db[DEVICES]
         self.tickets = db[TICKETS]
         self.guards = db[GUARDS]
@@ -56,7 +59,7 @@ class TicketingStore:
         return await keep_latest(self.devices, device_id, fields, version)
 
     async def device(self, device_id: str) -> Document | None:
-        return await self.devices.find_one({"_id": device_id})
+        return await self.lookups.of(DEVICES).one(device_id)
 
     # --- numbers ------------------------------------------------------------------------------------
 
@@ -76,7 +79,7 @@ class TicketingStore:
     # --- one open ticket per device -----------------------------------------------------------------
 
     async def guard(self, device_id: str) -> Document | None:
-        return await self.guards.find_one({"_id": device_id})
+        return await self.lookups.of(GUARDS).one(device_id)
 
     async def take_guard(self, device_id: str, ticket_id: str, fields: Document) -> Document | None:
         """Hold the device's guard for `ticket_id` if nobody holds it: the guard after taking it (its `count`

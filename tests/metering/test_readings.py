@@ -130,3 +130,32 @@ async def test_two_readings_at_the_same_moment_are_judged_one_after_the_other(
     monos = [reading["counters"]["mono"]["value"] for reading in stored]
     assert monos == sorted(monos), "each stored reading is at least the one before"
     assert all(result in ("ok", "reading_lower_than_last") for result in results)
+
+
+@pytest.mark.parametrize("cache", ["advanced", "behind"])
+async def test_a_reading_re_run_after_a_crash_is_answered_with_the_one_it_stored(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance, cache: str) -> None:
+    """A worker stored the reading, then died before its claim was completed (or failed, releasing it): the copy
+    the client sends again runs the handler afresh. It finds nothing to refuse or store twice: the same reply, one
+    reading, one event. `behind`: it died before the device's cache was advanced too, so the copy collides on the
+    reading's number; `advanced`: the copy is judged against its own reading and collides on the command."""
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380})
+    token, _ = token_for(settings, customer_number="C-1000")
+    body = {"device_id": device["device_id"],
+            "readings": [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]}
+    before = await metering.db.devices.find_one({"_id": device["device_id"]})
+    assert before is not None
+    async with EventTap(amqp_url, "metering.reading.submitted") as tap:
+        first = await portal.call("metering.submit_reading", body, token=token, message_id="m-crash")
+        await tap.next("metering.reading.submitted")
+        cached = await metering.db.devices.find_one({"_id": device["device_id"]})
+        assert (await metering.db.message_claims.delete_many({"_id": {"$regex": "m-crash"}})).deleted_count == 1
+        if cache == "behind":
+            await metering.db.devices.replace_one({"_id": device["device_id"]}, before)
+        again = await portal.call("metering.submit_reading", body, token=token, message_id="m-crash")
+        await asyncio.sleep(1.5)  # longer than the relay's poll: a second event would be out
+    assert again == first
+    assert len(tap.named("metering.reading.submitted")) == 1
+    assert await metering.db.readings.count_documents({"device_id": device["device_id"]}) == 1
+    if cache == "advanced":
+        assert await metering.db.devices.find_one({"_id": device["device_id"]}) == cached

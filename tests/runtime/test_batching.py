@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
-from services.runtime.batching import Batcher
+from services.runtime.batching import Batcher, Lookup
+from services.runtime.settings import Settings
 
 
 async def test_concurrent_submissions_share_one_flush_and_each_gets_its_own_result() -> None:
@@ -116,3 +119,34 @@ async def test_a_flush_giving_too_few_results_fails_its_batch_instead_of_strandi
     outcomes = await asyncio.wait_for(
         asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True), 5)
     assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+
+
+class FindCounter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.finds = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.finds += event.command_name == "find"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_lookups_made_together_are_one_find_and_each_gets_its_own_documents(settings: Settings) -> None:
+    counter = FindCounter()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_url, event_listeners=[counter],
+                                                                timeoutMS=5000)
+    async with client:
+        collection = client[settings.database_name("lookups")]["devices"]
+        await collection.insert_many([{"_id": f"d{n}", "n": n} for n in range(5)])
+        lookup = Lookup(collection)
+        one, missing, many = await asyncio.gather(lookup.one("d1"), lookup.one("nope"),
+                                                  lookup.many(["d3", "d4", "d3", "gone"]))
+        assert counter.finds == 1
+        assert one == {"_id": "d1", "n": 1} and missing is None
+        assert many == {"d3": {"_id": "d3", "n": 3}, "d4": {"_id": "d4", "n": 4}}
+        await collection.update_one({"_id": "d1"}, {"$set": {"n": 10}})
+        assert await lookup.one("d1") == {"_id": "d1", "n": 10}, "never from a cache"

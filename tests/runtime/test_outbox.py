@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
+from contracts.client import PortalClient
 from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay, with_events
 from services.runtime.settings import Settings
 from services.runtime.topology import EVENTS
 from tests.runtime.sample_service import NoteAdded, listener, sample
-from tests.support import eventually, running
+from tests.support import EventTap, eventually, outcome, running
 
 
 @pytest.fixture
@@ -103,3 +104,25 @@ async def test_entries_written_before_the_pending_flag_existed_are_published_by_
     await write_note(db, "old")
     await db.notes.update_one({"_id": "old"}, {"$unset": {"outbox_pending": ""}})
     assert await relay.drain() == 0, "later drains look only at flagged documents"
+
+
+async def test_the_relay_is_woken_after_a_handler_that_emitted_and_only_then(
+        settings: Settings, portal: PortalClient, amqp_url: str) -> None:
+    """A drain costs a `find` per outbox collection: a read or a refusal must not cost one. The poll is set to a
+    minute, so the event arriving at once proves the wake."""
+    async with running(sample, settings.model_copy(update={"outbox_poll_seconds": 60.0})) as instance:
+        wakes: list[None] = []
+        wake = instance.relay.wake
+
+        def counted() -> None:
+            wakes.append(None)
+            wake()
+
+        instance.relay.wake = counted  # type: ignore[method-assign]
+        async with EventTap(amqp_url, "sample.note.added") as tap:
+            await portal.call("sample.open_note", {"note_id": "woken", "text": "x"}, message_id="w-1")
+            await tap.next("sample.note.added", timeout=10)
+        assert len(wakes) == 1
+        await portal.call("sample.read_note", {"note_id": "woken"})
+        assert await outcome(portal, "sample.open_note", {"note_id": "woken", "text": "refuse"}) == "conflict"
+        assert len(wakes) == 1
