@@ -43,6 +43,7 @@ from pymongo.errors import (
 
 from services.runtime.batching import Batcher
 from services.runtime.mongo import Database, Document, as_datetime
+from services.runtime.outbox import APPLIED
 
 log = logging.getLogger(__name__)
 
@@ -98,30 +99,37 @@ class ClaimStore:
             wait = await _pause(wait)
 
     async def claim_with_write(self, scope: str, message_id: str, fingerprint: str, write: Write,
-                               reply: dict[str, Any]) -> Claim:
+                               reply: dict[str, Any], *, marker: str | None = None) -> Claim:
         """Claim, apply `write` and store `reply`, in one round trip: an owned claim when this copy applied it,
         else the earlier copy's claim (foreign, or done with its reply) and `write` not applied.
 
-        A write that fails leaves nothing claimed and raises (a duplicate key as `DuplicateKeyError`)."""
+        `marker`: the command id `write` marks its document with (`with_events(command_id=...)`, filtered with
+        `not_applied`). When a worker died after the write but before the stored reply, the copy that takes the
+        claim over collides with that write (its upsert's insert, or its insert, meets the document); finding the
+        document marked, it stores `reply` and owns the command rather than failing for ever.
+
+        A write that fails otherwise leaves nothing claimed and raises (a duplicate key as `DuplicateKeyError`)."""
         key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
         while True:
             claim = InsertOne(self._new_claim(key, owner, fingerprint), namespace=self._namespace)
             if await self._write_claimed([claim, write, self._completion(key, owner, reply)], key, owner,
-                                         claiming=True):
+                                         claiming=True, marker=marker):
                 return Claim(key, owned=True, owner=owner, reply=reply)
             settled = await self._settle(key, owner, fingerprint)
             if settled is not None:
-                if settled.owned:  # taken over from a worker that died before its write: ours to do now
+                if settled.owned:  # taken over from a worker that died before its stored reply: ours to finish
                     await self._write_claimed([write, self._completion(key, owner, reply)], key, owner,
-                                              claiming=False)
+                                              claiming=False, marker=marker)
                     return Claim(key, owned=True, owner=owner, reply=reply)
                 return settled
             wait = await _pause(wait)
 
-    async def _write_claimed(self, operations: list[Write], key: str, owner: str, *, claiming: bool) -> bool:
+    async def _write_claimed(self, operations: list[Write], key: str, owner: str, *, claiming: bool,
+                             marker: str | None = None) -> bool:
         """Apply `operations` in order, stopping at the first that fails; False when `claiming` (the first
-        operation inserts the claim) and the claim exists already. Another failure releases the claim and is
-        raised (a duplicate key as `DuplicateKeyError`)."""
+        operation inserts the claim) and the claim exists already. A write colliding with the document it applied
+        before (marked with `marker`) counts as applied, and the operations after it go on. Another failure
+        releases the claim and is raised (a duplicate key as `DuplicateKeyError`)."""
         if self.route is None:
             self.route = await self._route()
         if self.route is Route.ONE_BY_ONE:
@@ -130,11 +138,31 @@ class ClaimStore:
             failure = await self._claimed_writes.submit(operations)
         if failure is None:
             return True
-        if claiming and failure["idx"] == 0 and failure["code"] == 11000:
+        index = failure["idx"]
+        if claiming and index == 0 and failure["code"] == 11000:
             return False
+        if failure["code"] == 11000 and await self._applied_before(operations[index], marker):
+            rest = operations[index + 1:]
+            return await self._write_claimed(rest, key, owner, claiming=False) if rest else True
         await self.release(Claim(key, owned=True, owner=owner))
         kind = DuplicateKeyError if failure["code"] == 11000 else WriteError
         raise kind(failure["errmsg"], failure["code"], failure)
+
+    async def _applied_before(self, operation: Write, marker: str | None) -> bool:
+        """Whether the document `operation` writes carries `marker` among the commands applied to it."""
+        if marker is None:
+            return False
+        if isinstance(operation, UpdateOne):
+            if APPLIED not in operation._filter:
+                return False  # not filtered with `not_applied`: nothing tells its earlier write apart
+            query = {field: value for field, value in operation._filter.items() if field != APPLIED}
+        else:
+            query = {"_id": operation._doc["_id"]}
+        database = self.collection.database
+        namespace = operation._namespace
+        assert namespace is not None
+        collection = database[namespace.removeprefix(f"{database.name}.")]
+        return await collection.find_one({**query, APPLIED: {"$in": [marker]}}, {"_id": 1}) is not None
 
     async def _route(self) -> Route:
         info = await self.collection.database.command("buildInfo")

@@ -111,13 +111,15 @@ class CommandContext:
 
         A copy of a command that was applied already changes nothing and ends the handler here: it gets the stored
         reply, or `conflict` when the message id is another caller's or another body's. A crash between the claim
-        and the write lets a redelivered copy apply `write` again, so filter it with `not_applied` (outbox.py)."""
+        and the stored reply lets a copy take the command over and apply `write` again: filter it with
+        `not_applied(ctx.message_id)` and mark it with `with_events(..., command_id=ctx.message_id)` (outbox.py),
+        so the copy finds it applied and answers with its own `reply`."""
         pending = self.claim_in_write
         assert pending is not None, f"{self.command} is not declared claim_in_write"
         assert pending.reply is None, "a command declared claim_in_write writes once"
         answer = ok(reply)
         claim = await pending.claims.claim_with_write(pending.scope, pending.message_id, pending.fingerprint,
-                                                      write, answer)
+                                                      write, answer, marker=self.message_id)
         if claim.foreign:
             raise CommandError(ErrorCode.CONFLICT, fields={"message_id": MESSAGE_ID_TAKEN})
         if not claim.owned:

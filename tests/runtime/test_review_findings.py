@@ -47,14 +47,14 @@ async def test_a_failure_late_in_a_large_batch_is_seen(service: ServiceInstance)
     assert await service.db.message_claims.find_one({"_id": f"big:{clashing}"}) is None
 
 
-@pytest.mark.xfail(strict=True, reason="review: open, see the docstring")
 @pytest.mark.parametrize("route", [None, Route.ONE_BY_ONE], ids=["one_round_trip", "one_write_at_a_time"])
 async def test_a_copy_of_a_command_whose_reply_was_not_stored_after_its_write_is_answered_not_internal(
         service: ServiceInstance, portal: PortalClient, settings: Settings, route: Route | None) -> None:
     """One write at a time (MongoDB before 8.0) the claim, the write and the stored reply are three round trips:
     a kill between the write and the stored reply leaves an open claim and the write applied. The copy that takes
     the claim over applies the write again, filtered with `not_applied` as write_once asks: an upsert then clashes
-    on its key, and every copy is answered `internal` for ever instead of the command's reply."""
+    on its key, and every copy was answered `internal` for ever instead of the command's reply. Now the copy finds
+    the document marked with the command and stores its own reply."""
     service.claims.route = route
     token, _ = token_for(settings)
     note_id, message_id = random_id(), uuid.uuid4().hex
