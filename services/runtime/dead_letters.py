@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from contracts.base import Page
@@ -50,6 +52,9 @@ SCAN_LIMIT = 10_000
 REPLAY_BATCH = 100
 # A batch's bodies held at once, at most (and one message more): the replica answers customers meanwhile.
 REPLAY_BATCH_BYTES = 4 * 1024 * 1024
+# A listing or replay waits this long for another one of the same service to end (`_alone`).
+LOCK_WAIT_SECONDS = 20.0
+LOCK_FIRST_WAIT_SECONDS, LOCK_LONGEST_WAIT_SECONDS = 0.02, 0.5
 
 
 async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Page[DeadLetter]:
@@ -57,38 +62,43 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
     and the original message, without its `authorization`. Nothing is consumed. An unknown queue →
     `validation_failed`."""
     queues = _known(ctx, request.queue) if request.queue else ctx.instance.queues
-    connection = await aio_pika.connect(ctx.instance.settings.amqp_url)
-    try:
+    async with _alone(ctx) as connection:
         channel = await connection.channel()
-        waiting: dict[str, int] = {}
-        for queue in sorted(queues):
-            # Declared, not just looked up: a missing dead-letter queue would close the channel.
-            declared = await channel.declare_queue(dead_letter_queue(queue), durable=True)
-            waiting[queue] = declared.declaration_result.message_count or 0
-        skip = (request.page - 1) * request.page_size
-        items: list[DeadLetter] = []
-        for queue in sorted(queues):
-            if len(items) == request.page_size:
+        try:
+            return await _list(request, queues, channel)
+        finally:
+            await channel.close()  # gives back every message taken, in its place, before another may look
+
+
+async def _list(request: ListDeadLetters, queues: Mapping[str, str],
+                channel: aio_pika.abc.AbstractChannel) -> Page[DeadLetter]:
+    waiting: dict[str, int] = {}
+    for queue in sorted(queues):
+        # Declared, not just looked up: a missing dead-letter queue would close the channel.
+        declared = await channel.declare_queue(dead_letter_queue(queue), durable=True)
+        waiting[queue] = declared.declaration_result.message_count or 0
+    skip = (request.page - 1) * request.page_size
+    items: list[DeadLetter] = []
+    for queue in sorted(queues):
+        if len(items) == request.page_size:
+            break
+        if skip >= waiting[queue]:
+            skip -= waiting[queue]
+            continue
+        if skip > SCAN_LIMIT:
+            raise CommandError(ErrorCode.VALIDATION_FAILED, fields={
+                "page": f"lists only the first {SCAN_LIMIT} dead letters of a queue; replay those first"})
+        dlq = await channel.get_queue(dead_letter_queue(queue), ensure=False)
+        # One at a time, each let go once seen: what it skips stays taken (unacknowledged) but not in memory.
+        for _ in range(skip + request.page_size - len(items)):
+            message = await dlq.get(no_ack=False, fail=False)
+            if message is None:
                 break
-            if skip >= waiting[queue]:
-                skip -= waiting[queue]
-                continue
-            if skip > SCAN_LIMIT:
-                raise CommandError(ErrorCode.VALIDATION_FAILED, fields={
-                    "page": f"lists only the first {SCAN_LIMIT} dead letters of a queue; replay those first"})
-            dlq = await channel.get_queue(dead_letter_queue(queue), ensure=False)
-            # One at a time, each let go once seen: what it skips stays taken (unacknowledged) but not in memory.
-            for _ in range(skip + request.page_size - len(items)):
-                message = await dlq.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                if skip:
-                    skip -= 1
-                else:
-                    items.append(describe(queue, queues[queue], message))
-            skip = 0
-    finally:
-        await connection.close()  # gives back every message taken, in its place
+            if skip:
+                skip -= 1
+            else:
+                items.append(describe(queue, queues[queue], message))
+        skip = 0
     return Page[DeadLetter](items=items, total=sum(waiting.values()), page=request.page, page_size=request.page_size)
 
 
@@ -98,32 +108,66 @@ async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -
     An event handled already is not handled again; a re-sent command replays nothing more. No dead letter
     with that `message_id` → `not_found`; an unknown queue → `validation_failed`."""
     _known(ctx, request.queue)
-    connection = await aio_pika.connect(ctx.instance.settings.amqp_url)
-    replayed = 0
-    try:
+    async with _alone(ctx) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        dlq = await channel.declare_queue(dead_letter_queue(request.queue), durable=True)
-        # Only what is there now: a replayed message dead-lettered again meanwhile waits for the next replay.
-        left = dlq.declaration_result.message_count or 0
-        if request.message_id is not None:
-            left = min(left, SCAN_LIMIT)
-        while left > 0:
-            taken = await _take(dlq, min(left, REPLAY_BATCH), REPLAY_BATCH_BYTES)
-            if not taken:
-                break
-            left -= len(taken)
-            chosen = [message for message in taken if request.all or message.message_id == request.message_id]
-            # The batch's confirms awaited together (one at a time costs a round trip each), then acked.
-            await asyncio.gather(*(channel.default_exchange.publish(replay_copy(message), routing_key=request.queue,
-                                                                    mandatory=True) for message in chosen))
-            for message in chosen:
-                await message.ack()
-            replayed += len(chosen)
-    finally:
-        await connection.close()  # the dead letters not replayed go back, in their place
+        try:
+            replayed = await _replay(request, channel)
+        finally:
+            await channel.close()  # the dead letters not replayed go back, in their place
     if replayed == 0 and request.message_id is not None:
         raise CommandError(ErrorCode.NOT_FOUND, fields={"message_id": f"no dead letter with it in {request.queue}"})
     return ReplayedDeadLetters(replayed=replayed)
+
+
+async def _replay(request: ReplayDeadLetters, channel: aio_pika.abc.AbstractChannel) -> int:
+    """How many dead letters were put back on their queue."""
+    replayed = 0
+    dlq = await channel.declare_queue(dead_letter_queue(request.queue), durable=True)
+    # Only what is there now: a replayed message dead-lettered again meanwhile waits for the next replay.
+    left = dlq.declaration_result.message_count or 0
+    if request.message_id is not None:
+        left = min(left, SCAN_LIMIT)
+    while left > 0:
+        taken = await _take(dlq, min(left, REPLAY_BATCH), REPLAY_BATCH_BYTES)
+        if not taken:
+            break
+        left -= len(taken)
+        chosen = [message for message in taken if request.all or message.message_id == request.message_id]
+        # The batch's confirms awaited together (one at a time costs a round trip each), then acked.
+        await asyncio.gather(*(channel.default_exchange.publish(replay_copy(message), routing_key=request.queue,
+                                                                mandatory=True) for message in chosen))
+        for message in chosen:
+            await message.ack()
+        replayed += len(chosen)
+    return replayed
+
+
+@contextlib.asynccontextmanager
+async def _alone(ctx: CommandContext) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    """A connection of its own, holding this service's dead-letter lock: one listing or replay at a time, across
+    replicas. Each takes the messages it reads (unacknowledged, invisible to others) until it ends, so a second at
+    the same time would see a partial page, or not find the message it should replay. The lock is an exclusive
+    queue: the broker drops it with the connection, a crashed replica's too. Waited for up to LOCK_WAIT_SECONDS,
+    then `conflict`."""
+    connection = await aio_pika.connect(ctx.instance.settings.amqp_url)
+    try:
+        lock = f"{ctx.command.split('.', 1)[0]}.dead_letters.lock"
+        loop, wait = asyncio.get_running_loop(), LOCK_FIRST_WAIT_SECONDS
+        deadline = loop.time() + LOCK_WAIT_SECONDS
+        while True:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(lock, exclusive=True, auto_delete=True)
+                break
+            except aiormq.exceptions.ChannelLockedResource:  # held by another listing or replay; the channel closed
+                if loop.time() + wait > deadline:
+                    raise CommandError(ErrorCode.CONFLICT, fields={
+                        "queue": "another listing or replay of these dead letters is running; try again"}) from None
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, LOCK_LONGEST_WAIT_SECONDS)
+        yield connection
+    finally:
+        await connection.close()  # drops the lock
 
 
 def _known(ctx: CommandContext, queue: str) -> dict[str, str]:

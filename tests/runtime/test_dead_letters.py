@@ -17,6 +17,7 @@ from contracts.client import PortalClient
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.topology import dead_letter_queue, event_queue
 from services.notifier.app import service as notifier
+from services.runtime import dead_letters as dead_letters_module
 from services.runtime.events import DEAD_LETTER_HEADER
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
@@ -329,8 +330,6 @@ async def put_dead_letter(amqp_url: str, queue: str, body: dict[str, Any], messa
 
 # --- review findings ----------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="review: a listing holds the dead letters it read until it ends; a second "
-                                       "listing or a replay by message id at the same time does not see them")
 async def test_two_operators_listing_at_once_each_see_every_dead_letter_and_a_replay_finds_its_message(
         service: ServiceInstance, amqp_url: str, portal: PortalClient, operator: str) -> None:
     message_ids = [uuid.uuid4().hex for _ in range(40)]
@@ -345,6 +344,24 @@ async def test_two_operators_listing_at_once_each_see_every_dead_letter_and_a_re
     assert [item["message_id"] for item in first["items"]] == message_ids
     assert [item["message_id"] for item in second["items"]] == message_ids
     assert replayed == "ok"
+
+
+async def test_a_listing_waits_for_one_running_on_another_replica_and_gives_up_with_conflict(
+        service: ServiceInstance, amqp_url: str, portal: PortalClient, operator: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock is the broker's: held here by a connection standing for another replica's listing."""
+    monkeypatch.setattr(dead_letters_module, "LOCK_WAIT_SECONDS", 0.5)
+    held = await aio_pika.connect(amqp_url)
+    try:
+        channel = await held.channel()
+        await channel.declare_queue("listener.dead_letters.lock", exclusive=True, auto_delete=True)
+        refused = await portal.send(LIST, json.dumps({"queue": FRAGILE_QUEUE}).encode(), token=operator)
+        assert refused["ok"] is False and refused["error"]["code"] == "conflict"
+        waiting = asyncio.ensure_future(portal.call(LIST, {"queue": FRAGILE_QUEUE}, token=operator))
+        await asyncio.sleep(0.2)
+    finally:
+        await held.close()  # the other replica is done (or died): its lock goes with its connection
+    assert (await waiting)["items"] == []
 
 
 async def test_a_one_time_link_in_a_handlers_error_is_not_listed(
