@@ -8,9 +8,11 @@ their shape cannot drift from the service's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import cast
 
 from contracts.base import Event
+from services.runtime.batching import Lookups
 from services.runtime.events import EventContext
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database, Document
@@ -42,7 +44,10 @@ class _RecordingDb(dict[str, _Recorder]):
 async def read_model(events: Sequence[Event], handle: Handler) -> dict[str, list[Document]]:
     """Per collection, the documents `handle` stores for these events (as first ones, into nothing)."""
     recording = _RecordingDb()
-    ctx = EventContext(event="bench", message_id=None, db=cast(Database, recording), instance=cast(Instance, None))
+    db = cast(Database, recording)
+    # The handlers reach only the instance's lookups (through their store), and read-model upserts read nothing.
+    ctx = EventContext(event="bench", message_id=None, db=db, instance=cast(Instance, SimpleNamespace(
+        lookups=Lookups(db))))
     for event in events:
         await handle(event, ctx)
     return {name: recorder.upserts for name, recorder in recording.items()}
