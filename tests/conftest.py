@@ -24,6 +24,7 @@ from pymongo import MongoClient
 from contracts.client import PortalClient
 from deploy.local import deps
 from services.runtime.settings import Settings
+from tests.builders import operator_token
 from tests.support import Mailbox, smtp_server
 
 
@@ -142,6 +143,12 @@ def settings(amqp_url: str, mongo_url: str, database_prefix: str, mailbox: Mailb
         smtp_host=mailbox.host, smtp_port=mailbox.port,
         event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5,
     )
+
+
+@pytest.fixture
+def operator(settings: Settings) -> str:
+    """An operator's access token for the test's settings."""
+    return operator_token(settings)
 
 
 @pytest.fixture
