@@ -27,7 +27,7 @@ from contracts.topology import SERVICES
 from deploy.local.demo import load_demo_catalogue
 from services.runtime.settings import Settings
 from tests.builders import sign_up
-from tests.support import Mailbox, eventually, plain_text, service_processes, wait_healthy
+from tests.support import Mailbox, ServiceProcesses, eventually, plain_text, wait_healthy
 
 PUBLIC_URL = "https://portal.example.test"
 CONFIRMATION_LINK = re.compile(r"https://portal\.example\.test/confirm-email\?token=([A-Za-z0-9_-]+)")
@@ -133,8 +133,9 @@ async def stack(module_amqp_url: str, mongo_url: str, module_database_prefix: st
                         smtp_host=module_mailbox.host, smtp_port=module_mailbox.port, public_url=PUBLIC_URL,
                         event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5)
     # The reminder scheduler runs today's schedule at start-up and then sleeps: only `run_reminders` runs it again.
-    with service_processes(SERVICES, settings, tmp_path_factory.mktemp("services"),
-                           PORTAL_METERING_SCHEDULER_SECONDS="3600"):
+    with ServiceProcesses(settings, extra_env={"PORTAL_METERING_SCHEDULER_SECONDS": "3600"},
+                          log_dir=tmp_path_factory.mktemp("services")) as processes:
+        processes.start(*SERVICES)
         async with PortalClient(module_amqp_url, timeout=20) as portal, \
                 AsyncMongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as mongo:
             await asyncio.gather(*(wait_healthy(portal, name, timeout=STARTUP_SECONDS) for name in SERVICES))
