@@ -113,6 +113,53 @@ def start_service_process(module: str, settings: Settings, *args: str, extra_env
         return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
+class ServiceProcesses:
+    """Service processes (`python -m services.<name>`) by service name and replica: started, killed, restarted, and
+    all stopped at the end, so none outlives its test or module. Each one's output goes to `<log_dir>/<name>.log` when
+    a `log_dir` is given.
+
+    `stop_all` sends every process SIGTERM at once (so they drain in parallel) and kills those still running after
+    `stop_timeout`. Used as a context manager, it stops them when the block ends and then, if the block itself
+    succeeded, fails the caller for a service that did not stop cleanly (exit code 0); a test that kills processes on
+    purpose calls `stop_all` from its own `finally` instead."""
+
+    def __init__(self, settings: Settings, *, extra_env: Mapping[str, str] | None = None, log_dir: Path | None = None,
+                 stop_timeout: float = 20.0) -> None:
+        self.settings, self.log_dir, self.stop_timeout = settings, log_dir, stop_timeout
+        self.extra_env = dict(extra_env or {})
+        self.running: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    def start(self, *names: str, replicas: int = 1) -> None:
+        for name in names:
+            log_file = self.log_dir / f"{name}.log" if self.log_dir else None
+            self.running.setdefault(name, []).extend(
+                start_service_process(f"services.{name}", self.settings, extra_env=self.extra_env, log_file=log_file)
+                for _ in range(replicas))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every replica of `name`: no graceful stop, in-flight messages unacked, claims left held."""
+        for process in self.running.pop(name, []):
+            process.kill()
+            process.wait(10)
+
+    def stop_all(self) -> dict[str, int]:
+        """Every process stopped; their exit codes by `<name>#<replica>`."""
+        named = {f"{name}#{index}": process for name, replicas in self.running.items()
+                 for index, process in enumerate(replicas)}
+        self.running.clear()
+        stop_all(named, self.stop_timeout)
+        return {name: process.returncode for name, process in named.items()}
+
+    def __enter__(self) -> ServiceProcesses:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        unclean = {name: code for name, code in self.stop_all().items() if code != 0}
+        if exc_type is None:  # else the block's own failure is the news
+            logs = f"; logs in {self.log_dir}" if self.log_dir else ""
+            assert not unclean, f"services that did not stop cleanly (exit codes{logs}): {unclean}"
+
+
 async def retried_while(codes: Iterable[str], call: Callable[[], Awaitable[dict[str, Any]]],
                         timeout: float = 30.0) -> dict[str, Any]:
     """The reply of `call` once it is no longer refused with one of `codes`: what a service answers while the read
@@ -198,53 +245,6 @@ async def dead_letters(portal: PortalClient, service: str, token: str,
 
 
 # --- service processes under fault: kill, restart, re-send --------------------------------------------------------
-
-class ServiceProcesses:
-    """Service processes (`python -m services.<name>`) by service name and replica: started, killed, restarted, and
-    all stopped at the end, so none outlives its test or module. Each one's output goes to `<log_dir>/<name>.log` when
-    a `log_dir` is given.
-
-    `stop_all` sends every process SIGTERM at once (so they drain in parallel) and kills those still running after
-    `stop_timeout`. Used as a context manager, it stops them when the block ends and then, if the block itself
-    succeeded, fails the caller for a service that did not stop cleanly (exit code 0); a test that kills processes on
-    purpose calls `stop_all` from its own `finally` instead."""
-
-    def __init__(self, settings: Settings, *, extra_env: Mapping[str, str] | None = None, log_dir: Path | None = None,
-                 stop_timeout: float = 20.0) -> None:
-        self.settings, self.log_dir, self.stop_timeout = settings, log_dir, stop_timeout
-        self.extra_env = dict(extra_env or {})
-        self.running: dict[str, list[subprocess.Popen[bytes]]] = {}
-
-    def start(self, *names: str, replicas: int = 1) -> None:
-        for name in names:
-            log_file = self.log_dir / f"{name}.log" if self.log_dir else None
-            self.running.setdefault(name, []).extend(
-                start_service_process(f"services.{name}", self.settings, extra_env=self.extra_env, log_file=log_file)
-                for _ in range(replicas))
-
-    def kill(self, name: str) -> None:
-        """SIGKILL every replica of `name`: no graceful stop, in-flight messages unacked, claims left held."""
-        for process in self.running.pop(name, []):
-            process.kill()
-            process.wait(10)
-
-    def stop_all(self) -> dict[str, int]:
-        """Every process stopped; their exit codes by `<name>#<replica>`."""
-        named = {f"{name}#{index}": process for name, replicas in self.running.items()
-                 for index, process in enumerate(replicas)}
-        self.running.clear()
-        stop_all(named, self.stop_timeout)
-        return {name: process.returncode for name, process in named.items()}
-
-    def __enter__(self) -> ServiceProcesses:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        unclean = {name: code for name, code in self.stop_all().items() if code != 0}
-        if exc_type is None:  # else the block's own failure is the news
-            logs = f"; logs in {self.log_dir}" if self.log_dir else ""
-            assert not unclean, f"services that did not stop cleanly (exit codes{logs}): {unclean}"
-
 
 async def send_until_answered(portal: PortalClient, command: str, body: Mapping[str, Any], *,
                               token: str | None = None, message_id: str | None = None,
