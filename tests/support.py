@@ -244,7 +244,7 @@ async def dead_letters(portal: PortalClient, service: str, token: str,
     return items
 
 
-# --- service processes under fault: kill, restart, re-send --------------------------------------------------------
+# --- under fault: re-sent commands, a broker and a database of one's own ------------------------------------------
 
 async def send_until_answered(portal: PortalClient, command: str, body: Mapping[str, Any], *,
                               token: str | None = None, message_id: str | None = None,
