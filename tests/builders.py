@@ -29,6 +29,12 @@ def token_for(settings: Settings, role: Role = Role.CUSTOMER, *, lifetime: timed
                        customer_number=claims.pop("customer_number", "C-1000"), **claims)
 
 
+
+def operator_token(settings: Settings) -> str:
+    """An operator's access token, signed with the settings' secret."""
+    return token_for(settings, Role.OPERATOR)[0]
+
+
 @asynccontextmanager
 async def amqp_channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     connection = await aio_pika.connect(amqp_url)

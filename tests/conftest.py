@@ -2,11 +2,13 @@
 
 RabbitMQ: the one on 127.0.0.1:5672, else testcontainers when Docker answers, else a private
 node the session starts. MongoDB: PORTAL_MONGODB_URL, else testcontainers, else nx-27017 on a
-free port. Every test gets its own vhost and its own database prefix, removed afterwards.
+free port. Every test gets its own vhost and its own database prefix, removed afterwards; a folder that runs its
+services once per test module builds on the `module_*` fixtures instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,6 +24,7 @@ from pymongo import MongoClient
 from contracts.client import PortalClient
 from deploy.local import deps
 from services.runtime.settings import Settings
+from tests.builders import operator_token
 from tests.support import Mailbox, smtp_server
 
 
@@ -52,9 +55,9 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
 def fresh_vhost(rabbitmq: Broker) -> Iterator[str]:
-    """A vhost of its own for as long as the generator runs (the broker's only one where vhosts cannot be made):
-    the body of every `amqp_url` fixture, of whatever scope."""
+    """A vhost of its own while the block runs (the broker's only one where vhosts cannot be made)."""
     if rabbitmq.vhosts is None:
         yield rabbitmq.url
         return
@@ -68,7 +71,15 @@ def fresh_vhost(rabbitmq: Broker) -> Iterator[str]:
 
 @pytest.fixture
 def amqp_url(rabbitmq: Broker) -> Iterator[str]:
-    yield from fresh_vhost(rabbitmq)
+    with fresh_vhost(rabbitmq) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_amqp_url(rabbitmq: Broker) -> Iterator[str]:
+    """One vhost for a whole test module, for the folders that run their services once per module."""
+    with fresh_vhost(rabbitmq) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -88,9 +99,9 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             deps.stop_process(process)
 
 
+@contextlib.contextmanager
 def fresh_database_prefix(mongo_url: str) -> Iterator[str]:
-    """A database prefix of its own, its databases dropped when the generator ends: the body of every
-    `database_prefix` fixture."""
+    """A database prefix of its own, its databases dropped when the block ends."""
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     yield prefix
     with MongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as client:
@@ -101,11 +112,26 @@ def fresh_database_prefix(mongo_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def database_prefix(mongo_url: str) -> Iterator[str]:
-    yield from fresh_database_prefix(mongo_url)
+    with fresh_database_prefix(mongo_url) as prefix:
+        yield prefix
+
+
+@pytest.fixture(scope="module")
+def module_database_prefix(mongo_url: str) -> Iterator[str]:
+    """One database prefix for a whole test module."""
+    with fresh_database_prefix(mongo_url) as prefix:
+        yield prefix
 
 
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
+    with smtp_server() as mailbox:
+        yield mailbox
+
+
+@pytest.fixture(scope="module")
+def module_mailbox() -> Iterator[Mailbox]:
+    """One SMTP server for a whole test module."""
     with smtp_server() as mailbox:
         yield mailbox
 
@@ -117,6 +143,12 @@ def settings(amqp_url: str, mongo_url: str, database_prefix: str, mailbox: Mailb
         smtp_host=mailbox.host, smtp_port=mailbox.port,
         event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5,
     )
+
+
+@pytest.fixture
+def operator(settings: Settings) -> str:
+    """An operator's access token for the test's settings."""
+    return operator_token(settings)
 
 
 @pytest.fixture

@@ -102,30 +102,62 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def start_service_process(module: str, settings: Settings, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", module, *args], env=settings_env(settings, **extra_env))
+def start_service_process(module: str, settings: Settings, *args: str, extra_env: Mapping[str, str] | None = None,
+                          log_file: Path | None = None) -> subprocess.Popen[bytes]:
+    """`python -m <module> <args>` with these settings (and `extra_env`); its output appended to `log_file`, else
+    shared with pytest's."""
+    command, env = [sys.executable, "-m", module, *args], settings_env(settings, **(extra_env or {}))
+    if log_file is None:
+        return subprocess.Popen(command, env=env)
+    with open(log_file, "ab") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
-@contextlib.contextmanager
-def service_processes(names: Iterable[str], settings: Settings, log_dir: Path, *, stop_timeout: float = 20.0,
-                      **extra_env: str) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Each service of `names` as its own process (`python -m services.<name>`), its output in `<log_dir>/<name>.log`.
+class ServiceProcesses:
+    """Service processes (`python -m services.<name>`) by service name and replica: started, killed, restarted, and
+    all stopped at the end, so none outlives its test or module. Each one's output goes to `<log_dir>/<name>.log` when
+    a `log_dir` is given.
 
-    Afterwards, also when the body failed, all get SIGTERM at once (so they drain in parallel) and those still running
-    after `stop_timeout` are killed; then a service that did not stop cleanly (exit code 0) fails the caller.
-    """
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
+    `stop_all` sends every process SIGTERM at once (so they drain in parallel) and kills those still running after
+    `stop_timeout`. Used as a context manager, it stops them when the block ends and then, if the block itself
+    succeeded, fails the caller for a service that did not stop cleanly (exit code 0); a test that kills processes on
+    purpose calls `stop_all` from its own `finally` instead."""
+
+    def __init__(self, settings: Settings, *, extra_env: Mapping[str, str] | None = None, log_dir: Path | None = None,
+                 stop_timeout: float = 20.0) -> None:
+        self.settings, self.log_dir, self.stop_timeout = settings, log_dir, stop_timeout
+        self.extra_env = dict(extra_env or {})
+        self.running: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    def start(self, *names: str, replicas: int = 1) -> None:
         for name in names:
-            with open(log_dir / f"{name}.log", "wb") as output:  # the child keeps its own copy of the descriptor
-                processes[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
-                                                   env=settings_env(settings, **extra_env),
-                                                   stdout=output, stderr=subprocess.STDOUT)
-        yield processes
-    finally:
-        stop_all(processes, stop_timeout)
-    unclean = {name: process.returncode for name, process in processes.items() if process.returncode != 0}
-    assert not unclean, f"services that did not stop cleanly (exit codes; logs in {log_dir}): {unclean}"
+            log_file = self.log_dir / f"{name}.log" if self.log_dir else None
+            self.running.setdefault(name, []).extend(
+                start_service_process(f"services.{name}", self.settings, extra_env=self.extra_env, log_file=log_file)
+                for _ in range(replicas))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every replica of `name`: no graceful stop, in-flight messages unacked, claims left held."""
+        for process in self.running.pop(name, []):
+            process.kill()
+            process.wait(10)
+
+    def stop_all(self) -> dict[str, int]:
+        """Every process stopped; their exit codes by `<name>#<replica>`."""
+        named = {f"{name}#{index}": process for name, replicas in self.running.items()
+                 for index, process in enumerate(replicas)}
+        self.running.clear()
+        stop_all(named, self.stop_timeout)
+        return {name: process.returncode for name, process in named.items()}
+
+    def __enter__(self) -> ServiceProcesses:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        unclean = {name: code for name, code in self.stop_all().items() if code != 0}
+        if exc_type is None:  # else the block's own failure is the news
+            logs = f"; logs in {self.log_dir}" if self.log_dir else ""
+            assert not unclean, f"services that did not stop cleanly (exit codes{logs}): {unclean}"
 
 
 async def retried_while(codes: Iterable[str], call: Callable[[], Awaitable[dict[str, Any]]],
@@ -212,34 +244,7 @@ async def dead_letters(portal: PortalClient, service: str, token: str,
     return items
 
 
-# --- service processes under fault: kill, restart, re-send --------------------------------------------------------
-
-class ServiceProcesses:
-    """The service processes of one test, by service name and replica: started, killed, restarted, and all stopped
-    at the end (`stop_all`, from a fixture's `finally`), so none outlives its test."""
-
-    def __init__(self, settings: Settings, **extra_env: str) -> None:
-        self.settings, self.extra_env = settings, extra_env
-        self.running: dict[str, list[subprocess.Popen[bytes]]] = {}
-
-    def start(self, *names: str, replicas: int = 1) -> None:
-        for name in names:
-            self.running.setdefault(name, []).extend(
-                start_service_process(f"services.{name}", self.settings, **self.extra_env) for _ in range(replicas))
-
-    def kill(self, name: str) -> None:
-        """SIGKILL every replica of `name`: no graceful stop, in-flight messages unacked, claims left held."""
-        for process in self.running.pop(name, []):
-            process.kill()
-            process.wait(10)
-
-    def stop_all(self) -> None:
-        """SIGTERM to every process at once, SIGKILL to whichever has not exited after the grace."""
-        named = {f"{name}#{index}": process for name, replicas in self.running.items()
-                 for index, process in enumerate(replicas)}
-        self.running.clear()
-        stop_all(named, 20.0)
-
+# --- under fault: re-sent commands, a broker and a database of one's own ------------------------------------------
 
 async def send_until_answered(portal: PortalClient, command: str, body: Mapping[str, Any], *,
                               token: str | None = None, message_id: str | None = None,

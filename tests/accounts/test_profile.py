@@ -10,9 +10,8 @@ from contracts.client import PortalClient, PortalError
 from services.accounts.app import service as accounts_service
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
 from tests.accounts.flows import signed_in
-from tests.builders import random_email, token_for, token_in
+from tests.builders import operator_token, random_email, token_for, token_in
 from tests.support import EventTap, eventually, running
 
 OKI_PROFILE = {
@@ -177,7 +176,7 @@ async def test_a_contract_sign_in_sees_and_adds_only_its_contracts_contacts(
 
 async def test_contracts_are_those_of_the_callers_customer(accounts: ServiceInstance, portal: PortalClient,
                                                            settings: Settings) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     for number, contract in (("C-1", "K-1"), ("C-2", "K-2")):
         await portal.call("accounts.operator.provision_customer", {
             "customer_number": number, "name": f"Customer {number}", "contracts": [{
@@ -193,7 +192,7 @@ async def test_contracts_are_those_of_the_callers_customer(accounts: ServiceInst
 
 async def test_provisioning_is_an_upsert_that_can_be_rerun(accounts: ServiceInstance, portal: PortalClient,
                                                            settings: Settings, tap: EventTap) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     body = {"customer_number": "C-9", "name": "Nine", "contracts": [
         {"contract_number": "K-9", "type": "service", "start_date": "2025-01-01"}]}
     await portal.call("accounts.operator.provision_customer", body, token=operator)
@@ -212,7 +211,7 @@ def nine(number: int) -> dict[str, object]:
 
 async def test_each_provisioning_of_a_customer_is_announced_with_the_next_version(
         accounts: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     await portal.call("accounts.operator.provision_customer", nine(1), token=operator)
     await portal.call("accounts.operator.provision_customer", nine(2), token=operator)
     await tap.next("accounts.customer.provisioned", lambda body: body["version"] == 2)
@@ -224,7 +223,7 @@ async def test_each_provisioning_of_a_customer_is_announced_with_the_next_versio
 
 async def test_concurrent_provisionings_get_distinct_versions_and_the_highest_is_the_stored_customer(
         accounts: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     await asyncio.gather(*(portal.call("accounts.operator.provision_customer", nine(number), token=operator)
                            for number in range(6)))
 
@@ -244,7 +243,7 @@ async def test_concurrent_provisionings_get_distinct_versions_and_the_highest_is
 async def test_a_customer_provisioned_before_versions_existed_gets_version_1(
         accounts: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
     await accounts.db.customers.insert_one({"_id": "C-9", "name": "Nine", "contracts": {}})
-    await portal.call("accounts.operator.provision_customer", nine(1), token=token_for(settings, Role.OPERATOR)[0])
+    await portal.call("accounts.operator.provision_customer", nine(1), token=operator_token(settings))
     event = await tap.next("accounts.customer.provisioned")
     assert (event["customer_name"], event["version"]) == ("Nine 1", 1)
     assert await accounts.db.customers.count_documents({}) == 1
@@ -252,7 +251,7 @@ async def test_a_customer_provisioned_before_versions_existed_gets_version_1(
 
 async def test_a_contract_ending_before_it_starts_is_refused(accounts: ServiceInstance, portal: PortalClient,
                                                              settings: Settings) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     try:
         await portal.call("accounts.operator.provision_customer", {
             "customer_number": "C-9", "name": "Nine", "contracts": [

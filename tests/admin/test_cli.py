@@ -32,11 +32,6 @@ async def service(settings: Settings) -> AsyncIterator[ServiceInstance]:
         yield instance
 
 
-@pytest.fixture
-def operator(settings: Settings) -> str:
-    return token_for(settings, Role.OPERATOR)[0]
-
-
 async def portal_admin(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """Run `python -m admin ...` as an operator would; its exit status, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(

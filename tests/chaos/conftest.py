@@ -30,7 +30,7 @@ def chaos_settings(settings: Settings) -> Settings:
 @contextlib.asynccontextmanager
 async def world_of(settings: Settings, amqp_url: str, mailbox: Mailbox) -> AsyncIterator[World]:
     """A world on these settings: its processes all stopped, its clients closed when the block ends, however."""
-    processes = ServiceProcesses(settings, **PROCESS_ENV)
+    processes = ServiceProcesses(settings, extra_env=PROCESS_ENV)
     mongo = mongo_client(settings.mongodb_url, settings.mongodb_timeout_ms)
     try:
         async with PortalClient(amqp_url, timeout=10) as portal:

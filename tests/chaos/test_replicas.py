@@ -53,20 +53,13 @@ CATCH_UP_DAYS = 40  # over a month: every monthly period has an opening and a se
 @contextlib.asynccontextmanager
 async def separate_world(rabbitmq: Broker, mongo_url: str, settings: Settings) -> AsyncIterator[World]:
     """A world of its own: vhost, database prefix and SMTP server, all removed afterwards."""
-    vhosts, prefixes = fresh_vhost(rabbitmq), fresh_database_prefix(mongo_url)
-    try:
-        with smtp_server() as mailbox:
-            amqp_url, prefix = next(vhosts), next(prefixes)
-            own = settings.model_copy(update={"amqp_url": amqp_url, "database_prefix": prefix,
-                                              "smtp_host": mailbox.host, "smtp_port": mailbox.port})
-            async with world_of(own, amqp_url, mailbox) as world:
-                world.processes.extra_env.update({"PORTAL_METERING_SCHEDULER_SECONDS": "1",
-                                                  "PORTAL_METERING_CATCH_UP_DAYS": str(CATCH_UP_DAYS)})
-                yield world
-    finally:
-        for generator in (vhosts, prefixes):
-            with contextlib.suppress(StopIteration):
-                next(generator)  # runs its clean-up
+    with fresh_vhost(rabbitmq) as amqp_url, fresh_database_prefix(mongo_url) as prefix, smtp_server() as mailbox:
+        own = settings.model_copy(update={"amqp_url": amqp_url, "database_prefix": prefix,
+                                          "smtp_host": mailbox.host, "smtp_port": mailbox.port})
+        async with world_of(own, amqp_url, mailbox) as world:
+            world.processes.extra_env.update({"PORTAL_METERING_SCHEDULER_SECONDS": "1",
+                                              "PORTAL_METERING_CATCH_UP_DAYS": str(CATCH_UP_DAYS)})
+            yield world
 
 
 async def scheduled_reminders(world: World) -> Summary:

@@ -2,9 +2,9 @@
 prefix and SMTP server, the demo catalogue loaded, the bootstrap operator signed in. Its tests keep to themselves
 with customers, people and serials of their own.
 
-The fixtures have names of their own (not `amqp_url`, `settings`, `portal`, `mailbox`), so the in-process journeys
-beside them keep their per-test fixtures. A module using `stack` runs its tests in one event loop
-(`pytestmark = pytest.mark.asyncio(loop_scope="module")`), the loop its client lives in.
+The stack builds on the `module_*` fixtures of tests/conftest.py (not on `amqp_url`, `settings`, `portal`,
+`mailbox`), so the in-process journeys beside it keep their per-test fixtures. A module using `stack` runs its tests in
+one event loop (`pytestmark = pytest.mark.asyncio(loop_scope="module")`), the loop its client lives in.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -27,11 +27,7 @@ from contracts.topology import SERVICES
 from deploy.local.demo import load_demo_catalogue
 from services.runtime.settings import Settings
 from tests.builders import sign_up
-from tests.conftest import fresh_database_prefix, fresh_vhost
-from tests.support import Mailbox, eventually, plain_text, service_processes, smtp_server, wait_healthy
-
-if TYPE_CHECKING:
-    from tests.conftest import Broker
+from tests.support import Mailbox, ServiceProcesses, eventually, plain_text, wait_healthy
 
 PUBLIC_URL = "https://portal.example.test"
 CONFIRMATION_LINK = re.compile(r"https://portal\.example\.test/confirm-email\?token=([A-Za-z0-9_-]+)")
@@ -130,36 +126,21 @@ class Stack:
         return {kind: mail for (kind,), mail in zip(kinds, mails, strict=True)}
 
 
-@pytest.fixture(scope="module")
-def stack_amqp_url(rabbitmq: Broker) -> Iterator[str]:
-    yield from fresh_vhost(rabbitmq)
-
-
-@pytest.fixture(scope="module")
-def stack_database_prefix(mongo_url: str) -> Iterator[str]:
-    yield from fresh_database_prefix(mongo_url)
-
-
-@pytest.fixture(scope="module")
-def stack_mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as mailbox:
-        yield mailbox
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(stack_amqp_url: str, mongo_url: str, stack_database_prefix: str, stack_mailbox: Mailbox,
+async def stack(module_amqp_url: str, mongo_url: str, module_database_prefix: str, module_mailbox: Mailbox,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    settings = Settings(amqp_url=stack_amqp_url, mongodb_url=mongo_url, database_prefix=stack_database_prefix,
-                        smtp_host=stack_mailbox.host, smtp_port=stack_mailbox.port, public_url=PUBLIC_URL,
+    settings = Settings(amqp_url=module_amqp_url, mongodb_url=mongo_url, database_prefix=module_database_prefix,
+                        smtp_host=module_mailbox.host, smtp_port=module_mailbox.port, public_url=PUBLIC_URL,
                         event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5)
     # The reminder scheduler runs today's schedule at start-up and then sleeps: only `run_reminders` runs it again.
-    with service_processes(SERVICES, settings, tmp_path_factory.mktemp("services"),
-                           PORTAL_METERING_SCHEDULER_SECONDS="3600"):
-        async with PortalClient(stack_amqp_url, timeout=20) as portal, \
+    with ServiceProcesses(settings, extra_env={"PORTAL_METERING_SCHEDULER_SECONDS": "3600"},
+                          log_dir=tmp_path_factory.mktemp("services")) as processes:
+        processes.start(*SERVICES)
+        async with PortalClient(module_amqp_url, timeout=20) as portal, \
                 AsyncMongoClient[dict[str, Any]](mongo_url, timeoutMS=10_000) as mongo:
             await asyncio.gather(*(wait_healthy(portal, name, timeout=STARTUP_SECONDS) for name in SERVICES))
-            await load_demo_catalogue(stack_amqp_url, settings)
+            await load_demo_catalogue(module_amqp_url, settings)
             session = await portal.call("accounts.login", {
                 "login": settings.bootstrap_operator_email,
                 "password": settings.bootstrap_operator_password.get_secret_value()})
-            yield Stack(portal, settings, stack_mailbox, session["access_token"], mongo)
+            yield Stack(portal, settings, module_mailbox, session["access_token"], mongo)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 from collections.abc import Iterator
 
 import pytest
@@ -11,21 +10,16 @@ import pytest
 from contracts.client import PortalClient
 from services.runtime.settings import Settings
 from tests.builders import sign_up
-from tests.support import Mailbox, eventually, outcome, plain_text, start_service_process, wait_healthy
+from tests.support import Mailbox, ServiceProcesses, eventually, outcome, plain_text, wait_healthy
 
 LINK = re.compile(r"confirm-email\?token=([A-Za-z0-9_-]+)")
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[None]:
-    processes = [start_service_process(f"services.{name}", settings) for name in ("accounts", "notifier")]
-    try:
+    with ServiceProcesses(settings) as processes:
+        processes.start("accounts", "notifier")
         yield
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            assert process.wait(20) == 0
 
 
 async def test_sign_up_mail_confirm_sign_in_profile_logout_and_the_token_is_refused(

@@ -8,9 +8,8 @@ derandomised, so `make test` runs the same examples every time.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
@@ -26,11 +25,7 @@ from services.ordering.app import service as ordering_service
 from services.registration.app import service as registration_service
 from services.runtime.service import Service, ServiceInstance
 from services.ticketing.app import service as ticketing_service
-from tests.conftest import fresh_database_prefix, fresh_vhost
-from tests.support import Mailbox, running, smtp_server
-
-if TYPE_CHECKING:
-    from tests.conftest import Broker
+from tests.support import Mailbox, running
 
 SERVICES: tuple[Service, ...] = (accounts_service, registration_service, metering_service, ordering_service,
                                  ticketing_service, notifier_service)
@@ -46,20 +41,21 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# The module's vhost, databases and SMTP server (tests/conftest.py's `module_*`) under the per-test fixtures' names, so
+# the tests and the services here share them.
 @pytest.fixture(scope="module")
-def amqp_url(rabbitmq: Broker) -> Iterator[str]:
-    yield from fresh_vhost(rabbitmq)
-
-
-@pytest.fixture(scope="module")
-def database_prefix(mongo_url: str) -> Iterator[str]:
-    yield from fresh_database_prefix(mongo_url)
+def amqp_url(module_amqp_url: str) -> str:
+    return module_amqp_url
 
 
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as mailbox:
-        yield mailbox
+def database_prefix(module_database_prefix: str) -> str:
+    return module_database_prefix
+
+
+@pytest.fixture(scope="module")
+def mailbox(module_mailbox: Mailbox) -> Mailbox:
+    return module_mailbox
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from services.notifier.app import service
 from services.notifier.settings import NotifierSettings
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import token_for
 from tests.notifier.support import SmtpServer
 from tests.support import running
 
@@ -39,8 +37,3 @@ def notifier_settings(settings: Settings, smtp: SmtpServer) -> NotifierSettings:
 async def notifier(notifier_settings: NotifierSettings) -> AsyncIterator[ServiceInstance]:
     async with running(service, notifier_settings) as instance:
         yield instance
-
-
-@pytest.fixture
-def operator_token(settings: Settings) -> str:
-    return token_for(settings, Role.OPERATOR)[0]

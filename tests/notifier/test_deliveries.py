@@ -118,7 +118,7 @@ async def test_a_recipient_refused_with_450_is_retried_until_accepted(
 
 async def test_a_recipient_refused_with_550_is_recorded_as_failed_and_listed(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     event = reset_requested(random_email())
     smtp.mailbox.refuse[event.email] = "550 5.1.1 No such user"
     message_id = await publish(amqp_url, event)
@@ -127,7 +127,7 @@ async def test_a_recipient_refused_with_550_is_recorded_as_failed_and_listed(
         return (await delivery_status(notifier, message_id, event.email))[0] == "failed"
     await eventually(failed)
     await asyncio.sleep(0.5)  # a failed delivery is not retried
-    page = await list_deliveries(portal, operator_token, recipient=event.email)
+    page = await list_deliveries(portal, operator, recipient=event.email)
 
     [delivery] = page.items
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 1, None)
@@ -139,7 +139,7 @@ async def test_a_recipient_refused_with_550_is_recorded_as_failed_and_listed(
 
 async def test_deliveries_are_listed_newest_first_and_filtered_by_recipient_event_and_status(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     reset, reminder, refused = (reset_requested(random_email()), reminder_requested(random_email()),
                                 reminder_requested(random_email()))
     smtp.mailbox.refuse[refused.email] = "550 5.1.1 No such user"
@@ -150,18 +150,18 @@ async def test_deliveries_are_listed_newest_first_and_filtered_by_recipient_even
             return (await delivery_status(notifier, message_id, address))[0] in ("sent", "failed")
         await eventually(done)
 
-    everything = await list_deliveries(portal, operator_token)
+    everything = await list_deliveries(portal, operator)
     assert [item.recipient for item in everything.items] == [refused.email, reminder.email, reset.email]
     assert (everything.total, everything.page, everything.page_size) == (3, 1, 50)
-    by_recipient = await list_deliveries(portal, operator_token, recipient=reset.email.upper())
+    by_recipient = await list_deliveries(portal, operator, recipient=reset.email.upper())
     assert [item.recipient for item in by_recipient.items] == [reset.email]
-    by_event = await list_deliveries(portal, operator_token, event=reminder.routing_key)
+    by_event = await list_deliveries(portal, operator, event=reminder.routing_key)
     assert [item.recipient for item in by_event.items] == [refused.email, reminder.email]
-    sent = await list_deliveries(portal, operator_token, status="sent")
+    sent = await list_deliveries(portal, operator, status="sent")
     assert [item.recipient for item in sent.items] == [reminder.email, reset.email]
-    failed_reminders = await list_deliveries(portal, operator_token, event=reminder.routing_key, status="failed")
+    failed_reminders = await list_deliveries(portal, operator, event=reminder.routing_key, status="failed")
     assert [item.recipient for item in failed_reminders.items] == [refused.email]
-    second_page = await list_deliveries(portal, operator_token, page=2, page_size=2)
+    second_page = await list_deliveries(portal, operator, page=2, page_size=2)
     assert ([item.recipient for item in second_page.items], second_page.total) == ([reset.email], 3)
 
 

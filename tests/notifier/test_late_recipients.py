@@ -133,7 +133,7 @@ async def test_two_notifiers_releasing_the_same_waiting_mail_at_once_send_it_onc
 
 async def test_a_mail_whose_user_is_never_known_is_listed_failed_after_the_wait_limit_and_no_longer_kept(
         sweeping: NotifierSettings, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     user_id = random_id("u")
     async with running(service, sweeping) as notifier:
         message_id = await publish(amqp_url, device_registered(user_id, "en"))
@@ -146,10 +146,10 @@ async def test_a_mail_whose_user_is_never_known_is_listed_failed_after_the_wait_
         await notifier.db.waiting_mails.update_one({"who": who_user(user_id)}, {"$set": {"since": long_ago}})
 
         async def listed() -> bool:
-            page = await list_deliveries(portal, operator_token, status="failed")
+            page = await list_deliveries(portal, operator, status="failed")
             return page.total == 1
         await eventually(listed)
-        [delivery] = (await list_deliveries(portal, operator_token, status="failed")).items
+        [delivery] = (await list_deliveries(portal, operator, status="failed")).items
         assert delivery.id == f"{message_id}:user:{user_id}"
         assert (delivery.event, delivery.event_message_id) == (DeviceRegisteredEvent.routing_key, message_id)
         assert (delivery.mail, delivery.recipient, delivery.attempts) == ("device_registration", f"user:{user_id}", 0)

@@ -288,7 +288,7 @@ async def test_the_language_saved_for_the_contacts_address_wins_over_the_events(
 
 async def test_a_contact_address_no_to_header_can_carry_is_never_mailed(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     # In `To` it would read as two addresses; ordering's contract refuses it, so an event carrying it is no
     # `ordering.order.placed` the notifier accepts (it is dead-lettered), and nothing is mailed.
     unmailable, marker = placed(f"{random_id('a')},x@example.com"), placed(random_email())
@@ -298,20 +298,20 @@ async def test_a_contact_address_no_to_header_can_carry_is_never_mailed(
     await asyncio.sleep(0.5)
 
     assert len(smtp.mailbox.messages) == 1
-    page = await list_deliveries(portal, operator_token, recipient=unmailable.contact.email)
+    page = await list_deliveries(portal, operator, recipient=unmailable.contact.email)
     assert page.items == []
 
 
 async def test_a_contact_address_the_contract_lets_through_but_no_mail_server_takes_is_listed_as_failed(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     unmailable, marker = placed(f"{random_id('a')}..x@example.com"), placed(random_email())  # two dots in a row
     await publish(amqp_url, unmailable)
     await publish(amqp_url, marker)
     await wait_for_mails(smtp, marker.contact.email)
 
     assert len(smtp.mailbox.messages) == 1
-    page = await list_deliveries(portal, operator_token, recipient=unmailable.contact.email)
+    page = await list_deliveries(portal, operator, recipient=unmailable.contact.email)
     [delivery] = page.items
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("failed", 0, INVALID_ADDRESS)
     assert delivery.subject == f"Order confirmation {unmailable.order_number}"

@@ -161,13 +161,13 @@ async def test_implicit_tls_with_a_login_sends_the_mail(
 @pytest.mark.usefixtures("trusted_ca")
 async def test_a_wrong_password_is_a_permanent_failure_recorded_as_failed(
         settings: Settings, starttls_server: SecureMailbox, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     event = reset_requested(random_email())
     async with notifier_for(settings, starttls_server, "starttls", password="wrong") as notifier:
         message_id = await publish(amqp_url, event)
         delivery = await attempted(notifier, message_id, event.email)
         await asyncio.sleep(0.5)  # longer than a retry would wait: a failed delivery is not tried again
-        [listed] = (await list_deliveries(portal, operator_token, recipient=event.email)).items
+        [listed] = (await list_deliveries(portal, operator, recipient=event.email)).items
 
     assert delivery["status"] == "failed"
     assert (listed.status, listed.attempts, listed.next_attempt_at) == ("failed", 1, None)

@@ -539,7 +539,7 @@ async def test_a_dispatch_published_five_times_to_two_notifiers_is_mailed_once(
 
 async def test_a_contact_address_with_a_comma_is_never_mailed(
         notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient,
-        operator_token: str) -> None:
+        operator: str) -> None:
     # In `To` it would read as two addresses. The ticket contact's pattern refuses it, so the event is no
     # `ticketing.ticket.opened` the notifier accepts: it is dead-lettered, and nothing is mailed or listed.
     unmailable, marker = opened(f"{random_id('a')},x@example.com"), opened(random_email())
@@ -555,13 +555,13 @@ async def test_a_contact_address_with_a_comma_is_never_mailed(
         return message_id in dead
     await eventually(dead_lettered)
     assert len(smtp.mailbox.messages) == 1
-    page = await list_deliveries(portal, operator_token, recipient=unmailable.contact.email)
+    page = await list_deliveries(portal, operator, recipient=unmailable.contact.email)
     assert page.items == []
 
 
 @pytest.mark.parametrize("build", [opened, dispatched], ids=["receipt", "status"])
 async def test_a_contact_address_the_contract_lets_through_but_no_mail_server_takes_is_listed_as_failed(
-        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient, operator_token: str,
+        notifier: ServiceInstance, smtp: SmtpServer, amqp_url: str, portal: PortalClient, operator: str,
         build: Any) -> None:
     unmailable, marker = build(f"{random_id('a')}..x@example.com"), build(random_email())  # two dots in a row
     await publish(amqp_url, unmailable)
@@ -569,7 +569,7 @@ async def test_a_contact_address_the_contract_lets_through_but_no_mail_server_ta
     await wait_for_mails(smtp, marker.contact.email)
 
     assert len(smtp.mailbox.messages) == 1
-    page = await list_deliveries(portal, operator_token, recipient=unmailable.contact.email)
+    page = await list_deliveries(portal, operator, recipient=unmailable.contact.email)
     [delivery] = page.items
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("failed", 0, INVALID_ADDRESS)
     assert unmailable.ticket_number in delivery.subject

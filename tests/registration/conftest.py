@@ -11,14 +11,13 @@ from deploy.local.demo import OKI_MODELS
 from services.registration.app import service as registration_service
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import token_for
+from tests.builders import operator_token
 from tests.support import running
 
 
 @pytest.fixture
 async def registration(settings: Settings, portal: PortalClient) -> AsyncIterator[ServiceInstance]:
     async with running(registration_service, settings) as instance:
-        operator, _ = token_for(settings, Role.OPERATOR)
-        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator)
+        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS},
+                          token=operator_token(settings))
         yield instance

@@ -23,7 +23,7 @@ from services.registration.settings import RegistrationSettings, registration_se
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import device_registration, token_for
+from tests.builders import device_registration, operator_token
 from tests.registration.flows import customer
 from tests.registration.test_excel import SHEET, repacked, repeated_cells
 from tests.support import EventTap, eventually, outcome, running
@@ -204,7 +204,7 @@ async def test_the_row_limit_raised_in_the_settings_lets_26_rows_through(
         settings: Settings, portal: PortalClient, amqp_url: str) -> None:
     raised = RegistrationSettings(**dict(settings), bulk_max_rows=30)
     async with running(registration_service, raised) as instance:
-        operator, _ = token_for(settings, Role.OPERATOR)
+        operator = operator_token(settings)
         await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator)
         token = await customer(settings, instance, amqp_url)
         upload_id = await upload(portal, token, workbook(valid_rows(26)))
@@ -218,7 +218,7 @@ async def test_too_many_rows_names_the_limit_in_force_beside_its_code_in_the_lis
     raised = RegistrationSettings(**dict(settings), bulk_max_rows=30)
     async with running(registration_service, raised) as instance, \
             EventTap(amqp_url, "registration.bulk_upload.#") as tap:
-        operator, _ = token_for(settings, Role.OPERATOR)
+        operator = operator_token(settings)
         await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator)
         token = await customer(settings, instance, amqp_url)
         upload_id = await upload(portal, token, workbook(valid_rows(31)))

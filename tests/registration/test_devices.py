@@ -13,7 +13,7 @@ from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import PDF, PNG, device_registration, proof, random_serial, token_for
+from tests.builders import PDF, PNG, device_registration, operator_token, proof, random_serial, token_for
 from tests.registration.flows import customer
 from tests.support import EventTap, outcome
 
@@ -125,7 +125,7 @@ async def test_lookup_and_serial_hint_come_from_the_catalogue(registration: Serv
 
 async def test_a_bad_serial_pattern_is_refused_naming_the_model(registration: ServiceInstance,
                                                                 portal: PortalClient, settings: Settings) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     reply = await portal.send("registration.operator.upsert_models", json.dumps({"models": [
         {"model": "X", "article_number": "1", "serial_pattern": "([", "counters": ["mono"]}]}).encode(),
         token=operator)
@@ -135,7 +135,7 @@ async def test_a_bad_serial_pattern_is_refused_naming_the_model(registration: Se
 
 async def test_the_installed_base_import_is_an_upsert_that_judges_each_device(
         registration: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     serial = random_serial("AK5A")
     devices = [
         {"serial_number": serial, "model": "ES5431dn", "customer_number": "C-1", "contract_number": "K-1",
@@ -160,7 +160,7 @@ async def test_reminders_may_be_turned_on_for_an_e_maintenance_device_and_the_ev
         registration: ServiceInstance, portal: PortalClient, settings: Settings, tap: EventTap) -> None:
     """Metering never reminds for an e-maintenance device (it reports itself); registration still takes the
     customer's wish, as issue 10 asks."""
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     serial = random_serial("AK5A")
     await portal.call("registration.operator.import_installed_base", {"devices": [
         {"serial_number": serial, "model": "ES5431dn", "customer_number": "C-EM", "e_maintenance": True}]},

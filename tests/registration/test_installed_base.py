@@ -16,8 +16,7 @@ from services.registration.app import service as registration_service
 from services.registration.settings import RegistrationSettings
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import token_for
+from tests.builders import operator_token, token_for
 from tests.support import EventTap, running
 
 BATCH = 4
@@ -28,12 +27,8 @@ async def batched(settings: Settings, portal: PortalClient) -> AsyncIterator[Ser
     """registration importing 4 devices per batch, so a few devices already span several batches."""
     async with running(registration_service, RegistrationSettings(**dict(settings), import_batch_devices=BATCH)) \
             as instance:
-        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator(settings))
+        await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS}, token=operator_token(settings))
         yield instance
-
-
-def operator(settings: Settings) -> str:
-    return token_for(settings, Role.OPERATOR)[0]
 
 
 def fleet(count: int, city: str = "Berlin") -> list[dict[str, Any]]:
@@ -67,9 +62,9 @@ async def test_a_large_import_is_written_in_batches_with_one_event_per_device(
     writes = Writes(monkeypatch)
     async with EventTap(amqp_url, "registration.device.provisioned") as tap:
         first = await portal.call("registration.operator.import_installed_base", {"devices": fleet(10)},
-                                  token=operator(settings))
+                                  token=operator_token(settings))
         again = await portal.call("registration.operator.import_installed_base", {"devices": fleet(10, "Potsdam")},
-                                  token=operator(settings))
+                                  token=operator_token(settings))
         await tap.next("registration.device.provisioned", lambda body: body["version"] == 2
                        and body["serial_number"] == "AK5A000009")
     assert first == again == {"imported": 10, "rejected": []}
@@ -88,7 +83,7 @@ async def test_a_serial_named_twice_in_one_import_is_stored_once_and_changed_by_
     devices.append({**devices[1], "serial_number": "ak5a 000001", "location": {"city": "Hamburg"}})
     devices.append({**devices[0], "model": "Unknown 9000"})
     reply = await portal.call("registration.operator.import_installed_base", {"devices": devices},
-                              token=operator(settings))
+                              token=operator_token(settings))
     assert reply == {"imported": 4, "rejected": [{"index": 4, "code": "unknown_model"}]}
     stored = await batched.db.devices.find_one({"serial_number": "AK5A000001"})
     assert stored is not None and (stored["location"]["city"], stored["version"]) == ("Hamburg", 2)
@@ -98,7 +93,8 @@ async def test_a_serial_named_twice_in_one_import_is_stored_once_and_changed_by_
 async def test_a_device_changed_between_the_read_and_the_batched_write_is_changed_again_on_top_of_it(
         batched: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    await portal.call("registration.operator.import_installed_base", {"devices": fleet(6)}, token=operator(settings))
+    await portal.call("registration.operator.import_installed_base", {"devices": fleet(6)},
+                      token=operator_token(settings))
     customer = token_for(settings, customer_number="C-1")[0]
     device = await portal.call("registration.get_device", {"serial_number": "AK5A000005"}, token=customer)
     bulk_write = AsyncCollection.bulk_write
@@ -113,7 +109,7 @@ async def test_a_device_changed_between_the_read_and_the_batched_write_is_change
     monkeypatch.setattr(AsyncCollection, "bulk_write", renamed_first)
     async with EventTap(amqp_url, "registration.device.#") as tap:
         reply = await portal.call("registration.operator.import_installed_base",
-                                  {"devices": fleet(6, "Potsdam")}, token=operator(settings))
+                                  {"devices": fleet(6, "Potsdam")}, token=operator_token(settings))
         last = await tap.next("registration.device.provisioned", lambda body: body["device_id"] == device["device_id"])
     assert reply == {"imported": 6, "rejected": []}
     stored = await batched.db.devices.find_one({"_id": device["device_id"]})
@@ -133,10 +129,10 @@ async def test_a_provisioned_device_carries_the_erps_last_readings_and_a_re_impo
     [device] = fleet(1)
     async with EventTap(amqp_url, "registration.device.#") as tap:
         await portal.call("registration.operator.import_installed_base",
-                          {"devices": [with_readings(device, 1200, 340, "2026-09-30")]}, token=operator(settings))
+                          {"devices": [with_readings(device, 1200, 340, "2026-09-30")]}, token=operator_token(settings))
         first = await tap.next("registration.device.provisioned")
         await portal.call("registration.operator.import_installed_base",
-                          {"devices": [with_readings(device, 1850, 410, "2026-12-31")]}, token=operator(settings))
+                          {"devices": [with_readings(device, 1850, 410, "2026-12-31")]}, token=operator_token(settings))
         again = await tap.next("registration.device.provisioned", lambda body: body["version"] == 2)
         customer = token_for(settings, customer_number="C-1")[0]
         await portal.call("registration.rename_device", {"device_id": first["device_id"], "friendly_name": "Empfang"},

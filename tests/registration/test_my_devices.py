@@ -8,8 +8,7 @@ from typing import Any
 from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import device_registration, random_serial, token_for
+from tests.builders import device_registration, operator_token, random_serial, token_for
 from tests.registration.flows import accept_terms, customer, terms_handled
 from tests.support import EventTap, eventually, outcome
 
@@ -24,7 +23,7 @@ FLEET = [
 
 
 async def import_fleet(portal: PortalClient, settings: Settings) -> None:
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     await portal.call("registration.operator.import_installed_base", {"devices": FLEET}, token=operator)
 
 

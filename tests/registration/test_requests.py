@@ -13,8 +13,7 @@ from contracts.registration import Location
 from contracts.ticketing import TicketContact, TicketDevice, TicketOpened
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import publish_event, token_for
+from tests.builders import operator_token, publish_event, token_for
 from tests.registration.flows import event_handled
 from tests.support import EventTap, eventually, outcome
 
@@ -38,7 +37,7 @@ NEW_ADDRESS = {"name": "Nytt kontor", "street": "Dronning Eufemias gate 16", "po
 
 async def import_fleet(portal: PortalClient, settings: Settings) -> dict[str, str]:
     """The fleet imported; device ids by serial."""
-    operator = token_for(settings, Role.OPERATOR)[0]
+    operator = operator_token(settings)
     await portal.call("registration.operator.import_installed_base", {"devices": FLEET}, token=operator)
     ids = {}
     for device in FLEET:
@@ -51,10 +50,6 @@ async def import_fleet(portal: PortalClient, settings: Settings) -> dict[str, st
 async def visible_serials(portal: PortalClient, token: str) -> list[str]:
     page = await portal.call("registration.list_devices", {}, token=token)
     return [device["serial_number"] for device in page["items"]]
-
-
-def operator_token(settings: Settings) -> str:
-    return token_for(settings, Role.OPERATOR)[0]
 
 
 async def claimant_of_the_first_device(portal: PortalClient, settings: Settings) -> str:

@@ -14,8 +14,7 @@ from services.registration.app import service as registration_service
 from services.registration.settings import RegistrationSettings
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import device_registration, token_for
+from tests.builders import device_registration, operator_token, token_for
 from tests.registration.flows import accept_terms, terms_handled
 from tests.registration.test_bulk import upload_body, valid_rows, workbook
 from tests.support import outcome, running
@@ -27,7 +26,7 @@ async def version_2(settings: Settings, portal: PortalClient) -> AsyncIterator[S
     published = RegistrationSettings(**{**dict(settings), "terms_version": "2", "privacy_version": "2"})
     async with running(registration_service, published) as instance:
         await portal.call("registration.operator.upsert_models", {"models": OKI_MODELS},
-                          token=token_for(settings, Role.OPERATOR)[0])
+                          token=operator_token(settings))
         yield instance
 
 

@@ -14,8 +14,7 @@ from contracts.notifier import RemindersUnsubscribed
 from contracts.registration import ReminderRecipient
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
-from services.runtime.tokens import Role
-from tests.builders import device_registration, publish_event, token_for
+from tests.builders import device_registration, operator_token, publish_event, token_for
 from tests.registration.flows import accept_terms, event_handled, terms_handled
 from tests.support import EventTap
 
@@ -27,7 +26,7 @@ CUSTOMER = {"customer_number": "C-1", "user_id": None, "email": None}
 async def installed_device(portal: PortalClient, settings: Settings) -> str:
     """C-1's device from the installed base, its reminders on to its customer's contacts; its id."""
     await portal.call("registration.operator.import_installed_base", {"devices": [DEVICE]},
-                      token=token_for(settings, Role.OPERATOR)[0])
+                      token=operator_token(settings))
     device = await portal.call("registration.get_device", {"serial_number": DEVICE["serial_number"]},
                                token=owner(settings))
     device_id: str = device["device_id"]

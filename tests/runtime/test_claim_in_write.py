@@ -117,7 +117,8 @@ async def test_a_command_whose_process_died_after_its_write_is_answered_from_the
     token, _ = token_for(settings)
     note_id, message_id = random_id(), uuid.uuid4().hex
     body = {"note_id": note_id, "text": "x"}
-    doomed = start_service_process("tests.runtime.sample_service", settings, "sample", **{CRASH_AFTER_WRITE: "1"})
+    doomed = start_service_process("tests.runtime.sample_service", settings, "sample",
+                                   extra_env={CRASH_AFTER_WRITE: "1"})
     try:
         await wait_healthy(portal, "sample")
         with pytest.raises(TimeoutError):  # dies after its write, before replying

@@ -23,7 +23,7 @@ async def test_an_event_written_before_a_sigkill_is_still_published_and_handled_
     settings = settings.model_copy(update={"claim_lease_seconds": 1.0})
     note_id, message_id = random_id(), uuid.uuid4().hex
     async with running(listener, settings) as consumer:
-        doomed = start_service_process(SAMPLE, settings, "sample", **{CRASH_AFTER_WRITE: "1"})
+        doomed = start_service_process(SAMPLE, settings, "sample", extra_env={CRASH_AFTER_WRITE: "1"})
         try:
             await wait_healthy(portal, "sample")
             with pytest.raises(TimeoutError):  # the process dies between its write and any publish

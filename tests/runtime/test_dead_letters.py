@@ -43,11 +43,6 @@ async def service(quick: Settings) -> AsyncIterator[ServiceInstance]:
         yield instance
 
 
-@pytest.fixture
-def operator(settings: Settings) -> str:
-    return token_for(settings, Role.OPERATOR)[0]
-
-
 async def break_handler(instance: ServiceInstance) -> None:
     await instance.db.switches.insert_one({"_id": BROKEN})
 

@@ -12,7 +12,7 @@ from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import InvalidToken, Role, bearer_token, verify_token
-from tests.builders import publish_event, random_id, token_for
+from tests.builders import operator_token, publish_event, random_id, token_for
 from tests.runtime.sample_service import sample
 from tests.support import eventually, outcome, running
 
@@ -65,7 +65,7 @@ async def test_an_operator_command_is_forbidden_to_other_roles(service: ServiceI
                                                                settings: Settings) -> None:
     customer, _ = token_for(settings, Role.CUSTOMER)
     dealer, _ = token_for(settings, Role.DEALER)
-    operator, _ = token_for(settings, Role.OPERATOR)
+    operator = operator_token(settings)
     assert await code_of(portal, "sample.operator_only", customer) == "forbidden"
     assert await code_of(portal, "sample.operator_only", dealer) == "forbidden"
     assert await code_of(portal, "sample.operator_only", operator) == "ok"

@@ -2,14 +2,13 @@
 shared by the module's tests (each makes customers and devices of its own), which saves starting them per test.
 
 The fixtures override the per-test `amqp_url`, `database_prefix`, `settings` and `portal` of tests/conftest.py with
-module-scoped ones; a module's async tests run in one event loop (`pytestmark = pytest.mark.asyncio(loop_scope=
-"module")`), the loop its service and client live in.
+module-scoped ones (the vhost and prefix are its `module_*` ones); a module's async tests run in one event loop
+(`pytestmark = pytest.mark.asyncio(loop_scope="module")`), the loop its service and client live in.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -18,21 +17,17 @@ from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
 from services.ticketing.app import service as ticketing_service
 from services.ticketing.settings import TicketingSettings
-from tests.conftest import fresh_database_prefix, fresh_vhost
 from tests.support import running
 
-if TYPE_CHECKING:
-    from tests.conftest import Broker
+
+@pytest.fixture(scope="module")
+def amqp_url(module_amqp_url: str) -> str:
+    return module_amqp_url
 
 
 @pytest.fixture(scope="module")
-def amqp_url(rabbitmq: Broker) -> Iterator[str]:
-    yield from fresh_vhost(rabbitmq)
-
-
-@pytest.fixture(scope="module")
-def database_prefix(mongo_url: str) -> Iterator[str]:
-    yield from fresh_database_prefix(mongo_url)
+def database_prefix(module_database_prefix: str) -> str:
+    return module_database_prefix
 
 
 @pytest.fixture(scope="module")
