@@ -115,9 +115,12 @@ async def test_an_unsubscribe_from_an_address_no_longer_on_the_list_changes_noth
         registration: ServiceInstance, portal: PortalClient, settings: Settings, amqp_url: str,
         reminder_email_now: str | None, mailed_to: str, recipient: dict[str, str]) -> None:
     device_id = await installed_device(portal, settings)
-    await portal.call("registration.set_reminders", {"device_id": device_id, "reminders": True,
-                                                     "reminder_email": reminder_email_now}, token=owner(settings))
     async with EventTap(amqp_url, "registration.device.#") as tap:
+        await portal.call("registration.set_reminders", {"device_id": device_id, "reminders": True,
+                                                         "reminder_email": reminder_email_now}, token=owner(settings))
+        # The relay publishes after the reply: the change's own event must be out before the quiet period starts.
+        await tap.next("registration.device.updated")
+        tap.events.clear()
         await event_handled(registration, await unsubscribe(amqp_url, device_id, mailed_to, **recipient))
         await asyncio.sleep(0.5)  # time for an event that should not come
     assert tap.events == [] and await stored_version(registration, device_id) == 2
