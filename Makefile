@@ -29,6 +29,7 @@ bench: install
 
 docs: install
 	$(BIN)/python -m deploy.asyncapi
+	$(BIN)/python -m gateway.openapi
 
 clean:
 	rm -rf $(VENV) .data

@@ -129,13 +129,16 @@ def responses(route: Route) -> dict[str, Any]:
     else:
         reply = component(route.reply, "serialization") if route.reply is not None else {"type": "object"}
         success = {"description": "The command's reply", "content": {"application/json": {"schema": reply}}}
-    problem = {"application/problem+json": {"schema": component(Problem, "serialization")}}
     return {str(route.status): success,
-            **{str(status): {"description": ERROR_TEXT[status], "content": problem} for status in ERROR_STATUSES}}
+            **{str(status): {"$ref": f"#/components/responses/problem{status}"} for status in ERROR_STATUSES}}
 
 
 def components() -> dict[str, Any]:
-    return {"schemas": schemas()[1], "securitySchemes": {
+    problem = {"application/problem+json": {"schema": component(Problem, "serialization")}}
+    return {"schemas": schemas()[1],
+            "responses": {f"problem{status}": {"description": ERROR_TEXT[status], "content": problem}
+                          for status in ERROR_STATUSES},
+            "securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         "cookie": {"type": "apiKey", "in": "cookie", "name": "portal_session",
                    "description": "Set at sign-in; writes need the `portal_csrf` cookie's value in `X-CSRF-Token`."}}}
