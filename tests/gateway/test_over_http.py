@@ -1,0 +1,180 @@
+"""The gateway as its own process in front of the six services as processes: a customer's journey over HTTP, and
+Schemathesis against its OpenAPI document with valid tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy.local.deps import free_port
+from tests.builders import PDF, random_serial, sign_up
+from tests.e2e.conftest import (
+    CONFIRMATION_LINK,
+    Stack,
+    stack,
+    stack_amqp_url,
+    stack_database_prefix,
+    stack_mailbox,
+)
+from tests.support import plain_text
+
+__all__ = ["stack", "stack_amqp_url", "stack_database_prefix", "stack_mailbox"]
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+# Bounded for `make test`; `make test-api-deep` raises it (GATEWAY_FUZZ_EXAMPLES).
+EXAMPLES = os.environ.get("GATEWAY_FUZZ_EXAMPLES", "3")
+OFFICE = {"name": "Empfang", "street": "Hauptstraße 1", "postal_code": "01067", "city": "Dresden", "country": "DE"}
+
+
+@pytest.fixture(scope="module")
+def gateway_url(stack_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {**{key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")},
+           "PORTAL_AMQP_URL": stack_amqp_url, "PORTAL_GATEWAY_PORT": str(port)}
+    with (tmp_path_factory.mktemp("gateway") / "gateway.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(url):
+            assert process.poll() is None, "the gateway exited"
+            assert time.monotonic() < deadline, "the gateway did not answer /healthz"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def until_found(call: Any) -> httpx.Response:
+    """A read model fed by events (another service's copy of a device) may lag a moment behind the write."""
+    for _ in range(200):
+        response: httpx.Response = await call()
+        if response.status_code != 404:
+            return response
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"still 404: {response.text}")
+
+
+async def signed_in(http: httpx.AsyncClient, stack: Stack, language: str = "de") -> dict[str, Any]:
+    """Sign-up, the confirmation link from the mail, sign-in: all over HTTP; the reply of the sign-in."""
+    person = sign_up(language=language)
+    registered = await http.post("/api/v1/users", json=person)
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["status"] == "pending_confirmation"
+    link = CONFIRMATION_LINK.search(plain_text(await stack.mail(person["email"], ".")))
+    assert link, "no confirmation link in the mail"
+    confirmed = await http.post("/api/v1/users/confirmation", json={"token": link.group(1)})
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
+    session = await http.post("/api/v1/session", json={"login": person["username"], "password": person["password"]})
+    assert session.status_code == 200, session.text
+    return {**session.json(), "person": person}
+
+
+async def test_a_customer_goes_from_sign_up_to_a_service_request_over_http(gateway_url: str, stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url, headers={"Accept-Language": "de"}) as http:
+        session = await signed_in(http, stack)
+        person, csrf = session["person"], {"X-CSRF-Token": http.cookies["portal_csrf"]}  # a browser, by cookie
+
+        profile = (await http.get("/api/v1/me")).json()
+        assert profile["terms_open"] is True
+        accepted = await http.post("/api/v1/me/terms", headers=csrf, json={
+            "terms_version": profile["current_terms_version"], "privacy_version": profile["current_privacy_version"]})
+        assert accepted.status_code == 200, accepted.text
+
+        serial = random_serial("AK6C")  # a C332 of the demo catalogue
+        registered = await http.post("/api/v1/devices", headers={**csrf, "Idempotency-Key": f"register-{serial}"},
+                                     data={"data": json.dumps({
+                                         "serial_number": serial, "purchase_date": "2026-11-30",
+                                         "warranty_accepted": True, "location": OFFICE, "friendly_name": "Empfang"})},
+                                     files={"proof_of_purchase": ("Kaufbeleg.pdf", PDF, "application/pdf")})
+        for _ in range(100):  # registration learns of the accepted terms from accounts' event
+            if registered.status_code != 409 or registered.json()["code"] != "terms_not_accepted":
+                break
+            await asyncio.sleep(0.1)
+            registered = await http.post("/api/v1/devices", headers=csrf, data={"data": json.dumps({
+                "serial_number": serial, "purchase_date": "2026-11-30", "warranty_accepted": True,
+                "location": OFFICE, "friendly_name": "Empfang"})},
+                files={"proof_of_purchase": ("Kaufbeleg.pdf", PDF, "application/pdf")})
+        assert registered.status_code == 201, registered.text
+        device_id = registered.json()["device_id"]
+        assert registered.json()["model"] == "C332"
+
+        devices = (await http.get("/api/v1/devices", params={"serial_number": serial})).json()
+        assert [device["device_id"] for device in devices["items"]] == [device_id]
+
+        ticket_request = {"device_id": device_id, "description": "Papierstau in Fach 2",
+                          "contact": {"name": person["username"], "email": person["email"]}}
+        opened = await until_found(lambda: http.post("/api/v1/tickets", headers={
+            **csrf, "Idempotency-Key": f"ticket-{device_id}"}, json=ticket_request))
+        assert opened.status_code == 201, opened.text
+        number = opened.json()["ticket_number"]
+        assert re.fullmatch(r"\d+/\d+", number)
+        replayed = await http.post("/api/v1/tickets", headers={**csrf, "Idempotency-Key": f"ticket-{device_id}"},
+                                   json=ticket_request)
+        assert replayed.json() == opened.json()  # a retried POST: the same ticket, not a second one
+
+        second = await http.post("/api/v1/tickets", headers=csrf, json=ticket_request)
+        assert second.status_code == 409
+        assert second.json()["code"] == "open_ticket_exists"
+        assert second.json()["message"].startswith("Für dieses Gerät gibt es bereits eine offene Serviceanfrage")
+
+        note = await http.post(f"/api/v1/tickets/{number}/notes", headers=csrf, json={"text": "Fach 1 geht noch"})
+        assert note.status_code == 200, note.text
+        ticket = (await http.get(f"/api/v1/tickets/{number}")).json()
+        assert (ticket["status"], ticket["device"]["device_id"]) == ("to_be_scheduled", device_id)
+        assert [item["text"] for item in ticket["notes"]] == ["Fach 1 geht noch"]
+        await stack.mail(person["email"], number)  # the receipt names the ticket
+
+        signed_out = await http.delete("/api/v1/session", headers=csrf)
+        assert signed_out.status_code == 200
+        assert (await http.get("/api/v1/me")).status_code == 401
+
+
+def schemathesis(gateway_url: str, token: str, *selection: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([
+        SCHEMATHESIS, "run", f"{gateway_url}/openapi.json", "--max-examples", EXAMPLES, "--seed", "1",
+        "--workers", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
+        "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                    "response_headers_conformance,response_schema_conformance",
+        "-H", f"Authorization: Bearer {token}", *selection],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+
+
+async def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema_as_a_customer(
+        gateway_url: str, stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url) as http:
+        token = (await signed_in(http, stack, "en"))["access_token"]
+
+    # Signing out would end the token every other request carries.
+    result = await asyncio.to_thread(schemathesis, gateway_url, token, "--exclude-tag", "operator",
+                                     "--exclude-operation-id", "accounts_logout")
+
+    assert result.returncode == 0, result.stdout[-20000:]
+
+
+async def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema_as_an_operator(
+        gateway_url: str, stack: Stack) -> None:
+    result = await asyncio.to_thread(schemathesis, gateway_url, stack.operator, "--include-tag", "operator")
+
+    assert result.returncode == 0, result.stdout[-20000:]
