@@ -17,13 +17,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import ErrorCode, negotiate_language
 from contracts.topology import SERVICES
 from gateway import openapi
-from gateway.problems import BODY_TOO_LARGE, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
+from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
 from gateway.routes import ROUTES, Route
 from gateway.settings import GatewaySettings
 
@@ -89,7 +90,7 @@ def language_of(request: Request) -> str:
 
 def access_token(request: Request, route: Route) -> str | None:
     """The bearer token, else the session cookie; a cookie-authenticated write needs the CSRF token too."""
-    if openapi.is_anonymous(route):
+    if route.anonymous:
         return None
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
@@ -218,7 +219,7 @@ def docs_page() -> str:
     rows = "\n".join(
         f"<tr><td><code>{route.method}</code></td><td><code>{html.escape(route.full_path)}</code></td>"
         f"<td>{html.escape(route.summary)}</td><td><code>{html.escape(route.command)}</code></td>"
-        f"<td>{'anyone' if openapi.is_anonymous(route) else 'signed in'}</td></tr>" for route in ROUTES)
+        f"<td>{'anyone' if route.anonymous else 'signed in'}</td></tr>" for route in ROUTES)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Service portal API</title>
 <style>body{{font-family:sans-serif;margin:2rem}}table{{border-collapse:collapse}}
@@ -254,6 +255,12 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
                           operation_id=route.operation_id, summary=route.summary, tags=[route.tag],
                           status_code=route.status, openapi_extra=openapi.operation(route),
                           response_class=JSONResponse)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
+        # No route or no such verb: a problem like every other refusal, not FastAPI's {"detail": ...}.
+        code = METHOD_NOT_ALLOWED if error.status_code == 405 else ErrorCode.NOT_FOUND
+        return problem(code, language_of(request), headers=dict(error.headers or {}))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -28,16 +28,6 @@ ERROR_TEXT = {400: "Not a JSON object (`invalid_message`)", 401: "No valid sessi
               409: "A conflict or a refusal of the catalogue (`conflict`, `email_taken`, `already_dispatched`, ...)",
               413: "The request body is too large", 415: "Not multipart form data", 422: "`validation_failed`",
               429: "`rate_limited`", 500: "`internal`", 503: "No service answered; retry after `Retry-After` seconds"}
-ANONYMOUS = frozenset({
-    "accounts.register", "accounts.confirm_email", "accounts.resend_confirmation", "accounts.login",
-    "accounts.contract_login", "accounts.request_password_reset", "accounts.reset_password",
-    "accounts.recover_username", "registration.serial_hint", "registration.bulk_template", "metering.submit_by_link",
-    "notifier.unsubscribe",
-})  # the commands CATALOG marks "anyone": no token is sent with them, and no CSRF check made
-
-
-def is_anonymous(route: Route) -> bool:
-    return route.command in ANONYMOUS
 
 
 @cache
@@ -113,7 +103,7 @@ def operation(route: Route) -> dict[str, Any]:
     if parameters:
         extra["parameters"] = parameters
     extra["responses"] = responses(route)
-    extra["security"] = [] if is_anonymous(route) else [{"bearer": []}, {"cookie": []}]
+    extra["security"] = [] if route.anonymous else [{"bearer": []}, {"cookie": []}]
     extra["description"] = f"Catalogue command `{route.command}`."
     return extra
 

@@ -14,6 +14,7 @@ PROBLEM_JSON = "application/problem+json"
 NO_SERVICE = "service_unavailable"
 BODY_TOO_LARGE = "body_too_large"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+METHOD_NOT_ALLOWED = "method_not_allowed"
 
 # Every catalogue code not named here is a domain refusal (`email_taken`, `already_dispatched`, ...): 409.
 STATUS_OF_CODE: dict[str, int] = {
@@ -22,6 +23,7 @@ STATUS_OF_CODE: dict[str, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
+    METHOD_NOT_ALLOWED: 405,
     BODY_TOO_LARGE: 413,
     UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.VALIDATION_FAILED: 422,
@@ -36,6 +38,11 @@ OWN_MESSAGES: dict[str, dict[str, str]] = {
         "en": "The service is not available at the moment; please try again shortly.",
         "de": "Der Dienst ist im Moment nicht erreichbar; bitte versuchen Sie es gleich noch einmal.",
         "nb": "Tjenesten er ikke tilgjengelig akkurat nå; prøv igjen om litt.",
+    },
+    METHOD_NOT_ALLOWED: {
+        "en": "This resource does not support this method.",
+        "de": "Diese Ressource unterstützt diese Methode nicht.",
+        "nb": "Denne ressursen støtter ikke denne metoden.",
     },
     UNSUPPORTED_MEDIA_TYPE: {
         "en": "Please send this request as multipart form data.",

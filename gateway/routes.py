@@ -39,6 +39,15 @@ def nothing(params: Mapping[str, str]) -> dict[str, Any]:
     return {}
 
 
+# The commands CATALOG marks "anyone": sent without a token, so they need no CSRF check either.
+ANONYMOUS = frozenset({
+    "accounts.register", "accounts.confirm_email", "accounts.resend_confirmation", "accounts.login",
+    "accounts.contract_login", "accounts.request_password_reset", "accounts.reset_password",
+    "accounts.recover_username", "registration.serial_hint", "registration.bulk_template", "metering.submit_by_link",
+    "notifier.unsubscribe",
+})
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -55,6 +64,10 @@ class Route:
     signs_in: bool = False  # sets the session cookies from the reply
     signs_out: bool = False  # clears them
     name: str | None = None  # the operation id, where one command has two routes
+
+    @property
+    def anonymous(self) -> bool:
+        return self.command in ANONYMOUS
 
     @property
     def full_path(self) -> str:

@@ -92,3 +92,15 @@ async def test_an_unknown_service_has_no_dead_letters(http: httpx.AsyncClient) -
 
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+async def test_an_unknown_path_or_verb_is_a_problem_too(http: httpx.AsyncClient) -> None:
+    unknown = await http.get("/api/v1/nothing-here", headers={"Accept-Language": "de"})
+    wrong_verb = await http.put("/api/v1/orders")
+
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["message"] == "Nicht gefunden."
+    assert wrong_verb.status_code == 405
+    assert wrong_verb.json()["code"] == "method_not_allowed"
+    assert "POST" in wrong_verb.headers["allow"]
