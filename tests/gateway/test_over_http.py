@@ -76,19 +76,51 @@ async def until_found(call: Any) -> httpx.Response:
     raise AssertionError(f"still 404: {response.text}")
 
 
-async def signed_in(http: httpx.AsyncClient, stack: Stack, language: str = "de") -> dict[str, Any]:
-    """Sign-up, the confirmation link from the mail, sign-in: all over HTTP; the reply of the sign-in."""
-    person = sign_up(language=language)
+async def confirmed(http: httpx.AsyncClient, stack: Stack, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sign-up and the confirmation link from the mail, over HTTP: the sign-up and the confirmation's reply."""
+    person = sign_up(**fields)
     registered = await http.post("/api/v1/users", json=person)
     assert registered.status_code == 201, registered.text
     assert registered.json()["status"] == "pending_confirmation"
     link = CONFIRMATION_LINK.search(plain_text(await stack.mail(person["email"], ".")))
     assert link, "no confirmation link in the mail"
-    confirmed = await http.post("/api/v1/users/confirmation", json={"token": link.group(1)})
-    assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
+    confirmation = await http.post("/api/v1/users/confirmation", json={"token": link.group(1)})
+    assert confirmation.status_code == 200, confirmation.text
+    return person, confirmation.json()
+
+
+async def signed_in(http: httpx.AsyncClient, stack: Stack, language: str = "de") -> dict[str, Any]:
+    """Sign-up, the confirmation link from the mail, sign-in: all over HTTP; the reply of the sign-in."""
+    person, confirmation = await confirmed(http, stack, language=language)
+    assert confirmation["status"] == "active"
     session = await http.post("/api/v1/session", json={"login": person["username"], "password": person["password"]})
     assert session.status_code == 200, session.text
     return {**session.json(), "person": person}
+
+
+async def registered_device(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, str]:
+    """A C332 of the demo catalogue registered with a PDF proof as multipart; its device id and serial."""
+    serial = random_serial("AK6C")
+    fields = {"serial_number": serial, "purchase_date": "2026-11-30", "warranty_accepted": True, "location": OFFICE,
+              "friendly_name": "Empfang"}
+    for _ in range(100):  # registration learns of the accepted terms from accounts' event
+        registered = await http.post("/api/v1/devices", headers={**headers, "Idempotency-Key": f"register-{serial}"},
+                                     data={"data": json.dumps(fields)},
+                                     files={"proof_of_purchase": ("Kaufbeleg.pdf", PDF, "application/pdf")})
+        if registered.status_code != 409 or registered.json()["code"] != "terms_not_accepted":
+            break
+        await asyncio.sleep(0.1)
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["model"] == "C332"
+    return registered.json()["device_id"], serial
+
+
+async def accepted_terms(http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    profile = (await http.get("/api/v1/me", headers=headers)).json()
+    assert profile["terms_open"] is True
+    accepted = await http.post("/api/v1/me/terms", headers=headers, json={
+        "terms_version": profile["current_terms_version"], "privacy_version": profile["current_privacy_version"]})
+    assert accepted.status_code == 200, accepted.text
 
 
 async def test_a_customer_goes_from_sign_up_to_a_service_request_over_http(gateway_url: str, stack: Stack) -> None:
@@ -96,30 +128,8 @@ async def test_a_customer_goes_from_sign_up_to_a_service_request_over_http(gatew
         session = await signed_in(http, stack)
         person, csrf = session["person"], {"X-CSRF-Token": http.cookies["portal_csrf"]}  # a browser, by cookie
 
-        profile = (await http.get("/api/v1/me")).json()
-        assert profile["terms_open"] is True
-        accepted = await http.post("/api/v1/me/terms", headers=csrf, json={
-            "terms_version": profile["current_terms_version"], "privacy_version": profile["current_privacy_version"]})
-        assert accepted.status_code == 200, accepted.text
-
-        serial = random_serial("AK6C")  # a C332 of the demo catalogue
-        registered = await http.post("/api/v1/devices", headers={**csrf, "Idempotency-Key": f"register-{serial}"},
-                                     data={"data": json.dumps({
-                                         "serial_number": serial, "purchase_date": "2026-11-30",
-                                         "warranty_accepted": True, "location": OFFICE, "friendly_name": "Empfang"})},
-                                     files={"proof_of_purchase": ("Kaufbeleg.pdf", PDF, "application/pdf")})
-        for _ in range(100):  # registration learns of the accepted terms from accounts' event
-            if registered.status_code != 409 or registered.json()["code"] != "terms_not_accepted":
-                break
-            await asyncio.sleep(0.1)
-            registered = await http.post("/api/v1/devices", headers=csrf, data={"data": json.dumps({
-                "serial_number": serial, "purchase_date": "2026-11-30", "warranty_accepted": True,
-                "location": OFFICE, "friendly_name": "Empfang"})},
-                files={"proof_of_purchase": ("Kaufbeleg.pdf", PDF, "application/pdf")})
-        assert registered.status_code == 201, registered.text
-        device_id = registered.json()["device_id"]
-        assert registered.json()["model"] == "C332"
-
+        await accepted_terms(http, csrf)
+        device_id, serial = await registered_device(http, csrf)
         devices = (await http.get("/api/v1/devices", params={"serial_number": serial})).json()
         assert [device["device_id"] for device in devices["items"]] == [device_id]
 
@@ -149,6 +159,74 @@ async def test_a_customer_goes_from_sign_up_to_a_service_request_over_http(gatew
         signed_out = await http.delete("/api/v1/session", headers=csrf)
         assert signed_out.status_code == 200
         assert (await http.get("/api/v1/me")).status_code == 401
+
+
+async def test_an_operators_back_office_day_over_http(gateway_url: str, stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url) as http:
+        signed = await http.post("/api/v1/session", json={
+            "login": stack.settings.bootstrap_operator_email,
+            "password": stack.settings.bootstrap_operator_password.get_secret_value()})
+        assert signed.status_code == 200 and signed.json()["user"]["role"] == "operator"
+        http.cookies.clear()  # an operator's tool: bearer token only
+        operator = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+
+        # Master data from the ERP: a customer with its contract and a device under it.
+        customer, under_contract = f"K-{random_serial('')}", random_serial("AK5A")
+        provisioned = await http.put(f"/api/v1/operator/customers/{customer}", headers=operator, json={
+            "name": "Muster GmbH", "contracts": [{"contract_number": f"{customer}-1", "type": "page_price",
+                                                  "start_date": "2026-01-01", "includes_consumables": True}]})
+        assert provisioned.status_code == 200, provisioned.text
+        imported = await http.post("/api/v1/operator/installed-base", headers=operator, json={"devices": [{
+            "serial_number": under_contract, "model": "ES5431dn", "customer_number": customer,
+            "contract_number": f"{customer}-1", "location": OFFICE}]})
+        assert imported.json() == {"imported": 1, "rejected": []}
+
+        # A dealer's sign-up waits for the operator.
+        dealer, confirmation = await confirmed(http, stack, role="dealer", language="en")
+        assert confirmation["status"] == "pending_verification"
+        waiting = (await http.get("/api/v1/operator/verifications", headers=operator,
+                                  params={"page_size": 200})).json()
+        assert confirmation["user_id"] in [user["user_id"] for user in waiting["items"]]
+        decided = await http.post(f"/api/v1/operator/verifications/{confirmation['user_id']}/decision",
+                                  headers=operator, json={"approve": True, "reason": "Händlervertrag geprüft"})
+        assert decided.json()["status"] == "active"
+
+        # The dealer's service request reaches the operator's queue and is dispatched.
+        session = await http.post("/api/v1/session", json={"login": dealer["email"], "password": dealer["password"]})
+        assert session.status_code == 200, session.text
+        http.cookies.clear()
+        bearer = {"Authorization": f"Bearer {session.json()['access_token']}"}
+        await accepted_terms(http, bearer)
+        device_id, _ = await registered_device(http, bearer)
+        opened = await until_found(lambda: http.post("/api/v1/tickets", headers=bearer, json={
+            "device_id": device_id, "description": "Druckt nur noch leere Seiten",
+            "contact": {"name": "Kari Nordmann", "email": dealer["email"]}}))
+        assert opened.status_code == 201, opened.text
+        number = opened.json()["ticket_number"]
+        queue = (await http.get("/api/v1/operator/tickets", headers=operator, params={"page_size": 200})).json()
+        assert number in [ticket["ticket_number"] for ticket in queue["items"]]
+        dispatched = await http.put(f"/api/v1/operator/tickets/{number}/status", headers=operator, json={
+            "status": "dispatched", "technician": "Kari Nordmann", "eta": "2026-12-10T09:30:00+01:00"})
+        assert dispatched.json() == {"status": "dispatched"}
+        too_late = await http.post(f"/api/v1/tickets/{number}/notes", headers=bearer, json={"text": "noch da?"})
+        assert (too_late.status_code, too_late.json()["code"]) == (409, "already_dispatched")
+        wrong = await http.put(f"/api/v1/operator/tickets/{number}/status", headers=operator,
+                               json={"status": "closed"})
+        assert (wrong.status_code, wrong.json()["code"]) == (409, "invalid_transition")
+
+        # The mails are on record, the reminder schedule runs on demand, the dead letters are readable.
+        await stack.mail(dealer["email"], number)
+        deliveries = (await http.get("/api/v1/operator/deliveries", headers=operator,
+                                     params={"recipient": dealer["email"]})).json()
+        assert deliveries["total"] >= 2  # the confirmation link and the ticket's receipt at least
+        run = await http.post("/api/v1/operator/reminder-runs", headers=operator, json={"as_of": "2026-12-24"})
+        assert run.status_code == 200 and set(run.json()) == {"reminders", "overdue"}
+        dead = await http.get("/api/v1/operator/services/notifier/dead-letters", headers=operator)
+        assert dead.status_code == 200 and dead.json()["items"] == []
+
+        # None of it is open to a customer.
+        refused = await http.get("/api/v1/operator/deliveries", headers=bearer)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
 
 
 def schemathesis(gateway_url: str, token: str, *selection: str) -> subprocess.CompletedProcess[str]:
