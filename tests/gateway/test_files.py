@@ -14,6 +14,8 @@ from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import PDF, device_registration
 from tests.registration.flows import customer
+from tests.registration.test_bulk import valid_rows, workbook
+from tests.support import eventually
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 LIMIT = 64 * 1024  # the `gateway_settings` fixture's
@@ -85,3 +87,28 @@ async def test_an_upload_route_refuses_json(http: httpx.AsyncClient) -> None:
 
     assert response.status_code == 415
     assert response.json()["code"] == "unsupported_media_type"
+
+
+async def test_a_bulk_upload_goes_up_as_multipart_and_its_result_comes_down_as_a_download(
+        http: httpx.AsyncClient, settings: Settings, registration: ServiceInstance, amqp_url: str) -> None:
+    bearer = {"Authorization": f"Bearer {await customer(settings, registration, amqp_url)}"}
+
+    queued = await http.post("/api/v1/device-uploads", headers=bearer, data={"data": '{"warranty_accepted": true}'},
+                             files={"file": ("Geräte Dezember.xlsx", workbook(valid_rows(2)), XLSX)})
+
+    assert queued.status_code == 202, queued.text
+    upload_id = queued.json()["upload_id"]
+    uploads: list[dict[str, object]] = []
+
+    async def processed() -> bool:
+        uploads[:] = (await http.get("/api/v1/device-uploads", headers=bearer)).json()["items"]
+        return uploads[0]["status"] == "processed"
+    await eventually(processed, timeout=30)
+    assert (uploads[0]["upload_id"], uploads[0]["filename"], uploads[0]["processed"]) == (
+        upload_id, "Geräte Dezember.xlsx", 2)
+    result = await http.get(f"/api/v1/device-uploads/{upload_id}/result", headers=bearer)
+    assert result.status_code == 200
+    assert result.headers["content-type"] == XLSX
+    assert result.headers["content-disposition"].startswith("attachment; filename=")
+    rows = list(openpyxl.load_workbook(BytesIO(result.content)).active.iter_rows(values_only=True))
+    assert len(rows) >= 3  # the header and the two devices, each with its result

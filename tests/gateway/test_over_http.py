@@ -98,6 +98,14 @@ async def signed_in(http: httpx.AsyncClient, stack: Stack, language: str = "de")
     return {**session.json(), "person": person}
 
 
+async def test_the_gateway_is_ready_once_the_broker_and_every_service_answer(gateway_url: str, stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url) as http:
+        ready = await http.get("/readyz")
+
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "services": dict.fromkeys(
+        ("accounts", "registration", "metering", "ordering", "ticketing", "notifier"), "ok")}
+
 async def registered_device(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, str]:
     """A C332 of the demo catalogue registered with a PDF proof as multipart; its device id and serial."""
     serial = random_serial("AK6C")
@@ -155,6 +163,14 @@ async def test_a_customer_goes_from_sign_up_to_a_service_request_over_http(gatew
         assert (ticket["status"], ticket["device"]["device_id"]) == ("to_be_scheduled", device_id)
         assert [item["text"] for item in ticket["notes"]] == ["Fach 1 geht noch"]
         await stack.mail(person["email"], number)  # the receipt names the ticket
+
+        usage = await http.get("/api/v1/usage/xlsx", params={"from": "2026-01-01", "to": "2026-12-31"})
+        assert usage.status_code == 200, usage.text
+        assert usage.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        assert usage.headers["content-disposition"] == (
+            "attachment; filename=\"usage-2026-01-01-2026-12-31.xlsx\"; "
+            "filename*=UTF-8''usage-2026-01-01-2026-12-31.xlsx")
+        assert usage.content.startswith(b"PK")  # the workbook's zip bytes, not base64 text
 
         signed_out = await http.delete("/api/v1/session", headers=csrf)
         assert signed_out.status_code == 200
