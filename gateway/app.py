@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -259,8 +260,12 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     @app.exception_handler(StarletteHTTPException)
     async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
         # No route or no such verb: a problem like every other refusal, not FastAPI's {"detail": ...}.
-        code = METHOD_NOT_ALLOWED if error.status_code == 405 else ErrorCode.NOT_FOUND
-        return problem(code, language_of(request), headers=dict(error.headers or {}))
+        if error.status_code != 405:
+            return problem(ErrorCode.NOT_FOUND, language_of(request))
+        # Starlette names only the first route of the path; one path has a route per verb here.
+        allowed = {method for route in app.routes if isinstance(route, APIRoute)
+                   and route.path_regex.match(request.url.path) for method in route.methods or ()}
+        return problem(METHOD_NOT_ALLOWED, language_of(request), headers={"Allow": ", ".join(sorted(allowed))})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
