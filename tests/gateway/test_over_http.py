@@ -251,23 +251,24 @@ async def test_an_operators_back_office_day_over_http(gateway_url: str, stack: S
         assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
 
 
-def schemathesis(gateway_url: str, token: str, *selection: str) -> subprocess.CompletedProcess[str]:
+def schemathesis(gateway_url: str, token: str, work_dir: Path, *selection: str) -> subprocess.CompletedProcess[str]:
+    """The Schemathesis CLI; its cache and reports go to `work_dir`, not into the repository."""
     return subprocess.run([
         SCHEMATHESIS, "run", f"{gateway_url}/openapi.json", "--max-examples", EXAMPLES, "--seed", "1",
         "--workers", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
         "--checks", os.environ.get("GATEWAY_FUZZ_CHECKS", CHECKS),
         "-H", f"Authorization: Bearer {token}", *selection],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+        capture_output=True, text=True, timeout=900, cwd=work_dir)
 
 
 async def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema_as_a_customer(
-        gateway_url: str, stack: Stack) -> None:
+        gateway_url: str, stack: Stack, tmp_path: Path) -> None:
     async with httpx.AsyncClient(base_url=gateway_url) as http:
         token = (await signed_in(http, stack, "en"))["access_token"]
 
     # Signing out would end the token every other request carries; a profile change with a null section breaks the
     # profile for good (tests/gateway/test_findings.py, an expected failure until accounts is fixed).
-    result = await asyncio.to_thread(schemathesis, gateway_url, token, "--exclude-tag", "operator",
+    result = await asyncio.to_thread(schemathesis, gateway_url, token, tmp_path, "--exclude-tag", "operator",
                                      "--exclude-operation-id", "accounts_logout",
                                      "--exclude-operation-id", "accounts_update_profile")
 
@@ -275,7 +276,7 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema
 
 
 async def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema_as_an_operator(
-        gateway_url: str, stack: Stack) -> None:
-    result = await asyncio.to_thread(schemathesis, gateway_url, stack.operator, "--include-tag", "operator")
+        gateway_url: str, stack: Stack, tmp_path: Path) -> None:
+    result = await asyncio.to_thread(schemathesis, gateway_url, stack.operator, tmp_path, "--include-tag", "operator")
 
     assert result.returncode == 0, result.stdout[-20000:]
