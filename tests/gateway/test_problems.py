@@ -72,11 +72,14 @@ async def test_a_broker_that_is_down_is_503_with_retry_after() -> None:
         response = await http.post("/api/v1/session", json={"login": "a", "password": "b"},
                                    headers={"Accept-Language": "de"})
         health = await http.get("/healthz")
+        ready = await http.get("/readyz")
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert response.json()["message"].startswith("Der Dienst ist im Moment nicht erreichbar")
-    assert health.status_code == 200
+    assert health.status_code == 200  # the process itself is alive: no restart would help
+    assert ready.status_code == 503  # but it takes no traffic
+    assert set(ready.json()["fields"]) == {"accounts", "registration", "metering", "ordering", "ticketing", "notifier"}
 
 
 async def test_ready_names_the_services_that_do_not_answer(http: httpx.AsyncClient, accounts: ServiceInstance) -> None:

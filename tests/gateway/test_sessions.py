@@ -124,3 +124,17 @@ async def test_an_idempotency_key_of_invisible_characters_is_refused(http: httpx
 
     assert response.status_code == 422
     assert "Idempotency-Key" in response.json()["fields"]
+
+
+async def test_a_session_begun_on_one_replica_works_on_another(
+        gateway_settings: GatewaySettings, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
+    async with gateway(gateway_settings) as first, gateway(gateway_settings) as second:
+        await signed_in(first, portal, tap)
+        second.cookies.update(first.cookies)  # the load balancer sends the next request elsewhere
+
+        added = await second.post("/api/v1/contacts", json={"name": "Kari", "email": "kari@example.com"},
+                                  headers={"X-CSRF-Token": second.cookies[CSRF_COOKIE]})
+        seen = await first.get("/api/v1/contacts")
+
+    assert added.status_code == 201  # nothing of the session lives in a replica
+    assert [item["name"] for item in seen.json()["items"]] == ["Kari"]
