@@ -62,6 +62,7 @@ async def test_the_bulk_template_is_a_real_download(http: httpx.AsyncClient, reg
     assert response.headers["content-disposition"] == (
         "attachment; filename=\"device-bulk-upload-template-de.xlsx\"; "
         "filename*=UTF-8''device-bulk-upload-template-de.xlsx")
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert openpyxl.load_workbook(BytesIO(response.content)).sheetnames  # the bytes themselves, no base64
 
 
