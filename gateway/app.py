@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -28,6 +29,8 @@ from gateway import openapi
 from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
 from gateway.routes import ROUTES, Route
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway")
 
 SESSION_COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"
@@ -206,6 +209,9 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
         except (NotDelivered, TimeoutError):
             response = problem(NO_SERVICE, language,
                                headers={"Retry-After": str(settings.gateway_retry_after_seconds)})
+        except Exception:  # a problem like any other for the client; the details only in the log
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = problem(ErrorCode.INTERNAL, language)
         else:
             if route.signs_in:
                 set_session_cookies(response, data, settings)

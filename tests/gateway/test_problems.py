@@ -107,3 +107,14 @@ async def test_an_unknown_path_or_verb_is_a_problem_too(http: httpx.AsyncClient)
     assert wrong_verb.status_code == 405
     assert wrong_verb.json()["code"] == "method_not_allowed"
     assert wrong_verb.headers["allow"] == "GET, POST"  # every verb of the path, not only its first route's
+
+
+async def test_an_unexpected_failure_is_a_500_problem_that_names_nothing_internal() -> None:
+    async with gateway(GatewaySettings(amqp_url="not-a-url")) as http:  # the client raises ValueError on it
+        response = await http.get("/api/v1/me", headers={"Authorization": "Bearer x", "Accept-Language": "de"})
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "internal"
+    assert response.json()["message"].startswith("Bei uns ist ein Fehler aufgetreten")
+    assert "not-a-url" not in response.text
