@@ -148,7 +148,10 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
     if route.uploads:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise Refused(UNSUPPORTED_MEDIA_TYPE)
-        form = await request.form()
+        try:
+            form = await request.form()
+        except StarletteHTTPException as error:  # Starlette's word for a body that is no multipart (no boundary)
+            raise Refused(ErrorCode.INVALID_MESSAGE) from error
         data = form.get("data")
         body = json_object(data if isinstance(data, str) else "")
         for name in route.uploads:
@@ -269,7 +272,10 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
         # No route or no such verb: a problem like every other refusal, not FastAPI's {"detail": ...}.
         if error.status_code != 405:
-            return problem(ErrorCode.NOT_FOUND, language_of(request))
+            code = {404: ErrorCode.NOT_FOUND}.get(error.status_code,
+                                                  ErrorCode.INVALID_MESSAGE if error.status_code < 500 else
+                                                  ErrorCode.INTERNAL)
+            return problem(code, language_of(request))
         # Starlette names only the first route of the path; one path has a route per verb here.
         allowed = {method for route in app.routes if isinstance(route, APIRoute)
                    and route.path_regex.match(request.url.path) for method in route.methods or ()}

@@ -83,6 +83,14 @@ async def test_a_device_registers_with_its_proof_of_purchase_as_a_multipart_uplo
     assert device["serial_number"] == fields["serial_number"]
 
 
+async def test_a_multipart_body_that_does_not_parse_is_400(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/v1/devices", content=b"--x\r\n", headers={
+        "Authorization": "Bearer x", "Content-Type": "multipart/form-data"})  # no boundary
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_message"
+
+
 async def test_an_upload_route_refuses_json(http: httpx.AsyncClient) -> None:
     response = await http.post("/api/v1/devices", json=device_registration(), headers={"Authorization": "Bearer x"})
 
