@@ -1,4 +1,5 @@
-"""Services import only `contracts` and the runtime, never one another; the CLI only `contracts` (import-linter)."""
+"""Services import only `contracts` and the runtime, never one another; the CLI and the gateway only `contracts`
+(import-linter)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_the_tree_keeps_every_import_contract() -> None:
 def skeleton(root: Path) -> None:
     """The packages and runtime modules the import contracts name, all empty."""
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    for package in ("contracts", "services", "services/runtime", "admin",
+    for package in ("contracts", "services", "services/runtime", "admin", "gateway", "deploy",
                     *(f"services/{name}" for name in SERVICE_NAMES)):
         (root / package).mkdir(parents=True, exist_ok=True)
         (root / package / "__init__.py").write_text("")
@@ -59,3 +60,14 @@ def test_the_operators_cli_importing_the_runtime_breaks_the_contract(tmp_path: P
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "The operators' CLI speaks only the contracts BROKEN" in result.stdout
+
+
+def test_the_gateway_importing_a_service_or_the_deployment_breaks_the_contract(tmp_path: Path) -> None:
+    for culprit in ("from services.runtime import tokens\n", "from deploy import local\n"):
+        skeleton(tmp_path)
+        (tmp_path / "services/runtime/tokens.py").write_text("")
+        (tmp_path / "deploy/local.py").write_text("")
+        (tmp_path / "gateway/app.py").write_text(culprit)
+        result = lint_imports(tmp_path)
+        assert result.returncode != 0, culprit
+        assert "The HTTP gateway speaks only the contracts BROKEN" in result.stdout

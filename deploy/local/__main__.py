@@ -1,5 +1,5 @@
 """The local stack (`make run`): find or start RabbitMQ, a MongoDB-protocol server and an SMTP
-sink, then run the six services as child processes until Ctrl-C or SIGTERM.
+sink, then run the six services and the HTTP gateway as child processes until Ctrl-C or SIGTERM.
 
 Nothing needs to be set. Optional variables:
 
@@ -10,6 +10,8 @@ Nothing needs to be set. Optional variables:
     PORTAL_LOCAL_DATA_DIR      <data>, where what this starts keeps its files (default .data)
     PORTAL_LOCAL_MONGODB_PORT  nx-27017's port (default 27017, or a free port when 27017 is taken)
     PORTAL_LOCAL_SMTP_PORT     the mail sink's port (default 8025, or a free port when 8025 is taken)
+    PORTAL_GATEWAY_HOST        where the HTTP gateway listens (default 127.0.0.1)
+    PORTAL_GATEWAY_PORT        its port (default 8080, or a free port when 8080 is taken)
 
 Every other PORTAL_* variable reaches the services unchanged. On stop, only what this process
 started is stopped: services first, then the mail sink, nx-27017 and a RabbitMQ it started.
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ log = logging.getLogger("deploy.local")
 STARTUP_TIMEOUT = 30.0  # seconds for all six services to answer health
 STOP_TIMEOUT = 15.0  # seconds the services get after SIGTERM before they are killed
 POLL_SECONDS = 0.3
-MONGODB_PORT, SMTP_PORT = 27017, 8025
+MONGODB_PORT, SMTP_PORT, GATEWAY_PORT = 27017, 8025, 8080
 
 
 class StartupFailed(Exception):
@@ -72,6 +75,7 @@ class Stack:
         self.mongodb: subprocess.Popen[bytes] | None = None
         self.mail_sink: Any = None  # aiosmtpd's Controller (untyped)
         self.services: dict[str, subprocess.Popen[bytes]] = {}
+        self.gateway_host, self.gateway_port = "127.0.0.1", GATEWAY_PORT  # set when the gateway starts
 
     # --- start ----------------------------------------------------------------------------
 
@@ -118,6 +122,26 @@ class Stack:
                 self.services[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
                                                        start_new_session=True)
 
+    def start_gateway(self) -> None:
+        self.gateway_host = os.environ.get("PORTAL_GATEWAY_HOST", "127.0.0.1")
+        self.gateway_port = local_port("PORTAL_GATEWAY_PORT", GATEWAY_PORT)
+        env = {**os.environ, **self._service_variables(), "PORTAL_GATEWAY_HOST": self.gateway_host,
+               "PORTAL_GATEWAY_PORT": str(self.gateway_port)}
+        with interrupts.deferred():
+            self.services["gateway"] = subprocess.Popen([sys.executable, "-m", "gateway"], env=env,
+                                                        start_new_session=True)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.gateway_host}:{self.gateway_port}"
+
+    def _gateway_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.gateway_url}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
     def _service_variables(self) -> dict[str, str]:
         variables = {"PORTAL_AMQP_URL": self.amqp_url, "PORTAL_MONGODB_URL": self.mongodb_url}
         if self.smtp_port is not None:
@@ -126,11 +150,13 @@ class Stack:
         return variables
 
     def wait_until_healthy(self, timeout: float) -> None:
-        pending = set(SERVICES)
+        pending = {*SERVICES, "gateway"}
         deadline = time.monotonic() + timeout
         while True:
             self._fail_if_a_child_died()
-            pending -= asyncio.run(healthy(self.amqp_url, pending))
+            pending -= asyncio.run(healthy(self.amqp_url, pending - {"gateway"}))
+            if "gateway" in pending and self._gateway_answers():
+                pending.discard("gateway")
             if not pending:
                 return
             if time.monotonic() > deadline:
@@ -255,6 +281,7 @@ def print_summary(stack: Stack, seconds: float) -> None:
         lines.append(f"  mail     SMTP 127.0.0.1:{stack.smtp_port} -> {stack.data_dir / 'mail'}/*.eml")
     else:
         lines.append(f"  mail     SMTP {os.environ['PORTAL_SMTP_HOST']} (PORTAL_SMTP_HOST)")
+    lines.append(f"  HTTP     {stack.gateway_url}  (the gateway: API under /api/v1, docs at /docs)")
     lines.append("  services")
     lines += [f"    {name:<13} pid {process.pid}" for name, process in stack.services.items()]
     lines.append("Ctrl-C to stop")
@@ -310,6 +337,7 @@ def main() -> int:
     try:
         stack.start_dependencies()
         stack.start_services()
+        stack.start_gateway()
         stack.wait_until_healthy(STARTUP_TIMEOUT)
         log.info("demo catalogue loaded: %d OKI models and their consumables", load_demo(stack))
         print_summary(stack, time.monotonic() - began)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from contracts.topology import SERVICES
+from gateway.settings import GatewaySettings
 from services.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,11 +267,11 @@ def test_rabbitmq_mongodb_and_mailpit_are_part_of_the_stack() -> None:
 
 def test_every_deployment_runs_an_existing_service() -> None:
     deployments = _kind("Deployment")
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == {*SERVICES, "gateway"}
     for name, deployment in deployments.items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         module = _service_module([*container.get("command", []), *container.get("args", [])])
-        assert module == f"services.{name}", f"Deployment {name} runs {module}"
+        assert module == (name if name == "gateway" else f"services.{name}"), f"Deployment {name} runs {module}"
         assert importlib.util.find_spec(f"{module}.__main__") is not None, module
 
 
@@ -279,6 +280,8 @@ def test_every_deployment_gets_every_variable_it_needs() -> None:
     for name, secret in _kind("Secret").items():
         sources["secretRef", name] = {*secret.get("data", {}), *secret.get("stringData", {})}
     for name, deployment in _kind("Deployment").items():
+        if name == "gateway":
+            continue  # test_the_gateway_deployment_gets_the_broker_and_its_own_settings
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         variables = {variable["name"] for variable in container.get("env", [])}
         for source in container.get("envFrom", []):
@@ -292,7 +295,7 @@ def test_every_deployment_gets_every_variable_it_needs() -> None:
 def test_every_deployment_scales_on_one_of_its_own_queues() -> None:
     scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in _kind("ScaledObject").values()}
     authentications = _kind("TriggerAuthentication")
-    assert set(scaled) == set(_kind("Deployment"))
+    assert set(scaled) == set(_kind("Deployment")) - {"gateway"}  # no queue of its own: CPU scales it
     for name, scaled_object in scaled.items():
         assert scaled_object["spec"].get("minReplicaCount", 0) >= 1, f"{name} must keep a replica"
         triggers = scaled_object["spec"]["triggers"]
@@ -302,3 +305,30 @@ def test_every_deployment_scales_on_one_of_its_own_queues() -> None:
             queue = trigger["metadata"]["queueName"]
             assert queue.startswith(f"{name}.") and not queue.endswith(".dlq"), f"{name} scales on {queue}"
             assert trigger["authenticationRef"]["name"] in authentications, name
+
+
+def test_the_gateway_deployment_gets_the_broker_and_its_own_settings() -> None:
+    deployment = _kind("Deployment")["gateway"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    variables = {variable["name"]: variable for variable in container["env"]}
+    for source in container.get("envFrom", []):
+        variables |= dict.fromkeys(_kind("ConfigMap")[source["configMapRef"]["name"]]["data"], {})
+    assert variables["PORTAL_AMQP_URL"]["valueFrom"]["secretKeyRef"]["name"] in _kind("Secret")
+    assert "PORTAL_TOKEN_SECRET" not in variables and "PORTAL_MONGODB_URL" not in variables
+    assert {"PORTAL_GATEWAY_HOST", "PORTAL_GATEWAY_PORT"} <= {f"PORTAL_{name.upper()}"
+                                                              for name in GatewaySettings.model_fields}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert _kind("Service")["gateway"]["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert _kind("HorizontalPodAutoscaler")["gateway"]["spec"]["scaleTargetRef"]["name"] == "gateway"
+
+
+def test_the_compose_gateway_runs_its_module_on_the_broker_and_publishes_its_port() -> None:
+    gateway = _service("gateway")
+    assert _words(gateway["command"]) == ["python", "-m", "gateway"]
+    environment = _environment(gateway)
+    assert urlsplit(environment["PORTAL_AMQP_URL"]).hostname == "rabbitmq"
+    known = {f"PORTAL_{name.upper()}" for name in GatewaySettings.model_fields}
+    assert set(environment) <= known
+    assert f"{environment['PORTAL_GATEWAY_PORT']}:8080" in gateway["ports"]
+    assert gateway["depends_on"]["rabbitmq"]["condition"] == "service_healthy"

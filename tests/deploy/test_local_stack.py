@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
+import httpx
 import pytest
 
 from contracts.client import PortalClient
@@ -97,6 +98,7 @@ class Runner:
     data_dir: Path
     mongodb_port: int
     smtp_port: int
+    gateway_port: int
 
 
 @contextlib.asynccontextmanager
@@ -105,15 +107,17 @@ async def local_stack(amqp_url: str, tmp_path: Path, data_dir: Path, mongodb_por
     """`python -m deploy.local` with this data directory and these ports, on the test's vhost."""
     env = {name: value for name, value in os.environ.items()
            if name not in ("PORTAL_MONGODB_URL", "PORTAL_SMTP_HOST")}
+    gateway_port = free_port()
     env |= {"PORTAL_LOCAL_DATA_DIR": str(data_dir), "PORTAL_AMQP_URL": amqp_url,
-            "PORTAL_LOCAL_MONGODB_PORT": str(mongodb_port), "PORTAL_LOCAL_SMTP_PORT": str(smtp_port), **variables}
+            "PORTAL_LOCAL_MONGODB_PORT": str(mongodb_port), "PORTAL_LOCAL_SMTP_PORT": str(smtp_port),
+            "PORTAL_GATEWAY_PORT": str(gateway_port), **variables}
     # The services log a lot; a file, unlike an unread pipe, never fills up and blocks them.
     with (tmp_path / "stderr.log").open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "deploy.local", cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=log)
         try:
-            yield Runner(process, data_dir, mongodb_port, smtp_port)
+            yield Runner(process, data_dir, mongodb_port, smtp_port, gateway_port)
         finally:
             await stop(process)
 
@@ -143,7 +147,7 @@ async def test_the_local_stack_starts_six_healthy_services_and_stops_everything_
     async with asyncio.timeout(40):
         output = await read_until_ready(runner.process)
     pids = {name: int(pid) for name, pid in re.findall(r"([\w-]+)\s+pid (\d+)", output)}
-    assert set(pids) == {*SERVICES, "nx-27017"}, output
+    assert set(pids) == {*SERVICES, "gateway", "nx-27017"}, output
     ready = re.search(r"ready in ([\d.]+) s", output)
     assert ready is not None and float(ready.group(1)) < 30, output
 
@@ -153,6 +157,12 @@ async def test_the_local_stack_starts_six_healthy_services_and_stops_everything_
             assert (health.service, health.status) == (service, "ok")
         # The demo catalogue is loaded: the seeds' C332 and its serial hint are known.
         assert (await portal.call("registration.serial_hint", {"model": "C332"}))["hint"]
+    gateway = re.search(r"HTTP\s+(http://\S+)", output)
+    assert gateway is not None and gateway.group(1) == f"http://127.0.0.1:{runner.gateway_port}", output
+    async with httpx.AsyncClient(base_url=gateway.group(1)) as http:
+        assert (await http.get("/readyz")).json()["status"] == "ok"
+        hint = await http.get("/api/v1/serial-hints", params={"model": "C332"})
+        assert hint.status_code == 200 and hint.json()["hint"]
     await send_mail(runner.smtp_port, "from the test")
     assert len(list((runner.data_dir / "mail").glob("*.eml"))) == 1
 
@@ -161,6 +171,7 @@ async def test_the_local_stack_starts_six_healthy_services_and_stops_everything_
     assert [name for name, pid in pids.items() if alive(pid)] == []
     assert not port_open("127.0.0.1", runner.mongodb_port), "nx-27017 still listens"
     assert not port_open("127.0.0.1", runner.smtp_port), "the mail sink still listens"
+    assert not port_open("127.0.0.1", runner.gateway_port), "the gateway still listens"
 
 
 async def test_a_changed_bootstrap_email_on_existing_data_brings_up_a_working_operator(

@@ -1,0 +1,317 @@
+"""The ASGI app: one generic endpoint per row of `routes.ROUTES`, sessions by bearer token or cookie, problems."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.base import FileObject
+from contracts.client import NotDelivered, PortalClient, PortalError
+from contracts.errors import ErrorCode, negotiate_language
+from contracts.topology import SERVICES
+from gateway import openapi
+from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
+from gateway.routes import ROUTES, Route
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway")
+
+SESSION_COOKIE = "portal_session"
+CSRF_COOKIE = "portal_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+VERSION = "1.0.0"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past the limit while it was read."""
+
+
+class BodyLimit:
+    """Refuses a body by its declared length before reading any of it, and stops reading one that grows past it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = problem(BODY_TOO_LARGE, negotiate_language(headers.get("accept-language")),
+                               headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class Refused(Exception):
+    """The gateway itself refuses the request (bad body, missing CSRF token) before any command is sent."""
+
+    def __init__(self, code: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(code)
+        self.code, self.fields = code, fields or {}
+
+
+def language_of(request: Request) -> str:
+    return negotiate_language(request.headers.get("accept-language"))
+
+
+def access_token(request: Request, route: Route) -> str | None:
+    """The bearer token, else the session cookie; a cookie-authenticated write needs the CSRF token too."""
+    if route.anonymous:
+        return None
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()  # a header no other site can make a browser send: no CSRF check needed
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    if request.method not in SAFE_METHODS:
+        # Double submit: another site can make the browser send the cookie, but cannot read it to send it back.
+        expected, given = request.cookies.get(CSRF_COOKIE, ""), request.headers.get(CSRF_HEADER, "")
+        if not expected or not secrets.compare_digest(expected.encode(), given.encode()):
+            raise Refused(ErrorCode.FORBIDDEN, {"X-CSRF-Token": f"must repeat the {CSRF_COOKIE} cookie"})
+    return cookie
+
+
+def message_id(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None  # the client makes a fresh id for this request
+    if not 1 <= len(key) <= 200 or not all("\x21" <= character <= "\x7e" for character in key):
+        raise Refused(ErrorCode.VALIDATION_FAILED, {"Idempotency-Key": "1 to 200 visible ASCII characters"})
+    return key
+
+
+def json_object(raw: bytes | str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise Refused(ErrorCode.INVALID_MESSAGE) from error
+    if not isinstance(value, dict):
+        raise Refused(ErrorCode.INVALID_MESSAGE)
+    return value
+
+
+def validation_fields(error: ValidationError) -> dict[str, str]:
+    return {".".join(str(part) for part in problem["loc"]) or "body": problem["msg"] for problem in error.errors()}
+
+
+async def payload_of(request: Request, route: Route) -> dict[str, Any]:
+    """The command's body: query, JSON or multipart, with the fields the path and the route set."""
+    from_path = route.path_fields(request.path_params)
+    if route.method == "GET":
+        fields = {**request.query_params, **from_path, **route.fixed}
+        try:  # query strings are text: the contract's model turns them into numbers, dates, booleans
+            command = route.request.model_validate(fields)
+        except ValidationError as error:
+            raise Refused(ErrorCode.VALIDATION_FAILED, validation_fields(error)) from error
+        return command.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if route.uploads:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise Refused(UNSUPPORTED_MEDIA_TYPE)
+        try:
+            form = await request.form()
+        except StarletteHTTPException as error:  # Starlette's word for a body that is no multipart (no boundary)
+            raise Refused(ErrorCode.INVALID_MESSAGE) from error
+        data = form.get("data")
+        body = json_object(data if isinstance(data, str) else "")
+        for name in route.uploads:
+            part = form.get(name)
+            if isinstance(part, UploadFile):
+                content = await part.read()
+                body[name] = FileObject.from_bytes(part.filename or name, part.content_type or
+                                                   "application/octet-stream", content).model_dump()
+        await form.close()
+    else:
+        body = json_object(await request.body())
+    return {**body, **from_path, **route.fixed}
+
+
+def download(route: Route, data: dict[str, Any]) -> Response:
+    file = FileObject.model_validate(data if route.download == "" else data.get(route.download or ""))
+    ascii_name = file.filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(file.filename)}"
+    # nosniff: a browser keeps to the declared type instead of guessing one (say, HTML) from the bytes.
+    return Response(file.content(), media_type=file.content_type,
+                    headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"})
+
+
+def set_session_cookies(response: Response, data: dict[str, Any], settings: GatewaySettings) -> None:
+    expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+    max_age = max(0, int((expires - datetime.now(UTC)).total_seconds()))
+    common: dict[str, Any] = {"max_age": max_age, "path": "/", "secure": settings.secure_cookies, "samesite": "lax"}
+    response.set_cookie(SESSION_COOKIE, str(data["access_token"]), httponly=True, **common)
+    # Readable by the page's script, which repeats it in X-CSRF-Token.
+    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(32), httponly=False, **common)
+
+
+def clear_session_cookies(response: Response, settings: GatewaySettings) -> None:
+    for name in (SESSION_COOKIE, CSRF_COOKIE):
+        response.delete_cookie(name, path="/", secure=settings.secure_cookies, samesite="lax",
+                               httponly=name == SESSION_COOKIE)
+
+
+def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        language = language_of(request)
+        portal: PortalClient = request.app.state.portal
+        try:
+            if "service" in request.path_params and request.path_params["service"] not in SERVICES:
+                raise Refused(ErrorCode.NOT_FOUND)
+            token = access_token(request, route)
+            key = message_id(request)
+            payload = await payload_of(request, route)
+            data = await portal.call(route.command.format(**request.path_params), payload, token=token,
+                                     lang=language, message_id=key, timeout=settings.gateway_command_timeout)
+            response = download(route, data) if route.download is not None else JSONResponse(data, route.status)
+        except Refused as refusal:
+            response = problem(refusal.code, language, fields=refusal.fields)
+        except BodyTooLarge:
+            response = problem(BODY_TOO_LARGE, language, headers={"Connection": "close"})
+        except PortalError as error:
+            response = problem(error.code, language, message=error.message or None, fields=error.fields)
+        except (NotDelivered, TimeoutError):
+            response = problem(NO_SERVICE, language,
+                               headers={"Retry-After": str(settings.gateway_retry_after_seconds)})
+        except Exception:  # a problem like any other for the client; the details only in the log
+            log.exception("%s %s failed", request.method, request.url.path)
+            response = problem(ErrorCode.INTERNAL, language)
+        else:
+            if route.signs_in:
+                set_session_cookies(response, data, settings)
+        if route.signs_out and response.status_code in (200, 401):
+            clear_session_cookies(response, settings)  # a session revoked already is gone as well
+        return response
+
+    endpoint.__name__ = route.operation_id
+    return endpoint
+
+
+def docs_page() -> str:
+    """The operations as a plain HTML table: works offline, no script or outside asset."""
+    rows = "\n".join(
+        f"<tr><td><code>{route.method}</code></td><td><code>{html.escape(route.full_path)}</code></td>"
+        f"<td>{html.escape(route.summary)}</td><td><code>{html.escape(route.command)}</code></td>"
+        f"<td>{'anyone' if route.anonymous else 'signed in'}</td></tr>" for route in ROUTES)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Service portal API</title>
+<style>body{{font-family:sans-serif;margin:2rem}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}</style></head>
+<body><h1>Service portal API v1</h1>
+<p>The machine-readable description: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1).
+Errors are <code>application/problem+json</code> (RFC 9457) with the catalogue's <code>code</code>,
+<code>message</code> and <code>fields</code>. Sign in with <code>POST /api/v1/session</code>; send the token as
+<code>Authorization: Bearer</code>, or use the cookie it sets and repeat the <code>{CSRF_COOKIE}</code> cookie in
+<code>X-CSRF-Token</code> on writes. <code>Idempotency-Key</code> makes a retried write safe.</p>
+<table><thead><tr><th>method</th><th>path</th><th>what</th><th>command</th><th>who</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table></body></html>
+"""
+
+
+def create_app(settings: GatewaySettings, portal: PortalClient | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.portal.close()
+
+    app = FastAPI(title="Service portal API", version=VERSION, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json", lifespan=lifespan,
+                  description="Every customer and operator command of the service portal's catalogue over HTTP.")
+    # Made here, connected on the first request: the gateway starts and answers /healthz without a broker.
+    app.state.portal = portal or PortalClient(settings.amqp_url, timeout=settings.gateway_command_timeout)
+    app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
+
+    for route in ROUTES:
+        app.add_api_route(route.full_path, endpoint_for(route, settings), methods=[route.method],
+                          operation_id=route.operation_id, summary=route.summary, tags=[route.tag],
+                          status_code=route.status, openapi_extra=openapi.operation(route),
+                          response_class=JSONResponse)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
+        # No route or no such verb: a problem like every other refusal, not FastAPI's {"detail": ...}.
+        if error.status_code != 405:
+            code = {404: ErrorCode.NOT_FOUND}.get(error.status_code,
+                                                  ErrorCode.INVALID_MESSAGE if error.status_code < 500 else
+                                                  ErrorCode.INTERNAL)
+            return problem(code, language_of(request))
+        # Starlette names only the first route of the path; one path has a route per verb here.
+        allowed = {method for route in app.routes if isinstance(route, APIRoute)
+                   and route.path_regex.match(request.url.path) for method in route.methods or ()}
+        return problem(METHOD_NOT_ALLOWED, language_of(request), headers={"Allow": ", ".join(sorted(allowed))})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        async def answers(service: str) -> bool:
+            try:
+                portal: PortalClient = app.state.portal
+                health = await asyncio.wait_for(portal.health(service), settings.gateway_ready_timeout)
+            except (PortalError, NotDelivered, TimeoutError):
+                return False
+            return health.status == "ok"
+
+        ready = dict(zip(SERVICES, await asyncio.gather(*(answers(service) for service in SERVICES)), strict=True))
+        if all(ready.values()):
+            return JSONResponse({"status": "ok", "services": dict.fromkeys(SERVICES, "ok")})
+        return problem(NO_SERVICE, language_of(request),
+                       fields={service: "not answering" for service, ok in ready.items() if not ok},
+                       headers={"Retry-After": str(settings.gateway_retry_after_seconds)})
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    async def docs() -> str:
+        return docs_page()
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).update(openapi.components())
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
+    return app
