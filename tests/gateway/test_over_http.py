@@ -19,17 +19,10 @@ import pytest
 
 from deploy.local.deps import free_port
 from tests.builders import PDF, random_serial, sign_up
-from tests.e2e.conftest import (
-    CONFIRMATION_LINK,
-    Stack,
-    stack,
-    stack_amqp_url,
-    stack_database_prefix,
-    stack_mailbox,
-)
+from tests.e2e.conftest import CONFIRMATION_LINK, Stack, stack
 from tests.support import plain_text
 
-__all__ = ["stack", "stack_amqp_url", "stack_database_prefix", "stack_mailbox"]
+__all__ = ["stack"]  # the e2e stack, used here as a fixture
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,10 +39,10 @@ OFFICE = {"name": "Empfang", "street": "Hauptstraße 1", "postal_code": "01067",
 
 
 @pytest.fixture(scope="module")
-def gateway_url(stack_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def gateway_url(module_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     env = {**{key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")},
-           "PORTAL_AMQP_URL": stack_amqp_url, "PORTAL_GATEWAY_PORT": str(port)}
+           "PORTAL_AMQP_URL": module_amqp_url, "PORTAL_GATEWAY_PORT": str(port)}
     with (tmp_path_factory.mktemp("gateway") / "gateway.log").open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
