@@ -431,12 +431,17 @@ async def get_profile(request: api.GetProfile, ctx: CommandContext) -> api.Profi
     return profile_of(await own_user(ctx, store_of(ctx)), ctx.instance.settings)
 
 
+PROFILE_SECTIONS = frozenset({"address", "company", "communication", "subscriptions"})
+
+
 @router.command("accounts.update_profile", api.UpdateProfile, access=Access.AUTH)
 async def update_profile(request: api.UpdateProfile, ctx: CommandContext) -> api.Profile:
     store, now = store_of(ctx), now_utc()
     user = await own_user(ctx, store)
     changes = request.model_dump(exclude_unset=True, exclude={"email", "current_password", "language", "country"},
                                  mode="json")
+    # A section given as null is left as it is: the profile always has them (a null `phone` clears the phone).
+    changes = {name: value for name, value in changes.items() if value is not None or name not in PROFILE_SECTIONS}
     fields: Document = {f"profile.{name}": value for name, value in changes.items()}
     for name in ("language", "country"):
         if getattr(request, name) is not None:

@@ -46,6 +46,17 @@ async def test_an_update_changes_only_the_fields_it_names(accounts: ServiceInsta
     assert profile["phone"] == "+47 22 00 00 00" and profile["first_name"] == "Robert"
 
 
+@pytest.mark.parametrize("section", ["address", "company", "communication", "subscriptions"])
+async def test_a_section_given_as_null_is_left_as_it_is_and_the_profile_still_reads(
+        accounts: ServiceInstance, portal: PortalClient, tap: EventTap, section: str) -> None:
+    """Found by the gateway's fuzzing: a null section was stored, and every later reply was `internal`."""
+    _, token = await signed_in(portal, tap)
+    before = await portal.call("accounts.update_profile", OKI_PROFILE, token=token)
+    after = await portal.call("accounts.update_profile", {section: None, "phone": None}, token=token)
+    assert after[section] == before[section] and after["phone"] is None
+    assert await portal.call("accounts.get_profile", {}, token=token) == after
+
+
 async def test_a_new_email_takes_effect_only_once_confirmed_from_that_address(
         accounts: ServiceInstance, portal: PortalClient, tap: EventTap) -> None:
     request, token = await signed_in(portal, tap)

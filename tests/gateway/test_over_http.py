@@ -259,11 +259,9 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema
     async with httpx.AsyncClient(base_url=gateway_url) as http:
         token = (await signed_in(http, stack, "en"))["access_token"]
 
-    # Signing out would end the token every other request carries; a profile change with a null section breaks the
-    # profile for good (tests/gateway/test_findings.py, an expected failure until accounts is fixed).
+    # Signing out would end the token every other request carries.
     result = await asyncio.to_thread(schemathesis, gateway_url, token, tmp_path, "--exclude-tag", "operator",
-                                     "--exclude-operation-id", "accounts_logout",
-                                     "--exclude-operation-id", "accounts_update_profile")
+                                     "--exclude-operation-id", "accounts_logout")
 
     assert result.returncode == 0, result.stdout[-20000:]
 
