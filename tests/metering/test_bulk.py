@@ -195,6 +195,7 @@ async def test_a_bulk_command_re_run_after_a_crash_answers_every_reading_of_a_de
     (device,) = await fleet(amqp_url, metering, customer, 1)
     token, _ = token_for(settings, customer_number=customer)
     before = await metering.db.devices.find_one({"_id": device["device_id"]})
+    assert before is not None
     rows = [{"serial_number": device["serial_number"], "counter": counter, "value": value,
              "reading_date": (today() - timedelta(days=days)).isoformat()}
             for days, value in ((10, 200), (5, 300)) for counter in ("mono", "color")]
