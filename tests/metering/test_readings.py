@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
+from pymongo.errors import DuplicateKeyError
 
 from contracts.client import PortalClient
+from services.metering.store import MeteringStore
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
@@ -159,3 +163,32 @@ async def test_a_reading_re_run_after_a_crash_is_answered_with_the_one_it_stored
     assert await metering.db.readings.count_documents({"device_id": device["device_id"]}) == 1
     if cache == "advanced":
         assert await metering.db.devices.find_one({"_id": device["device_id"]}) == cached
+
+
+@pytest.mark.xfail(strict=True, reason="review: every start drops the unique command_id index on nx-27017")
+async def test_a_copy_starting_beside_a_running_one_leaves_no_moment_a_command_stores_two_readings(
+        metering: ServiceInstance) -> None:
+    """Review finding. `MeteringStore.create_indexes` drops `command_id_1` (the plain index of before) on every
+    start. nx-27017 names indexes its own way and drops the index on `command_id` whatever name is asked, so each
+    start of a metering copy removes the unique index and builds it again. Meanwhile the copies already running
+    store a re-run's reading a second time (nothing refuses it: `readings.record` only looks for the earlier one
+    after a collision), and then the unique index cannot be built: the starting copy fails to start."""
+    first_run = {"_id": "d-1:0000000001", "device_id": "d-1", "seq": 1, "command_id": "m-twice"}
+    await metering.db.readings.insert_one(first_run)
+
+    class RunningCopyWritesMeanwhile:
+        """The readings collection as the starting copy uses it; another copy stores a re-run's reading between
+        its drop and its create."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(metering.db.readings, name)
+
+        async def drop_index(self, name: str) -> None:
+            await metering.db.readings.drop_index(name)
+            with contextlib.suppress(DuplicateKeyError):
+                await metering.db.readings.insert_one({**first_run, "_id": "d-1:0000000002", "seq": 2})
+
+    starting = MeteringStore(metering.db)
+    starting.readings = RunningCopyWritesMeanwhile()  # type: ignore[assignment]
+    await starting.create_indexes()
+    assert await metering.db.readings.count_documents({"command_id": "m-twice"}) == 1

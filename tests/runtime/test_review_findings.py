@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts.accounts import SessionRevoked
 from contracts.client import PortalClient
 from services.runtime.claims import Claim, Route
+from services.runtime.outbox import inserted, with_events
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import random_id, token_for
@@ -89,3 +90,25 @@ async def test_a_revoked_sessions_claim_in_write_command_is_refused_changes_noth
         assert reply["ok"] is False and reply["error"]["code"] == "unauthenticated"
     assert await service.db.notes.find_one({"_id": note_id}) is None
     assert await service.db.message_claims.find_one({"_id": f"sample.put_note:{message_id}"}) is None
+
+
+@pytest.mark.xfail(strict=True, reason="review: an insert marked as write_once asks cannot be recognised on takeover")
+async def test_a_copy_taking_over_an_insert_applied_before_its_reply_was_stored_finds_it_applied(
+        service: ServiceInstance) -> None:
+    """Review finding. `write_once` asks to mark the write with `with_events(..., command_id=ctx.message_id)`, and
+    `claim_with_write` promises that a copy taking over finds "its insert" marked. An insert is built from that
+    update with `inserted(...)`, which keeps `$set` and `$inc` but drops the `$push` that records the command
+    (`applied_commands`): the inserted document carries no mark, `_applied_before` finds none, and every copy of a
+    command whose worker died between its insert and its stored reply fails on the duplicate key (`internal`, or
+    the handler's refusal) although the command was applied."""
+    notes, message_id, note_id = service.db.notes, uuid.uuid4().hex, random_id()
+    document = inserted({"_id": note_id}, with_events({"$set": {"text": "x"}}, [], command_id=message_id))
+    write = InsertOne(document, namespace=notes.full_name)
+    assert (await service.claims.claim_with_write("insert", message_id, "me", write, {"n": 1}, marker=message_id)).owned
+    # The state a kill between the insert and the stored reply leaves: the claim open, its holder gone.
+    await service.db.message_claims.update_one(
+        {"_id": f"insert:{message_id}"},
+        {"$set": {"done": False, "reply": None, "owner": "killed", "lease_until": datetime.now(UTC) - timedelta(1)}})
+    again = InsertOne(document, namespace=notes.full_name)
+    copy = await service.claims.claim_with_write("insert", message_id, "me", again, {"n": 2}, marker=message_id)
+    assert copy.owned
