@@ -206,7 +206,7 @@ async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: Me
     pending = dict(enumerate(attempts))
     customers = await store.customers_by_number(
         attempt.device["customer_number"] for attempt in attempts if attempt.device.get("customer_number"))
-    looked_for_earlier = False
+    looked_for: set[str] = set()  # the command ids whose earlier reading was looked for
     for _ in range(MAX_ATTEMPTS):
         if not pending:
             return outcome
@@ -229,9 +229,12 @@ async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: Me
                     for (index, judged), ok in zip(batch, stored, strict=True) if ok]
         await store.advance_caches(advanced)
         collided = [index for (index, _), ok in zip(batch, stored, strict=True) if not ok]
-        if not looked_for_earlier:
-            looked_for_earlier = True
-            answered = await answered_before(store, attempts, [*outcome.refusals, *collided], outcome)
+        # A device's later attempts are judged in later rounds: each attempt is looked for when it first fails.
+        suspects = [index for index in [*outcome.refusals, *collided]
+                    if attempts[index].command_id and attempts[index].command_id not in looked_for]
+        if suspects:
+            looked_for.update(str(attempts[index].command_id) for index in suspects)
+            answered = await answered_before(store, attempts, suspects, outcome)
             collided = [index for index in collided if index not in answered]
             for index in answered:
                 pending.pop(index, None)

@@ -15,11 +15,10 @@ Dates are stored as ISO strings (`YYYY-MM-DD`): they sort and compare as dates, 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.base import Event
 from services.runtime.batching import Lookups
@@ -58,8 +57,8 @@ class MeteringStore:
         await self.readings.create_index([("period_end", ASCENDING), ("device_id", ASCENDING)])
         # Unique: a command re-run after a crash collides with the reading it stored, rather than storing a second
         # (`readings.record` looks for it only then). Partial: readings stored without a command need no entry.
-        with contextlib.suppress(OperationFailure):
-            await self.readings.drop_index("command_id_1")  # the plain index of before
+        # Nothing is dropped first: nx-27017 names indexes its own way and drops this one by any name asked, which
+        # would leave copies already running without it (a database of before keeps its plain index beside it).
         await self.readings.create_index("command_id", name="command_id_once", unique=True,
                                          partialFilterExpression={"command_id": {"$type": "string"}})
         await self.reminders.create_index("link_hash")

@@ -97,16 +97,26 @@ def not_applied(command_id: str | None) -> dict[str, Any]:
 
 
 def inserted(document: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """The document an upsert of `update` (`$set` with dotted paths, `$inc`) would create from `document`: so a new
-    document is inserted with its outbox exactly as `with_events` writes it into an existing one."""
+    """The document an upsert of `update` (`$set` with dotted paths, `$inc`, `$push` with `$each`) would create from
+    `document`: so a new document is inserted with its outbox, and the mark of the command that made it, exactly as
+    `with_events` writes them into an existing one."""
     created = dict(document)
-    for path, value in {**update.get("$set", {}), **update.get("$inc", {})}.items():
+    pushed = {path: _sliced(list(value["$each"]), value.get("$slice"))
+              for path, value in update.get("$push", {}).items()}
+    for path, value in {**update.get("$set", {}), **update.get("$inc", {}), **pushed}.items():
         *parents, leaf = path.split(".")
         target = created
         for parent in parents:
             target = target.setdefault(parent, {})
         target[leaf] = value
     return created
+
+
+def _sliced(values: list[Any], size: int | None) -> list[Any]:
+    """`$slice` as MongoDB applies it to a new array: the last `-size`, the first `size`, or all."""
+    if size is None:
+        return values
+    return values[size:] if size < 0 else values[:size]
 
 
 async def insert_with_events(collection: Collection, document: Document, events: Sequence[Event]) -> bool:

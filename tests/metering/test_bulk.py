@@ -182,7 +182,6 @@ async def test_readings_dated_before_the_erp_value_are_refused_per_device(
     assert date.fromisoformat(early) < today()
 
 
-@pytest.mark.xfail(strict=True, reason="review: a bulk re-run with two dates of one device refuses the second")
 async def test_a_bulk_command_re_run_after_a_crash_answers_every_reading_of_a_device_it_stored(
         settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
     """Review finding. A bulk list with two dates of one device stores them one round after the other; the worker

@@ -165,10 +165,9 @@ async def test_a_reading_re_run_after_a_crash_is_answered_with_the_one_it_stored
         assert await metering.db.devices.find_one({"_id": device["device_id"]}) == cached
 
 
-@pytest.mark.xfail(strict=True, reason="review: every start drops the unique command_id index on nx-27017")
 async def test_a_copy_starting_beside_a_running_one_leaves_no_moment_a_command_stores_two_readings(
         metering: ServiceInstance) -> None:
-    """Review finding. `MeteringStore.create_indexes` drops `command_id_1` (the plain index of before) on every
+    """Review finding, fixed: `MeteringStore.create_indexes` dropped `command_id_1` (the plain index of before) on every
     start. nx-27017 names indexes its own way and drops the index on `command_id` whatever name is asked, so each
     start of a metering copy removes the unique index and builds it again. Meanwhile the copies already running
     store a re-run's reading a second time (nothing refuses it: `readings.record` only looks for the earlier one
@@ -192,3 +191,5 @@ async def test_a_copy_starting_beside_a_running_one_leaves_no_moment_a_command_s
     starting.readings = RunningCopyWritesMeanwhile()  # type: ignore[assignment]
     await starting.create_indexes()
     assert await metering.db.readings.count_documents({"command_id": "m-twice"}) == 1
+    with pytest.raises(DuplicateKeyError):  # and the copies already running are still held to one reading
+        await metering.db.readings.insert_one({**first_run, "_id": "d-1:0000000003", "seq": 3})

@@ -92,7 +92,6 @@ async def test_a_revoked_sessions_claim_in_write_command_is_refused_changes_noth
     assert await service.db.message_claims.find_one({"_id": f"sample.put_note:{message_id}"}) is None
 
 
-@pytest.mark.xfail(strict=True, reason="review: an insert marked as write_once asks cannot be recognised on takeover")
 async def test_a_copy_taking_over_an_insert_applied_before_its_reply_was_stored_finds_it_applied(
         service: ServiceInstance) -> None:
     """Review finding. `write_once` asks to mark the write with `with_events(..., command_id=ctx.message_id)`, and
