@@ -3,7 +3,8 @@
 Direct reply-to, persistent messages, publisher confirms and a ~280-byte JSON body with a
 fresh key and message_id per call, so a service can never answer from a stored reply.
 `concurrency` callers each wait for their reply before sending the next command. A benchmark of a
-real command passes its own bodies (`payload`, per caller) and headers, and which replies count.
+real command passes its own bodies (`payload`, per caller) and headers, and which replies count. `measure` runs a
+cell of any other client's calls the same way (the gateway's HTTP and `PortalClient`, `bench.gateway`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -29,6 +30,8 @@ CALL_TIMEOUT = 10.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The body of a caller's next command, given the caller's index (0 .. concurrency - 1) and the concurrency.
 Payload = Callable[[int, int], bytes]
+# One call of caller i of c, by whatever means (`measure`): True when it was accepted.
+Call = Callable[[int, int], Awaitable[bool]]
 
 
 def body(count: int) -> bytes:
@@ -128,32 +131,39 @@ class Caller:
     async def cell(self, routing_key: str, concurrency: int, seconds: float, warmup: float,
                    watch: dict[str, int], payload: Payload | None = None,
                    accept: Callable[[bytes], bool] | None = None, headers: HeadersType | None = None) -> Cell:
-        """Run `concurrency` callers for warmup + seconds; `watch` names the pids whose CPU to report.
-
-        `payload(caller, concurrency)` makes each body (default: `body(1)`); a reply `accept` refuses counts as an
-        error."""
-        cell = Cell(concurrency, seconds)
-        started = time.perf_counter()
-        window_start, window_end = started + warmup, started + warmup + seconds
+        """`measure` these commands: `payload(caller, concurrency)` makes each body (default: `body(1)`); a reply
+        `accept` refuses counts as an error."""
         make = payload or (lambda _caller, _concurrency: body(1))
 
-        async def caller(index: int) -> None:
-            while (sent := time.perf_counter()) < window_end:
-                reply = await self.call(routing_key, make(index, concurrency), headers)
-                if reply is None or (accept is not None and not accept(reply)):
-                    cell.errors += 1
-                    continue
-                cell.replies += 1
-                done = time.perf_counter()
-                if window_start <= done <= window_end:
-                    cell.latencies_ms.append((done - sent) * 1000)
+        async def call(index: int, concurrency: int) -> bool:
+            reply = await self.call(routing_key, make(index, concurrency), headers)
+            return reply is not None and (accept is None or accept(reply))
 
-        async def cpu_meter() -> None:
-            await asyncio.sleep(warmup)
-            before = {name: cpu_seconds(pid) for name, pid in watch.items()}
-            await asyncio.sleep(seconds)
-            for name, pid in watch.items():
-                cell.cpu_percent[name] = round((cpu_seconds(pid) - before[name]) / seconds * 100)
+        return await measure(call, concurrency, seconds, warmup, watch)
 
-        await asyncio.gather(cpu_meter(), *(caller(index) for index in range(concurrency)))
-        return cell
+
+async def measure(call: Call, concurrency: int, seconds: float, warmup: float, watch: dict[str, int]) -> Cell:
+    """Run `concurrency` callers of `call` for warmup + seconds; `watch` names the pids whose CPU to report."""
+    cell = Cell(concurrency, seconds)
+    started = time.perf_counter()
+    window_start, window_end = started + warmup, started + warmup + seconds
+
+    async def caller(index: int) -> None:
+        while (sent := time.perf_counter()) < window_end:
+            if not await call(index, concurrency):
+                cell.errors += 1
+                continue
+            cell.replies += 1
+            done = time.perf_counter()
+            if window_start <= done <= window_end:
+                cell.latencies_ms.append((done - sent) * 1000)
+
+    async def cpu_meter() -> None:
+        await asyncio.sleep(warmup)
+        before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+        await asyncio.sleep(seconds)
+        for name, pid in watch.items():
+            cell.cpu_percent[name] = round((cpu_seconds(pid) - before[name]) / seconds * 100)
+
+    await asyncio.gather(cpu_meter(), *(caller(index) for index in range(concurrency)))
+    return cell
