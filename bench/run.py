@@ -8,7 +8,9 @@ Parts (`--only PART` runs one):
 - bulk: a 10,000-row readings file (`bench.metering.run_file`), a 25-device Excel registration and 10,000
   installed-base devices (`bench.registration`), each repeated;
 - reminders: the reminder run for 100,000 devices (`bench.metering.run_reminders`);
-- mail: the notifier's mail throughput to a local SMTP sink (`bench.notifier`).
+- mail: the notifier's mail throughput to a local SMTP sink (`bench.notifier`);
+- gateway: a device listing and a reading submission over HTTP through the gateway beside the same commands through
+  `PortalClient`, at c=1 and c=32, alternating cell by cell, as ratios (`bench.gateway`).
 
 Every figure is a median with its range (min–max) over the repeats; a goal is met when the median meets it. The
 table goes to the console and everything to bench/results/latest.json (git-ignored: figures belong to a machine),
@@ -31,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import metering, notifier, registration
+from bench import gateway, metering, notifier, registration
 from bench.plan import FULL, QUICK, Plan
 from bench.rounds import print_rounds
 from bench.roundtrip import run_roundtrip
@@ -39,7 +41,7 @@ from bench.world import World, nx_27017, rabbitmq
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("roundtrip", "replicas", "bulk", "reminders", "mail")
+PARTS = ("roundtrip", "replicas", "bulk", "reminders", "mail", "gateway")
 
 
 def git_commit() -> str | None:
@@ -75,6 +77,10 @@ def run_part(part: str, world: World, plan: Plan) -> dict[str, Any]:
         reminders = metering.run_reminders(world, plan)
         metering.print_reminders(reminders)
         return reminders.json()
+    if part == "gateway":
+        measured = gateway.run_gateway(world, plan)
+        gateway.print_gateway(measured, plan)
+        return measured.json()
     mail = notifier.run_mail(world, plan)
     notifier.print_mail(mail)
     return mail.json()

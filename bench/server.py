@@ -2,8 +2,10 @@
 
     python -m bench.server raw AMQP_URL
     python -m bench.server service NAME [--profile DIR]   # services.NAME, its settings from PORTAL_* variables
+    python -m bench.server gateway                        # the HTTP gateway (`gateway`), from PORTAL_* variables
 
-It prints `ready` on stdout once it consumes, and stops cleanly on SIGTERM. `launched(...)` starts one.
+It prints `ready` on stdout once it consumes (the gateway: once it listens), and stops cleanly on SIGTERM.
+`launched(...)` starts one.
 """
 
 from __future__ import annotations
@@ -116,11 +118,33 @@ def write_profile(profiler: Profiler, folder: Path) -> None:
         profiler.last_session.save(str(folder / "profile.pyisession"))
 
 
+async def serve_gateway() -> None:
+    """The gateway as `python -m gateway` runs it; uvicorn stops it on SIGTERM."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.gateway_host,
+                                           port=settings.gateway_port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # listening, its PortalClient connected (the app's lifespan)
+        if serving.done():
+            serving.result()
+            return
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    await serving
+
+
 async def serve(args: argparse.Namespace) -> None:
     stopped = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     if args.kind == "raw":
         await serve_raw(args.amqp_url, stopped)
+    elif args.kind == "gateway":
+        await serve_gateway()
     else:
         await serve_named(args.name, args.profile, stopped)
 
@@ -129,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     kinds = parser.add_subparsers(dest="kind", required=True)
     kinds.add_parser("raw").add_argument("amqp_url")
+    kinds.add_parser("gateway")
     named = kinds.add_parser("service")
     named.add_argument("name", help="a service under services/, e.g. metering, or a module: bench.service")
     named.add_argument("--profile", type=Path, help="write profile.txt/html of the serving here")

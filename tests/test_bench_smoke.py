@@ -102,3 +102,22 @@ def test_the_replicas_bulk_reminder_and_mail_parts_did_their_work(quick_run: tup
     assert reminders["devices_listed"] == reminders["devices"]
 
     assert results["mail"]["received"] == [QUICK.mails] * QUICK.repeats
+
+
+def test_the_gateway_part_measured_both_commands_over_http_beside_portal_client(
+        quick_run: tuple[str, dict[str, Any]]) -> None:
+    gateway = quick_run[1]["results"]["gateway"]
+    measured = {(series["name"], series["concurrency"]): series for series in gateway["series"]}
+    names = {"PortalClient: registration.list_devices", "HTTP: GET /api/v1/devices",
+             "PortalClient: metering.submit_reading", "HTTP: POST /api/v1/devices/{device_id}/readings"}
+    assert set(measured) == {(name, concurrency) for name in names for concurrency in QUICK.concurrencies}
+    for series in measured.values():
+        assert len(series["cells"]) == QUICK.repeats
+        assert series["errors"] == 0, series
+        assert series["calls_per_s"]["median"] > 0
+    assert {(ratio["command"], ratio["concurrency"]) for ratio in gateway["ratios"]} == {
+        (command, concurrency) for command in ("registration.list_devices", "metering.submit_reading")
+        for concurrency in QUICK.concurrencies}
+    submitted = gateway["events"]["metering.reading.submitted"]
+    assert submitted["accepted"] > 0
+    assert submitted["events"] == submitted["accepted"]  # every reading accepted over HTTP was stored and announced
