@@ -401,3 +401,13 @@ class CustomerProvisioned(Event):
     contracts: list[Contract]
     version: int = Field(default=0, description="Grows with every provisioning of this customer; a consumer "
                          "keeps the highest it saw, so an older copy arriving late changes nothing.")
+
+
+class Contacts(BaseModel):
+    """The customer's contacts, the reply of `list_contacts` and `add_contact`."""
+
+    items: list[Contact]
+
+
+class Contracts(BaseModel):
+    items: list[ContractView]

@@ -107,6 +107,14 @@ class FileObject(BaseModel):
         return base64.b64decode(self.content_base64, validate=True)
 
 
+class Done(BaseModel):
+    """The reply of a command that answers only that it was done: `{}`."""
+
+
+class Counted(BaseModel):
+    count: int = Field(description="How many the command changed.", examples=[25])
+
+
 class HealthRequest(Command):
     """`<service>.health`: no token, empty body."""
 

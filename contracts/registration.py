@@ -477,3 +477,17 @@ class BulkUploadCompleted(Event):
     language: str = "en"
     result_file: FileObject | None = Field(default=None, description="The result xlsx; left out when over ~5 MB "
                                            "(fetch it with `registration.bulk_result`).")
+
+
+class KnownSerial(BaseModel):
+    """The reply of `lookup_serial`: the model a serial number belongs to."""
+
+    model: str
+    article_number: str
+
+
+class SerialHintFound(BaseModel):
+    """The reply of `serial_hint`: where to find the serial number on the model (none known: null)."""
+
+    model: str
+    hint: str | None = None

@@ -518,14 +518,14 @@ def contact_owner(ctx: CommandContext) -> str:
 
 
 @router.command("accounts.list_contacts", api.ListContacts, access=Access.AUTH, replay=Replay.RERUN)
-async def list_contacts(request: api.ListContacts, ctx: CommandContext) -> dict[str, Any]:
+async def list_contacts(request: api.ListContacts, ctx: CommandContext) -> api.Contacts:
     contacts = await store_of(ctx).contacts_of(contact_owner(ctx))
-    return {"items": [api.Contact(contact_id=contact["_id"], name=contact["name"], email=contact["email"],
-                                  phone=contact.get("phone")).model_dump() for contact in contacts]}
+    return api.Contacts(items=[api.Contact(contact_id=contact["_id"], name=contact["name"], email=contact["email"],
+                                           phone=contact.get("phone")) for contact in contacts])
 
 
 @router.command("accounts.add_contact", api.AddContact, access=Access.AUTH)
-async def add_contact(request: api.AddContact, ctx: CommandContext) -> dict[str, Any]:
+async def add_contact(request: api.AddContact, ctx: CommandContext) -> api.Contacts:
     store = store_of(ctx)
     contact_id = uuid.uuid5(uuid.NAMESPACE_URL, f"contact:{ctx.message_id}").hex if ctx.message_id \
         else uuid.uuid4().hex
@@ -535,16 +535,15 @@ async def add_contact(request: api.AddContact, ctx: CommandContext) -> dict[str,
 
 
 @router.command("accounts.list_contracts", api.ListContracts, access=Access.AUTH, replay=Replay.RERUN)
-async def list_contracts(request: api.ListContracts, ctx: CommandContext) -> dict[str, Any]:
+async def list_contracts(request: api.ListContracts, ctx: CommandContext) -> api.Contracts:
     claims = ctx.caller
     customer = await store_of(ctx).customer(claims.customer_number) if claims.customer_number else None
     contracts = [api.Contract(**stored) for stored in ((customer or {}).get("contracts") or {}).values()]
     if claims.contract_number:  # a contract sign-in sees only its contract
         contracts = [contract for contract in contracts if contract.contract_number == claims.contract_number]
-    return {"items": [api.ContractView(**contract.model_dump(),
-                                       term_months=domain.term_months(contract.start_date, contract.end_date)
-                                       ).model_dump(mode="json")
-                      for contract in sorted(contracts, key=lambda contract: contract.contract_number)]}
+    return api.Contracts(items=[api.ContractView(**contract.model_dump(),
+                                                 term_months=domain.term_months(contract.start_date, contract.end_date))
+                                for contract in sorted(contracts, key=lambda contract: contract.contract_number)])
 
 
 # --- operators --------------------------------------------------------------------------------------

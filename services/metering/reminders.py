@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from contracts import metering as api
+from contracts.base import Page
 from contracts.registration import Location, ReminderRecipient
 from services.metering import periods
 from services.metering.handlers import judge_rows, store_of, today
@@ -203,14 +204,13 @@ async def run_reminders(request: api.RunReminders, ctx: CommandContext) -> api.R
 
 
 @router.command("metering.operator.overdue", api.ListOverdue, access=Access.OPERATOR, replay=Replay.RERUN)
-async def list_overdue(request: api.ListOverdue, ctx: CommandContext) -> dict[str, object]:
+async def list_overdue(request: api.ListOverdue, ctx: CommandContext) -> Page[api.OverdueDevice]:
     """Devices without a reading for the period once its window closed, by serial number."""
     notices, total = await store_of(ctx).overdue_page(request.period_end.isoformat(), request.page,
                                                       request.page_size)
     items = [api.OverdueDevice(**{key: value for key, value in notice.items() if key in api.OverdueDevice.model_fields})
              for notice in notices]
-    return {"items": [item.model_dump(mode="json") for item in items], "total": total, "page": request.page,
-            "page_size": request.page_size}
+    return Page[api.OverdueDevice](items=items, total=total, page=request.page, page_size=request.page_size)
 
 
 @router.command("metering.submit_by_link", api.SubmitByLink, access=Access.ANYONE)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 
 from contracts import ordering as api
 from contracts.accounts import CustomerProvisioned
-from contracts.base import Contact, Page
+from contracts.base import Contact, Counted, Page
 from contracts.registration import (
     DeviceState,
     Location,
@@ -51,7 +51,7 @@ def today() -> date:
 # --- the catalogue ------------------------------------------------------------------------------------------------
 
 @router.command("ordering.operator.upsert_consumables", api.UpsertConsumables, access=Access.OPERATOR)
-async def upsert_consumables(request: api.UpsertConsumables, ctx: CommandContext) -> dict[str, int]:
+async def upsert_consumables(request: api.UpsertConsumables, ctx: CommandContext) -> Counted:
     """The consumables of one model; the list replaces the model's list, so sending it again changes nothing."""
     counts = Counter(item.article_number for item in request.items)
     repeated = {f"items.{index}.article_number": "given twice" for index, item in enumerate(request.items)
@@ -60,7 +60,7 @@ async def upsert_consumables(request: api.UpsertConsumables, ctx: CommandContext
         raise CommandError("validation_failed", fields=repeated)
     await store_of(ctx).replace_consumables(model_key(request.model), request.model,
                                             [item.model_dump() for item in request.items], stamp(datetime.now(UTC)))
-    return {"count": len(request.items)}
+    return Counted(count=len(request.items))
 
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:

@@ -10,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import registration as api
 from contracts.accounts import TermsAccepted
-from contracts.base import Page
+from contracts.base import Counted, Page
 from contracts.notifier import RemindersUnsubscribed
 from services.registration import domain, installed_base
 from services.registration.devices import (
@@ -42,13 +42,13 @@ def store_of(ctx: CommandContext | EventContext) -> RegistrationStore:
 # --- the catalogue and the installed base -------------------------------------------------------------
 
 @router.command("registration.operator.upsert_models", api.UpsertModels, access=Access.OPERATOR)
-async def upsert_models(request: api.UpsertModels, ctx: CommandContext) -> dict[str, int]:
+async def upsert_models(request: api.UpsertModels, ctx: CommandContext) -> Counted:
     problems = {f"models.{index}.serial_pattern": problem for index, model in enumerate(request.models)
                 if (problem := domain.pattern_problem(model.serial_pattern))}
     if problems:
         raise CommandError("validation_failed", fields=problems)
     await store_of(ctx).upsert_models(request.models, [api.ModelsUpdated(models=request.models)])
-    return {"count": len(request.models)}
+    return Counted(count=len(request.models))
 
 
 @router.command("registration.operator.import_installed_base", api.ImportInstalledBase, access=Access.OPERATOR,
@@ -61,19 +61,19 @@ async def import_installed_base(request: api.ImportInstalledBase, ctx: CommandCo
 
 
 @router.command("registration.lookup_serial", api.LookupSerial, access=Access.AUTH, replay=Replay.RERUN)
-async def lookup_serial(request: api.LookupSerial, ctx: CommandContext) -> dict[str, str]:
+async def lookup_serial(request: api.LookupSerial, ctx: CommandContext) -> api.KnownSerial:
     model = domain.model_for_serial(await store_of(ctx).all_models(), domain.normalise_serial(request.serial_number))
     if model is None:
         raise CommandError("unknown_serial", fields={"serial_number": "unknown_serial"})
-    return {"model": model.model, "article_number": model.article_number}
+    return api.KnownSerial(model=model.model, article_number=model.article_number)
 
 
 @router.command("registration.serial_hint", api.SerialHint, access=Access.ANYONE, replay=Replay.RERUN)
-async def serial_hint(request: api.SerialHint, ctx: CommandContext) -> dict[str, str | None]:
+async def serial_hint(request: api.SerialHint, ctx: CommandContext) -> api.SerialHintFound:
     model = await store_of(ctx).model(request.model)
     if model is None:
         raise CommandError("not_found")
-    return {"model": model.model, "hint": model.serial_hint}
+    return api.SerialHintFound(model=model.model, hint=model.serial_hint)
 
 
 # --- registering single devices -----------------------------------------------------------------------
@@ -240,7 +240,7 @@ async def set_reminders(request: api.SetReminders, ctx: CommandContext) -> None:
 
 
 @router.command("registration.deregister_devices", api.DeregisterDevices, access=Access.AUTH)
-async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext) -> dict[str, int]:
+async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext) -> Counted:
     """Hidden from the caller's view and from reminders; contract and billing stay as they are.
 
     Every device is checked before any changes, so a list naming one the caller may not see changes nothing.
@@ -254,7 +254,7 @@ async def deregister_devices(request: api.DeregisterDevices, ctx: CommandContext
         raise CommandError("not_found", fields=missing)
     for device_id in device_ids:
         await change_own_device(ctx, device_id, {"visible": False, "reminders": False})
-    return {"count": len(device_ids)}
+    return Counted(count=len(device_ids))
 
 
 # --- events ------------------------------------------------------------------------------------------
