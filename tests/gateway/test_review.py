@@ -1,0 +1,84 @@
+"""An adversarial review of the gateway: each test names a defect it shows (strict xfail until it is fixed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from contracts.client import PortalClient
+from gateway.app import CSRF_COOKIE, SESSION_COOKIE
+from services.runtime.service import ServiceInstance
+from services.runtime.settings import Settings
+from tests.accounts.flows import active_user
+from tests.gateway.test_sessions import signed_in
+from tests.registration.flows import customer
+from tests.registration.test_bulk import valid_rows, workbook
+from tests.support import EventTap, eventually
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@pytest.mark.xfail(strict=True, reason="review: the CSRF token is not bound to the session")
+async def test_a_csrf_token_the_attacker_chose_is_refused(
+        http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
+    """The double-submit check only compares the `portal_csrf` cookie with the header; nothing ties the token to
+    the session. Whoever can plant a cookie for the gateway's host (a sibling subdomain, a plain-http page on the
+    same host: cookie tossing) sets `portal_csrf` to a value of their own and then sends it as X-CSRF-Token
+    beside the victim's session cookie. A token derived from the session (an HMAC of it) would be refused."""
+    await signed_in(http, portal, tap)
+    session = http.cookies[SESSION_COOKIE]
+    http.cookies.clear()
+    http.cookies.set(SESSION_COOKIE, session)  # the victim's, sent by the browser
+    http.cookies.set(CSRF_COOKIE, "planted-by-attacker")  # tossed in from a sibling origin
+
+    response = await http.post("/api/v1/contacts", json={"name": "Mallory", "email": "m@example.com"},
+                               headers={"X-CSRF-Token": "planted-by-attacker"})
+
+    assert response.status_code == 403
+
+
+@pytest.mark.xfail(strict=True, reason="review: sign-in accepts a text/plain body, so a cross-site form signs in")
+async def test_sign_in_refuses_a_body_a_cross_site_form_can_send(
+        http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
+    """Login CSRF: the gateway parses any body as JSON whatever its Content-Type. A form on another site with
+    `enctype="text/plain"` (a simple request: no preflight, no CORS needed) posts `{"login": ..., "password": ...}`
+    of the attacker's account; the reply sets the session cookie in the victim's browser, who then works (types
+    contacts, uploads receipts) in the attacker's account. Sign-in needs no CSRF token, so only the media type
+    can stop it: JSON routes should insist on `application/json` (415 otherwise)."""
+    person, _ = await active_user(portal, tap)
+    body = json.dumps({"login": person["email"], "password": person["password"]})
+
+    response = await http.post("/api/v1/session", content=body, headers={"Content-Type": "text/plain"})
+
+    assert response.status_code == 415
+    assert SESSION_COOKIE not in http.cookies
+
+
+@pytest.mark.xfail(strict=True, reason="review: control characters of a file name reach Content-Disposition")
+async def test_a_download_header_carries_no_control_characters_of_the_file_name(
+        http: httpx.AsyncClient, settings: Settings, registration: ServiceInstance, amqp_url: str) -> None:
+    """`download()` replaces quotes and backslashes of the file name but keeps CR, LF and other control
+    characters, and the name of a bulk upload's result is the uploader's own. Under httpx's ASGI transport the
+    header carries the injected line; uvicorn refuses such a header value, so in production the result file of
+    that upload can never be downloaded (a 500). The ASCII fallback should replace control characters too."""
+    bearer = {"Authorization": f"Bearer {await customer(settings, registration, amqp_url)}"}
+    named = {"filename": "rows\r\nSet-Cookie: portal_session=planted\r\n.xlsx", "content_type": XLSX,
+             "content_base64": base64.b64encode(workbook(valid_rows(1))).decode()}
+    # The upload route takes the file as a part, but a FileObject in the JSON part `data` goes through as well.
+    queued = await http.post("/api/v1/device-uploads", headers=bearer,
+                             files={"data": (None, json.dumps({"warranty_accepted": True, "file": named}))})
+    assert queued.status_code == 202, queued.text
+    upload_id = queued.json()["upload_id"]
+
+    async def processed() -> bool:
+        uploads = (await http.get("/api/v1/device-uploads", headers=bearer)).json()["items"]
+        return bool(uploads[0]["status"] == "processed")
+    await eventually(processed, timeout=30)
+    result = await http.get(f"/api/v1/device-uploads/{upload_id}/result", headers=bearer)
+
+    assert result.status_code == 200
+    disposition = result.headers["content-disposition"]
+    assert not any(ord(character) < 0x20 for character in disposition), disposition
