@@ -153,3 +153,16 @@ async def test_a_json_body_the_gateway_admits_fits_into_a_command(
             "Authorization": "Bearer x", "Content-Type": "application/json"})
 
     assert response.status_code == 413, response.text
+
+
+@pytest.mark.xfail(strict=True, reason="review: a deeply nested JSON body is a 500, not a 400")
+async def test_a_deeply_nested_json_body_is_400(http: httpx.AsyncClient) -> None:
+    """`json_object` turns `ValueError` into 400 `invalid_message`, but `json.loads` raises `RecursionError` (a
+    `RuntimeError`) on a body nested a few thousand levels deep: it falls through to the catch-all and is answered
+    500 `internal`, with a stack trace logged for every such request. A client's malformed body is the client's
+    error (and "no 5xx" is what the Schemathesis run is meant to show); no service is even asked."""
+    response = await http.post("/api/v1/contacts", content=b"[" * 50_000, headers={
+        "Authorization": "Bearer x", "Content-Type": "application/json"})
+
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_message"
