@@ -178,3 +178,19 @@ async def test_an_upload_with_an_over_long_file_name_is_422(http: httpx.AsyncCli
                                files={"proof_of_purchase": ("a" * 300 + ".pdf", PDF, "application/pdf")})
 
     assert response.status_code == 422, response.text
+
+
+@pytest.mark.xfail(strict=True, reason="review: personal replies carry no Cache-Control: no-store")
+async def test_a_personal_reply_is_never_stored_by_a_cache(
+        http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
+    """Replies to a signed-in caller (profile, devices, the result files) come without any Cache-Control. A shared
+    cache between browser and gateway (a corporate proxy, a CDN in front of the replicas) may keep a 200 to a
+    GET: RFC 9111 keeps it from storing a reply to a request with `Authorization`, but a request signed in by
+    the cookie has no such guard, so the next user of that cache could be served someone else's profile. The
+    browser's own cache keeps them on shared machines too. Personal replies should say `no-store`."""
+    await signed_in(http, portal, tap)
+
+    profile = await http.get("/api/v1/me")
+
+    assert profile.status_code == 200
+    assert "no-store" in profile.headers.get("cache-control", "")
