@@ -16,12 +16,11 @@ from services.runtime.settings import Settings
 from tests.accounts.flows import active_user
 from tests.builders import PDF, device_registration
 from tests.gateway.conftest import gateway
+from tests.gateway.test_files import XLSX
 from tests.gateway.test_sessions import signed_in
 from tests.registration.flows import customer
 from tests.registration.test_bulk import valid_rows, workbook
 from tests.support import EventTap, eventually
-
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @pytest.mark.xfail(strict=True, reason="review: the CSRF token is not bound to the session")
