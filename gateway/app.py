@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import html
 import json
 import logging
@@ -103,11 +105,19 @@ def access_token(request: Request, route: Route) -> str | None:
     if not cookie:
         return None
     if request.method not in SAFE_METHODS:
-        # Double submit: another site can make the browser send the cookie, but cannot read it to send it back.
-        expected, given = request.cookies.get(CSRF_COOKIE, ""), request.headers.get(CSRF_HEADER, "")
-        if not expected or not secrets.compare_digest(expected.encode(), given.encode()):
-            raise Refused(ErrorCode.FORBIDDEN, {"X-CSRF-Token": f"must repeat the {CSRF_COOKIE} cookie"})
+        # Another site can make the browser send the cookies, but cannot read them to send the token back; and as
+        # the token is derived from the session, a `portal_csrf` cookie planted from a sibling origin is no help.
+        given = request.headers.get(CSRF_HEADER, "")
+        if not secrets.compare_digest(csrf_token(cookie).encode(), given.encode()):
+            raise Refused(ErrorCode.FORBIDDEN, {"X-CSRF-Token": f"must repeat this session's {CSRF_COOKIE} cookie"})
     return cookie
+
+
+def csrf_token(session: str) -> str:
+    """The token a cookie-authenticated write repeats: a hash of the session (no shared secret among replicas),
+    which tells nothing of the HttpOnly session cookie to the page's script that reads it."""
+    digest = hashlib.sha256(b"portal-csrf:" + session.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def message_id(request: Request) -> str | None:
@@ -179,9 +189,10 @@ def set_session_cookies(response: Response, data: dict[str, Any], settings: Gate
     expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
     max_age = max(0, int((expires - datetime.now(UTC)).total_seconds()))
     common: dict[str, Any] = {"max_age": max_age, "path": "/", "secure": settings.secure_cookies, "samesite": "lax"}
-    response.set_cookie(SESSION_COOKIE, str(data["access_token"]), httponly=True, **common)
+    session = str(data["access_token"])
+    response.set_cookie(SESSION_COOKIE, session, httponly=True, **common)
     # Readable by the page's script, which repeats it in X-CSRF-Token.
-    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(32), httponly=False, **common)
+    response.set_cookie(CSRF_COOKIE, csrf_token(session), httponly=False, **common)
 
 
 def clear_session_cookies(response: Response, settings: GatewaySettings) -> None:

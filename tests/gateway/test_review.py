@@ -23,7 +23,6 @@ from tests.registration.test_bulk import valid_rows, workbook
 from tests.support import EventTap, eventually
 
 
-@pytest.mark.xfail(strict=True, reason="review: the CSRF token is not bound to the session")
 async def test_a_csrf_token_the_attacker_chose_is_refused(
         http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
     """The double-submit check only compares the `portal_csrf` cookie with the header; nothing ties the token to
