@@ -129,6 +129,11 @@ def message_id(request: Request) -> str | None:
     return key
 
 
+def is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 def json_object(raw: bytes | str) -> dict[str, Any]:
     if not raw:
         return {}
@@ -172,7 +177,11 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
                                                    "application/octet-stream", content).model_dump()
         await form.close()
     else:
-        body = json_object(await request.body())
+        raw = await request.body()
+        # Not whatever parses as JSON: a form of another site can post text/plain without a preflight (login CSRF).
+        if raw and not is_json(request.headers.get("content-type", "")):
+            raise Refused(UNSUPPORTED_MEDIA_TYPE)
+        body = json_object(raw)
     return {**body, **from_path, **route.fixed}
 
 

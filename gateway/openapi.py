@@ -26,7 +26,7 @@ ERROR_TEXT = {400: "Not a JSON object (`invalid_message`)", 401: "No valid sessi
               403: "Not allowed (`forbidden`; also a cookie-authenticated write without its CSRF token)",
               404: "Not found, or not yours (`not_found`)",
               409: "A conflict or a refusal of the catalogue (`conflict`, `email_taken`, `already_dispatched`, ...)",
-              413: "The request body is too large", 415: "Not multipart form data", 422: "`validation_failed`",
+              413: "The request body is too large", 415: "Not the documented media type", 422: "`validation_failed`",
               429: "`rate_limited`", 500: "`internal`", 503: "No service answered; retry after `Retry-After` seconds"}
 
 

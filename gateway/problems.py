@@ -45,9 +45,9 @@ OWN_MESSAGES: dict[str, dict[str, str]] = {
         "nb": "Denne ressursen støtter ikke denne metoden.",
     },
     UNSUPPORTED_MEDIA_TYPE: {
-        "en": "Please send this request as multipart form data.",
-        "de": "Bitte senden Sie diese Anfrage als Multipart-Formulardaten.",
-        "nb": "Send denne forespørselen som multipart-skjemadata.",
+        "en": "Please send this request as JSON, or as multipart form data where it carries a file.",
+        "de": "Bitte senden Sie diese Anfrage als JSON oder, wenn sie eine Datei enthält, als Multipart-Formulardaten.",
+        "nb": "Send denne forespørselen som JSON, eller som multipart-skjemadata når den inneholder en fil.",
     },
     BODY_TOO_LARGE: {
         "en": "The request is too large.",

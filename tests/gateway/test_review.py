@@ -41,7 +41,6 @@ async def test_a_csrf_token_the_attacker_chose_is_refused(
     assert response.status_code == 403
 
 
-@pytest.mark.xfail(strict=True, reason="review: sign-in accepts a text/plain body, so a cross-site form signs in")
 async def test_sign_in_refuses_a_body_a_cross_site_form_can_send(
         http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
     """Login CSRF: the gateway parses any body as JSON whatever its Content-Type. A form on another site with
