@@ -139,7 +139,7 @@ def json_object(raw: bytes | str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: a body nested thousands of levels deep
         raise Refused(ErrorCode.INVALID_MESSAGE) from error
     if not isinstance(value, dict):
         raise Refused(ErrorCode.INVALID_MESSAGE)
