@@ -173,8 +173,13 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
             part = form.get(name)
             if isinstance(part, UploadFile):
                 content = await part.read()
-                body[name] = FileObject.from_bytes(part.filename or name, part.content_type or
-                                                   "application/octet-stream", content).model_dump()
+                try:  # the part's name and type are the client's fields (at most 255 characters each)
+                    file = FileObject.from_bytes(part.filename or name, part.content_type or
+                                                 "application/octet-stream", content)
+                except ValidationError as error:
+                    raise Refused(ErrorCode.VALIDATION_FAILED, {f"{name}.{field}": text for field, text
+                                                                in validation_fields(error).items()}) from error
+                body[name] = file.model_dump()
         await form.close()
     else:
         raw = await request.body()
