@@ -169,6 +169,10 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
             raise Refused(ErrorCode.INVALID_MESSAGE) from error
         data = form.get("data")
         body = json_object(data if isinstance(data, str) else "")
+        # A file only as its own part: the multipart parser keeps CR and LF out of its name, a JSON string does not.
+        smuggled = [name for name in route.uploads if name in body]
+        if smuggled:
+            raise Refused(ErrorCode.VALIDATION_FAILED, dict.fromkeys(smuggled, "send the file as its own part"))
         for name in route.uploads:
             part = form.get(name)
             if isinstance(part, UploadFile):
