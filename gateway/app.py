@@ -194,9 +194,13 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
     return {**body, **from_path, **route.fixed}
 
 
+UNQUOTABLE = dict.fromkeys((*range(0x20), 0x7F, ord('"'), ord("\\")), "_")
+
+
 def download(route: Route, data: dict[str, Any]) -> Response:
     file = FileObject.model_validate(data if route.download == "" else data.get(route.download or ""))
-    ascii_name = file.filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    # The quoted fallback: no quote or backslash to end it early, no control character (servers refuse the header).
+    ascii_name = file.filename.encode("ascii", "replace").decode().translate(UNQUOTABLE)
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(file.filename)}"
     # nosniff: a browser keeps to the declared type instead of guessing one (say, HTML) from the bytes.
     return Response(file.content(), media_type=file.content_type,

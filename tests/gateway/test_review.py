@@ -57,7 +57,6 @@ async def test_sign_in_refuses_a_body_a_cross_site_form_can_send(
     assert SESSION_COOKIE not in http.cookies
 
 
-@pytest.mark.xfail(strict=True, reason="review: control characters of a file name reach Content-Disposition")
 async def test_a_download_header_carries_no_control_characters_of_the_file_name(
         http: httpx.AsyncClient, settings: Settings, registration: ServiceInstance, amqp_url: str) -> None:
     """`download()` replaces quotes and backslashes of the file name but keeps control characters, and the name
