@@ -253,6 +253,9 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
                 set_session_cookies(response, data, settings)
         if route.signs_out and response.status_code in (200, 401):
             clear_session_cookies(response, settings)  # a session revoked already is gone as well
+        # Replies are personal (profile, devices, files), and a request signed in by cookie has no `Authorization`
+        # to keep a shared cache from storing them.
+        response.headers["Cache-Control"] = "no-store"
         return response
 
     endpoint.__name__ = route.operation_id

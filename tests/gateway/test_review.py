@@ -175,7 +175,6 @@ async def test_an_upload_with_an_over_long_file_name_is_422(http: httpx.AsyncCli
     assert "proof_of_purchase.filename" in response.json()["fields"]
 
 
-@pytest.mark.xfail(strict=True, reason="review: personal replies carry no Cache-Control: no-store")
 async def test_a_personal_reply_is_never_stored_by_a_cache(
         http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
     """Replies to a signed-in caller (profile, devices, the result files) come without any Cache-Control. A shared
