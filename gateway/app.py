@@ -9,6 +9,7 @@ import html
 import json
 import logging
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -154,6 +155,11 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
     """The command's body: query, JSON or multipart, with the fields the path and the route set."""
     from_path = route.path_fields(request.path_params)
     if route.method == "GET":
+        # Every field is one value: a proxy or a log reading the first of two would see another request.
+        given = Counter(name for name, _ in request.query_params.multi_items())
+        repeated = sorted(name for name, times in given.items() if times > 1)
+        if repeated:
+            raise Refused(ErrorCode.VALIDATION_FAILED, dict.fromkeys(repeated, "given more than once"))
         fields = {**request.query_params, **from_path, **route.fixed}
         try:  # query strings are text: the contract's model turns them into numbers, dates, booleans
             command = route.request.model_validate(fields)
