@@ -160,6 +160,10 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
         repeated = sorted(name for name, times in given.items() if times > 1)
         if repeated:
             raise Refused(ErrorCode.VALIDATION_FAILED, dict.fromkeys(repeated, "given more than once"))
+        # What the path or the route sets is not the query's to change: the URL names the resource, not a parameter.
+        taken = sorted(set(given) & (set(from_path) | set(route.fixed)))
+        if taken:
+            raise Refused(ErrorCode.VALIDATION_FAILED, dict.fromkeys(taken, "set by this resource"))
         fields = {**request.query_params, **from_path, **route.fixed}
         try:  # query strings are text: the contract's model turns them into numbers, dates, booleans
             command = route.request.model_validate(fields)

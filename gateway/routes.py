@@ -152,10 +152,11 @@ ROUTES: tuple[Route, ...] = (
           "An upload's rows with their result", download=""),
     Route("GET", "/devices", "registration.list_devices", registration.ListDevices, "The devices the caller sees",
           reply=Page[registration.Device]),
+    # `GetDevice` names a device by id or by serial: each route's path is its only name (the other fixed to none).
     Route("GET", "/devices/{device_id}", "registration.get_device", registration.GetDevice, "A device",
-          reply=registration.Device),
+          reply=registration.Device, fixed={"serial_number": None}),
     Route("GET", "/devices/by-serial/{serial_number}", "registration.get_device", registration.GetDevice,
-          "A device by its serial number", reply=registration.Device,
+          "A device by its serial number", reply=registration.Device, fixed={"device_id": None},
           name="registration_get_device_by_serial"),
     Route("PUT", "/devices/{device_id}/name", "registration.rename_device", registration.RenameDevice,
           "Rename a device", reply=Done),

@@ -99,7 +99,6 @@ async def test_an_upload_route_takes_the_file_only_as_its_own_part(
     assert "file" in response.json()["fields"]
 
 
-@pytest.mark.xfail(strict=True, reason="review: a query parameter overrides the device the path names")
 async def test_a_query_parameter_cannot_name_another_device_than_the_path(
         http: httpx.AsyncClient, settings: Settings, registration: ServiceInstance, amqp_url: str) -> None:
     """A GET merges the query into the command beside the path's fields, and only colliding names are fixed by
@@ -114,10 +113,17 @@ async def test_a_query_parameter_cannot_name_another_device_than_the_path(
                                  files={"proof_of_purchase": ("receipt.pdf", PDF, "application/pdf")})
     assert registered.status_code == 201, registered.text
 
+    device_id = registered.json()["device_id"]
+
     response = await http.get("/api/v1/devices/by-serial/NO-SUCH-SERIAL", headers=bearer,
-                              params={"device_id": registered.json()["device_id"]})
+                              params={"device_id": device_id})
 
     assert response.status_code in (404, 422), response.text
+    # Each route still finds the device by its own name (the other one sent to the service as none).
+    by_id = await http.get(f"/api/v1/devices/{device_id}", headers=bearer)
+    assert by_id.status_code == 200, by_id.text
+    by_serial = await http.get(f"/api/v1/devices/by-serial/{by_id.json()['serial_number']}", headers=bearer)
+    assert by_serial.json()["device_id"] == device_id
 
 
 async def test_a_repeated_query_parameter_is_refused(http: httpx.AsyncClient, registration: ServiceInstance) -> None:
