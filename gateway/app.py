@@ -243,6 +243,10 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
             token = access_token(request, route)
             key = message_id(request)
             payload = await payload_of(request, route)
+            # The limit bounds the command as the client writes it too: base64 grows a file by a third, and JSON's
+            # \uXXXX escapes grow non-ASCII text up to sixfold, past the services' own limit.
+            if len(json.dumps(payload)) > settings.gateway_max_body_bytes:
+                raise BodyTooLarge
             data = await portal.call(route.command.format(**request.path_params), payload, token=token,
                                      lang=language, message_id=key, timeout=settings.gateway_command_timeout)
             response = download(route, data) if route.download is not None else JSONResponse(data, route.status)

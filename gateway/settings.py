@@ -17,7 +17,8 @@ class GatewaySettings(BaseSettings):
     env: Literal["development", "production"] = "development"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
-    # A 5 MB proof of purchase grows by a third as base64: 7 MiB of request stays under the services' 10 MiB commands.
+    # Bounds the request and the command it becomes (a file as base64, text with JSON's escapes): a 5 MB proof of
+    # purchase is 6.4 MiB as base64, and every command stays under the services' 10 MiB.
     gateway_max_body_bytes: int = Field(default=7 * MIB, ge=1024)
     gateway_command_timeout: float = Field(default=15.0, gt=0, description="Seconds to wait for a service's reply.")
     gateway_ready_timeout: float = Field(default=3.0, gt=0, description="Seconds `/readyz` waits for each health.")
