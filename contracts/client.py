@@ -61,6 +61,14 @@ ERROR_TYPES: dict[str, type[PortalError]] = {
 }
 
 
+def data_of(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A reply envelope's `data`, or the `PortalError` subclass of its code raised."""
+    if not envelope.get("ok"):
+        raise error_from(envelope.get("error") or {})
+    data: dict[str, Any] = envelope.get("data") or {}
+    return data
+
+
 def error_from(error: dict[str, Any]) -> PortalError:
     code = str(error.get("code", ErrorCode.INTERNAL))
     return ERROR_TYPES.get(code, PortalError)(code, str(error.get("message", "")), error.get("fields") or {})
@@ -153,12 +161,8 @@ class PortalClient:
         """Post a command; return its `data`, or raise the `PortalError` subclass of its code."""
         if isinstance(payload, BaseModel):
             payload = payload.model_dump(mode="json", exclude_none=True)
-        envelope = await self.send(command, json.dumps(payload or {}).encode(), token=token, lang=lang,
-                                   message_id=message_id, timeout=timeout)
-        if not envelope.get("ok"):
-            raise error_from(envelope.get("error") or {})
-        data: dict[str, Any] = envelope.get("data") or {}
-        return data
+        return data_of(await self.send(command, json.dumps(payload or {}).encode(), token=token, lang=lang,
+                                       message_id=message_id, timeout=timeout))
 
     async def health(self, service: str) -> Health:
         return Health.model_validate(await self.call(health_command(service)))

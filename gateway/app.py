@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.base import FileObject
-from contracts.client import NotDelivered, PortalClient, PortalError
+from contracts.client import NotDelivered, PortalClient, PortalError, data_of
 from contracts.errors import ErrorCode, negotiate_language
 from contracts.topology import SERVICES
 from gateway import openapi
@@ -245,10 +245,12 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
             payload = await payload_of(request, route)
             # The limit bounds the command as the client writes it too: base64 grows a file by a third, and JSON's
             # \uXXXX escapes grow non-ASCII text up to sixfold, past the services' own limit.
-            if len(json.dumps(payload)) > settings.gateway_max_body_bytes:
+            body = json.dumps(payload).encode()  # encoded once: measured, then sent as it is
+            if len(body) > settings.gateway_max_body_bytes:
                 raise BodyTooLarge
-            data = await portal.call(route.command.format(**request.path_params), payload, token=token,
-                                     lang=language, message_id=key, timeout=settings.gateway_command_timeout)
+            data = data_of(await portal.send(route.command.format(**request.path_params), body, token=token,
+                                             lang=language, message_id=key,
+                                             timeout=settings.gateway_command_timeout))
             response = download(route, data) if route.download is not None else JSONResponse(data, route.status)
         except Refused as refusal:
             response = problem(refusal.code, language, fields=refusal.fields)
