@@ -190,11 +190,15 @@ async def wait_healthy(portal: PortalClient, service: str, timeout: float = 20.0
 
 
 class EventTap:
-    """Every event published on `portal.events` under `pattern`, as the outside world sees it."""
+    """Every event published on `portal.events` under `pattern`, as the outside world sees it.
+
+    Events are delivered at least once: two replicas' outbox relays may both publish an entry, with the same
+    message id, which consumers drop (ARCHITECTURE "Idempotent events"). `handled` is what such a consumer sees."""
 
     def __init__(self, amqp_url: str, pattern: str = "#") -> None:
         self.amqp_url, self.pattern = amqp_url, pattern
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.message_ids: list[str | None] = []
 
     async def __aenter__(self) -> EventTap:
         self.connection = await aio_pika.connect(self.amqp_url)
@@ -210,9 +214,20 @@ class EventTap:
 
     async def _collect(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self.events.append((message.routing_key or "", json.loads(message.body)))
+        self.message_ids.append(message.message_id)
 
     def named(self, routing_key: str) -> list[dict[str, Any]]:
         return [body for key, body in self.events if key == routing_key]
+
+    def handled(self, routing_key: str) -> list[dict[str, Any]]:
+        """The events of that name once each by message id, as an idempotent consumer handles them."""
+        seen: set[str | None] = set()
+        once = []
+        for (key, body), message_id in zip(self.events, self.message_ids, strict=True):
+            if key == routing_key and message_id not in seen:
+                seen.add(message_id)
+                once.append(body)
+        return once
 
     async def next(self, routing_key: str, where: Callable[[dict[str, Any]], bool] = lambda body: True,
                    timeout: float = 10.0) -> dict[str, Any]:

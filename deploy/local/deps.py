@@ -209,6 +209,11 @@ class LocalRabbitMQ:
                 self.process.wait()
         self.process = None
 
+    def block_publishers(self, blocked: bool = True) -> None:
+        """Raise (or lift) a memory alarm: the node stops reading from every connection that publishes, so a
+        publish gets no confirm until it is lifted (RabbitMQ's "blocked connections")."""
+        self._ctl("set_vm_memory_high_watermark", "0" if blocked else "0.4")
+
     def _ctl(self, *args: str, check: bool = True) -> None:
         subprocess.run([executable("rabbitmqctl"), "-n", self.node, *args], env=self._env(), check=check,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

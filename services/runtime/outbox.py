@@ -40,6 +40,9 @@ APPLIED = "applied_commands"
 CLEAR_BATCH = 200
 # Enough to recognise a command redelivered after a crash; older ids have long been answered.
 APPLIED_KEPT = 50
+# A drain whose confirms have not all come by then fails and is retried (same message ids): a confirm that never
+# arrives (aio-pika #689) must not stop the relay for good. Bounded around the whole publish, as replies are.
+PUBLISH_TIMEOUT_SECONDS = 30.0
 
 
 class Emissions:
@@ -207,10 +210,11 @@ class OutboxRelay:
         """Publish `entries` in order on one channel, their confirms awaited together (one at a time costs a round
         trip each: 7.8 s for 20,000 reminders); all are confirmed, or this raises and the next drain sends them
         again with the same message ids."""
-        await asyncio.gather(*(self.broker.publish(
-            entry["body"], routing_key=entry["routing_key"], exchange=self.exchange, message_id=event_id,
-            content_type="application/json", persist=True, mandatory=False, timestamp=entry["created_at"])
-            for event_id, entry in entries))
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            await asyncio.gather(*(self.broker.publish(
+                entry["body"], routing_key=entry["routing_key"], exchange=self.exchange, message_id=event_id,
+                content_type="application/json", persist=True, mandatory=False, timestamp=entry["created_at"])
+                for event_id, entry in entries))
         return len(entries)
 
     async def _clear(self, collection: Any, sent: list[tuple[Any, Any, list[str]]]) -> None:

@@ -44,6 +44,11 @@ from services.runtime.topology import COMMANDS, EVENTS, declare_dead_letter_queu
 
 log = logging.getLogger(__name__)
 
+# A reply whose publish is not confirmed by then fails: its claim is completed and the command redelivered, so the
+# caller's re-sent copies get the stored reply rather than waiting on a claim that is never completed. Confirms have
+# been seen never to arrive under load (aio-pika #689), and none comes while the broker blocks publishers.
+REPLY_TIMEOUT_SECONDS = 10.0
+
 try:
     VERSION = version("service-portal")
 except PackageNotFoundError:  # running from a tree that was not installed
@@ -205,8 +210,10 @@ class ServiceInstance:
             log.warning("command without reply_to answered into the void: message_id=%s", msg.message_id)
             return
         # Not mandatory: RabbitMQ bounces replies to direct reply-to as unroutable even when delivered.
-        await self.broker.publish(reply, routing_key=msg.reply_to, correlation_id=msg.correlation_id,
-                                  content_type="application/json", mandatory=False)
+        # Bounded around the whole publish: a channel waits for a blocked connection before its own timeout starts.
+        async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
+            await self.broker.publish(reply, routing_key=msg.reply_to, correlation_id=msg.correlation_id,
+                                      content_type="application/json", mandatory=False)
 
     def _subscribe_event(self, spec: EventSpec) -> None:
         self.queues[spec.queue] = spec.model.routing_key
