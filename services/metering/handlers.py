@@ -23,6 +23,7 @@ from contracts.registration import (
 from services.metering import periods, sheets
 from services.metering.readings import (
     Attempt,
+    R,
     billing_of,
     check,
     covers,
@@ -30,6 +31,7 @@ from services.metering.readings import (
     preview,
     previous_values,
     record,
+    record_once,
 )
 from services.metering.settings import FILE_PREFETCH, metering_settings
 from services.metering.store import MeteringStore
@@ -84,41 +86,62 @@ async def preview_reading(request: api.PreviewReading, ctx: CommandContext) -> a
     return preview(attempt, billing, metering_settings(ctx.instance), language=ctx.language)
 
 
-async def submit_one(ctx: CommandContext, attempt: Attempt) -> api.ReadingSubmittedReply:
-    outcome = await record(store_of(ctx), [attempt], metering_settings(ctx.instance), language=ctx.language,
-                           today=today())
-    if 0 in outcome.refusals:
-        raise outcome.refusals[0]
-    return outcome.replies[0]
+async def submit_one(ctx: CommandContext, attempt: Attempt, answer: Callable[[api.ReadingSubmittedReply], R],
+                     customer: asyncio.Future[Document | None] | None = None) -> R:
+    """Store one reading, claimed with its write (`claim_in_write`), and answer with `answer(its reply)`.
+    `customer`: the caller's customer, looked up alongside the device; the device's own is looked up when it is
+    another."""
+    store = store_of(ctx)
+    number = attempt.device.get("customer_number")
+    known = await customer if customer is not None else None
+    if (known or {}).get("_id") != number:
+        known = await store.customer(number)
+    return await record_once(ctx, store, attempt, known, metering_settings(ctx.instance), today=today(),
+                             answer=answer)
 
 
-@router.command("metering.submit_reading", api.SubmitReading, access=Access.AUTH)
+def submitted(reply: api.ReadingSubmittedReply) -> api.ReadingSubmittedReply:
+    return reply
+
+
+def recorded(reply: api.ReadingSubmittedReply) -> api.ReadingRecorded:
+    return api.ReadingRecorded(reading_id=reply.reading_id)
+
+
+@router.command("metering.submit_reading", api.SubmitReading, access=Access.AUTH, claim_in_write=True)
 async def submit_reading(request: api.SubmitReading, ctx: CommandContext) -> api.ReadingSubmittedReply:
-    device = await own_device(ctx, request.device_id)
+    # The caller's customer is almost always the device's: looked up at once, not after the device.
+    customer = asyncio.ensure_future(store_of(ctx).customer(ctx.caller.customer_number))
+    try:
+        device = await own_device(ctx, request.device_id)
+    except BaseException:
+        customer.cancel()
+        raise
     return await submit_one(ctx, attempt_of(device, request.readings, request.reading_date, source="customer",
-                                            submitted_by=ctx.caller.user_id, command_id=ctx.message_id))
+                                            submitted_by=ctx.caller.user_id, command_id=ctx.message_id),
+                            submitted, customer)
 
 
-@router.command("metering.device_report", api.DeviceReport, access=Access.OPERATOR)
+@router.command("metering.device_report", api.DeviceReport, access=Access.OPERATOR, claim_in_write=True)
 async def device_report(request: api.DeviceReport, ctx: CommandContext) -> api.ReadingRecorded:
     """A reading an e-maintenance device reported itself, through the vendor's remote service."""
     device = await store_of(ctx).device({"serial_number": normalise_serial(request.serial_number)})
     if device is None:
         raise CommandError("not_found", fields={"serial_number": "not_found"})
-    reply = await submit_one(ctx, attempt_of(device, request.readings, request.reading_date, source="device",
-                                             submitted_by=None, command_id=ctx.message_id))
-    return api.ReadingRecorded(reading_id=reply.reading_id)
+    return await submit_one(ctx, attempt_of(device, request.readings, request.reading_date, source="device",
+                                            submitted_by=None, command_id=ctx.message_id), answer=recorded)
 
 
-@router.command("metering.operator.record_estimate", api.RecordEstimate, access=Access.OPERATOR)
+@router.command("metering.operator.record_estimate", api.RecordEstimate, access=Access.OPERATOR,
+                claim_in_write=True)
 async def record_estimate(request: api.RecordEstimate, ctx: CommandContext) -> api.ReadingRecorded:
     """The contract team's estimate; a later customer reading below it is refused (`reading_lower_than_last`)."""
     device = await store_of(ctx).device_by_id(request.device_id)
     if device is None:
         raise CommandError("not_found", fields={"device_id": "not_found"})
-    reply = await submit_one(ctx, attempt_of(device, request.readings, request.reading_date, source="estimate",
-                                             submitted_by=ctx.caller.user_id, command_id=ctx.message_id))
-    return api.ReadingRecorded(reading_id=reply.reading_id)
+    return await submit_one(ctx, attempt_of(device, request.readings, request.reading_date, source="estimate",
+                                            submitted_by=ctx.caller.user_id, command_id=ctx.message_id),
+                            answer=recorded)
 
 
 # --- many readings at once ------------------------------------------------------------------------------

@@ -9,19 +9,24 @@ moment can never both pass a check against the same last value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TypeVar
+
+from pydantic import BaseModel
+from pymongo.errors import DuplicateKeyError
 
 from contracts import metering as api
 from contracts.errors import message_for
 from services.metering import periods
 from services.metering.settings import MeteringSettings
 from services.metering.store import MeteringStore, reading_key
-from services.runtime.commands import CommandError
+from services.runtime.commands import CommandContext, CommandError
 from services.runtime.mongo import Document
 from services.runtime.readmodels import contract_of
 
+R = TypeVar("R", bound=BaseModel)
 # Each retry follows a reading that won; a device gets few readings at the same moment.
 MAX_ATTEMPTS = 20
 
@@ -252,6 +257,46 @@ async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: Me
     for index in pending:
         outcome.refusals[index] = CommandError("conflict")
     return outcome
+
+
+async def record_once(ctx: CommandContext, store: MeteringStore, attempt: Attempt, customer: Document | None,
+                      settings: MeteringSettings, *, today: date,
+                      answer: Callable[[api.ReadingSubmittedReply], R]) -> R:
+    """One reading of a command declared `claim_in_write`: the claim, the reading with its event, the device's cache
+    and the stored reply in one round trip (`ctx.write_once`). When another reading of the device came first, the
+    insert collides: the cache is repaired from the latest reading and the attempt judged again.
+
+    A command re-run after its claim expired (days later) is refused, or collides on its unique `command_id`; only
+    then is its earlier reading looked for, and its reply given again. `answer`: the command's reply, made from the
+    reading's."""
+    billing = billing_of(attempt.device, customer)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            judged = judge(attempt, billing, settings, language=ctx.language, today=today)
+        except CommandError:
+            earlier = await earlier_reading(store, attempt)
+            if earlier is None:
+                raise
+            return answer(replied(earlier))
+        try:
+            reply = answer(judged.reply)
+            await ctx.write_once(store.reading_writes(judged.reading, [judged.event],
+                                                      cache_fields(attempt.device, judged.reading),
+                                                      command_id=attempt.command_id), reply)
+            return reply
+        except DuplicateKeyError:
+            earlier = await earlier_reading(store, attempt)
+            if earlier is not None:
+                return answer(replied(earlier))
+            attempt.device = await repaired(store, attempt.device)
+    raise CommandError("conflict")
+
+
+async def earlier_reading(store: MeteringStore, attempt: Attempt) -> Document | None:
+    """The reading the attempt's command stored before, if any."""
+    if not attempt.command_id:
+        return None
+    return (await store.readings_by_commands([attempt.command_id])).get(attempt.command_id)
 
 
 async def answered_before(store: MeteringStore, attempts: Sequence[Attempt], suspects: Sequence[int],

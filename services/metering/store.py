@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.base import Event
@@ -114,13 +114,26 @@ class MeteringStore:
             return [index not in taken for index in range(len(batch))]
         return [True] * len(batch)
 
+    def reading_writes(self, reading: Document, events: Sequence[Event], cache: Document, *,
+                       command_id: str | None) -> list[InsertOne[Document] | UpdateOne]:
+        """One reading as `ctx.write_once` applies it, with its command's claim: the reading with its events and the
+        mark of its command (an insert colliding on `_id` means another reading of the device came first), then the
+        device's cache advanced to it."""
+        document = inserted({"_id": reading["_id"]}, with_events(
+            {"$set": {key: value for key, value in reading.items() if key != "_id"}}, events, command_id=command_id))
+        return [InsertOne(document, namespace=self.readings.full_name),
+                self._cache_advance(reading["device_id"], reading["seq"], cache, namespace=self.devices.full_name)]
+
     async def advance_caches(self, updates: Sequence[tuple[str, int, Document]]) -> None:
         """Set each device's cache (`fields`) to the reading numbered `seq`, unless a later one is cached."""
         if updates:
-            await self.devices.bulk_write([
-                UpdateOne({"_id": device_id, "last_seq": {"$lt": seq}},  # set to 0 when first stored
-                          {"$set": {**fields, "last_seq": seq}}) for device_id, seq, fields in updates],
-                ordered=False)
+            await self.devices.bulk_write([self._cache_advance(device_id, seq, fields)
+                                           for device_id, seq, fields in updates], ordered=False)
+
+    @staticmethod
+    def _cache_advance(device_id: str, seq: int, fields: Document, namespace: str | None = None) -> UpdateOne:
+        return UpdateOne({"_id": device_id, "last_seq": {"$lt": seq}},  # set to 0 when first stored
+                         {"$set": {**fields, "last_seq": seq}}, namespace=namespace)
 
     async def readings_of(self, device_ids: Sequence[str], *, first_period: str | None = None,
                           last_period: str | None = None, limit: int = 0) -> list[Document]:

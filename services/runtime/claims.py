@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -98,10 +98,11 @@ class ClaimStore:
                 return settled
             wait = await _pause(wait)
 
-    async def claim_with_write(self, scope: str, message_id: str, fingerprint: str, write: Write,
+    async def claim_with_write(self, scope: str, message_id: str, fingerprint: str, write: Write | Sequence[Write],
                                reply: dict[str, Any], *, marker: str | None = None) -> Claim:
-        """Claim, apply `write` and store `reply`, in one round trip: an owned claim when this copy applied it,
-        else the earlier copy's claim (foreign, or done with its reply) and `write` not applied.
+        """Claim, apply `write` (one operation, or several applied in order) and store `reply`, in one round trip:
+        an owned claim when this copy applied it, else the earlier copy's claim (foreign, or done with its reply)
+        and `write` not applied.
 
         `marker`: the command id `write` marks its document with (`with_events(command_id=...)`, filtered with
         `not_applied`). When a worker died after the write but before the stored reply, the copy that takes the
@@ -109,16 +110,17 @@ class ClaimStore:
         document marked, it stores `reply` and owns the command rather than failing for ever.
 
         A write that fails otherwise leaves nothing claimed and raises (a duplicate key as `DuplicateKeyError`)."""
+        writes = [write] if isinstance(write, InsertOne | UpdateOne) else list(write)
         key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
         while True:
             claim = InsertOne(self._new_claim(key, owner, fingerprint), namespace=self._namespace)
-            if await self._write_claimed([claim, write, self._completion(key, owner, reply)], key, owner,
+            if await self._write_claimed([claim, *writes, self._completion(key, owner, reply)], key, owner,
                                          claiming=True, marker=marker):
                 return Claim(key, owned=True, owner=owner, reply=reply)
             settled = await self._settle(key, owner, fingerprint)
             if settled is not None:
                 if settled.owned:  # taken over from a worker that died before its stored reply: ours to finish
-                    await self._write_claimed([write, self._completion(key, owner, reply)], key, owner,
+                    await self._write_claimed([*writes, self._completion(key, owner, reply)], key, owner,
                                               claiming=False, marker=marker)
                     return Claim(key, owned=True, owner=owner, reply=reply)
                 return settled

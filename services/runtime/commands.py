@@ -26,20 +26,21 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import BaseModel, ValidationError
+from pymongo import InsertOne, UpdateOne
 
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
 from services.runtime.claims import Claim, ClaimStore, Write
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
-from services.runtime.outbox import tracking_emissions
+from services.runtime.outbox import placed, tracking_emissions
 from services.runtime.tokens import Claims, InvalidToken, Role, bearer_token, verify_token
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class ClaimInWrite:
     scope: str
     message_id: str
     fingerprint: str
+    # Whether the caller's session was revoked, looked up while the handler reads; awaited before the write.
+    revoked: asyncio.Future[bool] | None = None
     reply: dict[str, Any] | None = None
 
 
@@ -105,9 +108,11 @@ class CommandContext:
         """`<database>.<collection>`: `write_once` takes an operation that names its collection this way."""
         return f"{self.db.name}.{collection}"
 
-    async def write_once(self, write: Write, reply: BaseModel | dict[str, Any] | None) -> None:
-        """Apply `write` (its `namespace` set) and store `reply` as the command's answer, in the same round trip as
-        the command's claim. Return `reply` from the handler: the runtime sends it.
+    async def write_once(self, write: Write | Sequence[Write], reply: BaseModel | dict[str, Any] | None) -> None:
+        """Apply `write` (its `namespace` set; several operations are applied in order, the first failure stopping
+        them) and store `reply` as the command's answer, in the same round trip as the command's claim. Return
+        `reply` from the handler: the runtime sends it. A write that fails (a `DuplicateKeyError`, say) leaves
+        nothing claimed: the handler may read again and call `write_once` anew.
 
         A copy of a command that was applied already changes nothing and ends the handler here: it gets the stored
         reply, or `conflict` when the message id is another caller's or another body's. A crash between the claim
@@ -117,9 +122,17 @@ class CommandContext:
         pending = self.claim_in_write
         assert pending is not None, f"{self.command} is not declared claim_in_write"
         assert pending.reply is None, "a command declared claim_in_write writes once"
+        if pending.revoked is not None and await pending.revoked:
+            raise CommandError(ErrorCode.UNAUTHENTICATED)
         answer = ok(reply)
-        claim = await pending.claims.claim_with_write(pending.scope, pending.message_id, pending.fingerprint,
-                                                      write, answer, marker=self.message_id)
+        writes = [write] if isinstance(write, InsertOne | UpdateOne) else list(write)
+        try:
+            claim = await pending.claims.claim_with_write(pending.scope, pending.message_id, pending.fingerprint,
+                                                          writes, answer, marker=self.message_id)
+        except BaseException:
+            placed(writes, written=False)
+            raise
+        placed(writes, written=claim.owned)
         if claim.foreign:
             raise CommandError(ErrorCode.CONFLICT, fields={"message_id": MESSAGE_ID_TAKEN})
         if not claim.owned:
@@ -297,7 +310,9 @@ async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instan
     claim: Claim | None = None
     in_write: ClaimInWrite | None = None
     if message_id is not None and spec.replay is Replay.STORED and spec.claim_in_write:
-        in_write = ClaimInWrite(instance.claims, spec.name, message_id, sender)
+        # Its handler only reads before `write_once`: the revocation is looked up meanwhile, and asked before the
+        # write and before any answer.
+        in_write = ClaimInWrite(instance.claims, spec.name, message_id, sender, revoked)
     elif message_id is not None and spec.replay is Replay.STORED:
         claiming = asyncio.ensure_future(instance.claims.claim(spec.name, message_id, sender))
         if revoked is not None and await _revoked_or_cancel(revoked, claiming):
@@ -308,7 +323,7 @@ async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instan
             return refused(ErrorCode.CONFLICT, language, fields={"message_id": MESSAGE_ID_TAKEN}), None
         if not claim.owned:
             return claim.reply or refused(ErrorCode.INTERNAL, language), None
-    if revoked is not None and await revoked:
+    if revoked is not None and in_write is None and await revoked:
         return unauthenticated, None
     context = CommandContext(
         command=spec.name, message_id=command_id(spec.name, message_id, sender) if message_id else None,
@@ -325,13 +340,17 @@ async def _answer_caller(spec: CommandSpec, msg: RabbitMessage, instance: Instan
             # A refused or failed command changed nothing: a copy may run afresh, and refusals
             # (which anyone can provoke with new ids) take no room.
             await instance.claims.release(claim)
+        if isinstance(error, Exception) and in_write is not None and revoked is not None and await revoked:
+            return unauthenticated, None
         if isinstance(error, CommandError):
             return refused(error.code, language, fields=error.fields, message=error.message), None
         raise
     if emissions.any:
-        instance.relay.wake()
+        instance.relay.wake(emissions.due)
     if in_write is not None and in_write.reply is not None:
         return in_write.reply, None  # stored already, with the write: what every copy gets
+    if in_write is not None and revoked is not None and await revoked:
+        return unauthenticated, None  # answered without writing (a read, or a re-run's earlier answer)
     return ok(result), claim
 
 

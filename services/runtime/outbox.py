@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
-from pymongo import UpdateOne
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
@@ -47,10 +47,18 @@ PUBLISH_TIMEOUT_SECONDS = 30.0
 
 class Emissions:
     """Whether the handler running built outbox entries (`with_events`): only then is the relay woken after it, so a
-    read, or an event that only updates a read model, costs no drain (a `find` per outbox collection)."""
+    read, or an event that only updates a read model, costs no drain (a `find` per outbox collection). When every
+    update built with events went through `ctx.write_once`, the relay looks only in the collections it wrote."""
 
     def __init__(self) -> None:
         self.any = False
+        self.unplaced = 0  # updates built with events that no `write_once` has taken
+        self.collections: set[str] = set()  # where `write_once` wrote events
+
+    @property
+    def due(self) -> set[str] | None:
+        """The collections the relay should drain now; None: all of them."""
+        return None if self.unplaced > 0 else self.collections
 
 
 # A mutable mark, not a flag set in the context: a handler's `asyncio.gather` runs its parts in copies of the context.
@@ -86,9 +94,27 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     merged.setdefault("$inc", {})[SEQUENCE] = 1
     if f"{FIELD}." in " ".join(merged.get("$set", {})):
         merged["$set"][PENDING] = 1
+        if emissions is not None:
+            emissions.unplaced += 1
     if command_id is not None:
         merged.setdefault("$push", {})[APPLIED] = {"$each": [command_id], "$slice": -APPLIED_KEPT}
     return merged
+
+
+def placed(writes: Sequence[InsertOne[Any] | UpdateOne], *, written: bool) -> None:
+    """`write_once` took these operations (built with `with_events`) and `written` tells whether they were applied:
+    the relay need look for their events only in their collections."""
+    emissions = _emissions.get()
+    if emissions is None:
+        return
+    for write in writes:
+        document = write._doc
+        fields = document if isinstance(write, InsertOne) else document.get("$set", {}) \
+            if isinstance(document, Mapping) else {}
+        if PENDING in fields and write._namespace:
+            emissions.unplaced -= 1
+            if written:
+                emissions.collections.add(write._namespace.split(".", 1)[1])
 
 
 def not_applied(command_id: str | None) -> dict[str, Any]:
@@ -145,12 +171,18 @@ class OutboxRelay:
         self.collections = list(collections)
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+        self._due: set[str] | None = set()  # what the wakes since the last drain asked for; None: every collection
         self._task: asyncio.Task[None] | None = None
         # The first drain of a process looks at every document: entries written before `PENDING` existed count too.
         self._scanned = False
 
-    def wake(self) -> None:
-        """Publish now rather than at the next poll (called after a write that may have emitted)."""
+    def wake(self, collections: Iterable[str] | None = None) -> None:
+        """Publish now rather than at the next poll (called after a write that may have emitted); only what
+        `collections` hold, when given."""
+        if collections is None or self._due is None:
+            self._due = None
+        else:
+            self._due.update(collections)
         self._wake.set()
 
     def start(self) -> None:
@@ -175,20 +207,26 @@ class OutboxRelay:
                 await self.db[name].create_index(PENDING, sparse=True)
             except Exception:
                 log.exception("outbox: no index on %s.%s; the relay still works, more slowly", name, PENDING)
+        due: set[str] | None = None  # the first drain, and every poll, look everywhere
         while True:
             self._wake.clear()
             try:
-                await self.drain()
+                await self.drain(due)
             except Exception:
                 log.exception("outbox: publishing failed, retrying")
+                self._due = None
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                due, self._due = self._due, set()
             except TimeoutError:
-                pass
+                due, self._due = None, set()
 
-    async def drain(self) -> int:
+    async def drain(self, collections: Iterable[str] | None = None) -> int:
+        """Publish what the outboxes hold (of `collections`, when given), then clear it."""
         published = 0
-        for name in self.collections:
+        names = self.collections if collections is None or not self._scanned else \
+            [name for name in self.collections if name in set(collections)]
+        for name in names:
             collection = self.db[name]
             sent: list[tuple[Any, Any, list[str]]] = []  # (document id, its sequence, event ids published)
             pending: list[tuple[str, dict[str, Any]]] = []
@@ -203,7 +241,8 @@ class OutboxRelay:
                     sent, pending = [], []
             published += await self._publish(pending)
             await self._clear(collection, sent)
-        self._scanned = True
+        if collections is None:
+            self._scanned = True
         return published
 
     async def _publish(self, entries: list[tuple[str, dict[str, Any]]]) -> int:

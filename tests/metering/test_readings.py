@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from pymongo.errors import DuplicateKeyError
 
+from contracts.accounts import SessionRevoked
 from contracts.client import PortalClient
 from services.metering.store import MeteringStore
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role
-from tests.builders import token_for
+from tests.builders import random_id, token_for
 from tests.readmodels import provision_device, today
 from tests.support import EventTap, outcome
 
@@ -193,3 +194,22 @@ async def test_a_copy_starting_beside_a_running_one_leaves_no_moment_a_command_s
     assert await metering.db.readings.count_documents({"command_id": "m-twice"}) == 1
     with pytest.raises(DuplicateKeyError):  # and the copies already running are still held to one reading
         await metering.db.readings.insert_one({**first_run, "_id": "d-1:0000000003", "seq": 3})
+
+
+async def test_a_revoked_session_is_told_unauthenticated_whatever_its_reading_and_nothing_is_stored(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    """The revocation is looked up while the reading is judged: it is asked before the write and before any refusal
+    (a revoked caller learns nothing about the device, not even that it is someone else's)."""
+    own = await provision_device(amqp_url, metering, last={"mono": 100, "color": 100})
+    strangers = await provision_device(amqp_url, metering, customer_number=random_id("C-"))
+    token, claims = token_for(settings, customer_number="C-1000")
+    now = datetime.now(UTC)
+    await metering.revocations.add(SessionRevoked(session_id=claims.session_id, revoked_at=now,
+                                                  until=now + timedelta(hours=2)))
+    good = [{"counter": "mono", "value": 200}, {"counter": "color", "value": 200}]
+    for device, readings in ((own, good), (own, [{"counter": "mono", "value": 1}]), (strangers, good)):
+        assert await outcome(portal, "metering.submit_reading", {"device_id": device["device_id"],
+                                                                 "readings": readings}, token=token) \
+            == "unauthenticated"
+    assert await metering.db.readings.count_documents({}) == 0
+    assert await metering.db.message_claims.count_documents({"_id": {"$regex": "^metering.submit_reading:"}}) == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay, with_events
 from services.runtime.settings import Settings
 from services.runtime.topology import EVENTS
+from tests.builders import token_for
 from tests.runtime.sample_service import NoteAdded, listener, sample
 from tests.support import EventTap, eventually, outcome, running
 
@@ -111,12 +112,12 @@ async def test_the_relay_is_woken_after_a_handler_that_emitted_and_only_then(
     """A drain costs a `find` per outbox collection: a read or a refusal must not cost one. The poll is set to a
     minute, so the event arriving at once proves the wake."""
     async with running(sample, settings.model_copy(update={"outbox_poll_seconds": 60.0})) as instance:
-        wakes: list[None] = []
+        wakes: list[set[str] | None] = []
         wake = instance.relay.wake
 
-        def counted() -> None:
-            wakes.append(None)
-            wake()
+        def counted(collections: Iterable[str] | None = None) -> None:
+            wakes.append(None if collections is None else set(collections))
+            wake(collections)
 
         instance.relay.wake = counted  # type: ignore[method-assign]
         async with EventTap(amqp_url, "sample.note.added") as tap:
@@ -126,3 +127,26 @@ async def test_the_relay_is_woken_after_a_handler_that_emitted_and_only_then(
         await portal.call("sample.read_note", {"note_id": "woken"})
         assert await outcome(portal, "sample.open_note", {"note_id": "woken", "text": "refuse"}) == "conflict"
         assert len(wakes) == 1
+
+
+async def test_a_write_once_wakes_the_relay_for_the_collection_it_wrote_events_to_and_the_event_goes_out(
+        settings: Settings, portal: PortalClient, amqp_url: str) -> None:
+    """`sample.put_note` writes its event through `ctx.write_once`: the relay drains only `notes`, at once. A handler
+    that writes its events otherwise (`sample.open_note`) leaves the relay to look everywhere."""
+    async with running(sample, settings.model_copy(update={"outbox_poll_seconds": 60.0})) as instance:
+        wakes: list[set[str] | None] = []
+        wake = instance.relay.wake
+
+        def counted(collections: Iterable[str] | None = None) -> None:
+            wakes.append(None if collections is None else set(collections))
+            wake(collections)
+
+        instance.relay.wake = counted  # type: ignore[method-assign]
+        token, _ = token_for(settings)
+        async with EventTap(amqp_url, "sample.note.added") as tap:
+            await portal.call("sample.put_note", {"note_id": "once", "text": "x"}, token=token, message_id="p-1")
+            await tap.next("sample.note.added", where=lambda body: body["note_id"] == "once", timeout=10)
+            await portal.call("sample.open_note", {"note_id": "elsewhere", "text": "x"}, message_id="p-2")
+            await tap.next("sample.note.added", where=lambda body: body["note_id"] == "elsewhere", timeout=10)
+        assert wakes == [{"notes"}, None]
+        assert await instance.db.notes.count_documents({"outbox": {"$exists": True}}) == 0
