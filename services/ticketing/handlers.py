@@ -83,12 +83,12 @@ async def release(ctx: CommandContext, ticket: Document) -> None:
 
 # --- a customer's tickets -------------------------------------------------------------------------------------------
 
-@router.command("ticketing.open_ticket", api.OpenTicket, access=Access.AUTH)
+@router.command("ticketing.open_ticket", api.OpenTicket, access=Access.AUTH, claim_in_write=True)
 async def open_ticket(request: api.OpenTicket, ctx: CommandContext) -> api.OpenedReply:
     """A service request for one device the caller sees, to its location or the address given; refused with
     `open_ticket_exists` (naming the open ticket's number and whether it can still be updated) while the device has a
     ticket that is not resolved or cancelled."""
-    return await opening.open_ticket(store_of(ctx), request, caller=ctx.caller, command_id=command_of(ctx),
+    return await opening.open_ticket(ctx, store_of(ctx), request, caller=ctx.caller, command_id=command_of(ctx),
                                      language=ctx.language, settings=ticketing_settings(ctx.instance))
 
 

@@ -1,16 +1,16 @@
 """Opening a ticket once: a device the caller sees, a unique number, and at most one open ticket per device.
 
-Without multi-document transactions, each step is one atomic write that a re-run of the same command finds done:
+Without multi-document transactions, the command claims its message id in the same ordered bulk write that takes the
+device's guard and inserts the ticket (`claim_in_write`, `ctx.write_once`), so a copy of the command finds it done:
 
-1. The ticket's `_id` is derived from the command (`ctx.message_id`): a copy re-run after a crash finds the stored
-   ticket and answers with it.
-2. The device's guard (`open_tickets`) is read: held by a live ticket, the request is refused before a number is
-   spent; held by this very ticket (a re-run that died before inserting it), its number is the guard's.
-3. The project number comes from a counter document (`$inc`), unique across replicas.
-4. The guard is taken with one upsert conditional on `ticket_id: None`, counting the device's tickets up: of two
-   tickets opened at the same moment one takes it, the other is refused naming the winner's number, which the guard
-   alone gives (`<seq>/<count>`), even before the winner's ticket is stored.
-5. The ticket is inserted with its `ticketing.ticket.opened` (outbox).
+1. The device and its guard (`open_tickets`) are read: held by a live ticket, the request is refused before a number
+   is spent; held by this very ticket (`t-<command>`: a worker that died half-way), its number is the guard's.
+2. The project number comes from a counter document (`$inc`), unique across replicas.
+3. One round trip: the claim; the guard, taken only as it was read (free, and its count of the device's tickets
+   unchanged; or still this ticket's), else the write collides and nothing after it happens; the ticket with its
+   `ticketing.ticket.opened` (outbox); the stored reply. Of two tickets opened at the same moment one takes the guard,
+   the other reads it again and is refused naming the winner's number, which the guard alone gives
+   (`<seq>/<count>`), even before the winner's ticket is stored.
 
 Reaching `resolved` or `cancelled` frees the guard after the ticket's status is written. A guard left behind (its
 ticket resolved or cancelled but the release died; or its ticket never stored, after
@@ -24,24 +24,23 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from contracts import ticketing as api
 from contracts.registration import Location
-from services.runtime.commands import CommandError
+from services.runtime.commands import CommandContext, CommandError
 from services.runtime.mongo import Document, parse_stamp, stamp
 from services.runtime.readmodels import contract_key, may_see_record, record_viewers, sees
 from services.runtime.tokens import Claims, Role
 from services.ticketing.settings import TicketingSettings
 from services.ticketing.store import MAX_ATTEMPTS, TicketingStore
-from services.ticketing.tickets import actor, event_fields, guard_number, is_open
+from services.ticketing.tickets import actor, event_fields, guard_number, is_open, ticket_number
 
 
-async def open_ticket(store: TicketingStore, request: api.OpenTicket, *, caller: Claims, command_id: str,
-                      language: str, settings: TicketingSettings) -> api.OpenedReply:
+async def open_ticket(ctx: CommandContext, store: TicketingStore, request: api.OpenTicket, *, caller: Claims,
+                      command_id: str, language: str, settings: TicketingSettings) -> api.OpenedReply:
     ticket_id = f"t-{command_id}"
-    earlier, device, guard = await asyncio.gather(store.ticket({"_id": ticket_id}), store.device(request.device_id),
-                                                  store.guard(request.device_id))
-    if earlier is not None:  # this very command, stored before a crash
-        return api.OpenedReply(ticket_number=earlier["ticket_number"])
+    device, guard = await asyncio.gather(store.device(request.device_id), store.guard(request.device_id))
     if device is None or not may_open(caller, device):
         raise CommandError("not_found", fields={"device_id": "not_found"})
 
@@ -54,29 +53,39 @@ async def open_ticket(store: TicketingStore, request: api.OpenTicket, *, caller:
     customer, contract = device.get("customer_number"), device.get("contract_number")
     seen_by = {"viewers": viewers(caller, device),
                "contract_key": contract_key(customer, contract) if customer and contract else None}
-    holder = guard.get("ticket_id") if guard else None
-    # Taken by this command before it died: its number stands, if the guard is still its own. Refreshing its time
-    # keeps a ticket that finds it in the way from freeing it as never stored while this one is being inserted.
-    mine = await store.refresh_guard(request.device_id, ticket_id, stamp(now)) if holder == ticket_id else None
-    if mine is not None:
-        number = guard_number(mine)
-    else:
+    project: int | None = None  # spent once, only when the guard is free
+    for _ in range(MAX_ATTEMPTS):
+        holder = guard.get("ticket_id") if guard else None
         if guard is not None and holder is not None and holder != ticket_id:
             await refuse_if_held(store, guard, caller, settings, now)  # refused early: no number spent
-        project = settings.ticketing_first_number - 1 + await store.next_seq()
-        number = await take_guard(store, request.device_id, ticket_id, {"seq": project, "at": stamp(now), **seen_by},
-                                  caller=caller, settings=settings, now=now)
-
-    ticket = ticket_document(ticket_id, number, request, device, caller=caller, language=language, now=now,
-                             entry_id=command_id, seen_by=seen_by)
-    event = api.TicketOpened(**event_fields(ticket), opened_by=caller.user_id, opened_at=now,
-                             category=request.category, description=request.description,
-                             address_permanent=ticket["address_permanent"])
-    if not await store.insert_ticket(ticket, [event]):
-        stored = await store.ticket({"_id": ticket_id})
-        assert stored is not None
-        number = stored["ticket_number"]
-    return api.OpenedReply(ticket_number=number)
+            guard = {**guard, "ticket_id": None}  # freed as read; if not, taking it below collides
+        if guard is not None and holder == ticket_id:
+            # Taken by this command before it died: its number stands, if the guard is still its own. Refreshing its
+            # time keeps a ticket that finds it in the way from freeing it as never stored.
+            number = guard_number(guard)
+            guard_write = store.refresh_guard(request.device_id, ticket_id, stamp(now))
+        else:
+            if project is None:
+                project = settings.ticketing_first_number - 1 + await store.next_seq()
+            count = int(guard.get("count") or 0) if guard else 0
+            number = ticket_number(project, count + 1)
+            guard_write = store.take_guard(request.device_id, ticket_id, {"seq": project, "at": stamp(now), **seen_by},
+                                           count=guard.get("count") if guard else None)
+        ticket = ticket_document(ticket_id, number, request, device, caller=caller, language=language, now=now,
+                                 entry_id=command_id, seen_by=seen_by)
+        event = api.TicketOpened(**event_fields(ticket), opened_by=caller.user_id, opened_at=now,
+                                 category=request.category, description=request.description,
+                                 address_permanent=ticket["address_permanent"])
+        reply = api.OpenedReply(ticket_number=number)
+        try:
+            await ctx.write_once([guard_write, store.ticket_insert(ticket, [event])], reply)
+            return reply
+        except DuplicateKeyError:
+            # The guard moved since it was read, or this ticket exists (its command re-run after its claim expired).
+            earlier, guard = await asyncio.gather(store.ticket({"_id": ticket_id}), store.guard(request.device_id))
+            if earlier is not None:
+                return api.OpenedReply(ticket_number=earlier["ticket_number"])
+    raise RuntimeError(f"the guard of device {request.device_id} not taken after repeated collisions")
 
 
 def viewers(caller: Claims, device: Document) -> list[str]:
@@ -91,23 +100,6 @@ def viewers(caller: Claims, device: Document) -> list[str]:
 def may_open(caller: Claims, device: Document) -> bool:
     """A device the caller sees; operators open tickets for any device (a customer on the phone)."""
     return caller.role is Role.OPERATOR or sees(caller, device)
-
-
-async def take_guard(store: TicketingStore, device_id: str, ticket_id: str, fields: Document, *, caller: Claims,
-                     settings: TicketingSettings, now: datetime) -> str:
-    """The ticket's number once it holds the device's guard; `open_ticket_exists` while a live ticket holds it.
-    Guards left behind by tickets that are over or were never stored are freed on the way."""
-    for _ in range(MAX_ATTEMPTS):
-        taken = await store.take_guard(device_id, ticket_id, fields)
-        if taken is not None:
-            return guard_number(taken)
-        guard = await store.guard(device_id)
-        if guard is None or guard.get("ticket_id") is None:
-            continue  # freed meanwhile: try again
-        if guard["ticket_id"] == ticket_id:
-            return guard_number(guard)
-        await refuse_if_held(store, guard, caller, settings, now)
-    raise RuntimeError(f"the guard of device {device_id} not taken after repeated collisions")
 
 
 async def refuse_if_held(store: TicketingStore, guard: Document, caller: Claims, settings: TicketingSettings,

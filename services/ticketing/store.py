@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
 from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import insert_with_events, not_applied, with_events
+from services.runtime.outbox import inserted, not_applied, with_events
 from services.runtime.readmodels import keep_latest
 
 DEVICES, TICKETS, GUARDS, COUNTERS = "devices", "tickets", "open_tickets", "counters"
@@ -81,27 +81,22 @@ class TicketingStore:
     async def guard(self, device_id: str) -> Document | None:
         return await self.lookups.of(GUARDS).one(device_id)
 
-    async def take_guard(self, device_id: str, ticket_id: str, fields: Document) -> Document | None:
-        """Hold the device's guard for `ticket_id` if nobody holds it: the guard after taking it (its `count`
-        counted up), or None when another ticket holds it.
+    def take_guard(self, device_id: str, ticket_id: str, fields: Document, *, count: int | None) -> UpdateOne:
+        """For `ctx.write_once`: hold the device's guard for `ticket_id`, its count of the device's tickets counted up
+        from `count`, if nobody holds it and the count is still `count` (None: a guard never written). Otherwise the
+        upsert's insert collides on `_id` and the write stops there.
 
-        `ticket_id: None` matches a guard released (`null`) and one never written (missing), on MongoDB and on
-        nx-27017 alike (tests/ticketing/test_guards.py). When the guard is held, the upsert's insert collides on
-        `_id`: MongoDB raises DuplicateKeyError, nx-27017 returns None; both mean "held".
-        """
-        try:
-            guard = await self.guards.find_one_and_update(
-                {"_id": device_id, "ticket_id": None}, {"$set": {**fields, "ticket_id": ticket_id},
-                                                        "$inc": {"count": 1}},
-                upsert=True, return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:
-            return None
-        return guard if guard is not None and guard.get("ticket_id") == ticket_id else None
+        `ticket_id: None` (and `count: None`) match a field set to null and a missing one, on MongoDB and on
+        nx-27017 alike (tests/ticketing/test_guards.py)."""
+        return UpdateOne({"_id": device_id, "ticket_id": None, "count": count},
+                         {"$set": {**fields, "ticket_id": ticket_id, "count": (count or 0) + 1}},
+                         upsert=True, namespace=self.guards.full_name)
 
-    async def refresh_guard(self, device_id: str, ticket_id: str, at: str) -> Document | None:
-        """The guard, its time set to `at`, if `ticket_id` still holds it; None when it was freed meanwhile."""
-        return await self.guards.find_one_and_update({"_id": device_id, "ticket_id": ticket_id}, {"$set": {"at": at}},
-                                                     return_document=ReturnDocument.AFTER)
+    def refresh_guard(self, device_id: str, ticket_id: str, at: str) -> UpdateOne:
+        """For `ctx.write_once`: the guard's time set to `at` if `ticket_id` still holds it; otherwise the upsert's
+        insert collides on `_id` and the write stops there."""
+        return UpdateOne({"_id": device_id, "ticket_id": ticket_id}, {"$set": {"at": at}}, upsert=True,
+                         namespace=self.guards.full_name)
 
     async def release_guard(self, device_id: str, ticket_id: str, *, taken_at: str | None = None) -> bool:
         """Free the device's guard if `ticket_id` holds it (resolved, cancelled, or never stored), and, given
@@ -117,9 +112,12 @@ class TicketingStore:
     async def ticket(self, query: Document) -> Document | None:
         return await self.tickets.find_one(query, {"outbox": 0})
 
-    async def insert_ticket(self, ticket: Document, events: Sequence[Event]) -> bool:
-        """Store the ticket with its events; False when a ticket with its `_id` exists (the same command, before)."""
-        return await insert_with_events(self.tickets, ticket, events)
+    def ticket_insert(self, ticket: Document, events: Sequence[Event]) -> InsertOne[Document]:
+        """For `ctx.write_once`: the ticket with its events. Not marked with its command: a ticket stored before
+        collides, so the command answers with that ticket's number."""
+        return InsertOne(inserted({"_id": ticket["_id"]}, with_events(
+            {"$set": {key: value for key, value in ticket.items() if key != "_id"}}, events)),
+            namespace=self.tickets.full_name)
 
     async def change(self, ticket_number: str, *, status: str, fields: Document, events: Sequence[Event],
                      command_id: str | None, inc: Document | None = None, condition: Document | None = None) -> bool:

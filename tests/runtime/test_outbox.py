@@ -10,6 +10,7 @@ import pytest
 from contracts.client import PortalClient
 from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay, with_events
+from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.topology import EVENTS
 from tests.builders import token_for
@@ -107,19 +108,25 @@ async def test_entries_written_before_the_pending_flag_existed_are_published_by_
     assert await relay.drain() == 0, "later drains look only at flagged documents"
 
 
+def counting_wakes(instance: ServiceInstance) -> list[set[str] | None]:
+    """Each wake of the instance's relay from now on: the collections it asked for, or None for all."""
+    wakes: list[set[str] | None] = []
+    wake = instance.relay.wake
+
+    def counted(collections: Iterable[str] | None = None) -> None:
+        wakes.append(None if collections is None else set(collections))
+        wake(collections)
+
+    instance.relay.wake = counted  # type: ignore[method-assign]
+    return wakes
+
+
 async def test_the_relay_is_woken_after_a_handler_that_emitted_and_only_then(
         settings: Settings, portal: PortalClient, amqp_url: str) -> None:
     """A drain costs a `find` per outbox collection: a read or a refusal must not cost one. The poll is set to a
     minute, so the event arriving at once proves the wake."""
     async with running(sample, settings.model_copy(update={"outbox_poll_seconds": 60.0})) as instance:
-        wakes: list[set[str] | None] = []
-        wake = instance.relay.wake
-
-        def counted(collections: Iterable[str] | None = None) -> None:
-            wakes.append(None if collections is None else set(collections))
-            wake(collections)
-
-        instance.relay.wake = counted  # type: ignore[method-assign]
+        wakes = counting_wakes(instance)
         async with EventTap(amqp_url, "sample.note.added") as tap:
             await portal.call("sample.open_note", {"note_id": "woken", "text": "x"}, message_id="w-1")
             await tap.next("sample.note.added", timeout=10)
@@ -134,14 +141,7 @@ async def test_a_write_once_wakes_the_relay_for_the_collection_it_wrote_events_t
     """`sample.put_note` writes its event through `ctx.write_once`: the relay drains only `notes`, at once. A handler
     that writes its events otherwise (`sample.open_note`) leaves the relay to look everywhere."""
     async with running(sample, settings.model_copy(update={"outbox_poll_seconds": 60.0})) as instance:
-        wakes: list[set[str] | None] = []
-        wake = instance.relay.wake
-
-        def counted(collections: Iterable[str] | None = None) -> None:
-            wakes.append(None if collections is None else set(collections))
-            wake(collections)
-
-        instance.relay.wake = counted  # type: ignore[method-assign]
+        wakes = counting_wakes(instance)
         token, _ = token_for(settings)
         async with EventTap(amqp_url, "sample.note.added") as tap:
             await portal.call("sample.put_note", {"note_id": "once", "text": "x"}, token=token, message_id="p-1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymongo.errors import BulkWriteError
 
 from contracts.client import PortalClient, PortalError
 from services.runtime.commands import command_id, fingerprint
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 async def test_a_guard_released_or_never_written_is_free_and_a_held_one_is_not(ticketing: ServiceInstance) -> None:
-    """`ticket_id: None` matches a field set to null and a missing one, on MongoDB and on nx-27017; a held guard's
-    upsert collides (DuplicateKeyError on MongoDB, no document on nx-27017) and changes nothing."""
+    """`ticket_id: None` and `count: None` match a field set to null and a missing one, on MongoDB and on nx-27017;
+    taking a held guard, or one whose count moved since it was read, collides (DuplicateKeyError: the bulk write of
+    `write_once` stops there) and changes nothing."""
     store = TicketingStore(ticketing.db)
     missing, null, held, new = (random_id("g-") for _ in range(4))
     await ticketing.db.open_tickets.insert_many([{"_id": missing, "count": 2}, {"_id": null, "ticket_id": None,
@@ -31,16 +33,29 @@ async def test_a_guard_released_or_never_written_is_free_and_a_held_one_is_not(t
                                                  {"_id": held, "ticket_id": "t-other", "count": 1}])
     assert sorted([guard["_id"] async for guard in ticketing.db.open_tickets.find(
         {"_id": {"$in": [missing, null, held]}, "ticket_id": None})]) == sorted([missing, null])
-    for key, count in ((missing, 3), (null, 6), (new, 1)):
-        taken = await store.take_guard(key, "t-mine", {"seq": 7, "at": stamp(datetime.now(UTC))})
-        assert taken is not None and (taken["ticket_id"], taken["seq"], taken["count"]) == ("t-mine", 7, count)
-    assert await store.take_guard(held, "t-mine", {"seq": 8}) is None
+
+    async def take(key: str, ticket_id: str, seq: int, count: int | None) -> bool:
+        try:
+            await ticketing.db.open_tickets.bulk_write([store.take_guard(key, ticket_id, {"seq": seq}, count=count)])
+        except BulkWriteError as error:
+            assert error.details["writeErrors"][0]["code"] == 11000
+            return False
+        return True
+
+    for key, count in ((missing, 2), (null, 5), (new, None)):
+        assert await take(key, "t-mine", 7, count)
+        taken = await ticketing.db.open_tickets.find_one({"_id": key})
+        assert taken is not None
+        assert (taken["ticket_id"], taken["seq"], taken["count"]) == ("t-mine", 7, (count or 0) + 1)
+    assert not await take(held, "t-mine", 8, 1)
     assert await ticketing.db.open_tickets.find_one({"_id": held}) == {"_id": held, "ticket_id": "t-other",
                                                                         "count": 1}
-    assert await store.take_guard(new, "t-third", {"seq": 9}) is None  # held by t-mine now
+    assert not await take(new, "t-third", 9, 1)  # held by t-mine now
     assert await store.release_guard(new, "t-third") is False
     assert await store.release_guard(new, "t-mine") is True
-    taken = await store.take_guard(new, "t-third", {"seq": 9})
+    assert not await take(new, "t-third", 9, 5)  # free, but its count is not the one read
+    assert await take(new, "t-third", 9, 1)
+    taken = await ticketing.db.open_tickets.find_one({"_id": new})
     assert taken is not None and (taken["ticket_id"], taken["count"]) == ("t-third", 2)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from contracts import ticketing as api
 from contracts.client import PortalClient, PortalError
+from services.runtime.commands import ClaimInWrite, CommandContext, CommandError
 from services.runtime.mongo import stamp
 from services.runtime.readmodels import record_viewers
 from services.runtime.service import ServiceInstance
@@ -204,34 +205,42 @@ async def test_a_stored_reply_never_answers_another_caller(
     token, device = await customer_device(amqp_url, ticketing, settings)
     message_id = random_id("m-")
     number = (await portal.call("ticketing.open_ticket", ticket(device), token=token, message_id=message_id))
+    # The handler reads before it claims (claim_in_write): a caller who may not see the device is refused so first.
     thief, _ = token_for(settings, customer_number=random_id("C-"))
     code, fields = await outcome_of(portal, "ticketing.open_ticket", ticket(device), thief, message_id=message_id)
+    assert code == "not_found" and number["ticket_number"] not in json.dumps(fields)
+    # One who passes the reads meets the claim: a colleague opening a ticket for another device under that id.
+    colleague, _ = token_for(settings, customer_number=device["customer_number"])
+    other = await es5462(amqp_url, ticketing, device["customer_number"])
+    code, fields = await outcome_of(portal, "ticketing.open_ticket", ticket(other), colleague, message_id=message_id)
     assert code == "conflict" and number["ticket_number"] not in json.dumps(fields)
+    assert await open_tickets_of(ticketing, other) == []
 
 
 # --- guards under concurrency --------------------------------------------------------------------------------------
 
-class PausedInsert(TicketingStore):
+class PausedAfterReading(TicketingStore):
     """The store of a worker that is slow between reading the guard and storing its ticket (a GC pause, a slow
-    database, a process stopped by the scheduler): it waits at `insert_ticket` until `go` is set."""
+    database, a process stopped by the scheduler): it waits after reading the guard until `go` is set."""
 
     def __init__(self, db: Any) -> None:
         super().__init__(db)
         self.reached, self.go = asyncio.Event(), asyncio.Event()
 
-    async def insert_ticket(self, ticket: dict[str, Any], events: Any) -> bool:
+    async def guard(self, device_id: str) -> dict[str, Any] | None:
+        guard = await super().guard(device_id)
         self.reached.set()
         await self.go.wait()
-        return await super().insert_ticket(ticket, events)
+        return guard
 
 
 async def test_a_stale_guard_healer_racing_the_original_rerun_never_leaves_two_open_tickets(
         settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
     """A worker died between taking the guard and storing its ticket; its command comes back after the grace period
     (every replica was down longer than PORTAL_TICKETING_GUARD_GRACE_SECONDS) together with the customer's new
-    attempt. The re-run refreshes the guard it finds its own before inserting, so the new attempt, which read the
-    guard as old and never stored, does not free it: it is refused naming the re-run's number, and one ticket is
-    open (without the refresh both were stored, both open)."""
+    attempt. The re-run read the guard as its own; the new attempt frees it as old and never stored, and opens its
+    ticket. The re-run's write takes the guard only if it is still its own: it collides, reads the guard again and is
+    refused naming the new ticket. One ticket is open (had the re-run written without that condition, both were)."""
     grace = timedelta(seconds=settings.ticketing_guard_grace_seconds)
     token, claims = token_for(settings)
     device = await es5462(amqp_url, ticketing, claims.customer_number)
@@ -240,17 +249,21 @@ async def test_a_stale_guard_healer_racing_the_original_rerun_never_leaves_two_o
         "_id": device["device_id"], "ticket_id": f"t-{command}", "seq": 4600001, "count": 1,
         "at": stamp(datetime.now(UTC) - grace - timedelta(seconds=10)), "contract_key": None,
         "viewers": record_viewers(device["customer_number"], claims.user_id)})
-    slow = PausedInsert(ticketing.db)
+    slow = PausedAfterReading(ticketing.db)
+    ctx = CommandContext(command="ticketing.open_ticket", message_id=command, correlation_id=None, language="de",
+                         claims=claims, db=ticketing.db, instance=ticketing, claim_in_write=ClaimInWrite(
+                             ticketing.claims, "ticketing.open_ticket", random_id("m-"), "the re-run"))
     rerun = asyncio.create_task(opening.open_ticket(
-        slow, api.OpenTicket(**ticket(device)), caller=claims, command_id=command, language="de",
+        ctx, slow, api.OpenTicket(**ticket(device)), caller=claims, command_id=command, language="de",
         settings=settings))
     await asyncio.wait_for(slow.reached.wait(), 10)  # the re-run read the guard as its own
-    newer = await outcome_of(portal, "ticketing.open_ticket", ticket(device, description="nochmal"), token)
+    newer = await portal.call("ticketing.open_ticket", ticket(device, description="nochmal"), token=token)
     slow.go.set()
-    first = await rerun
-    assert first.ticket_number == "4600001/1"
-    assert newer == ("open_ticket_exists", {"ticket_number": "4600001/1", "updatable": "true"})
-    assert await open_tickets_of(ticketing, device) == ["4600001/1"]
+    with pytest.raises(CommandError) as refused:
+        await rerun
+    assert (refused.value.code, refused.value.fields) == (
+        "open_ticket_exists", {"ticket_number": newer["ticket_number"], "updatable": "true"})
+    assert await open_tickets_of(ticketing, device) == [newer["ticket_number"]]
 
 
 async def test_two_instances_twenty_openings_on_a_released_guard_open_one(
