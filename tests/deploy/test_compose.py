@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -242,6 +243,16 @@ def test_the_services_wait_for_a_healthy_broker_and_database() -> None:
         assert isinstance(depends_on, dict), f"{name} must wait for healthy dependencies"
         for dependency in ("rabbitmq", "mongodb"):
             assert depends_on.get(dependency, {}).get("condition") == "service_healthy", (name, dependency)
+
+
+def test_the_image_holds_every_package_the_project_installs() -> None:
+    """`pip install .` in the image installs what pyproject names (and `portal-admin`, whose module is `admin`):
+    each of those packages is copied in first."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    installed = [pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    copied = {line.split()[1] for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    assert sorted(package for package in installed if package not in copied) == []
 
 
 def test_every_service_can_be_scaled_out() -> None:
