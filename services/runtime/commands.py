@@ -122,8 +122,7 @@ class CommandContext:
         pending = self.claim_in_write
         assert pending is not None, f"{self.command} is not declared claim_in_write"
         assert pending.reply is None, "a command declared claim_in_write writes once"
-        if pending.revoked is not None and await pending.revoked:
-            raise CommandError(ErrorCode.UNAUTHENTICATED)
+        await self.ensure_signed_in()
         answer = ok(reply)
         writes = [write] if isinstance(write, InsertOne | UpdateOne) else list(write)
         try:
@@ -138,6 +137,14 @@ class CommandContext:
         if not claim.owned:
             raise Answered(claim.reply or refused(ErrorCode.INTERNAL, self.language))
         pending.reply = answer
+
+    async def ensure_signed_in(self) -> None:
+        """Refuse (`unauthenticated`) a caller whose session was revoked. A `claim_in_write` handler reads while the
+        revocation is looked up; `write_once` asks this first, and so must the handler before any write of its own
+        before it (a number taken from a counter, a guard healed): a revoked caller changes nothing."""
+        pending = self.claim_in_write
+        if pending is not None and pending.revoked is not None and await pending.revoked:
+            raise CommandError(ErrorCode.UNAUTHENTICATED)
 
     @property
     def caller(self) -> Claims:

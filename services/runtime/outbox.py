@@ -207,7 +207,11 @@ class OutboxRelay:
                 await self.db[name].create_index(PENDING, sparse=True)
             except Exception:
                 log.exception("outbox: no index on %s.%s; the relay still works, more slowly", name, PENDING)
-        due: set[str] | None = None  # the first drain, and every poll, look everywhere
+        # The first drain, and one at least every poll, look everywhere, however often wakes come for some
+        # collections: events written without a wake (a scheduler's) must not wait for the wakes to stop.
+        loop = asyncio.get_running_loop()
+        due: set[str] | None = None
+        full_at = loop.time()
         while True:
             self._wake.clear()
             try:
@@ -215,11 +219,15 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox: publishing failed, retrying")
                 self._due = None
+            if due is None:
+                full_at = loop.time()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, full_at + self.poll_seconds - loop.time()))
                 due, self._due = self._due, set()
             except TimeoutError:
                 due, self._due = None, set()
+            if loop.time() >= full_at + self.poll_seconds:
+                due = None
 
     async def drain(self, collections: Iterable[str] | None = None) -> int:
         """Publish what the outboxes hold (of `collections`, when given), then clear it."""

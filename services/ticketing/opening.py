@@ -3,8 +3,10 @@
 Without multi-document transactions, the command claims its message id in the same ordered bulk write that takes the
 device's guard and inserts the ticket (`claim_in_write`, `ctx.write_once`), so a copy of the command finds it done:
 
-1. The device and its guard (`open_tickets`) are read: held by a live ticket, the request is refused before a number
-   is spent; held by this very ticket (`t-<command>`: a worker that died half-way), its number is the guard's.
+1. The ticket `t-<command>`, the device and its guard (`open_tickets`) are read. The ticket found, this command stored
+   it before (its claim expired since, or its worker died before the stored reply): its number is the answer, and
+   nothing is written. A guard held by a live ticket refuses before a number is spent; held by this very ticket (a
+   worker that died half-way), its number is the guard's. A revoked caller is refused before anything is written.
 2. The project number comes from a counter document (`$inc`), unique across replicas.
 3. One round trip: the claim; the guard, taken only as it was read (free, and its count of the device's tickets
    unchanged; or still this ticket's), else the write collides and nothing after it happens; the ticket with its
@@ -40,7 +42,11 @@ from services.ticketing.tickets import actor, event_fields, guard_number, is_ope
 async def open_ticket(ctx: CommandContext, store: TicketingStore, request: api.OpenTicket, *, caller: Claims,
                       command_id: str, language: str, settings: TicketingSettings) -> api.OpenedReply:
     ticket_id = f"t-{command_id}"
-    device, guard = await asyncio.gather(store.device(request.device_id), store.guard(request.device_id))
+    earlier, device, guard = await asyncio.gather(store.ticket_by_id(ticket_id), store.device(request.device_id),
+                                                  store.guard(request.device_id))
+    if earlier is not None:  # this very command, re-run after its claim expired (or a crash before its reply)
+        await ctx.ensure_signed_in()
+        return api.OpenedReply(ticket_number=earlier["ticket_number"])
     if device is None or not may_open(caller, device):
         raise CommandError("not_found", fields={"device_id": "not_found"})
 
@@ -54,6 +60,7 @@ async def open_ticket(ctx: CommandContext, store: TicketingStore, request: api.O
     seen_by = {"viewers": viewers(caller, device),
                "contract_key": contract_key(customer, contract) if customer and contract else None}
     project: int | None = None  # spent once, only when the guard is free
+    await ctx.ensure_signed_in()  # before the first write: a number spent, a guard healed
     for _ in range(MAX_ATTEMPTS):
         holder = guard.get("ticket_id") if guard else None
         if guard is not None and holder is not None and holder != ticket_id:

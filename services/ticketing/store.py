@@ -109,6 +109,9 @@ class TicketingStore:
 
     # --- tickets ------------------------------------------------------------------------------------
 
+    async def ticket_by_id(self, ticket_id: str) -> Document | None:
+        return await self.lookups.of(TICKETS).one(ticket_id)
+
     async def ticket(self, query: Document) -> Document | None:
         return await self.tickets.find_one(query, {"outbox": 0})
 

@@ -1,5 +1,4 @@
-"""Findings of the adversarial review of the claim-in-write path of metering's single readings and of the relay woken
-for the collections `write_once` wrote: each test proves one (xfail until fixed)."""
+"""Review finding on the relay woken for the collections `write_once` wrote, fixed: the test failed before the fix."""
 
 from __future__ import annotations
 
@@ -21,16 +20,13 @@ from tests.support import eventually
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a relay woken for `readings` more often than its poll never "
-                                       "looks at the other outbox collections; the scheduler's events wait")
 async def test_events_written_without_a_wake_go_out_while_readings_keep_waking_the_relay(
         settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
     """The scheduler (a background loop, no command) writes reminders and overdue notices with their events and wakes
-    nobody: "the poll finds it" (a drain of every collection when `poll_seconds` pass without a wake). Each
-    submit_reading now wakes the relay for `readings` only, and `_run` takes a poll only when its wait for a wake
-    times out. While readings arrive more often than the poll (0.5 s here, 1 s by default) - the reading window,
-    when reminders and overdue notices are written - the relay drains `readings` alone and the notice stays in its
-    outbox for as long as the readings keep coming."""
+    nobody: the poll, a drain of every collection, finds them. Each submit_reading wakes the relay for `readings`
+    only. Found: the poll came only when a wait for a wake timed out, so while readings arrived more often than the
+    poll (the reading window, when reminders and overdue notices are written) the notice stayed in its outbox.
+    Fixed: a drain of every collection at least every `poll_seconds`, however often wakes come."""
     device = await provision_device(amqp_url, metering, last={"mono": 100, "color": 100})
     token, _ = token_for(settings, customer_number="C-1000")
     stop = asyncio.Event()

@@ -1,5 +1,5 @@
-"""Findings of the adversarial review of `ticketing.open_ticket` claimed with its write (`claim_in_write`): each test
-proves one (xfail until fixed)."""
+"""Review findings on `ticketing.open_ticket` claimed with its write (`claim_in_write`), fixed: each test failed
+before its fix."""
 
 from __future__ import annotations
 
@@ -29,15 +29,12 @@ async def cancel(portal: PortalClient, token: str, number: str) -> None:
                              token=token) == {"status": "cancelled"}
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a re-run after its claim expired is refused "
-                                       "open_ticket_exists while another ticket is open, not answered with its own")
 async def test_a_command_re_run_after_its_claim_expired_is_answered_with_its_ticket_while_another_is_open(
         settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
-    """README (ticketing, "Opening a ticket"): "A command re-run after its claim expired collides with its ticket and
-    answers with that ticket's number" (a dead letter replayed days later, a client re-sending). Before this change
-    the ticket `t-<command>` was looked up first; now it is looked up only after the write collides, and the write
-    is never tried while another ticket holds the device's guard: the re-run is refused `open_ticket_exists`
-    naming the other ticket, although its own ticket was opened."""
+    """A command re-run after its claim expired (a dead letter replayed days later, a client re-sending) answers
+    with its own ticket's number. Found: the ticket `t-<command>` was looked up only after the write collided, and
+    the write is never tried while another ticket holds the guard: the re-run was refused `open_ticket_exists`
+    naming the other ticket. Fixed: the ticket is read beside the device and the guard."""
     token, claims = token_for(settings)
     device = await es5462(amqp_url, ticketing, claims.customer_number)
     message_id = random_id("m-")
@@ -51,15 +48,12 @@ async def test_a_command_re_run_after_its_claim_expired_is_answered_with_its_tic
     assert again["ticket_number"] == first["ticket_number"]
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a re-run after its claim expired takes the free guard for its "
-                                       "old ticket and counts it up: the device's next ticket skips a number")
 async def test_a_command_re_run_after_its_claim_expired_leaves_the_devices_ticket_count_alone(
         settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
     """README: "`n` counts the device's tickets (its guard's `count`), so a device's second ticket after a resolved
-    or cancelled first one is `<new project>/2`". The re-run of the first ticket's command (claim expired) finds the
-    guard free, spends a project number and writes [claim, guard taken for `t-<command>` with count + 1, ticket,
-    reply]: the guard is taken before the ticket insert collides, and only the claim is given back. The guard now
-    names the cancelled ticket with a count of 2; the next ticket heals it and is numbered `/3`."""
+    or cancelled first one is `<new project>/2`". Found: the re-run of the first ticket's command (claim expired)
+    found the guard free, spent a project number and took the guard for `t-<command>` (count + 1) before its ticket
+    insert collided; the next ticket was numbered `/3`. Fixed: the re-run finds its ticket first and writes nothing."""
     token, claims = token_for(settings)
     device = await es5462(amqp_url, ticketing, claims.customer_number)
     message_id = random_id("m-")
@@ -75,14 +69,12 @@ async def test_a_command_re_run_after_its_claim_expired_leaves_the_devices_ticke
     assert parts(second)[1] == 2, second
 
 
-@pytest.mark.xfail(strict=True, reason="review finding: a revoked session's open_ticket spends a project number (and "
-                                       "frees guards) before write_once asks for the revocation")
 async def test_a_revoked_session_opening_a_ticket_changes_nothing(
         settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
-    """ARCHITECTURE: "every service refuses that session from then on". Before `claim_in_write` a revoked caller was
-    refused before the handler ran. Now the handler runs while the revocation is looked up, and asks for it only in
-    `write_once`: by then `next_seq` has taken a project number from the counter, and `refuse_if_held` may have
-    freed a guard. Sent in a loop, a logged-out session still moves the counter every ticket is numbered from."""
+    """ARCHITECTURE: "every service refuses that session from then on". The handler reads while the revocation is
+    looked up. Found: it was asked only in `write_once`, after `next_seq` had taken a project number (and
+    `refuse_if_held` may have freed a guard): a logged-out session moved the counter. Fixed: the handler asks
+    (`ctx.ensure_signed_in`) before its first write."""
     token, claims = token_for(settings)
     device = await es5462(amqp_url, ticketing, claims.customer_number)
     now = datetime.now(UTC)
