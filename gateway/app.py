@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.accounts import Logout
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError, data_of
 from contracts.errors import ErrorCode, negotiate_language
@@ -227,6 +228,21 @@ def set_session_cookies(response: Response, data: dict[str, Any], settings: Gate
     response.set_cookie(CSRF_COOKIE, csrf_token(session), httponly=False, **common)
 
 
+async def end_replaced_session(portal: PortalClient, request: Request, session: str,
+                               settings: GatewaySettings) -> None:
+    """A sign-in from a browser that holds another session's cookie replaces that cookie: the older session is
+    signed out too, rather than left valid, unseen, until it expires (a shared computer, a second account)."""
+    replaced = request.cookies.get(SESSION_COOKIE)
+    if not replaced or replaced == session:
+        return
+    try:
+        await portal.call(Logout.routing_key, {}, token=replaced, timeout=settings.gateway_command_timeout)
+    except PortalError:
+        pass  # expired or signed out before: nothing to end
+    except (NotDelivered, TimeoutError):
+        log.warning("the session a sign-in replaced was not signed out: accounts did not answer")
+
+
 def clear_session_cookies(response: Response, settings: GatewaySettings) -> None:
     for name in (SESSION_COOKIE, CSRF_COOKIE):
         response.delete_cookie(name, path="/", secure=settings.secure_cookies, samesite="lax",
@@ -267,6 +283,7 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
         else:
             if route.signs_in:
                 set_session_cookies(response, data, settings)
+                await end_replaced_session(portal, request, str(data["access_token"]), settings)
         if route.signs_out and response.status_code in (200, 401):
             clear_session_cookies(response, settings)  # a session revoked already is gone as well
         # Replies are personal (profile, devices, files), and a request signed in by cookie has no `Authorization`

@@ -98,6 +98,23 @@ async def test_sign_out_clears_the_cookies_and_revokes_the_session(
     assert revoked.status_code == 401
 
 
+async def test_signing_in_again_from_the_same_browser_signs_the_replaced_session_out(
+        http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance,
+        gateway_settings: GatewaySettings) -> None:
+    """The cookie of the first session is replaced by the second's: the first session is revoked, not left valid
+    and unseen until it expires (a second account on a shared computer). A sign-in from another browser, without
+    that cookie, leaves the others alone."""
+    first = await signed_in(http, portal, tap)
+    second = await signed_in(http, portal, tap)
+    async with gateway(gateway_settings) as elsewhere:
+        apart = await signed_in(elsewhere, portal, tap)
+
+    assert http.cookies[SESSION_COOKIE] == second["access_token"]
+    for session, status in ((first, 401), (second, 200), (apart, 200)):
+        me = await http.get("/api/v1/me", headers={"Authorization": f"Bearer {session['access_token']}"})
+        assert me.status_code == status, (session, me.text)
+
+
 async def test_a_replayed_idempotency_key_is_applied_once_and_answered_the_same(
         http: httpx.AsyncClient, portal: PortalClient, tap: EventTap, accounts: ServiceInstance) -> None:
     token = (await signed_in(http, portal, tap))["access_token"]
