@@ -90,14 +90,14 @@ async def list_orderable(request: api.ListOrderable, ctx: CommandContext) -> api
 
 # --- placing and finding orders -------------------------------------------------------------------------------------
 
-@router.command("ordering.place_order", api.PlaceOrder, access=Access.AUTH)
+@router.command("ordering.place_order", api.PlaceOrder, access=Access.AUTH, claim_in_write=True)
 async def place_order(request: api.PlaceOrder, ctx: CommandContext) -> api.OrderPlacedReply:
     """One order for one delivery address: the devices' location, with only "z. Hd." and "Zusätzl. Info" given;
     lines of consumables of each device's model under a contract that includes them; no second order of an article
     for a device while an earlier one is not delivered, unless `confirm_duplicate`. Placed orders cannot be
     cancelled."""
     assert ctx.message_id is not None, "a command that changes state always has its message id"
-    return await placing.place(store_of(ctx), request, caller=ctx.caller, command_id=ctx.message_id,
+    return await placing.place(ctx, store_of(ctx), request, caller=ctx.caller, command_id=ctx.message_id,
                                language=ctx.language, settings=ordering_settings(ctx.instance))
 
 

@@ -1,17 +1,24 @@
 """Placing an order once: every rule, a unique number, and no second order of an article that is not delivered yet.
 
-Without multi-document transactions, each step is one atomic write that a re-run of the same command finds done:
+Without multi-document transactions, the command claims its message id in the same ordered bulk write that enters the
+order into its guards and inserts it (`claim_in_write`, `ctx.write_once`):
 
-1. The order's `_id` is derived from the command (`ctx.message_id`): a copy re-run after a crash finds the stored
-   order and answers with it.
-2. The number comes from a counter document (`$inc`), unique across replicas.
-3. Each line enters its order into the (device, article) guard: unconfirmed only while no other order holds it, so of
-   two identical orders at the same moment one is placed and the other refused (`duplicate_order`).
-4. The order is inserted with its `ordering.order.placed` (outbox).
+1. The order `o-<command>`, the devices, customers, consumables, saved defaults and guards are read. The order found,
+   this command stored it before (its claim expired since, or its worker died before the stored reply): it answers
+   with it and writes nothing else.
+2. The rules are judged, and plain duplicates refused, before a number is spent; a revoked caller is refused before
+   anything is written.
+3. The number comes from a counter document (`$inc`), unique across replicas.
+4. One round trip: the claim; each line's (device, article) guard, entered only while no other order holds it
+   (`count: 0`; with `confirm_duplicate`, once per order), else the write collides on the guard's `_id` and nothing
+   after it happens; the order with its `ordering.order.placed` (outbox); the stored reply. Of two identical orders at
+   the same moment one is placed; the other takes back what its write entered, reads the guards again and is refused
+   (`duplicate_order`, naming the order that holds them).
 
-A worker that dies between 3 and 4 leaves guard entries of an order that does not exist: its redelivered command
-finds them its own; an entry whose order never appears stops counting after `PORTAL_ORDERING_GUARD_GRACE_SECONDS`,
-and one whose order is delivered (delivery died before releasing it) at once.
+A worker that dies between the guards and the order (the database stopped mid-write) leaves guard entries of an order
+that does not exist: its re-run takes them back and enters them again; an entry whose order never appears stops
+counting after `PORTAL_ORDERING_GUARD_GRACE_SECONDS`, and one whose order is delivered (delivery died before releasing
+it) at once.
 """
 
 from __future__ import annotations
@@ -20,28 +27,31 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from pymongo.errors import DuplicateKeyError
+
 from contracts import ordering as api
 from contracts.base import Contact
 from services.ordering import orders
 from services.ordering.orders import guard_key, model_key
 from services.ordering.settings import OrderingSettings
 from services.ordering.store import OrderingStore
-from services.runtime.commands import CommandError
+from services.runtime.commands import CommandContext, CommandError
 from services.runtime.mongo import Document, parse_stamp, stamp
 from services.runtime.readmodels import contract_key, record_viewers, sees
 from services.runtime.tokens import Claims
 
-# Rounds of taking guards beyond one per line, when entries found in the way turned out stale and were removed.
-MAX_HEALING_ROUNDS = 3
+# Rounds of entering the guards, after a write that collided with an order holding one that turned out stale.
+MAX_ROUNDS = 5
 
 
-async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims, command_id: str, language: str,
-                settings: OrderingSettings) -> api.OrderPlacedReply:
+async def place(ctx: CommandContext, store: OrderingStore, request: api.PlaceOrder, *, caller: Claims,
+                command_id: str, language: str, settings: OrderingSettings) -> api.OrderPlacedReply:
     order_id = f"o-{command_id}"
     device_ids = sorted({line.device_id for line in request.lines})
     # Independent reads at once: the order's latency is its round trips.
-    earlier, found = await asyncio.gather(store.order({"_id": order_id}), store.devices_by_id(device_ids))
-    if earlier is not None:  # this very command, stored before a crash
+    earlier, found = await asyncio.gather(store.order_by_id(order_id), store.devices_by_id(device_ids))
+    if earlier is not None:  # this very command, stored before
+        await ctx.ensure_signed_in()
         await save_defaults(store, request, earlier, caller)
         return placed_reply(earlier)
 
@@ -56,20 +66,31 @@ async def place(store: OrderingStore, request: api.PlaceOrder, *, caller: Claims
         store.guards_of([] if request.confirm_duplicate else keys))
     now = datetime.now(UTC)
     judged = orders.judge(request, devices, customers, catalogues, now.date(), defaults)
-    # Refuse what is plain before spending an order number; taking the guards below decides the close races.
+    await ctx.ensure_signed_in()  # before the first write: a stale guard healed, a number spent
+    # Refuse what is plain before spending an order number; the guards' conditions in the write decide close races.
     await refuse_duplicates(store, keys, order_id, guards, settings, now)
     number = orders.order_number(settings.ordering_number_prefix, now.year, await store.next_number(now.year))
-    await take_guards(store, keys, order_id, {"order_number": number, "at": stamp(now)},
-                      exclusive=not request.confirm_duplicate, settings=settings, now=now)
-
     order = order_document(order_id, number, request, judged, caller=caller, placed_at=now, language=language)
     event = api.OrderPlaced(**event_fields(order), reference=order["reference"], placed_at=now)
-    if not await store.insert_order(order, [event]):
-        stored = await store.order({"_id": order_id})
-        assert stored is not None
-        order = stored
+    entry = {"order_number": number, "at": stamp(now)}
+    reply = placed_reply(order)
+    for _ in range(MAX_ROUNDS):
+        try:
+            await ctx.write_once([*(store.guard_entry(key, order_id, entry, exclusive=not request.confirm_duplicate)
+                                    for key in sorted(set(keys))),
+                                  store.order_insert(order, [event])], reply)
+            break
+        except DuplicateKeyError:
+            # A guard held by another order since it was read, or entries of this order left by a worker that died:
+            # what this write entered is taken back, and the guards read again.
+            await store.release_guards(keys, order_id)
+            if not request.confirm_duplicate:
+                await refuse_duplicates(store, keys, order_id, await store.guards_of(keys), settings,
+                                        datetime.now(UTC))
+    else:
+        raise CommandError("conflict")
     await save_defaults(store, request, order, caller)
-    return placed_reply(order)
+    return reply
 
 
 async def _nothing() -> None:
@@ -146,34 +167,6 @@ async def save_defaults(store: OrderingStore, request: api.PlaceOrder, order: Do
 
 
 # --- no second order of an article not delivered yet -----------------------------------------------------------
-
-async def take_guards(store: OrderingStore, keys: Sequence[str], order_id: str, entry: Document, *, exclusive: bool,
-                      settings: OrderingSettings, now: datetime) -> None:
-    """Enter the order in the guard of each line; when another order holds one and `exclusive` was asked, leave
-    them all again and refuse. Guards are taken in one order (sorted), so of two identical orders of several lines
-    sent at once, one gets them all rather than each some and both refused."""
-    taken: list[str] = []
-    for _ in range(len(keys) + MAX_HEALING_ROUNDS):
-        held: dict[str, Document] = {}
-        for key in sorted(keys):
-            if key in taken:
-                continue
-            guard = await store.take_guard(key, order_id, entry, exclusive=exclusive)
-            if guard is None:
-                taken.append(key)
-            else:
-                held[key] = guard
-                break  # the rest is decided once this one is
-        if not held:
-            return
-        try:
-            await refuse_duplicates(store, keys, order_id, held, settings, now)
-        except CommandError:
-            await store.release_guards(taken, order_id)
-            raise
-    await store.release_guards(taken, order_id)
-    raise CommandError("conflict")
-
 
 async def refuse_duplicates(store: OrderingStore, keys: Sequence[str], order_id: str, guards: Mapping[str, Document],
                             settings: OrderingSettings, now: datetime) -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
 from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import insert_with_events, not_applied, with_events
+from services.runtime.outbox import inserted, not_applied, with_events
 from services.runtime.readmodels import keep_latest
 
 DEVICES, CUSTOMERS, CONSUMABLES, DEFAULTS, ORDERS, GUARDS, COUNTERS = (
@@ -129,31 +129,13 @@ class OrderingStore:
     async def guards_of(self, keys: Iterable[str]) -> dict[str, Document]:
         return await self.lookups.of(GUARDS).many(sorted(set(keys)))
 
-    async def take_guard(self, key: str, order_id: str, entry: Document, *, exclusive: bool) -> Document | None:
-        """Enter `order_id` as an open order of (device, article) `key`; None when it holds the guard now (also when
-        it did before: a re-run), else the guard as found, held by other orders while `exclusive` was asked."""
-        # Exclusive: only while nobody holds it; else once per order. Either way one atomic upsert decides, and its
-        # insert collides when the guard exists and the condition does not hold.
+    def guard_entry(self, key: str, order_id: str, entry: Document, *, exclusive: bool) -> UpdateOne:
+        """For `ctx.write_once`: enter `order_id` as an open order of (device, article) `key`. Exclusive: only while
+        no order holds the guard; else once per order. When the condition does not hold, the upsert's insert collides
+        on `_id` and the write stops there."""
         condition: Document = {"count": 0} if exclusive else {f"open.{order_id}": {"$exists": False}}
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                await self.guards.update_one({"_id": key, **condition},
-                                             {"$set": {f"open.{order_id}": entry}, "$inc": {"count": 1}}, upsert=True)
-                return None
-            except DuplicateKeyError:
-                pass
-            guard = await self.guards.find_one({"_id": key})
-            if guard is None:
-                continue  # gone meanwhile: try again
-            held = (guard.get("open") or {}).get(order_id)
-            if held is not None:
-                if held != entry:  # a re-run numbered the order afresh: name the number it will have
-                    await self.guards.update_one({"_id": key, f"open.{order_id}": {"$exists": True}},
-                                                 {"$set": {f"open.{order_id}": entry}})
-                return None
-            if exclusive and int(guard.get("count") or 0) > 0:
-                return guard
-        raise RuntimeError(f"guard {key} not taken after repeated collisions")
+        return UpdateOne({"_id": key, **condition}, {"$set": {f"open.{order_id}": entry}, "$inc": {"count": 1}},
+                         upsert=True, namespace=self.guards.full_name)
 
     async def release_guards(self, keys: Iterable[str], order_id: str) -> None:
         """Remove `order_id` from the guards (delivered, refused, or never stored); harmless when done before."""
@@ -163,6 +145,9 @@ class OrderingStore:
 
     # --- orders -------------------------------------------------------------------------------------
 
+    async def order_by_id(self, order_id: str) -> Document | None:
+        return await self.lookups.of(ORDERS).one(order_id)
+
     async def order(self, query: Document) -> Document | None:
         return await self.orders.find_one(query, {"outbox": 0})
 
@@ -170,9 +155,11 @@ class OrderingStore:
         wanted = sorted(set(order_ids))
         return {order["_id"]: order async for order in self.orders.find({"_id": {"$in": wanted}}, {"outbox": 0})}
 
-    async def insert_order(self, order: Document, events: Sequence[Event]) -> bool:
-        """Store the order with its events; False when an order with its `_id` exists (the same command, before)."""
-        return await insert_with_events(self.orders, order, events)
+    def order_insert(self, order: Document, events: Sequence[Event]) -> InsertOne[Document]:
+        """For `ctx.write_once`: the order with its events."""
+        return InsertOne(inserted({"_id": order["_id"]}, with_events(
+            {"$set": {key: value for key, value in order.items() if key != "_id"}}, events)),
+            namespace=self.orders.full_name)
 
     async def change_status(self, order_number: str, *, from_status: str, fields: Document, events: Sequence[Event],
                             command_id: str | None) -> bool:

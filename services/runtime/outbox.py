@@ -24,10 +24,9 @@ from typing import Any
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
 from pymongo import InsertOne, UpdateOne
-from pymongo.errors import DuplicateKeyError
 
 from contracts.base import Event
-from services.runtime.mongo import Collection, Database, Document
+from services.runtime.mongo import Database
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +145,6 @@ def _sliced(values: list[Any], size: int | None) -> list[Any]:
     if size is None:
         return values
     return values[size:] if size < 0 else values[:size]
-
-
-async def insert_with_events(collection: Collection, document: Document, events: Sequence[Event]) -> bool:
-    """Insert `document` with `events` in its outbox; False when a document with its `_id` exists (the same command,
-    stored before a crash). A collision on another unique field is raised: that is no re-run."""
-    stored = inserted({"_id": document["_id"]}, with_events(
-        {"$set": {key: value for key, value in document.items() if key != "_id"}}, events))
-    try:
-        await collection.insert_one(stored)
-    except DuplicateKeyError:
-        if await collection.find_one({"_id": document["_id"]}, {"_id": 1}) is None:
-            raise
-        return False
-    return True
 
 
 class OutboxRelay:

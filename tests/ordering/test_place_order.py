@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts.accounts import SessionRevoked
 from contracts.client import PortalClient, PortalError
 from services.ordering.orders import guard_key
+from services.runtime.commands import command_id, fingerprint
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from tests.builders import random_id, token_for
@@ -212,6 +214,42 @@ async def test_a_placing_command_run_again_after_a_crash_finds_its_order(
     again = await portal.call("ordering.place_order", body, token=token, message_id="order-2")
     assert again == placed
     assert await ordering.db.orders.count_documents({}) == 1
+
+
+async def test_a_revoked_session_places_nothing_and_spends_no_number(
+        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
+    """The handler reads while the revocation is looked up (claim_in_write); it asks before its first write."""
+    await load_consumables(portal, settings)
+    device = await es5462(amqp_url, ordering, await covered_customer(amqp_url, ordering))
+    token, claims = token_for(settings, customer_number=device["customer_number"])
+    now = datetime.now(UTC)
+    await ordering.revocations.add(SessionRevoked(session_id=claims.session_id, revoked_at=now,
+                                                  until=now + timedelta(hours=2)))
+    counters = await ordering.db.counters.find().to_list()
+    for body in (order(line(device)), order(line(device, quantity=0))):
+        assert await outcome(portal, "ordering.place_order", body, token=token) == "unauthenticated"
+    assert await ordering.db.orders.count_documents({}) == 0
+    assert await ordering.db.counters.find().to_list() == counters
+    assert await ordering.db.guards.count_documents({"count": {"$gt": 0}}) == 0
+
+
+async def test_a_command_whose_worker_died_between_its_guard_and_its_order_is_placed_once_when_sent_again(
+        settings: Settings, portal: PortalClient, amqp_url: str, ordering: ServiceInstance) -> None:
+    """The database stopped in the middle of the bulk write: the order's guard entry was written, the order and the
+    stored reply were not. The command sent again collides with its own entry, takes it back and is placed once."""
+    await load_consumables(portal, settings)
+    device = await es5462(amqp_url, ordering, await covered_customer(amqp_url, ordering))
+    token, claims = token_for(settings, customer_number=device["customer_number"])
+    body = order(line(device))
+    order_id = f"o-{command_id('ordering.place_order', 'order-3', fingerprint(claims, body))}"
+    key = guard_key(device["customer_number"], device["device_id"], TONER_K)
+    await ordering.db.guards.insert_one({"_id": key, "count": 1, "open": {order_id: {
+        "order_number": "OR-2026-999999", "at": "2026-01-01T00:00:00.000000Z"}}})
+    placed = await portal.call("ordering.place_order", body, token=token, message_id="order-3")
+    guard = await ordering.db.guards.find_one({"_id": key})
+    assert guard is not None and guard["count"] == 1
+    assert guard["open"] == {order_id: {"order_number": placed["order_number"], "at": guard["open"][order_id]["at"]}}
+    assert await ordering.db.orders.count_documents({"_id": order_id}) == 1
 
 
 async def test_twenty_concurrent_orders_of_one_customer_get_distinct_numbers_from_two_replicas(
