@@ -24,6 +24,7 @@ it) at once.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -72,25 +73,39 @@ async def place(ctx: CommandContext, store: OrderingStore, request: api.PlaceOrd
     number = orders.order_number(settings.ordering_number_prefix, now.year, await store.next_number(now.year))
     order = order_document(order_id, number, request, judged, caller=caller, placed_at=now, language=language)
     event = api.OrderPlaced(**event_fields(order), reference=order["reference"], placed_at=now)
-    entry = {"order_number": number, "at": stamp(now)}
     reply = placed_reply(order)
     for _ in range(MAX_ROUNDS):
+        # Each attempt's entries carry its own token: taking them back never touches another copy's.
+        entry = {"order_number": number, "at": stamp(now), "attempt": uuid.uuid4().hex}
         try:
             await ctx.write_once([*(store.guard_entry(key, order_id, entry, exclusive=not request.confirm_duplicate)
                                     for key in sorted(set(keys))),
                                   store.order_insert(order, [event])], reply)
             break
         except DuplicateKeyError:
-            # A guard held by another order since it was read, or entries of this order left by a worker that died:
-            # what this write entered is taken back, and the guards read again.
-            await store.release_guards(keys, order_id)
+            stored = await store.order_by_id(order_id)
+            if stored is not None:  # another copy of this command placed it meanwhile: its entries stay
+                return placed_reply(stored)
+            # A guard held by another order since it was read, or entries of this order that a copy which died
+            # half-way left: what this attempt entered is taken back, and the guards read again.
+            await store.release_guards(keys, order_id, entered=dict.fromkeys(keys, entry))
+            guards = await store.guards_of(keys)
+            await take_back_left_over(ctx, store, order_id, guards)
             if not request.confirm_duplicate:
-                await refuse_duplicates(store, keys, order_id, await store.guards_of(keys), settings,
-                                        datetime.now(UTC))
+                await refuse_duplicates(store, keys, order_id, guards, settings, datetime.now(UTC))
     else:
         raise CommandError("conflict")
     await save_defaults(store, request, order, caller)
     return reply
+
+
+async def take_back_left_over(ctx: CommandContext, store: OrderingStore, order_id: str,
+                              guards: Mapping[str, Document]) -> None:
+    """Remove this order's entries a copy that died half-way left (the order never stored), as read in `guards`;
+    not while another copy of the command holds its claim, or answered it: those may be that copy's."""
+    left = {key: guard["open"][order_id] for key, guard in guards.items() if order_id in (guard.get("open") or {})}
+    if left and not await ctx.copy_under_way():
+        await store.release_guards(left, order_id, entered=left)
 
 
 async def _nothing() -> None:

@@ -20,7 +20,7 @@ datetime that `$set` writes into an existing document as a naive string anyway.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
@@ -137,10 +137,20 @@ class OrderingStore:
         return UpdateOne({"_id": key, **condition}, {"$set": {f"open.{order_id}": entry}, "$inc": {"count": 1}},
                          upsert=True, namespace=self.guards.full_name)
 
-    async def release_guards(self, keys: Iterable[str], order_id: str) -> None:
-        """Remove `order_id` from the guards (delivered, refused, or never stored); harmless when done before."""
+    async def release_guards(self, keys: Iterable[str], order_id: str, *,
+                             entered: Mapping[str, Document] | None = None) -> None:
+        """Remove `order_id` from the guards (delivered, refused, or never stored); harmless when done before.
+        `entered`: only the entries as given per key (an attempt's, by its `attempt` token, else its time), so a
+        take-back never removes what another copy of the same command entered meanwhile."""
         for key in sorted(set(keys)):
-            await self.guards.update_one({"_id": key, f"open.{order_id}": {"$exists": True}},
+            condition: Document = {f"open.{order_id}": {"$exists": True}}
+            if entered is not None:
+                if key not in entered:
+                    continue
+                entry = entered[key]
+                condition = {f"open.{order_id}.attempt": entry["attempt"]} if entry.get("attempt") else \
+                    {f"open.{order_id}.at": entry.get("at")}
+            await self.guards.update_one({"_id": key, **condition},
                                          {"$unset": {f"open.{order_id}": ""}, "$inc": {"count": -1}})
 
     # --- orders -------------------------------------------------------------------------------------

@@ -256,6 +256,10 @@ class ClaimStore:
                 return Claim(key, owned=True, owner=owner)
         return None
 
+    async def exists(self, scope: str, message_id: str) -> bool:
+        """Whether a claim of (scope, message_id) is there: some copy holds it, or held it and stored its reply."""
+        return await self.collection.find_one({"_id": f"{scope}:{message_id}"}, {"_id": 1}) is not None
+
     def _new_claim(self, key: str, owner: str, fingerprint: str | None) -> Document:
         now = datetime.now(UTC)
         return {"_id": key, "done": False, "fingerprint": fingerprint, "owner": owner,

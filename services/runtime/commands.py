@@ -146,6 +146,14 @@ class CommandContext:
         if pending is not None and pending.revoked is not None and await pending.revoked:
             raise CommandError(ErrorCode.UNAUTHENTICATED)
 
+    async def copy_under_way(self) -> bool:
+        """For a `claim_in_write` handler whose `write_once` failed (its claim given back): whether another copy of the
+        command has claimed it since, or answered it. Only when none has may the handler remove what a copy that died
+        half-way left behind: anything else may be that other copy's work."""
+        pending = self.claim_in_write
+        assert pending is not None, f"{self.command} is not declared claim_in_write"
+        return await pending.claims.exists(pending.scope, pending.message_id)
+
     @property
     def caller(self) -> Claims:
         """The signed-in caller; only for commands whose access is `auth` or `operator`."""
