@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from contracts.base import Event
 from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import inserted, with_events
+from services.runtime.outbox import with_outbox
 from services.runtime.readmodels import keep_latest
 
 DEVICES, CUSTOMERS, READINGS, REMINDERS, OVERDUE, SCHEDULE = (
@@ -102,9 +102,7 @@ class MeteringStore:
         number) was taken: another reading of that device came first, or the cache it was numbered from is behind."""
         if not batch:
             return []
-        documents = [inserted({"_id": reading["_id"]}, with_events(
-            {"$set": {key: value for key, value in reading.items() if key != "_id"}}, events))
-            for reading, events in batch]
+        documents = [with_outbox(reading, events) for reading, events in batch]
         try:
             await self.readings.insert_many(documents, ordered=False)
         except BulkWriteError as error:
@@ -119,9 +117,7 @@ class MeteringStore:
         """One reading as `ctx.write_once` applies it, with its command's claim: the reading with its events and the
         mark of its command (an insert colliding on `_id` means another reading of the device came first), then the
         device's cache advanced to it."""
-        document = inserted({"_id": reading["_id"]}, with_events(
-            {"$set": {key: value for key, value in reading.items() if key != "_id"}}, events, command_id=command_id))
-        return [InsertOne(document, namespace=self.readings.full_name),
+        return [InsertOne(with_outbox(reading, events, command_id=command_id), namespace=self.readings.full_name),
                 self._cache_advance(reading["device_id"], reading["seq"], cache, namespace=self.devices.full_name)]
 
     async def advance_caches(self, updates: Sequence[tuple[str, int, Document]]) -> None:
@@ -164,9 +160,7 @@ class MeteringStore:
         makes a reminder or an overdue notice go once, however many replicas run the schedule at once."""
         if not batch:
             return 0
-        documents = [inserted({"_id": document["_id"]}, with_events(
-            {"$set": {key: value for key, value in document.items() if key != "_id"}}, events))
-            for document, events in batch]
+        documents = [with_outbox(document, events) for document, events in batch]
         try:
             result = await self.db[collection].insert_many(documents, ordered=False)
         except BulkWriteError as error:

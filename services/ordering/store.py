@@ -28,7 +28,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts.base import Event
 from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import inserted, not_applied, with_events
+from services.runtime.outbox import not_applied, with_events, with_outbox
 from services.runtime.readmodels import keep_latest
 
 DEVICES, CUSTOMERS, CONSUMABLES, DEFAULTS, ORDERS, GUARDS, COUNTERS = (
@@ -167,9 +167,7 @@ class OrderingStore:
 
     def order_insert(self, order: Document, events: Sequence[Event]) -> InsertOne[Document]:
         """For `ctx.write_once`: the order with its events."""
-        return InsertOne(inserted({"_id": order["_id"]}, with_events(
-            {"$set": {key: value for key, value in order.items() if key != "_id"}}, events)),
-            namespace=self.orders.full_name)
+        return InsertOne(with_outbox(order, events), namespace=self.orders.full_name)
 
     async def change_status(self, order_number: str, *, from_status: str, fields: Document, events: Sequence[Event],
                             command_id: str | None) -> bool:

@@ -15,7 +15,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from contracts.base import Event
 from contracts.registration import DeviceFilter, ProductModel
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import inserted, not_applied, with_events
+from services.runtime.outbox import not_applied, with_events, with_outbox
 
 MODELS, DEVICES, CATALOGUE = "models", "devices", "catalogue"
 REQUESTS = "requests"  # claims of devices at one location and address changes, waiting for an operator
@@ -75,8 +75,7 @@ class RegistrationStore:
         """
         if not batch:
             return []
-        documents = [inserted({"_id": device["_id"]}, with_events({"$set": {
-            key: value for key, value in device.items() if key != "_id"}}, events)) for device, events in batch]
+        documents = [with_outbox(device, events) for device, events in batch]
         try:
             await self.devices.insert_many(documents, ordered=False)
         except BulkWriteError as error:

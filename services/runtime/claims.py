@@ -52,6 +52,11 @@ FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.02, 0.5
 # One state change, written with its claim: the operation carries its namespace (`ctx.namespace(collection)`), a
 # collection of the service's database.
 Write = InsertOne[Any] | UpdateOne
+
+
+def operations(write: Write | Sequence[Write]) -> list[Write]:
+    """One operation, or several in order, as a list."""
+    return [write] if isinstance(write, InsertOne | UpdateOne) else list(write)
 CLIENT_BULK_WIRE_VERSION = 25  # MongoDB 8.0: the client-level bulk write
 
 
@@ -110,7 +115,7 @@ class ClaimStore:
         document marked, it stores `reply` and owns the command rather than failing for ever.
 
         A write that fails otherwise leaves nothing claimed and raises (a duplicate key as `DuplicateKeyError`)."""
-        writes = [write] if isinstance(write, InsertOne | UpdateOne) else list(write)
+        writes = operations(write)
         key, owner, wait = f"{scope}:{message_id}", uuid.uuid4().hex, FIRST_WAIT_SECONDS
         while True:
             claim = InsertOne(self._new_claim(key, owner, fingerprint), namespace=self._namespace)

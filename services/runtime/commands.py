@@ -33,11 +33,10 @@ from typing import Any
 
 from faststream.rabbit import RabbitMessage
 from pydantic import BaseModel, ValidationError
-from pymongo import InsertOne, UpdateOne
 
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
-from services.runtime.claims import Claim, ClaimStore, Write
+from services.runtime.claims import Claim, ClaimStore, Write, operations
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
 from services.runtime.outbox import placed, tracking_emissions
@@ -124,7 +123,7 @@ class CommandContext:
         assert pending.reply is None, "a command declared claim_in_write writes once"
         await self.ensure_signed_in()
         answer = ok(reply)
-        writes = [write] if isinstance(write, InsertOne | UpdateOne) else list(write)
+        writes = operations(write)
         try:
             claim = await pending.claims.claim_with_write(pending.scope, pending.message_id, pending.fingerprint,
                                                           writes, answer, marker=self.message_id)

@@ -140,6 +140,13 @@ def inserted(document: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]
     return created
 
 
+def with_outbox(document: dict[str, Any], events: Iterable[Event], *,
+                command_id: str | None = None) -> dict[str, Any]:
+    """A new `document` to insert with `events` in its outbox (and, with `command_id`, the mark of its command)."""
+    return inserted({"_id": document["_id"]}, with_events(
+        {"$set": {key: value for key, value in document.items() if key != "_id"}}, events, command_id=command_id))
+
+
 def _sliced(values: list[Any], size: int | None) -> list[Any]:
     """`$slice` as MongoDB applies it to a new array: the last `-size`, the first `size`, or all."""
     if size is None:

@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from contracts.base import Event
 from services.runtime.batching import Lookups
 from services.runtime.mongo import Database, Document
-from services.runtime.outbox import inserted, not_applied, with_events
+from services.runtime.outbox import not_applied, with_events, with_outbox
 from services.runtime.readmodels import keep_latest
 
 DEVICES, TICKETS, GUARDS, COUNTERS = "devices", "tickets", "open_tickets", "counters"
@@ -118,9 +118,7 @@ class TicketingStore:
     def ticket_insert(self, ticket: Document, events: Sequence[Event]) -> InsertOne[Document]:
         """For `ctx.write_once`: the ticket with its events. Not marked with its command: a ticket stored before
         collides, so the command answers with that ticket's number."""
-        return InsertOne(inserted({"_id": ticket["_id"]}, with_events(
-            {"$set": {key: value for key, value in ticket.items() if key != "_id"}}, events)),
-            namespace=self.tickets.full_name)
+        return InsertOne(with_outbox(ticket, events), namespace=self.tickets.full_name)
 
     async def change(self, ticket_number: str, *, status: str, fields: Document, events: Sequence[Event],
                      command_id: str | None, inc: Document | None = None, condition: Document | None = None) -> bool:
