@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import html
 import json
 import logging
@@ -12,7 +10,6 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -24,20 +21,25 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.accounts import Logout
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError, data_of
 from contracts.errors import ErrorCode, negotiate_language
 from contracts.topology import SERVICES
-from gateway import openapi
+from gateway import openapi, web
+from gateway.cookies import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    clear_session_cookies,
+    csrf_token,
+    end_replaced_session,
+    set_session_cookies,
+)
 from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
-from gateway.routes import ROUTES, Route
+from gateway.routes import PREFIX, ROUTES, Route
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("gateway")
 
-SESSION_COOKIE = "portal_session"
-CSRF_COOKIE = "portal_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 VERSION = "1.0.0"
@@ -113,13 +115,6 @@ def access_token(request: Request, route: Route) -> str | None:
         if not secrets.compare_digest(csrf_token(cookie).encode(), given.encode()):
             raise Refused(ErrorCode.FORBIDDEN, {"X-CSRF-Token": f"must repeat this session's {CSRF_COOKIE} cookie"})
     return cookie
-
-
-def csrf_token(session: str) -> str:
-    """The token a cookie-authenticated write repeats: a hash of the session (no shared secret among replicas),
-    which tells nothing of the HttpOnly session cookie to the page's script that reads it."""
-    digest = hashlib.sha256(b"portal-csrf:" + session.encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def message_id(request: Request) -> str | None:
@@ -218,37 +213,6 @@ def download(route: Route, data: dict[str, Any]) -> Response:
                     headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"})
 
 
-def set_session_cookies(response: Response, data: dict[str, Any], settings: GatewaySettings) -> None:
-    expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
-    max_age = max(0, int((expires - datetime.now(UTC)).total_seconds()))
-    common: dict[str, Any] = {"max_age": max_age, "path": "/", "secure": settings.secure_cookies, "samesite": "lax"}
-    session = str(data["access_token"])
-    response.set_cookie(SESSION_COOKIE, session, httponly=True, **common)
-    # Readable by the page's script, which repeats it in X-CSRF-Token.
-    response.set_cookie(CSRF_COOKIE, csrf_token(session), httponly=False, **common)
-
-
-async def end_replaced_session(portal: PortalClient, request: Request, session: str,
-                               settings: GatewaySettings) -> None:
-    """A sign-in from a browser that holds another session's cookie replaces that cookie: the older session is
-    signed out too, rather than left valid, unseen, until it expires (a shared computer, a second account)."""
-    replaced = request.cookies.get(SESSION_COOKIE)
-    if not replaced or replaced == session:
-        return
-    try:
-        await portal.call(Logout.routing_key, {}, token=replaced, timeout=settings.gateway_command_timeout)
-    except PortalError:
-        pass  # expired or signed out before: nothing to end
-    except (NotDelivered, TimeoutError):
-        log.warning("the session a sign-in replaced was not signed out: accounts did not answer")
-
-
-def clear_session_cookies(response: Response, settings: GatewaySettings) -> None:
-    for name in (SESSION_COOKIE, CSRF_COOKIE):
-        response.delete_cookie(name, path="/", secure=settings.secure_cookies, samesite="lax",
-                               httponly=name == SESSION_COOKIE)
-
-
 def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         language = language_of(request)
@@ -329,6 +293,7 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
                   description="Every customer and operator command of the service portal's catalogue over HTTP.")
     # Made here, connected on the first request: the gateway starts and answers /healthz without a broker.
     app.state.portal = portal or PortalClient(settings.amqp_url, timeout=settings.gateway_command_timeout)
+    app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
 
     for route in ROUTES:
@@ -340,6 +305,8 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     @app.exception_handler(StarletteHTTPException)
     async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
         # No route or no such verb: a problem like every other refusal, not FastAPI's {"detail": ...}.
+        if error.status_code == 404 and not request.url.path.startswith(PREFIX + "/"):
+            return web.not_found(request)  # a person's mistyped address: a page, not a problem document
         if error.status_code != 405:
             code = {404: ErrorCode.NOT_FOUND}.get(error.status_code,
                                                   ErrorCode.INVALID_MESSAGE if error.status_code < 500 else
@@ -382,5 +349,6 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
             app.openapi_schema = spec
         return app.openapi_schema
 
+    web.install(app)
     app.openapi = document  # type: ignore[method-assign]
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -24,6 +24,35 @@ class GatewaySettings(BaseSettings):
     gateway_ready_timeout: float = Field(default=3.0, gt=0, description="Seconds `/readyz` waits for each health.")
     gateway_retry_after_seconds: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
 
+    # White-label: every vendor runs its own portal under its own name, colours, contact and legal texts.
+    brand_name: str = Field(default="Service Portal", min_length=1, max_length=80)
+    brand_logo_url: str | None = Field(default=None, description="An image shown beside the name; none: the name.")
+    brand_colour: str = Field(default="#0b4f8a", pattern=r"^#[0-9a-fA-F]{6}$",
+                              description="Buttons and the header; white text on it must reach 4.5:1 (WCAG AA).")
+    brand_contact_email: str = "support@portal.localhost"
+    brand_contact_phone: str | None = None
+    brand_terms_url: str = "/legal/terms"
+    brand_privacy_url: str = "/legal/privacy"
+    brand_imprint_url: str | None = None
+
+    @field_validator("brand_colour")
+    @classmethod
+    def readable_on_white_text(cls, colour: str) -> str:
+        if contrast_with_white(colour) < 4.5:
+            raise ValueError(f"white text on {colour} has a contrast below 4.5:1 (WCAG AA): pick a darker colour")
+        return colour
+
     @property
     def secure_cookies(self) -> bool:
         return self.env == "production"
+
+
+def contrast_with_white(colour: str) -> float:
+    """WCAG 2.1's contrast ratio of white against an `#rrggbb` colour."""
+    def linear(channel: int) -> float:
+        value = channel / 255
+        return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (int(colour[index:index + 2], 16) for index in (1, 3, 5))
+    luminance = 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+    return 1.05 / (luminance + 0.05)

@@ -10,13 +10,20 @@ one event loop (`pytestmark = pytest.mark.asyncio(loop_scope="module")`), the lo
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from pymongo import AsyncMongoClient
@@ -25,6 +32,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contracts.client import PortalClient
 from contracts.topology import SERVICES
 from deploy.local.demo import load_demo_catalogue
+from deploy.local.deps import free_port
 from services.runtime.settings import Settings
 from tests.builders import sign_up
 from tests.support import Mailbox, ServiceProcesses, eventually, plain_text, wait_healthy
@@ -144,3 +152,38 @@ async def stack(module_amqp_url: str, mongo_url: str, module_database_prefix: st
                 "login": settings.bootstrap_operator_email,
                 "password": settings.bootstrap_operator_password.get_secret_value()})
             yield Stack(portal, settings, module_mailbox, session["access_token"], mongo)
+
+
+@pytest.fixture(scope="module")
+def gateway_url(module_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The HTTP gateway as its own process in front of the stack's services (its own vhost)."""
+    with gateway_process(module_amqp_url, tmp_path_factory.mktemp("gateway")) as url:
+        yield url
+
+
+@contextmanager
+def gateway_process(amqp_url: str, log_dir: Path, **variables: str) -> Iterator[str]:
+    """A gateway process on a free port, with `PORTAL_*` variables of the caller's (a vendor's brand); its URL."""
+    port = free_port()
+    env = {**{key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")},
+           **variables, "PORTAL_AMQP_URL": amqp_url, "PORTAL_GATEWAY_PORT": str(port)}
+    with (log_dir / "gateway.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(url):
+            assert process.poll() is None, "the gateway exited"
+            assert time.monotonic() < deadline, "the gateway did not answer /healthz"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -9,20 +9,17 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from deploy.local.deps import free_port
 from tests.builders import PDF, random_serial, sign_up
-from tests.e2e.conftest import CONFIRMATION_LINK, Stack, stack
+from tests.e2e.conftest import CONFIRMATION_LINK, Stack, gateway_url, stack
 from tests.support import plain_text
 
-__all__ = ["stack"]  # the e2e stack, used here as a fixture
+__all__ = ["gateway_url", "stack"]  # the e2e stack and its gateway, used here as fixtures
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,33 +33,6 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,r
           "response_schema_conformance,missing_required_header,unsupported_method,allow_header_conformance,"
           "use_after_free,ensure_resource_availability,ignored_auth")
 OFFICE = {"name": "Empfang", "street": "Hauptstraße 1", "postal_code": "01067", "city": "Dresden", "country": "DE"}
-
-
-@pytest.fixture(scope="module")
-def gateway_url(module_amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = {**{key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")},
-           "PORTAL_AMQP_URL": module_amqp_url, "PORTAL_GATEWAY_PORT": str(port)}
-    with (tmp_path_factory.mktemp("gateway") / "gateway.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while not answers(url):
-            assert process.poll() is None, "the gateway exited"
-            assert time.monotonic() < deadline, "the gateway did not answer /healthz"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(20)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def until_found(call: Any) -> httpx.Response:

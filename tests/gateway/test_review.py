@@ -8,7 +8,7 @@ import json
 import httpx
 
 from contracts.client import PortalClient
-from gateway.app import CSRF_COOKIE, SESSION_COOKIE
+from gateway.cookies import CSRF_COOKIE, SESSION_COOKIE
 from gateway.settings import GatewaySettings
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from contracts.client import PortalClient
-from gateway.app import CSRF_COOKIE, SESSION_COOKIE
+from gateway.cookies import CSRF_COOKIE, SESSION_COOKIE
 from gateway.settings import GatewaySettings
 from services.runtime.service import ServiceInstance
 from tests.accounts.flows import active_user

@@ -1,0 +1,68 @@
+"""The portal's web pages, served by the gateway beside the API: the customer's portal and the operator's back
+office, rendered on the server (jinja2), in de, en and nb, in the vendor's brand."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from contracts.client import NotDelivered, PortalError
+from contracts.errors import ErrorCode, message_for
+from gateway.cookies import clear_session_cookies
+from gateway.web import account_pages, portal_pages
+from gateway.web.view import FormRefused, SignInNeeded, view_of
+
+log = logging.getLogger("gateway")
+STATIC = Path(__file__).parent / "static"
+ROUTERS = (account_pages.router, portal_pages.router)
+
+
+def install(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/brand.css", include_in_schema=False)
+    async def brand_css(request: Request) -> Response:
+        # The vendor's colour, checked for contrast when the settings load; a file, as the pages allow no inline style.
+        settings = request.app.state.settings
+        return Response(f":root {{ --brand: {settings.brand_colour}; }}\n", media_type="text/css",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+    @app.exception_handler(SignInNeeded)
+    async def sign_in_first(request: Request, error: SignInNeeded) -> Response:
+        view = view_of(request)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        response = view.redirect(f"/sign-in?next={quote(target if request.method == 'GET' else '/', safe='/')}")
+        if view.session:  # expired or signed out elsewhere: the stale cookies go
+            clear_session_cookies(response, view.settings)
+        return response
+
+    for kind in (PortalError, NotDelivered, TimeoutError):
+        app.add_exception_handler(kind, trouble)
+
+    @app.exception_handler(FormRefused)
+    async def form_refused(request: Request, error: FormRefused) -> Response:
+        # Most often a page kept open across a sign-in or sign-out: the form again, freshly signed, is the way on.
+        return view_of(request).render("refused.html", 403)
+
+
+def trouble(request: Request, error: Exception) -> Response:
+    """What a page shows when a service refused or did not answer a read it needed."""
+    view = view_of(request)
+    if isinstance(error, PortalError) and error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
+        return view.render("not_found.html", 404)  # another customer's id looks like no id at all
+    if isinstance(error, PortalError):
+        return view.render("trouble.html", 400, message=error.message or message_for(error.code, view.language))
+    log.warning("%s %s: no service answered (%r)", request.method, request.url.path, error)
+    return view.render("trouble.html", 503, message=view.gettext(
+        "The portal is not answering right now. Nothing was changed; please try again in a moment."))
+
+
+def not_found(request: Request) -> Response:
+    return view_of(request).render("not_found.html", 404)

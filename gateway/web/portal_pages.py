@@ -1,0 +1,83 @@
+"""The signed-in customer's pages: the dashboard with its quick search, and the landings of the mails' links
+that need no sign-in (a service request, the reminder's readings link, the reminder's unsubscribe)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from contracts import accounts, metering, notifier, registration, ticketing
+from contracts.client import NotDelivered, PortalError
+from contracts.errors import ErrorCode
+from gateway.web.view import View, refusal_errors, view_of
+
+router = APIRouter(include_in_schema=False)
+Page = Annotated[View, Depends(view_of)]
+Refusal = (PortalError, NotDelivered, TimeoutError)
+TICKET_NUMBER = re.compile(r"^\d+/\d+$")
+
+
+@router.get("/")
+async def dashboard(view: Page, q: str = "") -> Response:
+    if not view.session:
+        return view.redirect("/sign-in")
+    profile = await view.call(accounts.GetProfile.routing_key)
+    if profile.get("terms_open"):  # OKI step 4: the terms come first
+        return view.redirect("/terms?next=/")
+    query = q.strip()[:200]
+    if TICKET_NUMBER.match(query):  # OneRicoh's quick search: a ticket number goes straight to its ticket
+        return view.redirect(f"/tickets/{query}")
+    devices, due, tickets = await asyncio.gather(
+        view.call(registration.ListDevices.routing_key, {"text": query or None, "page_size": 200}
+                  if query else {"page_size": 200}),
+        view.call(metering.ListDue.routing_key, {"page_size": 200}),
+        view.call(ticketing.ListTickets.routing_key, {"page_size": 200}))
+    if query and devices["total"] == 1 and devices["items"][0]["serial_number"].lower() == query.lower():
+        return view.redirect(f"/devices/{devices['items'][0]['device_id']}")
+    due_ids = {device["device_id"] for device in due["items"]}
+    open_tickets: dict[str, list[dict[str, Any]]] = {}
+    for ticket in tickets["items"]:
+        if ticket["status"] in ticketing.OPEN_STATUSES:
+            open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
+    return view.render("dashboard.html", profile=profile, devices=devices, due_ids=due_ids,
+                       open_tickets=open_tickets, query=query, today=date.today())
+
+
+@router.get("/tickets/{project}/{sequence}")
+async def ticket_page(view: Page, project: str, sequence: str) -> Response:
+    if not view.session:
+        return view.redirect(f"/sign-in?next=/tickets/{project}/{sequence}")
+    try:
+        ticket = await view.call(ticketing.GetTicket.routing_key, {"ticket_number": f"{project}/{sequence}"})
+    except PortalError as error:
+        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
+            return view.render("not_found.html", 404)
+        raise
+    return view.render("ticket.html", ticket=ticket)
+
+
+@router.get("/unsubscribe")
+async def unsubscribe_page(view: Page, token: str = "") -> Response:
+    return view.render("unsubscribe.html", token=token)
+
+
+@router.post("/unsubscribe")
+async def unsubscribe(view: Page) -> Response:
+    form = await view.form()
+    try:
+        await view.call(notifier.Unsubscribe.routing_key, {"token": form.get("token", "")}, anonymous=True)
+    except Refusal as error:
+        return view.render("unsubscribe.html", 400, token=form.get("token", ""), errors=refusal_errors(view, error))
+    return view.render("unsubscribed.html")
+
+
+@router.get("/legal/{kind}")
+async def legal(view: Page, kind: str) -> Response:
+    if kind not in ("terms", "privacy"):
+        return view.render("not_found.html", 404)
+    return view.render("legal.html", kind=kind)

@@ -1,0 +1,224 @@
+"""What every page shares: the request's language and session, rendering with the vendor's brand, the form token,
+calling a command, and turning a refusal into messages next to the form's fields.
+
+Pages are rendered on the server and every form works without script: a form posts, the page answers with the
+next page or with the same form, its values kept and each refused field marked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from contracts.client import NotDelivered, PortalClient, PortalError
+from contracts.errors import LANGUAGES, ErrorCode, message_for
+from gateway.cookies import SESSION_COOKIE, csrf_token
+from gateway.settings import GatewaySettings
+from gateway.web import i18n
+from gateway.web.i18n import N_
+
+TEMPLATES = Path(__file__).parent / "templates"
+FORM_COOKIE = "portal_form"  # before sign-in, the form token is this cookie's value (double submit)
+FORM_FIELD = "csrf"
+
+
+class FormRefused(Exception):
+    """A form post without this browser's form token: another site's form, or a page kept open across a sign-in."""
+
+
+class SignInNeeded(Exception):
+    """The page needs a session and the request has none, or one that expired."""
+
+
+@cache
+def environment(language: str) -> jinja2.Environment:
+    """One template environment per language, its gettext installed: rendering never switches a shared one."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
+    env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+@dataclass
+class View:
+    """One request to a page."""
+
+    request: Request
+    settings: GatewaySettings
+    language: str
+    session: str | None
+    new_form_cookie: str | None = None
+    cookies: dict[str, str] = field(default_factory=dict)  # set on whatever response the page returns
+
+    @property
+    def portal(self) -> PortalClient:
+        portal: PortalClient = self.request.app.state.portal
+        return portal
+
+    @property
+    def form_token(self) -> str:
+        if self.session:
+            return csrf_token(self.session)
+        existing = self.request.cookies.get(FORM_COOKIE)
+        if existing:
+            return existing
+        if self.new_form_cookie is None:
+            self.new_form_cookie = secrets.token_urlsafe(24)
+        return self.new_form_cookie
+
+    def gettext(self, text: str, **values: Any) -> str:
+        translated = i18n.translations(self.language).gettext(text)
+        return translated % values if values else translated
+
+    async def form(self) -> dict[str, str]:
+        """The posted form's text fields, once its token is this browser's."""
+        form = await self.request.form()
+        given = form.get(FORM_FIELD)
+        if not isinstance(given, str) or not secrets.compare_digest(given.encode(), self.form_token.encode()):
+            raise FormRefused
+        return {name: value.strip() for name, value in form.items() if isinstance(value, str) and name != FORM_FIELD}
+
+    async def call(self, command: str, payload: Mapping[str, Any] | BaseModel | None = None, *,
+                   anonymous: bool = False) -> dict[str, Any]:
+        """The command's data; a page that needs a session and lost it goes to the sign-in."""
+        if not anonymous and not self.session:
+            raise SignInNeeded
+        body = payload.model_dump(mode="json", exclude_none=True) if isinstance(payload, BaseModel) else payload
+        try:
+            return await self.portal.call(command, dict(body or {}), token=None if anonymous else self.session,
+                                          lang=self.language, timeout=self.settings.gateway_command_timeout)
+        except PortalError as error:
+            if error.code == ErrorCode.UNAUTHENTICATED and not anonymous:
+                raise SignInNeeded from error
+            raise
+
+    def render(self, template: str, http_status: int = 200, /, **context: Any) -> HTMLResponse:
+        page = environment(self.language).get_template(template).render(
+            view=self, brand=self.settings, language=self.language, languages=i18n.LANGUAGE_NAMES,
+            signed_in=self.session is not None, form_token=self.form_token, path=self.request.url.path,
+            errors=context.pop("errors", None) or Errors(), values=context.pop("values", {}), **context)
+        response = HTMLResponse(page, http_status)
+        self.finish(response)
+        return response
+
+    def redirect(self, to: str) -> RedirectResponse:
+        response = RedirectResponse(to, 303)
+        self.finish(response)
+        return response
+
+    def finish(self, response: Response) -> Response:
+        if self.new_form_cookie:
+            response.set_cookie(FORM_COOKIE, self.new_form_cookie, httponly=True, samesite="lax", path="/",
+                                secure=self.settings.secure_cookies)
+        for name, value in self.cookies.items():
+            response.set_cookie(name, value, samesite="lax", path="/", secure=self.settings.secure_cookies,
+                                max_age=365 * 24 * 3600, httponly=True)
+        security_headers(response, self.settings)
+        return response
+
+
+def security_headers(response: Response, settings: GatewaySettings) -> None:
+    images = "'self' data:"
+    if settings.brand_logo_url and urlsplit(settings.brand_logo_url).scheme in ("http", "https"):
+        parts = urlsplit(settings.brand_logo_url)
+        images += f" {parts.scheme}://{parts.netloc}"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; img-src {images}; style-src 'self'; script-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+    # The mail links carry their token in the query: no other site may see it in a Referer.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"  # personal pages, and forms with tokens
+
+
+def view_of(request: Request) -> View:
+    settings: GatewaySettings = request.app.state.settings
+    language = i18n.language_for(request.query_params.get("lang"), request.cookies.get(i18n.LANGUAGE_COOKIE),
+                                 request.headers.get("accept-language"))
+    view = View(request, settings, language, request.cookies.get(SESSION_COOKIE) or None)
+    if request.query_params.get("lang") in LANGUAGES:
+        view.cookies[i18n.LANGUAGE_COOKIE] = language
+    return view
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """A `next` to go to after a form: a path of this site only, never another site's address."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+# --- messages next to fields --------------------------------------------------------------------------------------
+
+# What a page says for each kind of pydantic error: the service's own field texts are English.
+FIELD_MESSAGES = {
+    "missing": N_("This field is required."),
+    "string_too_short": N_("This is too short."),
+    "string_too_long": N_("This is too long."),
+    "string_pattern_mismatch": N_("Please use only the characters this field allows."),
+    "bool_parsing": N_("Please tick this box."),
+    "bool_type": N_("Please tick this box."),
+    "int_parsing": N_("Please enter a whole number."),
+    "greater_than_equal": N_("This number is too small."),
+    "less_than_equal": N_("This number is too large."),
+    "date_from_datetime_parsing": N_("Please enter a date."),
+    "date_parsing": N_("Please enter a date."),
+    "literal_error": N_("Please choose one of the options."),
+}
+INVALID = N_("Please check this value.")
+# The field a specific refusal of a service is about: its message goes there, not above the form.
+FIELD_OF_CODE = {
+    "email_taken": "email", "username_taken": "username", "weak_password": "password",
+    "password_mismatch": "password_confirm", "invalid_credentials": "password", "token_invalid": "token",
+    "unknown_serial": "serial_number", "already_registered": "serial_number",
+    "serial_or_postcode_mismatch": "postal_code", "invalid_purchase_date": "purchase_date",
+    "warranty_not_accepted": "accept_warranty", "file_too_large": "proof_of_purchase",
+    "file_type_not_allowed": "proof_of_purchase", "reading_lower_than_last": "counters",
+    "counters_incomplete": "counters", "invalid_reading_date": "reading_date",
+}
+
+
+@dataclass
+class Errors:
+    """A refused form: one message above it, and one next to each field it concerns."""
+
+    summary: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.summary is not None or bool(self.fields)
+
+
+def validation_errors(view: View, error: ValidationError, names: Mapping[str, str] | None = None) -> Errors:
+    """The form's own check before sending: each field's message in the page's language."""
+    fields: dict[str, str] = {}
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        name = (names or {}).get(location[0], location[0]) if location else "form"
+        if name == "email" and problem["type"] == "value_error":
+            text = view.gettext("Please enter a valid e-mail address.")
+        else:
+            text = view.gettext(FIELD_MESSAGES.get(problem["type"], INVALID))
+        fields.setdefault(name, text)
+    return Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language), fields)
+
+
+def refusal_errors(view: View, error: PortalError | NotDelivered | TimeoutError) -> Errors:
+    """A service's refusal: its message (already in the page's language) beside the field it is about."""
+    if not isinstance(error, PortalError):
+        return Errors(view.gettext("The portal is not answering right now. Nothing was changed; please try again "
+                                   "in a moment."))
+    message = error.message or message_for(error.code, view.language)
+    if error.code in FIELD_OF_CODE:
+        return Errors(message, {FIELD_OF_CODE[error.code]: message})
+    return Errors(message, {name: view.gettext(INVALID) for name in (error.fields or {})})
