@@ -75,11 +75,14 @@ class Stack:
         self.mongodb: subprocess.Popen[bytes] | None = None
         self.mail_sink: Any = None  # aiosmtpd's Controller (untyped)
         self.services: dict[str, subprocess.Popen[bytes]] = {}
-        self.gateway_host, self.gateway_port = "127.0.0.1", GATEWAY_PORT  # set when the gateway starts
+        self.gateway_host, self.gateway_port = "127.0.0.1", GATEWAY_PORT  # chosen with the dependencies
 
     # --- start ----------------------------------------------------------------------------
 
     def start_dependencies(self) -> None:
+        # Chosen first: the services' mails link to the gateway's pages (PORTAL_PUBLIC_URL).
+        self.gateway_host = os.environ.get("PORTAL_GATEWAY_HOST", "127.0.0.1")
+        self.gateway_port = local_port("PORTAL_GATEWAY_PORT", GATEWAY_PORT)
         self.amqp_url = self._find_or_start_rabbitmq()
         self.mongodb_url = self._find_or_start_mongodb()
         if not os.environ.get("PORTAL_SMTP_HOST"):
@@ -123,8 +126,6 @@ class Stack:
                                                        start_new_session=True)
 
     def start_gateway(self) -> None:
-        self.gateway_host = os.environ.get("PORTAL_GATEWAY_HOST", "127.0.0.1")
-        self.gateway_port = local_port("PORTAL_GATEWAY_PORT", GATEWAY_PORT)
         env = {**os.environ, **self._service_variables(), "PORTAL_GATEWAY_HOST": self.gateway_host,
                "PORTAL_GATEWAY_PORT": str(self.gateway_port)}
         with interrupts.deferred():
@@ -143,7 +144,8 @@ class Stack:
             return False
 
     def _service_variables(self) -> dict[str, str]:
-        variables = {"PORTAL_AMQP_URL": self.amqp_url, "PORTAL_MONGODB_URL": self.mongodb_url}
+        variables = {"PORTAL_AMQP_URL": self.amqp_url, "PORTAL_MONGODB_URL": self.mongodb_url,
+                     "PORTAL_PUBLIC_URL": os.environ.get("PORTAL_PUBLIC_URL", self.gateway_url)}
         if self.smtp_port is not None:
             variables |= {"PORTAL_SMTP_HOST": "127.0.0.1", "PORTAL_SMTP_PORT": str(self.smtp_port),
                           "PORTAL_SMTP_TLS": "none"}
@@ -281,7 +283,7 @@ def print_summary(stack: Stack, seconds: float) -> None:
         lines.append(f"  mail     SMTP 127.0.0.1:{stack.smtp_port} -> {stack.data_dir / 'mail'}/*.eml")
     else:
         lines.append(f"  mail     SMTP {os.environ['PORTAL_SMTP_HOST']} (PORTAL_SMTP_HOST)")
-    lines.append(f"  HTTP     {stack.gateway_url}  (the gateway: API under /api/v1, docs at /docs)")
+    lines.append(f"  HTTP     {stack.gateway_url}  (the portal: its pages at /, the API under /api/v1, docs at /docs)")
     lines.append("  services")
     lines += [f"    {name:<13} pid {process.pid}" for name, process in stack.services.items()]
     lines.append("Ctrl-C to stop")
