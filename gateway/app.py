@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -34,6 +33,7 @@ from gateway.cookies import (
     end_replaced_session,
     set_session_cookies,
 )
+from gateway.files import file_response, uploaded
 from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
 from gateway.routes import PREFIX, ROUTES, Route
 from gateway.settings import GatewaySettings
@@ -182,10 +182,8 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
         for name in route.uploads:
             part = form.get(name)
             if isinstance(part, UploadFile):
-                content = await part.read()
                 try:  # the part's name and type are the client's fields (at most 255 characters each)
-                    file = FileObject.from_bytes(part.filename or name, part.content_type or
-                                                 "application/octet-stream", content)
+                    file = await uploaded(part, name)
                 except ValidationError as error:
                     raise Refused(ErrorCode.VALIDATION_FAILED, {f"{name}.{field}": text for field, text
                                                                 in validation_fields(error).items()}) from error
@@ -200,17 +198,8 @@ async def payload_of(request: Request, route: Route) -> dict[str, Any]:
     return {**body, **from_path, **route.fixed}
 
 
-UNQUOTABLE = dict.fromkeys((*range(0x20), 0x7F, ord('"'), ord("\\")), "_")
-
-
 def download(route: Route, data: dict[str, Any]) -> Response:
-    file = FileObject.model_validate(data if route.download == "" else data.get(route.download or ""))
-    # The quoted fallback: no quote or backslash to end it early, no control character (servers refuse the header).
-    ascii_name = file.filename.encode("ascii", "replace").decode().translate(UNQUOTABLE)
-    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(file.filename)}"
-    # nosniff: a browser keeps to the declared type instead of guessing one (say, HTML) from the bytes.
-    return Response(file.content(), media_type=file.content_type,
-                    headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"})
+    return file_response(FileObject.model_validate(data if route.download == "" else data.get(route.download or "")))
 
 
 def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request], Awaitable[Response]]:

@@ -19,10 +19,13 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
+from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import LANGUAGES, ErrorCode, message_for
 from gateway.cookies import SESSION_COOKIE, csrf_token
+from gateway.files import uploaded
 from gateway.settings import GatewaySettings
 from gateway.web import i18n
 from gateway.web.i18n import N_
@@ -87,6 +90,13 @@ class View:
         if not isinstance(given, str) or not secrets.compare_digest(given.encode(), self.form_token.encode()):
             raise FormRefused
         return {name: value.strip() for name, value in form.items() if isinstance(value, str) and name != FORM_FIELD}
+
+    async def file(self, name: str) -> FileObject | None:
+        """The posted form's file `name` (after `form()` checked the token); None when no file was chosen."""
+        part = (await self.request.form()).get(name)
+        if not isinstance(part, UploadFile) or not part.filename:
+            return None  # a browser sends an empty part without a name for a file field left empty
+        return await uploaded(part, name)
 
     async def call(self, command: str, payload: Mapping[str, Any] | BaseModel | None = None, *,
                    anonymous: bool = False) -> dict[str, Any]:
@@ -213,12 +223,15 @@ def validation_errors(view: View, error: ValidationError, names: Mapping[str, st
     return Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language), fields)
 
 
-def refusal_errors(view: View, error: PortalError | NotDelivered | TimeoutError) -> Errors:
-    """A service's refusal: its message (already in the page's language) beside the field it is about."""
+def refusal_errors(view: View, error: PortalError | NotDelivered | TimeoutError,
+                   field_of: Mapping[str, str] | None = None) -> Errors:
+    """A service's refusal: its message (already in the page's language) beside the field it is about (`field_of`
+    names the field of a code where a form calls it otherwise than FIELD_OF_CODE)."""
     if not isinstance(error, PortalError):
         return Errors(view.gettext("The portal is not answering right now. Nothing was changed; please try again "
                                    "in a moment."))
     message = error.message or message_for(error.code, view.language)
-    if error.code in FIELD_OF_CODE:
-        return Errors(message, {FIELD_OF_CODE[error.code]: message})
+    field = {**FIELD_OF_CODE, **(field_of or {})}.get(error.code)
+    if field:
+        return Errors(message, {field: message})
     return Errors(message, {name: view.gettext(INVALID) for name in (error.fields or {})})
