@@ -8,7 +8,7 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 
-import openpyxl
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from playwright.async_api import Browser, Page, expect
 
