@@ -49,6 +49,32 @@ async def sign_in(view: Page) -> Response:
         session = await view.call(accounts.Login.routing_key, request, anonymous=True)
     except Refusal as error:
         return view.render("sign_in.html", 400, errors=refusal_errors(view, error), values=form, next=target)
+    return await signed_in(view, session, target)
+
+
+@router.get("/sign-in/contract")
+async def contract_sign_in_page(view: Page) -> Response:
+    return view.render("sign_in_contract.html")
+
+
+@router.post("/sign-in/contract")
+async def contract_sign_in(view: Page) -> Response:
+    """OKI's page-price portal: customer and contract number, and the portal shows only that contract."""
+    form = await view.form()
+    try:
+        request = accounts.ContractLogin(customer_number=form.get("customer_number", ""),
+                                         contract_number=form.get("contract_number", ""))
+        session = await view.call(accounts.ContractLogin.routing_key, request, anonymous=True)
+    except ValidationError as error:
+        return view.render("sign_in_contract.html", 400, errors=validation_errors(view, error), values=form)
+    except Refusal as error:
+        return view.render("sign_in_contract.html", 400, values=form, errors=refusal_errors(
+            view, error, {"invalid_credentials": "contract_number"}))
+    return await signed_in(view, session, "/")
+
+
+async def signed_in(view: View, session: dict[str, Any], target: str) -> Response:
+    """The session's cookies set, an older session of this browser ended, the profile's language taken on."""
     await end_replaced_session(view.portal, view.request, str(session["access_token"]), view.settings)
     view.session = str(session["access_token"])
     language = session["user"].get("language")

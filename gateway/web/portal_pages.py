@@ -26,7 +26,7 @@ TICKET_NUMBER = re.compile(r"^\d+/\d+$")
 async def dashboard(view: Page, q: str = "") -> Response:
     if not view.session:
         return view.redirect("/sign-in")
-    profile = await view.call(accounts.GetProfile.routing_key)
+    profile = await own_profile(view)
     if profile.get("terms_open"):  # OKI step 4: the terms come first
         return view.redirect("/terms?next=/")
     query = q.strip()[:200]
@@ -46,6 +46,16 @@ async def dashboard(view: Page, q: str = "") -> Response:
             open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
     return view.render("dashboard.html", profile=profile, devices=devices, due_ids=due_ids,
                        open_tickets=open_tickets, query=query, today=date.today())
+
+
+async def own_profile(view: View) -> dict[str, Any]:
+    """The user's profile; a contract's sign-in has none (it is no person), and no terms of its own to accept."""
+    try:
+        return await view.call(accounts.GetProfile.routing_key)
+    except PortalError as error:
+        if error.code == ErrorCode.NOT_FOUND:
+            return {}
+        raise
 
 
 @router.get("/tickets/{project}/{sequence}")

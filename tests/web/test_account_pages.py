@@ -185,3 +185,33 @@ async def test_a_form_posted_from_another_site_changes_nothing(stack: Stack, gat
     token = await stack.sign_in(person)
     assert (await stack.portal.call("accounts.get_profile", {}, token=token))["language"] == "en"
     await context.close()
+
+
+async def test_a_contract_sign_in_sees_only_its_contracts_devices(stack: Stack, gateway_url: str,
+                                                                  browser: Browser) -> None:
+    """OKI's page-price portal: customer and contract number, and only that contract's devices."""
+    customer, flat_rate, other = random_id("C"), random_id("K"), random_id("K")
+    started = (datetime.now(UTC).date() - timedelta(days=400)).isoformat()
+    await stack.portal.call("accounts.operator.provision_customer", {
+        "customer_number": customer, "name": "Seitenpreis AG", "contracts": [
+            {"contract_number": number, "type": "page_price", "start_date": started, "billing_period": "quarterly",
+             "includes_consumables": True} for number in (flat_rate, other)]}, token=stack.operator)
+    mine, theirs = random_serial("AK5A"), random_serial("AK5A")
+    await stack.portal.call("registration.operator.import_installed_base", {"devices": [
+        {"serial_number": serial, "model": "ES5431dn", "customer_number": customer, "contract_number": contract,
+         "location": OFFICE} for serial, contract in ((mine, flat_rate), (theirs, other))]}, token=stack.operator)
+    context = await new_context(browser, "de")
+    page = await context.new_page()
+    await page.goto(f"{gateway_url}/sign-in")
+    await page.get_by_role("link", name="Mit Ihrem Vertrag anmelden").click()
+    await page.get_by_label("Kundennummer").fill(customer)
+    await page.get_by_label("Vertragsnummer").fill("K-unknown")
+    await page.get_by_role("button", name="Anmelden").click()
+    await expect(page.locator("#contract_number-error")).to_be_visible()  # refused beside the contract number
+    await accessible(page, "sign-in-contract-refused-de")
+    await page.get_by_label("Vertragsnummer").fill(flat_rate)
+    await page.get_by_role("button", name="Anmelden").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Meine Geräte")
+    await expect(page.get_by_role("cell", name=mine)).to_be_visible()
+    await expect(page.get_by_role("cell", name=theirs)).to_have_count(0)
+    await context.close()
