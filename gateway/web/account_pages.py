@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from contracts import accounts
 from contracts.client import NotDelivered, PortalError
-from contracts.errors import LANGUAGES
+from contracts.errors import LANGUAGES, AccountsErrorCode
 from gateway.cookies import clear_session_cookies, end_replaced_session, set_session_cookies
 from gateway.web import i18n
 from gateway.web.view import Errors, View, local_path, refusal_errors, validation_errors, view_of
@@ -170,7 +170,7 @@ async def forgotten_password(view: Page) -> Response:
 
 @router.get("/reset-password")
 async def reset_page(view: Page, token: str = "") -> Response:
-    return view.render("reset_password.html", token=token)
+    return view.render("reset_password.html", token=token, spent=False)
 
 
 @router.post("/reset-password")
@@ -182,9 +182,11 @@ async def reset(view: Page) -> Response:
                                          password_confirm=form.get("password_confirm", ""))
         await view.call(accounts.ResetPassword.routing_key, request, anonymous=True)
     except ValidationError as error:
-        return view.render("reset_password.html", 400, errors=validation_errors(view, error), token=token)
+        return view.render("reset_password.html", 400, errors=validation_errors(view, error), token=token,
+                           spent=False)
     except Refusal as error:
-        return view.render("reset_password.html", 400, errors=refusal_errors(view, error), token=token)
+        return view.render("reset_password.html", 400, errors=refusal_errors(view, error), token=token,
+                           spent=getattr(error, "code", None) == AccountsErrorCode.TOKEN_INVALID)
     return view.redirect("/sign-in?password_reset=1")
 
 

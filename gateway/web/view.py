@@ -189,7 +189,7 @@ INVALID = N_("Please check this value.")
 # The field a specific refusal of a service is about: its message goes there, not above the form.
 FIELD_OF_CODE = {
     "email_taken": "email", "username_taken": "username", "weak_password": "password",
-    "password_mismatch": "password_confirm", "invalid_credentials": "password", "token_invalid": "token",
+    "password_mismatch": "password_confirm", "invalid_credentials": "password",
     "unknown_serial": "serial_number", "already_registered": "serial_number",
     "serial_or_postcode_mismatch": "postal_code", "invalid_purchase_date": "purchase_date",
     "warranty_not_accepted": "accept_warranty", "file_too_large": "proof_of_purchase",

@@ -215,3 +215,56 @@ async def test_a_contract_sign_in_sees_only_its_contracts_devices(stack: Stack, 
     await expect(page.get_by_role("cell", name=mine)).to_be_visible()
     await expect(page.get_by_role("cell", name=theirs)).to_have_count(0)
     await context.close()
+
+
+async def test_a_forgotten_password_is_reset_from_the_mails_link_and_a_forgotten_username_is_mailed(
+        stack: Stack, gateway_url: str, browser: Browser) -> None:
+    person = await stack.sign_up("nb", country="NO")
+    await stack.portal.call("accounts.update_profile", {"first_name": "Kari", "last_name": "Nordmann"},
+                            token=await stack.sign_in(person))
+    context = await new_context(browser, "nb")
+    page = await context.new_page()
+    await page.goto(f"{gateway_url}/sign-in")
+    await page.get_by_role("link", name="Glemt passordet?").click()
+    await accessible(page, "forgotten-password-nb")
+    await page.get_by_label("E-postadresse").fill("no-address")
+    await page.get_by_role("button", name="Send meg en lenke").click()
+    await expect(page.locator("#email-error")).to_have_text("Skriv inn en gyldig e-postadresse.")
+    await page.get_by_label("E-postadresse").fill(person.email)
+    await page.get_by_role("button", name="Send meg en lenke").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Sjekk e-posten din")
+
+    mail = await stack.mail(person.email, "Tilbakestill passordet ditt")
+    await page.goto(link_in_browser(mail_link(plain_text(mail), "/reset-password"), gateway_url))
+    await accessible(page, "reset-password-nb")
+    new_password = "a brand new passphrase"
+    await page.get_by_label("Nytt passord").fill(new_password)
+    await page.get_by_label("Gjenta passordet").fill(new_password + "!")
+    await page.get_by_role("button", name="Lagre passordet").click()
+    await expect(page.locator("#password_confirm-error")).to_be_visible()  # the two differ: nothing changed
+    await page.get_by_label("Nytt passord").fill(new_password)
+    await page.get_by_label("Gjenta passordet").fill(new_password)
+    await page.get_by_role("button", name="Lagre passordet").click()
+    await expect(page.get_by_role("status")).to_have_text("Passordet er endret. Logg inn med det nye.")
+    await page.get_by_label("E-postadresse eller brukernavn").fill(person.email)
+    await page.get_by_label("Passord", exact=True).fill(new_password)
+    await page.get_by_role("button", name="Logg inn").click()
+    await expect(page).to_have_url(re.compile(r"/terms\?next=/$"))
+
+    # The link is spent: opened again, it sets nothing and says so beside the form.
+    await page.goto(link_in_browser(mail_link(plain_text(mail), "/reset-password"), gateway_url))
+    await page.get_by_label("Nytt passord").fill("yet another passphrase")
+    await page.get_by_label("Gjenta passordet").fill("yet another passphrase")
+    await page.get_by_role("button", name="Lagre passordet").click()
+    await expect(page.get_by_role("link", name="Be om en ny lenke")).to_be_visible()
+
+    await page.goto(f"{gateway_url}/username")
+    await accessible(page, "forgotten-username-nb")
+    await page.get_by_label("Fornavn").fill("Kari")
+    await page.get_by_label("Etternavn").fill("Nordmann")
+    await page.get_by_label("E-postadresse").fill(person.email)
+    await page.get_by_role("button", name="Send meg brukernavnet").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Sjekk e-posten din")
+    reminder = await stack.mail(person.email, "Brukernavnet ditt")
+    assert person.request["username"] in plain_text(reminder)
+    await context.close()
