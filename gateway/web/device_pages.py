@@ -44,9 +44,8 @@ ORDER_OPEN = ("placed", "shipped")
 CHART_PERIODS = 12
 
 
-def device_path(device_id: str, *, done: str | None = None, anchor: str | None = None) -> str:
-    return f"/devices/{quote(device_id, safe='')}" + (f"?done={done}" if done else "") + (
-        f"#{anchor}" if anchor else "")
+def device_path(device_id: str, *, done: str | None = None) -> str:
+    return f"/devices/{quote(device_id, safe='')}" + (f"?done={done}" if done else "")
 
 
 # --- the device page -------------------------------------------------------------------------------------------
@@ -317,7 +316,7 @@ async def reading(view: Page, device_id: str) -> Response:
     try:
         if action == "accept":
             await submit_once(view, request, submission_id(form.get("submission")))
-            return view.redirect(device_path(device_id, done="reading", anchor="reading"))
+            return view.redirect(device_path(device_id, done="reading"))  # the page's top: the thanks, then the chart
         preview = await view.call(metering.PreviewReading.routing_key,
                                   metering.PreviewReading(**request.model_dump()))
     except Refusal as error:
