@@ -31,20 +31,25 @@ async def customer_with_a_device(stack: Stack, language: str) -> tuple[SignedUp,
     """A customer of the vendor's ERP under a monthly contract with one ES5431dn (mono 100, colour 10 two months
     ago), and a person of it who signed up with the customer and serial number: (person, serial, contract)."""
     customer, serial, contract = random_id("C"), random_serial("AK5A"), random_id("K")
-    last = (datetime.now(UTC).date() - timedelta(days=60)).isoformat()
+    today = datetime.now(UTC).date()
+    last = (today - timedelta(days=60)).isoformat()
     await stack.portal.call("accounts.operator.provision_customer", {
         "customer_number": customer, "name": "Kanzlei", "contracts": [{
-            "contract_number": contract, "type": "flat_rate", "start_date": "2026-01-01", "end_date": "2029-12-31",
-            "billing_period": "monthly", "includes_consumables": True}]}, token=stack.operator)
+            "contract_number": contract, "type": "flat_rate", "start_date": (today - timedelta(days=400)).isoformat(),
+            "end_date": (today + timedelta(days=1000)).isoformat(), "billing_period": "monthly",
+            "includes_consumables": True}]}, token=stack.operator)
     await stack.portal.call("registration.operator.import_installed_base", {"devices": [{
         "serial_number": serial, "model": "ES5431dn", "customer_number": customer, "contract_number": contract,
         "location": OFFICE,
         "counters": [{"name": "mono", "value": 100, "date": last}, {"name": "color", "value": 10, "date": last}]}]},
         token=stack.operator)
 
-    async def known() -> bool:  # accounts and metering learn the installed base from registration's event
+    async def known() -> bool:  # the other services learn the installed base and the customer from events
+        found = [await stack.db(service).devices.find_one({"serial_number": serial})
+                 for service in ("metering", "ticketing", "ordering")]
         return (await stack.db("accounts").installed_base.find_one({"_id": serial}) is not None
-                and await stack.db("metering").devices.find_one({"serial_number": serial}) is not None)
+                and await stack.db("ordering").customers.find_one({"_id": customer}) is not None
+                and None not in found)
     await eventually(known, timeout=30)
     person = await stack.sign_up(language, customer_number=customer, serial_number=serial)
     assert person.status == "active"
@@ -80,10 +85,22 @@ async def history_of(stack: Stack, person: SignedUp, device_id: str) -> dict[str
 async def test_a_customer_renames_the_device_turns_reminders_off_and_on_and_reports_a_reading_after_its_preview(
         stack: Stack, gateway_url: str, browser: Browser) -> None:
     person, serial, contract = await customer_with_a_device(stack, "de")
+    device = await device_of(stack, person, serial)
+    token = await stack.sign_in(person)
+    contact = {"name": "Thomas Lienert", "email": person.email}
+    ticket, order = await asyncio.gather(
+        stack.portal.call("ticketing.open_ticket", {"device_id": device["device_id"], "contact": contact,
+                                                    "description": "Papierstau im Fach 2"}, token=token),
+        stack.portal.call("ordering.place_order", {"lines": [{"device_id": device["device_id"],
+                                                              "article_number": "44973512", "quantity": 1}],
+                                                   "contact": contact}, token=token))
     context, page = await signed_in(browser, gateway_url, person)
     await page.get_by_role("link", name="ES5431dn").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("ES5431dn")
     await expect(page.get_by_text(contract)).to_be_visible()
+    await expect(page.get_by_role("link", name=ticket["ticket_number"])).to_have_attribute(
+        "href", f"/tickets/{ticket['ticket_number']}")
+    await expect(page.get_by_text(f"{order['order_number']} · Bestellt")).to_be_visible()
     await expect(page.get_by_text("Noch keine Zählerstände.")).to_be_visible()
     await accessible(page, "device-de")
 
