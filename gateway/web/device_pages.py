@@ -137,10 +137,6 @@ def chart_of(periods: list[dict[str, Any]], counters: list[str]) -> Chart:
     return chart
 
 
-def counter_fill(counters: list[str], name: str) -> str:
-    return CHART_FILLS[counters.index(name) % len(CHART_FILLS)] if name in counters else CHART_FILLS[-1]
-
-
 async def device_page_data(view: View, device_id: str) -> dict[str, Any]:
     """Everything the device page shows; another customer's device (or no device) is `not_found`: the 404 page."""
     device = await view.call(registration.GetDevice.routing_key, {"device_id": device_id})
@@ -154,11 +150,12 @@ async def device_page_data(view: View, device_id: str) -> dict[str, Any]:
     due_here = next((item for item in due["items"] if item["device_id"] == device["device_id"]), None)
     counters = counter_rows(device, history, due_here)
     names = [row.name for row in counters]
+    counted = {name for period in history["periods"] for name in period["printed_pages"]}
+    shown = names + sorted(counted - set(names))  # a counter the model no longer names still had its pages
     return {
         "device": device, "history": history, "counters": counters, "due": due_here,
         "chart": chart_of(history["periods"], names),
-        "fills": {name: counter_fill(names, name) for name in
-                  names + sorted({n for p in history["periods"] for n in p["printed_pages"]} - set(names))},
+        "fills": {name: CHART_FILLS[index % len(CHART_FILLS)] for index, name in enumerate(shown)},
         "tickets": [ticket for ticket in tickets["items"] if ticket["status"] in ticketing.OPEN_STATUSES],
         "orders": [order for order in orders["items"] if order["status"] in ORDER_OPEN],
     }
