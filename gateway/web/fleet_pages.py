@@ -5,7 +5,7 @@ pages per period with an xlsx export."""
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -15,6 +15,7 @@ from contracts import metering, registration
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalError
 from gateway.files import file_response
+from gateway.web.charts import fills_of, stacked
 from gateway.web.view import Errors, View, refusal_errors, validation_errors, view_of
 
 router = APIRouter(include_in_schema=False)
@@ -113,18 +114,25 @@ def usage_range(view: View, start: str | None, end: str | None) -> tuple[dict[st
 async def usage(view: Page, start: str | None = None, end: str | None = None) -> Response:
     period, errors = usage_range(view, start, end)
     if errors:
-        return view.render("fleet_usage.html", 400, period=period, rows=[], totals=[], errors=errors)
+        return view.render("fleet_usage.html", 400, period=period, rows=[], errors=errors)
     report = await view.call(metering.Usage.routing_key, period)
-    totals: dict[str, int] = {}
-    for row in report["items"]:
-        totals[row["period_end"]] = totals.get(row["period_end"], 0) + row["total"]
-    return view.render("fleet_usage.html", period=period, rows=report["items"], totals=sorted(totals.items()))
+    periods: dict[str, dict[str, Any]] = {}
+    for row in report["items"]:  # the fleet's pages per period, counter by counter
+        summed = periods.setdefault(row["period_end"], {"period_end": row["period_end"], "total": 0,
+                                                        "printed_pages": {}})
+        summed["total"] += row["total"]
+        for counter, pages in row["printed_pages"].items():
+            summed["printed_pages"][counter] = summed["printed_pages"].get(counter, 0) + pages
+    newest_first = [periods[end] for end in sorted(periods, reverse=True)]
+    counters = sorted({counter for summed in newest_first for counter in summed["printed_pages"]})
+    return view.render("fleet_usage.html", period=period, rows=report["items"],
+                       chart=stacked(newest_first, counters), fills=fills_of(counters))
 
 
 @router.get("/usage/export")
 async def usage_export(view: Page, start: str | None = None, end: str | None = None) -> Response:
     period, errors = usage_range(view, start, end)
     if errors:
-        return view.render("fleet_usage.html", 400, period=period, rows=[], totals=[], errors=errors)
+        return view.render("fleet_usage.html", 400, period=period, rows=[], errors=errors)
     report = await view.call(metering.Usage.routing_key, {**period, "format": "xlsx"})
     return view.finish(file_response(FileObject.model_validate(report["file"])))
