@@ -1,5 +1,6 @@
 """The signed-in customer's pages: the dashboard with its quick search, and the landings of the mails' links
-that need no sign-in (a service request, the reminder's readings link, the reminder's unsubscribe)."""
+that need no sign-in (the reminder's readings link, the reminder's unsubscribe). A service request's page is in
+order_pages."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from fastapi.responses import Response
 
 from contracts import accounts, metering, notifier, registration, ticketing
 from contracts.client import NotDelivered, PortalError
-from contracts.errors import ErrorCode
 from gateway.web.view import View, refusal_errors, view_of
 
 router = APIRouter(include_in_schema=False)
@@ -46,19 +46,6 @@ async def dashboard(view: Page, q: str = "") -> Response:
             open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
     return view.render("dashboard.html", profile=profile, devices=devices, due_ids=due_ids,
                        open_tickets=open_tickets, query=query, today=date.today())
-
-
-@router.get("/tickets/{project}/{sequence}")
-async def ticket_page(view: Page, project: str, sequence: str) -> Response:
-    if not view.session:
-        return view.redirect(f"/sign-in?next=/tickets/{project}/{sequence}")
-    try:
-        ticket = await view.call(ticketing.GetTicket.routing_key, {"ticket_number": f"{project}/{sequence}"})
-    except PortalError as error:
-        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
-            return view.render("not_found.html", 404)
-        raise
-    return view.render("ticket.html", ticket=ticket)
 
 
 @router.get("/unsubscribe")
