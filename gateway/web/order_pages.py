@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import accounts, ordering, registration, ticketing
+from contracts.base import MAX_PAGE
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.view import FIELD_MESSAGES, INVALID, Errors, View, refusal_errors, view_of
@@ -114,6 +115,11 @@ async def chosen_contact(view: View, form: Mapping[str, str], contacts: list[dic
     return Chosen(request.name, request.email, request.phone)
 
 
+def page_number(given: str) -> int:
+    """A page asked for in the query: a number within the catalogue's bounds, else the first (never an error page)."""
+    return min(max(int(given), 1), MAX_PAGE) if given.isdigit() and len(given) < 8 else 1
+
+
 def pages(total: int, page: int) -> dict[str, int]:
     last = max(1, -(-total // PAGE_SIZE))
     return {"page": min(max(page, 1), last), "last": last, "total": total}
@@ -122,8 +128,8 @@ def pages(total: int, page: int) -> dict[str, int]:
 # --- ordering consumables -----------------------------------------------------------------------------------------
 
 @router.get("/orders")
-async def orders_page(view: Page, page: int = 1) -> Response:
-    at = max(1, min(page, 10_000))
+async def orders_page(view: Page, page: str = "1") -> Response:
+    at = page_number(page)
     orders, devices = await asyncio.gather(
         view.call(ordering.ListOrders.routing_key, {"page": at, "page_size": PAGE_SIZE}),
         view.call(registration.ListDevices.routing_key, {"page_size": 200}))
@@ -142,12 +148,13 @@ class OrderForm:
     devices: list[dict[str, Any]]
     picked: list[dict[str, Any]]  # list_orderable of each picked device, in the order picked
     contacts: list[dict[str, Any]]
+    elsewhere: set[str]  # devices picked at another address than the first
 
     def context(self) -> dict[str, Any]:
         return {"devices": self.devices, "picked": self.picked, "contacts": self.contacts,
                 "picked_ids": [device["device_id"] for device in self.picked],
                 "address": self.picked[0]["location"], "quantity_field": quantity_field,
-                "new_contact": NEW_CONTACT, "duplicate": False}
+                "new_contact": NEW_CONTACT, "duplicate": False, "elsewhere": self.elsewhere}
 
 
 async def order_form(view: View, picked_ids: Sequence[str]) -> OrderForm:
@@ -167,8 +174,8 @@ async def order_form(view: View, picked_ids: Sequence[str]) -> OrderForm:
         devices.insert(0, first)
     # A device picked at another address (a link, an older page) stays shown: the order's refusal names it.
     known = {device["device_id"] for device in devices}
-    devices += [{**orderable, "friendly_name": None} for orderable in picked if orderable["device_id"] not in known]
-    return OrderForm(devices, list(picked), contacts)
+    away = [{**orderable, "friendly_name": None} for orderable in picked if orderable["device_id"] not in known]
+    return OrderForm(devices + away, list(picked), contacts, {device["device_id"] for device in away})
 
 
 def order_defaults(form: OrderForm) -> dict[str, Any]:
@@ -271,7 +278,7 @@ async def place_order(view: Page) -> Response:
 
 
 @router.get("/orders/{order_number}")
-async def order_page(view: Page, order_number: str, placed: int = 0) -> Response:
+async def order_page(view: Page, order_number: str, placed: str = "") -> Response:
     order = await view.call(ordering.GetOrder.routing_key, {"order_number": order_number})
     return view.render("order.html", order=order, placed=bool(placed))
 
@@ -279,8 +286,8 @@ async def order_page(view: Page, order_number: str, placed: int = 0) -> Response
 # --- service requests -----------------------------------------------------------------------------------------
 
 @router.get("/tickets")
-async def tickets_page(view: Page, page: int = 1) -> Response:
-    at = max(1, min(page, 10_000))
+async def tickets_page(view: Page, page: str = "1") -> Response:
+    at = page_number(page)
     tickets, devices = await asyncio.gather(
         view.call(ticketing.ListTickets.routing_key, {"page": at, "page_size": PAGE_SIZE}),
         view.call(registration.ListDevices.routing_key, {"page_size": 200}))
@@ -374,8 +381,8 @@ def ticket_number_of(project: str, sequence: str) -> str:
 
 
 @router.get("/tickets/{project}/{sequence}")
-async def ticket_page(view: Page, project: str, sequence: str, opened: int = 0, noted: int = 0,
-                      cancelled: int = 0) -> Response:
+async def ticket_page(view: Page, project: str, sequence: str, opened: str = "", noted: str = "",
+                      cancelled: str = "") -> Response:
     ticket = await view.call(ticketing.GetTicket.routing_key, {"ticket_number": ticket_number_of(project, sequence)})
     return view.render("ticket.html", ticket=ticket, opened=bool(opened), noted=bool(noted),
                        cancelled=bool(cancelled))

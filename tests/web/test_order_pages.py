@@ -23,6 +23,7 @@ from tests.web.conftest import accessible, new_context
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TONER_BLACK = "44973512"  # the OKI seed's order form for an ES5431dn
+WAREHOUSE_STREET = "Lagerweg 5"
 TRACKING_URL = "https://www.dhl.de/de/privatkunden/pakete-empfangen/verfolgen.html?piececode=00340434161094042557"
 OFFICES = {"de": {"name": "Zimmermann GmbH", "street": "Hansaallee 187", "postal_code": "40549", "city": "Düsseldorf",
                   "country": "DE"},
@@ -32,8 +33,8 @@ OFFICES = {"de": {"name": "Zimmermann GmbH", "street": "Hansaallee 187", "postal
 
 @dataclass
 class Company:
-    """A customer of the vendor's ERP with a consumables contract, two printers at one address, and a person of it
-    signed up in `language` who accepted the terms."""
+    """A customer of the vendor's ERP with a consumables contract, two printers at one address and a third elsewhere,
+    and a person of it signed up in `language` who accepted the terms."""
 
     language: str
     person: SignedUp
@@ -50,15 +51,17 @@ class Company:
 async def company(stack: Stack, language: str) -> Company:
     portal, operator, today = stack.portal, stack.operator, datetime.now(UTC).date()
     customer, contract = random_id("C"), random_id("K")
-    serials = [random_serial("AK5A") for _ in range(2)]
+    serials = [random_serial("AK5A") for _ in range(3)]  # two at the office, one at the warehouse
     await portal.call("accounts.operator.provision_customer", {
         "customer_number": customer, "name": OFFICES[language]["name"], "contracts": [{
             "contract_number": contract, "type": "page_price", "start_date": (today - timedelta(days=400)).isoformat(),
             "billing_period": "quarterly", "includes_consumables": True}]}, token=operator)
+    locations = [{**OFFICES[language], "building_location": "Empfang"},
+                 {**OFFICES[language], "building_location": "Kopierraum"},
+                 {**OFFICES[language], "name": "Lager", "street": WAREHOUSE_STREET}]
     await portal.call("registration.operator.import_installed_base", {"devices": [{
         "serial_number": serial, "model": "ES5431dn", "customer_number": customer, "contract_number": contract,
-        "location": {**OFFICES[language], "building_location": f"Etage {floor}"}}
-        for floor, serial in enumerate(serials)]}, token=operator)
+        "location": location} for serial, location in zip(serials, locations, strict=True)]}, token=operator)
 
     async def known() -> bool:  # accounts learns the installed base from registration's event
         return await stack.db("accounts").installed_base.find_one({"_id": serials[0]}) is not None
@@ -99,11 +102,23 @@ async def signed_in(browser: Browser, gateway_url: str, firm: Company, path: str
 async def test_a_customer_orders_toner_for_two_printers_at_one_address_and_follows_it_to_its_tracking(
         stack: Stack, gateway_url: str, browser: Browser, firms: dict[str, Company]) -> None:
     firm = firms["de"]
-    first, second = firm.devices
+    first, second, elsewhere = firm.devices
     context, page = await signed_in(browser, gateway_url, firm, "/orders")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Bestellungen")
     await expect(page.get_by_text("Sie haben noch nichts bestellt.")).to_be_visible()
     await accessible(page, "orders-empty-de")
+
+    # A link naming a printer at the warehouse too: one order is one delivery address, said beside that printer.
+    await page.goto(f"{gateway_url}/orders/new?device={first['device_id']}&device={elsewhere['device_id']}")
+    for device in (first, elsewhere):
+        await page.locator(f"#qty-{device['device_id']}-{TONER_BLACK}").fill("1")
+    await page.get_by_label("Vor- und Nachname").fill("Christa Zimmermann")
+    await page.get_by_label(firm.t("E-mail address")).fill(firm.person.email)
+    await page.get_by_role("button", name="Auftrag beenden").click()
+    await expect(page.locator(f"#device-{elsewhere['device_id']}-error")).to_contain_text(
+        "Pro Bestellung kann nur eine Lieferadresse verarbeitet werden")
+    await accessible(page, "order-two-addresses-de")
+    await page.goto(f"{gateway_url}/orders")
 
     # OKI's "Maschine wählen": a printer, then the other one at the same address ticked beside it.
     await page.get_by_label("Verbrauchsmaterial bestellen für").select_option(first["device_id"])
@@ -119,8 +134,7 @@ async def test_a_customer_orders_toner_for_two_printers_at_one_address_and_follo
     black = [page.locator(f"#qty-{device['device_id']}-{TONER_BLACK}") for device in (first, second)]
     await black[0].fill("11")
     await black[1].fill("1")
-    await page.get_by_label("Vor- und Nachname").fill("Christa Zimmermann")
-    await page.get_by_label(firm.t("E-mail address")).fill(firm.person.email)
+    await expect(page.get_by_label("Kontaktperson")).to_contain_text("Christa Zimmermann")  # added last time
     await page.get_by_label("z. Hd.").fill("Frau Zimmermann")
     await page.get_by_label("Diese beiden Zeilen für die nächsten Bestellungen").check()
     await page.get_by_label("Ihr Zeichen").fill("Q4")
