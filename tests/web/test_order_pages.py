@@ -240,6 +240,25 @@ async def test_a_service_request_is_opened_found_again_with_its_number_noted_and
     await page.get_by_role("link", name="Alle serviceforespørsler").click()
     await expect(page.get_by_role("row").filter(has_text=number)).to_contain_text(firm.t("Cancelled"))
 
+    # The other printer's request, once the vendor dispatched a technician: who comes and when, and no more changes.
+    opened = await stack.portal.call("ticketing.open_ticket", {
+        "device_id": firm.devices[1]["device_id"], "description": "Strek på utskriftene",
+        "contact": {"name": "Kari Nordmann", "email": firm.person.email}}, token=firm.token)
+    eta = (datetime.now(UTC) + timedelta(days=1)).replace(hour=9, minute=30, second=0, microsecond=0)
+    await stack.portal.call("ticketing.operator.set_status", {
+        "ticket_number": opened["ticket_number"], "status": "dispatched", "technician": "Ola Tekniker",
+        "eta": eta.isoformat()}, token=stack.operator)
+    await page.goto(f"{gateway_url}/tickets/{opened['ticket_number']}")
+    await expect(page.locator("ol.track li")).to_have_count(2)
+    await expect(page.locator("ol.track")).to_contain_text("Ola Tekniker")
+    await expect(page.locator("ol.track")).to_contain_text(eta.strftime("%Y-%m-%d 09:30 UTC"))
+    await expect(page.get_by_role("button", name="Legg til merknaden")).to_have_count(0)
+    await accessible(page, "ticket-dispatched-nb")
+    await page.goto(f"{gateway_url}/tickets/new?device={firm.devices[1]['device_id']}")
+    await expect(page.get_by_role("link", name=firm.t("Service request %(number)s",
+                                                      number=opened["ticket_number"]))).to_be_visible()
+    await expect(page.get_by_role("textbox")).to_have_count(0)
+
     # Another customer's order and request: no such page, as for numbers that do not exist.
     order = firms["de"].found.get("order")
     if order:
