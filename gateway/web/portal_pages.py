@@ -1,5 +1,6 @@
 """The signed-in customer's pages: the dashboard with its quick search, and the landings of the mails' links
-that need no sign-in (a service request, the reminder's readings link, the reminder's unsubscribe)."""
+that need no sign-in (the reminder's readings link, the reminder's unsubscribe). A service request's page is in
+order_pages."""
 
 from __future__ import annotations
 
@@ -56,19 +57,6 @@ async def own_profile(view: View) -> dict[str, Any]:
         if error.code == ErrorCode.NOT_FOUND:
             return {}
         raise
-
-
-@router.get("/tickets/{project}/{sequence}")
-async def ticket_page(view: Page, project: str, sequence: str) -> Response:
-    if not view.session:
-        return view.redirect(f"/sign-in?next=/tickets/{project}/{sequence}")
-    try:
-        ticket = await view.call(ticketing.GetTicket.routing_key, {"ticket_number": f"{project}/{sequence}"})
-    except PortalError as error:
-        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
-            return view.render("not_found.html", 404)
-        raise
-    return view.render("ticket.html", ticket=ticket)
 
 
 @router.get("/unsubscribe")
