@@ -14,12 +14,12 @@ from fastapi.staticfiles import StaticFiles
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.cookies import clear_session_cookies
-from gateway.web import account_pages, portal_pages
+from gateway.web import account_pages, portal_pages, register_pages
 from gateway.web.view import FormRefused, SignInNeeded, view_of
 
 log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
-ROUTERS = (account_pages.router, portal_pages.router)
+ROUTERS = (account_pages.router, portal_pages.router, register_pages.router)
 
 
 def install(app: FastAPI) -> None:
