@@ -1,5 +1,6 @@
-"""The pages of a device's paperwork without the dashboard: the reminder mail's personal readings link (no sign-in:
-the reminder's devices, each counter with its last value, a field per counter)."""
+"""Devices coming into the portal and their readings from a mail: registering a device bought (warranty, proof of
+purchase), claiming an installed-base device by serial and postcode (and asking for the others at its address), and
+the reminder mail's personal readings link (no sign-in: the reminder's devices, each counter with its last value)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
-from contracts import metering
+from contracts import accounts, metering, registration
+from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
-from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, view_of
+from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, validation_errors, view_of
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
 Refusal = (PortalError, NotDelivered, TimeoutError)
 MAX_COUNTER = metering.MAX_COUNTER
+MAX_PROOF_BYTES = 5 * 1024 * 1024  # registration's limit (CATALOG §3): a larger file is not even sent
 
 
 @dataclass
@@ -123,3 +128,136 @@ def whole_number(text: str) -> int | str:
         return "int_parsing"
     value = int(text)
     return "less_than_equal" if value > MAX_COUNTER else value
+
+
+# --- registering a device ---------------------------------------------------------------------------------------
+
+ADDRESS_FIELDS = ("name", "street", "postal_code", "city", "country")
+# The form's names of the command's fields, where they differ (the warranty checkbox as FIELD_OF_CODE names it).
+REGISTER_FIELDS = {"warranty_accepted": "accept_warranty", "location": "location_choice"}
+
+
+def ticked(form: dict[str, str], name: str) -> bool:
+    return form.get(name) in ("on", "true", "1")
+
+
+async def serial_hint(view: View, model: str) -> dict[str, Any] | None:
+    """Where the serial is on the model (`registration.serial_hint`); None when no model was named."""
+    if not model:
+        return None
+    try:
+        return await view.call(registration.SerialHint.routing_key, {"model": model[:80]}, anonymous=True)
+    except PortalError as error:
+        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
+            return {"model": model, "hint": None}
+        raise
+
+
+async def terms_first(view: View, here: str) -> Response | None:
+    """The sign-in for someone signed out; the vendor's current terms for someone who has not accepted them yet
+    (registration refuses devices before them: OKI step 4)."""
+    if not view.session:
+        return view.redirect(f"/sign-in?next={here}")
+    profile = await view.call(accounts.GetProfile.routing_key)
+    return view.redirect(f"/terms?next={here}") if profile.get("terms_open") else None
+
+
+@router.get("/devices/new")
+async def register_page(view: Page, model: str = "") -> Response:
+    if elsewhere := await terms_first(view, "/devices/new"):
+        return elsewhere
+    model = model.strip()
+    return view.render("register_device.html", model=model, hint=await serial_hint(view, model),
+                       values={"location_choice": "contact"})
+
+
+@router.post("/devices/new")
+async def register(view: Page) -> Response:
+    form = await view.form()
+    if not view.session:
+        return view.redirect("/sign-in?next=/devices/new")
+    upload = (await view.request.form()).get("proof_of_purchase")
+    model = form.get("model", "")
+    hint = await serial_hint(view, model)
+
+    def again(errors: Errors) -> Response:
+        return view.render("register_device.html", 400, model=model, hint=hint, values=form, errors=errors)
+
+    proof: FileObject | None = None
+    if isinstance(upload, UploadFile) and upload.filename:
+        content = await upload.read(MAX_PROOF_BYTES + 1)
+        if len(content) > MAX_PROOF_BYTES:
+            message = message_for("file_too_large", view.language)
+            return again(Errors(message, {"proof_of_purchase": message}))
+        proof = FileObject.from_bytes(upload.filename[:200], upload.content_type or "application/octet-stream",
+                                      content)
+    location: dict[str, Any] = ({"same_as_contact": True} if form.get("location_choice", "contact") == "contact"
+                                else {name: form.get(name) or None for name in ADDRESS_FIELDS})
+    try:
+        request = registration.RegisterDevice.model_validate({
+            "serial_number": form.get("serial_number", ""), "purchase_date": form.get("purchase_date", ""),
+            "warranty_accepted": ticked(form, "accept_warranty"), "location": location,
+            "building_location": form.get("building_location") or None,
+            "friendly_name": form.get("friendly_name") or None, **({"proof_of_purchase": proof} if proof else {})})
+    except ValidationError as error:
+        return again(validation_errors(view, error, REGISTER_FIELDS))
+    missing = [name for name in ("street", "postal_code", "city") if "same_as_contact" not in location
+               and not location[name]]
+    if missing:  # another address than the contact's: where the device stands, as a technician needs it
+        return again(Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language),
+                            {name: view.gettext(FIELD_MESSAGES["missing"]) for name in missing}))
+    if not request.warranty_accepted:  # the service would refuse it too; said before the file travels
+        message = message_for("warranty_not_accepted", view.language)
+        return again(Errors(message, {"accept_warranty": message}))
+    try:
+        registered = await view.call(registration.RegisterDevice.routing_key, request)
+    except Refusal as error:
+        if isinstance(error, PortalError) and error.code == "terms_not_accepted":  # new terms since the form opened
+            return view.redirect("/terms?next=/devices/new")
+        return again(refusal_errors(view, error))
+    return view.redirect(f"/devices/new/{registered['device_id']}")
+
+
+@router.get("/devices/new/{device_id}")
+async def registered_page(view: Page, device_id: str) -> Response:
+    """After registering: the device and its warranty (a reload registers nothing again)."""
+    if not view.session:
+        return view.redirect(f"/sign-in?next=/devices/new/{device_id}")
+    device = await view.call(registration.GetDevice.routing_key, {"device_id": device_id})
+    return view.render("register_done.html", device=device)
+
+
+# --- claiming an installed-base device ------------------------------------------------------------------------------
+
+@router.get("/devices/claim")
+async def claim_page(view: Page) -> Response:
+    if elsewhere := await terms_first(view, "/devices/claim"):
+        return elsewhere
+    return view.render("register_claim.html")
+
+
+@router.post("/devices/claim")
+async def claim(view: Page) -> Response:
+    form = await view.form()
+    try:
+        request = registration.ClaimDevice(serial_number=form.get("serial_number", ""),
+                                           postal_code=form.get("postal_code", ""))
+        claimed = await view.call(registration.ClaimDevice.routing_key, request)
+    except ValidationError as error:
+        return view.render("register_claim.html", 400, values=form, errors=validation_errors(view, error))
+    except Refusal as error:
+        return view.render("register_claim.html", 400, values=form, errors=refusal_errors(view, error))
+    return view.render("register_claimed.html", claimed=claimed, serial_number=request.serial_number)
+
+
+@router.post("/devices/claim/same-location")
+async def claim_same_location(view: Page) -> Response:
+    form = await view.form()
+    device_ids = [name.removeprefix("device-") for name in form if name.startswith("device-") and ticked(form, name)]
+    if not device_ids:
+        return view.redirect("/")
+    try:
+        requested = await view.call(registration.ClaimSameLocation.routing_key, {"device_ids": device_ids[:200]})
+    except Refusal as error:
+        return view.render("trouble.html", 400, message=refusal_errors(view, error).summary)
+    return view.render("register_claim_requested.html", requested=requested, count=len(device_ids))

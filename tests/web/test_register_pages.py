@@ -10,11 +10,11 @@ from datetime import timedelta
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, expect
+from playwright.async_api import Browser, BrowserContext, FilePayload, Locator, Page, expect
 
 from gateway.cookies import SESSION_COOKIE
 from services.metering import periods
-from tests.builders import random_id, random_serial
+from tests.builders import PDF, random_id, random_serial
 from tests.e2e.conftest import SignedUp, Stack
 from tests.readmodels import today
 from tests.support import eventually, plain_text
@@ -195,3 +195,81 @@ async def test_the_mails_unsubscribe_link_turns_the_devices_reminders_off_and_th
         client.cookies.set(SESSION_COOKIE, session)
         signed_in = await client.get("/readings")
         assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/readings/due")
+
+
+async def signed_in_context(browser: Browser, gateway_url: str, session: str, language: str) -> BrowserContext:
+    context = await new_context(browser, language)
+    await context.add_cookies([{"name": SESSION_COOKIE, "value": session, "url": gateway_url}])
+    return context
+
+
+async def test_a_customer_registers_a_bought_device_and_claims_one_under_contract_with_its_neighbour(
+        stack: Stack, gateway_url: str, browser: Browser, reminded: Reminded) -> None:
+    context = await signed_in_context(browser, gateway_url, await stack.sign_in(reminded.person), "de")
+    page = await context.new_page()
+    await page.goto(f"{gateway_url}/devices/new")  # the vendor's terms first, then the page asked for
+    await page.get_by_label("Ich akzeptiere die Nutzungsbedingungen").check()
+    await page.get_by_label("Ich akzeptiere die Datenschutzerklärung").check()
+    await page.get_by_role("button", name="Akzeptieren und weiter").click()
+    await expect(page).to_have_url(f"{gateway_url}/devices/new")
+    await page.get_by_label("Modell Ihres Geräts").fill("C332")
+    await page.get_by_role("button", name="Wo finde ich die Seriennummer?").click()
+    await expect(page.get_by_role("status")).to_contain_text("On the label inside the front cover.")
+    await accessible(page, "register-device-de")
+
+    serial = random_serial("AK6C")
+    proof = FilePayload(name="rechnung.pdf", mimeType="application/pdf", buffer=PDF)
+    await page.get_by_label("Seriennummer").fill(serial)
+    await page.get_by_label("Kaufdatum").fill((today() - timedelta(days=10)).isoformat())
+    await page.get_by_label("Kaufbeleg").set_input_files(proof)
+    await page.get_by_role("button", name="Gerät registrieren").click()  # the warranty statement not accepted
+    await expect(page.locator("#accept_warranty-error")).to_have_text(
+        "Bitte akzeptieren Sie die Garantieerklärung, um das Gerät zu registrieren.")
+    await expect(page.get_by_label("Seriennummer")).to_have_value(serial)
+    await accessible(page, "register-device-refused-de")
+    await page.get_by_label("Kaufbeleg").set_input_files(proof)
+    await page.get_by_label("Ich habe die Garantieerklärung gelesen und akzeptiere sie").check()
+    await page.get_by_role("button", name="Gerät registrieren").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Gerät registriert")
+    await expect(page.locator("dl.facts")).to_contain_text("36 Monate")
+    await accessible(page, "register-done-de")
+    registered_page = page.url
+    await context.close()
+
+    # Someone of no customer yet claims a device under contract by serial and postcode, then asks for its neighbour.
+    customer, serials = random_id("C"), sorted(random_serial("AK5A") for _ in range(2))
+    await stack.portal.call("accounts.operator.provision_customer", {"customer_number": customer, "name": "Praxis"},
+                            token=stack.operator)
+    await stack.portal.call("registration.operator.import_installed_base", {"devices": [{
+        "serial_number": serial, "model": "ES5431dn", "customer_number": customer,
+        "location": {**OFFICE, "postal_code": "0150", "city": "Oslo", "country": "NO"}} for serial in serials]},
+        token=stack.operator)
+    person = await stack.sign_up("nb")
+    if person.status != "active":
+        await stack.approve(person)
+    context = await signed_in_context(browser, gateway_url, await stack.sign_in(person), "nb")
+    page = await context.new_page()
+    await page.goto(f"{gateway_url}/devices/claim")
+    for box in await page.get_by_role("checkbox").all():
+        await box.check()
+    await page.get_by_role("button", name="Godta og fortsett").click()
+    await expect(page).to_have_url(f"{gateway_url}/devices/claim")
+    await page.get_by_label("Serienummer").fill(serials[0])
+    await page.get_by_label("Postnummer der enheten står").fill("0151")
+    await page.get_by_role("button", name="Legg til enheten").click()
+    await expect(page.locator("#postal_code-error")).to_be_visible()
+    await expect(page.get_by_label("Serienummer")).to_have_value(serials[0])
+    await accessible(page, "register-claim-refused-nb")
+    await page.get_by_label("Postnummer der enheten står").fill("0150")
+    await page.get_by_role("button", name="Legg til enheten").click()
+    await expect(page.get_by_role("status")).to_contain_text(serials[0])
+    await accessible(page, "register-claimed-nb")
+    await page.get_by_label(f"ES5431dn · {serials[1]}").check()
+    await page.get_by_role("button", name="Be om disse enhetene").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Forespørsel sendt")
+    answer = await page.goto(registered_page)  # another customer's device: no such page
+    assert answer is not None and answer.status == 404
+    await context.close()
+    pending = await stack.portal.call("registration.operator.list_requests", {"kind": "same_location_claim"},
+                                      token=stack.operator)
+    assert any(serials[1] in str(request) for request in pending["items"])
