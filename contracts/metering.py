@@ -290,16 +290,34 @@ class ReminderCounter(BaseModel):
     last_date: date | None = None
 
 
-class ReminderDevice(BaseModel):
+class LinkDevice(BaseModel):
     device_id: str
     serial_number: str
     model: str
     friendly_name: str | None = None
     location: Location = Field(default_factory=Location)
-    counters: list[ReminderCounter]
+    counters: list[ReminderCounter] = Field(description="Each counter with its last value and date (the last "
+                                            "reading, else the ERP's last value).")
+
+
+class ReminderDevice(LinkDevice):
     recipient: ReminderRecipient | None = Field(
         default=None, description="The device's own entry among its reminder recipients that put it in this mail: "
         "one address may receive the devices of several customers, and an unsubscribe is for that entry.")
+
+
+class LinkDevices(Command):
+    """The devices of a reminder's personal link, for the page it opens without signing in: those it lists that
+    still belong to the customer they belonged to (as `submit_by_link`), until the window closes."""
+
+    routing_key: ClassVar[str] = "metering.link_devices"
+    token: str = Field(min_length=1, max_length=200)
+
+
+class LinkedDevices(BaseModel):
+    period_end: date = Field(description="The billing period the reminder is for.")
+    window_closes: date = Field(description="The last day the link works.")
+    devices: list[LinkDevice] = Field(description="By serial number.")
 
 
 class ReminderDue(Event):

@@ -45,7 +45,7 @@ ANONYMOUS = frozenset({
     "accounts.register", "accounts.confirm_email", "accounts.resend_confirmation", "accounts.login",
     "accounts.contract_login", "accounts.request_password_reset", "accounts.reset_password",
     "accounts.recover_username", "registration.serial_hint", "registration.bulk_template", "metering.submit_by_link",
-    "notifier.unsubscribe",
+    "metering.link_devices", "notifier.unsubscribe",
 })
 
 
@@ -199,6 +199,8 @@ ROUTES: tuple[Route, ...] = (
           "Devices without a reading after the window closed", reply=Page[metering.OverdueDevice]),
     Route("POST", "/reading-links/readings", "metering.submit_by_link", metering.SubmitByLink,
           "Submit readings through a reminder's personal link", reply=metering.BulkOutcome),
+    Route("GET", "/reading-links/devices", "metering.link_devices", metering.LinkDevices,
+          "The devices of a reminder's personal link", reply=metering.LinkedDevices),
     # ordering (CATALOG §5)
     Route("POST", "/operator/consumables", "ordering.operator.upsert_consumables", ordering.UpsertConsumables,
           "Set the consumables of a model", reply=Counted),

@@ -14,13 +14,15 @@ from fastapi.staticfiles import StaticFiles
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.cookies import clear_session_cookies
-from gateway.web import account_pages, device_pages, fleet_pages, order_pages, portal_pages
+from gateway.web import account_pages, device_pages, fleet_pages, order_pages, portal_pages, register_pages
 from gateway.web.view import FormRefused, SignInNeeded, view_of
 
 log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
-# /devices/uploads before /devices/{device_id}: the first route that matches a path serves it.
-ROUTERS = (account_pages.router, portal_pages.router, fleet_pages.router, device_pages.router, order_pages.router)
+# /devices/uploads, /devices/new and /devices/claim before /devices/{device_id}: the first route that matches a path
+# serves it.
+ROUTERS = (account_pages.router, portal_pages.router, fleet_pages.router, register_pages.router, device_pages.router,
+           order_pages.router)
 
 
 def install(app: FastAPI) -> None:

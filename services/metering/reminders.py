@@ -17,6 +17,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 from contracts import metering as api
 from contracts.base import Page
@@ -35,6 +36,7 @@ from services.runtime.service import Router
 
 log = logging.getLogger(__name__)
 router = Router()
+Listed = TypeVar("Listed", bound=api.LinkDevice)
 
 # Overdue devices of a closed window are looked for during the week after it closed.
 OVERDUE_SEARCH: timedelta = timedelta(days=7)
@@ -150,8 +152,8 @@ async def send_reminders(store: MeteringStore, instance: Instance, window: perio
     for reminder_id in fresh:
         recipient, listed = recipients[keyed[reminder_id]]
         own = {device["_id"]: (device, entry) for device, entry in reversed(listed)}  # each once, its first entry
-        devices = [reminder_device(device).model_copy(update={"recipient": ReminderRecipient(**entry)})
-                   for device, entry in own.values()]
+        devices = [reminder_device(device, api.ReminderDevice).model_copy(
+                       update={"recipient": ReminderRecipient(**entry)}) for device, entry in own.values()]
         token = secrets.token_urlsafe(24)
         event = api.ReminderDue(
             reminder_id=reminder_id, recipient=ReminderRecipient(**recipient), kind=kind,
@@ -172,9 +174,11 @@ async def send_reminders(store: MeteringStore, instance: Instance, window: perio
     return sent
 
 
-def reminder_device(device: Document) -> api.ReminderDevice:
+def reminder_device(device: Document, model: type[Listed]) -> Listed:
+    """A device as a reminder (or its link's page) lists it: each counter with the value a reading may not go
+    below."""
     previous = previous_values(device)
-    return api.ReminderDevice(
+    return model(
         device_id=device["_id"], serial_number=device["serial_number"], model=device["model"],
         friendly_name=device.get("friendly_name"), location=Location(**(device.get("location") or {})),
         counters=[api.ReminderCounter(counter=name, last_value=previous[name]["value"] if name in previous else None,
@@ -217,23 +221,48 @@ async def list_overdue(request: api.ListOverdue, ctx: CommandContext) -> Page[ap
 async def submit_by_link(request: api.SubmitByLink, ctx: CommandContext) -> api.BulkOutcome:
     """Readings through a reminder's personal link, no sign-in: for the devices it lists, until its window closes;
     other devices are `not_found`, an unknown or expired link `token_invalid`."""
-    reminder = await store_of(ctx).reminder_by_link(hashed(request.token))
-    if reminder is None or date.fromisoformat(reminder["window_closes"]) < today():
-        raise CommandError("token_invalid", fields={"token": "token_invalid"})
-    listed = set(reminder.get("device_ids") or [])
+    store = store_of(ctx)
+    reminder = await open_link(store, request.token)
     rows = [SheetRow(index, reading.device_id, reading.counter, reading.value, request.reading_date)
             for index, reading in enumerate(request.readings, start=1)]
-    store = store_of(ctx)
-
-    owners = reminder.get("owners") or {}
-    recipient = reminder.get("recipient") or {}
 
     async def devices_of(device_ids: list[str]) -> dict[str, Document]:
-        wanted = [device_id for device_id in device_ids if device_id in listed]
-        return {device["_id"]: device async for device in store.devices.find({"_id": {"$in": wanted}})
-                if still_served(device, owners.get(device["_id"]), recipient)}
+        return await served_devices(store, reminder, device_ids)
 
     return await judge_rows(ctx, rows, key_of=lambda row: row.key, devices_of=devices_of, submitted_by=None)
+
+
+@router.command("metering.link_devices", api.LinkDevices, access=Access.ANYONE, replay=Replay.RERUN)
+async def link_devices(request: api.LinkDevices, ctx: CommandContext) -> api.LinkedDevices:
+    """The devices a reminder's personal link still serves, each counter with its last value, for the page the
+    link opens; the same checks as `submit_by_link`."""
+    store = store_of(ctx)
+    reminder = await open_link(store, request.token)
+    served = await served_devices(store, reminder, list(reminder.get("device_ids") or []))
+    return api.LinkedDevices(
+        period_end=date.fromisoformat(reminder["period_end"]),
+        window_closes=date.fromisoformat(reminder["window_closes"]),
+        devices=sorted((reminder_device(device, api.LinkDevice) for device in served.values()),
+                       key=lambda device: device.serial_number))
+
+
+async def open_link(store: MeteringStore, token: str) -> Document:
+    """The reminder whose personal link this is, while its window is open; `token_invalid` for an unknown or
+    expired link."""
+    reminder = await store.reminder_by_link(hashed(token))
+    if reminder is None or date.fromisoformat(reminder["window_closes"]) < today():
+        raise CommandError("token_invalid", fields={"token": "token_invalid"})
+    return reminder
+
+
+async def served_devices(store: MeteringStore, reminder: Document, device_ids: list[str]) -> dict[str, Document]:
+    """Of `device_ids`, the devices the reminder lists and its link still reaches (`still_served`), by id."""
+    listed = set(reminder.get("device_ids") or [])
+    owners = reminder.get("owners") or {}
+    recipient = reminder.get("recipient") or {}
+    wanted = [device_id for device_id in device_ids if device_id in listed]
+    return {device["_id"]: device async for device in store.devices.find({"_id": {"$in": wanted}})
+            if still_served(device, owners.get(device["_id"]), recipient)}
 
 
 def still_served(device: Document, owner: str | None, recipient: Document) -> bool:

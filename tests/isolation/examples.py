@@ -87,6 +87,7 @@ def example_bodies(world: World) -> dict[str, dict[str, Any]]:
         "metering.operator.overdue": {"period_end": "2025-12-31"},
         "metering.submit_by_link": {"token": UNKNOWN_TOKEN, "readings": [
             {"device_id": a1.device_id, "counter": "mono", "value": 3000}]},
+        "metering.link_devices": {"token": UNKNOWN_TOKEN},
         "ordering.health": {},
         "ordering.operator.upsert_consumables": {"model": "ES5462 MFP", "items": [
             {"article_number": TONER_K, "description": "TONER-K", "kind": "toner", "color": "black"}]},

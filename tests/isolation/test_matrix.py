@@ -69,6 +69,7 @@ EXEMPT = {
     "registration.serial_hint": "the public product catalogue",
     "registration.bulk_template": "the same empty template for everyone",
     "metering.submit_by_link": "the link's devices only (tests/metering/test_reminders.py, test_edges.py); no caller",
+    "metering.link_devices": "the link's devices only, as submit_by_link (tests/metering/test_reminders.py); no caller",
     "notifier.unsubscribe": "acts on whoever holds the reminder's link, for that reminder's device only",
 }
 

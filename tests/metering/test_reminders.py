@@ -222,3 +222,50 @@ async def test_a_personal_link_is_refused_once_its_window_closed(
     token = event["reading_url"].split("token=", 1)[1]
     assert await outcome(portal, "metering.submit_by_link", {"token": token, "readings": [
         {"device_id": device["device_id"], "counter": "mono", "value": 1}]}) == "token_invalid"
+
+
+async def test_the_personal_link_tells_its_devices_with_their_last_values_while_they_are_the_customers(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    customer = random_id("C-")
+    await provision_customer(amqp_url, metering, customer, billing_period="monthly")
+    window = periods.Window(periods.period_end(today(), "monthly"))
+    last_date = window.period_end - timedelta(days=60)
+    kept, moved = [await provision_device(amqp_url, metering, customer_number=customer,
+                                          last={"mono": 100, "color": 50}, last_date=last_date) for _ in range(2)]
+    async with EventTap(amqp_url, "metering.reminder.due") as tap:
+        await run_reminders(portal, settings, window.opens)
+        event = await tap.next("metering.reminder.due")
+    token = event["reading_url"].split("token=", 1)[1]
+    both = await portal.call("metering.link_devices", {"token": token})
+    assert (both["period_end"], both["window_closes"]) == (window.period_end.isoformat(), window.closes.isoformat())
+    assert sorted(device["device_id"] for device in both["devices"]) == sorted(
+        device["device_id"] for device in (kept, moved))
+    # The device moves to another customer: the link no longer lists it (the reminder's `owners`, as submit_by_link).
+    await provision_device(amqp_url, metering, customer_number=random_id("C-"), device_id=moved["device_id"],
+                           serial_number=moved["serial_number"], version=2, last={"mono": 100, "color": 50},
+                           last_date=last_date)
+    (listed,) = (await portal.call("metering.link_devices", {"token": token}))["devices"]
+    assert listed["device_id"] == kept["device_id"] and listed["serial_number"] == kept["serial_number"]
+    assert "recipient" not in listed
+    assert {counter["counter"]: (counter["last_value"], counter["last_date"]) for counter in listed["counters"]} == {
+        "mono": (100, last_date.isoformat()), "color": (50, last_date.isoformat())}
+    for forged in (token + "x", "x" * 32):
+        assert await outcome(portal, "metering.link_devices", {"token": forged}) == "token_invalid"
+    # After a reading through the link, the page shows it as the last value.
+    await portal.call("metering.submit_by_link", {"token": token, "readings": [
+        {"device_id": kept["device_id"], "counter": "mono", "value": 150},
+        {"device_id": kept["device_id"], "counter": "color", "value": 60}]})
+    (after,) = (await portal.call("metering.link_devices", {"token": token}))["devices"]
+    assert {counter["counter"]: counter["last_value"] for counter in after["counters"]} == {"mono": 150, "color": 60}
+
+
+async def test_a_closed_windows_link_tells_no_devices(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    customer = random_id("C-")
+    await provision_customer(amqp_url, metering, customer)
+    await provision_device(amqp_url, metering, customer_number=customer)
+    async with EventTap(amqp_url, "metering.reminder.due") as tap:
+        await run_reminders(portal, settings, date(2024, 12, 24))  # closed on 2025-01-10
+        event = await tap.next("metering.reminder.due")
+    token = event["reading_url"].split("token=", 1)[1]
+    assert await outcome(portal, "metering.link_devices", {"token": token}) == "token_invalid"
