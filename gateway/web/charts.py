@@ -3,6 +3,7 @@ table beside each chart says the same in words."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ class Chart:
     labels: list[tuple[float, str]] = field(default_factory=list)  # (x centre, period end)
 
 
+MAX_LABELS = 12
 CHART_FILLS = ("#3d3d3d", "#0b6bb8", "#a8570a", "#2e7d32", "#6a1b9a")
 
 
@@ -51,9 +53,9 @@ def fills_of(counters: list[str]) -> dict[str, str]:
     return {name: CHART_FILLS[index % len(CHART_FILLS)] for index, name in enumerate(counters)}
 
 
-def stacked(periods: list[dict[str, Any]], counters: list[str], shown: int = 12) -> Chart:
-    """The newest `shown` periods (given newest first, each with `period_end`, `total` and `printed_pages` by counter)
-    as bars stacked by counter, `counters` first."""
+def stacked(periods: list[dict[str, Any]], counters: list[str], shown: int | None = 12) -> Chart:
+    """The newest `shown` periods (given newest first, each with `period_end`, `total` and `printed_pages` by counter;
+    None: all) as bars stacked by counter, `counters` first."""
     chart = Chart(periods=list(reversed(periods[:shown])))
     if not chart.periods:
         return chart
@@ -64,9 +66,11 @@ def stacked(periods: list[dict[str, Any]], counters: list[str], shown: int = 12)
     slot = plot_width / len(chart.periods)
     width = min(slot * 0.6, 64)
     chart.ticks = [(base - plot_height * share, int(top * share)) for share in (0, 0.25, 0.5, 0.75, 1)]
+    every = math.ceil(len(chart.periods) / MAX_LABELS)  # many periods: a label under every few, not on each other
     for index, period in enumerate(chart.periods):
         x = chart.left + slot * index + (slot - width) / 2
-        chart.labels.append((x + width / 2, str(period["period_end"])[:7]))  # a period ends on a month's last day
+        if index % every == 0:
+            chart.labels.append((x + width / 2, str(period["period_end"])[:7]))  # a period ends on a month's last day
         y = float(base)
         for name in counters + sorted(set(period["printed_pages"]) - set(counters)):
             pages = int(period["printed_pages"].get(name, 0))

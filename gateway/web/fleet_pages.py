@@ -106,7 +106,7 @@ def usage_range(view: View, start: str | None, end: str | None) -> tuple[dict[st
     try:
         metering.Usage.model_validate(fields)
     except ValidationError as error:
-        return fields, validation_errors(view, error, {"from_": "from"})
+        return fields, validation_errors(view, error, {"from": "start", "to": "end", "": "end"})
     return fields, None
 
 
@@ -126,7 +126,7 @@ async def usage(view: Page, start: str | None = None, end: str | None = None) ->
     newest_first = [periods[end] for end in sorted(periods, reverse=True)]
     counters = sorted({counter for summed in newest_first for counter in summed["printed_pages"]})
     return view.render("fleet_usage.html", period=period, rows=report["items"],
-                       chart=stacked(newest_first, counters), fills=fills_of(counters))
+                       chart=stacked(newest_first, counters, shown=None), fills=fills_of(counters))
 
 
 @router.get("/usage/export")

@@ -89,7 +89,9 @@ class View:
         given = form.get(FORM_FIELD)
         if not isinstance(given, str) or not secrets.compare_digest(given.encode(), self.form_token.encode()):
             raise FormRefused
-        return {name: value.strip() for name, value in form.items() if isinstance(value, str) and name != FORM_FIELD}
+        # Text as typed, trimmed; a password exactly as typed (the API and accounts keep its spaces too).
+        return {name: value if "password" in name else value.strip() for name, value in form.items()
+                if isinstance(value, str) and name != FORM_FIELD}
 
     async def file(self, name: str) -> FileObject | None:
         """The posted form's file `name` (after `form()` checked the token); None when no file was chosen."""
@@ -210,11 +212,14 @@ class Errors:
 
 
 def validation_errors(view: View, error: ValidationError, names: Mapping[str, str] | None = None) -> Errors:
-    """The form's own check before sending: each field's message in the page's language."""
+    """The form's own check before sending: each field's message in the page's language, under the form's name for
+    it (`names`: the model's name → the form's; "" names the field of a check of the whole model)."""
     fields: dict[str, str] = {}
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]]
-        name = (names or {}).get(location[0], location[0]) if location else "form"
+        name = (names or {}).get(location[0] if location else "", location[0] if location else "")
+        if not name:
+            continue  # about the whole form: the summary says it
         if name == "email" and problem["type"] == "value_error":
             text = view.gettext("Please enter a valid e-mail address.")
         else:
@@ -234,4 +239,5 @@ def refusal_errors(view: View, error: PortalError | NotDelivered | TimeoutError,
     field = {**FIELD_OF_CODE, **(field_of or {})}.get(error.code)
     if field:
         return Errors(message, {field: message})
-    return Errors(message, {name: view.gettext(INVALID) for name in (error.fields or {})})
+    # A service names nested fields (`file.content_base64`): the form's field is the first part.
+    return Errors(message, {name.split(".")[0]: view.gettext(INVALID) for name in (error.fields or {})})
