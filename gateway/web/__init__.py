@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.cookies import clear_session_cookies
+from gateway.limits import BodyTooLarge
 from gateway.web import account_pages, device_pages, fleet_pages, order_pages, portal_pages, register_pages
 from gateway.web.view import FormRefused, SignInNeeded, view_of
 
@@ -48,6 +49,15 @@ def install(app: FastAPI) -> None:
 
     for kind in (PortalError, NotDelivered, TimeoutError):
         app.add_exception_handler(kind, trouble)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, error: BodyTooLarge) -> Response:
+        # Said on a page of its own: the form cannot be shown again, as its fields were never read.
+        view = view_of(request)
+        megabytes = view.settings.gateway_max_body_bytes / (1024 * 1024)
+        response = view.render("too_large.html", 413, megabytes=f"{megabytes:.0f}", back=request.url.path)
+        response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(FormRefused)
     async def form_refused(request: Request, error: FormRefused) -> Response:
