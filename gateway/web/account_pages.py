@@ -4,6 +4,7 @@ terms, profile, the language picker, sign-out."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -19,6 +20,7 @@ from gateway.web.view import Errors, View, local_path, refusal_errors, validatio
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
 Refusal = (PortalError, NotDelivered, TimeoutError)
+SIGNED_UP_COOKIE = "portal_signed_up"  # the address just signed up, for the page that says where the link went
 
 
 def ticked(form: dict[str, str], name: str) -> bool:
@@ -122,12 +124,21 @@ async def sign_up(view: Page) -> Response:
                        for name in ("accept_terms", "accept_privacy") if not fields[name]}
             return view.render("sign_up.html", 400, values=form,
                                errors=Errors(view.gettext("Please accept the terms and the privacy notice."), missing))
-        registered = await view.call(accounts.Register.routing_key, request, anonymous=True)
+        await view.call(accounts.Register.routing_key, request, anonymous=True)
     except ValidationError as error:
         return view.render("sign_up.html", 400, errors=validation_errors(view, error), values=form)
     except Refusal as error:
         return view.render("sign_up.html", 400, errors=refusal_errors(view, error), values=form)
-    return view.render("signed_up.html", 201, email=request.email, status=registered["status"])
+    # Post/redirect/get: a reload shows the answer again instead of signing up a second time (email_taken).
+    response = view.redirect("/sign-up/done")
+    response.set_cookie(SIGNED_UP_COOKIE, request.email, max_age=900, path="/sign-up/done", httponly=True,
+                        samesite="lax", secure=view.settings.secure_cookies)
+    return response
+
+
+@router.get("/sign-up/done")
+async def signed_up(view: Page) -> Response:
+    return view.render("signed_up.html", email=view.request.cookies.get(SIGNED_UP_COOKIE))
 
 
 @router.get("/confirm-email")
@@ -144,7 +155,12 @@ async def confirm(view: Page) -> Response:
                                     anonymous=True)
     except Refusal as error:
         return view.render("confirm_email.html", 400, errors=refusal_errors(view, error), token=form.get("token"))
-    return view.render("confirmed.html", status=confirmed["status"])
+    return view.redirect(f"/confirm-email/done?status={quote(str(confirmed['status']))}")
+
+
+@router.get("/confirm-email/done")
+async def confirmed_page(view: Page, status: str = "active") -> Response:
+    return view.render("confirmed.html", status=status)
 
 
 # --- forgotten password and username ----------------------------------------------------------------------------

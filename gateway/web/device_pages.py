@@ -22,7 +22,7 @@ from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.charts import fills_of, stacked
 from gateway.web.i18n import N_
-from gateway.web.view import Errors, SignInNeeded, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import Errors, View, refusal_errors, validation_errors, view_of
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -212,15 +212,7 @@ def reading_errors(view: View, error: PortalError | NotDelivered | TimeoutError)
 async def submit_once(view: View, request: metering.SubmitReading, submission: str) -> dict[str, Any]:
     """`metering.submit_reading` under the preview's own message id: a second click on "Accept" (or a reload of
     the post) is answered with the first reply and stores nothing more."""
-    if not view.session:
-        raise SignInNeeded
-    try:
-        return await view.portal.call(request.routing_key, request, token=view.session, lang=view.language,
-                                      message_id=submission, timeout=view.settings.gateway_command_timeout)
-    except PortalError as error:
-        if error.code == ErrorCode.UNAUTHENTICATED:
-            raise SignInNeeded from error
-        raise
+    return await view.call(request.routing_key, request, message_id=submission)
 
 
 def submission_id(given: str | None) -> str:

@@ -90,7 +90,9 @@ async def upload_readings(view: Page) -> Response:
         return view.render("fleet_readings.html", 400, outcome=None,
                            errors=Errors(fields={"file": view.gettext("Please choose a file with readings.")}))
     try:
-        outcome = await view.call(metering.SubmitBulk.routing_key, {"file": file.model_dump()})
+        # A reload of the answer sends the same file again: the same command, answered with the first reply.
+        outcome = await view.call(metering.SubmitBulk.routing_key, {"file": file.model_dump()},
+                                  message_id=view.repeated_id("readings", file.content_base64))
     except Refusal as error:
         return view.render("fleet_readings.html", 400, outcome=None, errors=refusal_errors(view, error, FILE_FIELD))
     return view.render("fleet_readings.html", outcome=outcome)

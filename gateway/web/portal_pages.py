@@ -71,6 +71,11 @@ async def unsubscribe(view: Page) -> Response:
         await view.call(notifier.Unsubscribe.routing_key, {"token": form.get("token", "")}, anonymous=True)
     except Refusal as error:
         return view.render("unsubscribe.html", 400, token=form.get("token", ""), errors=refusal_errors(view, error))
+    return view.redirect("/unsubscribe/done")
+
+
+@router.get("/unsubscribe/done")
+async def unsubscribed(view: Page) -> Response:
     return view.render("unsubscribed.html")
 
 

@@ -7,6 +7,7 @@ next page or with the same form, its values kept and each refused field marked.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,18 +102,26 @@ class View:
         return await uploaded(part, name)
 
     async def call(self, command: str, payload: Mapping[str, Any] | BaseModel | None = None, *,
-                   anonymous: bool = False) -> dict[str, Any]:
-        """The command's data; a page that needs a session and lost it goes to the sign-in."""
+                   anonymous: bool = False, message_id: str | None = None) -> dict[str, Any]:
+        """The command's data; a page that needs a session and lost it goes to the sign-in. A `message_id` makes a
+        form sent twice (a double click, a reload of the post) one command: the second gets the first's reply."""
         if not anonymous and not self.session:
             raise SignInNeeded
         body = payload.model_dump(mode="json", exclude_none=True) if isinstance(payload, BaseModel) else payload
         try:
             return await self.portal.call(command, dict(body or {}), token=None if anonymous else self.session,
-                                          lang=self.language, timeout=self.settings.gateway_command_timeout)
+                                          lang=self.language, message_id=message_id,
+                                          timeout=self.settings.gateway_command_timeout)
         except PortalError as error:
             if error.code == ErrorCode.UNAUTHENTICATED and not anonymous:
                 raise SignInNeeded from error
             raise
+
+    def repeated_id(self, *parts: str) -> str:
+        """The message id of a form as this browser sends it: the same form with the same content, sent again from
+        here, is the same command (and no one else's, as the form token is this browser's)."""
+        digest = hashlib.sha256("\x1f".join((self.form_token, *parts)).encode()).hexdigest()
+        return f"page-{digest[:40]}"
 
     def render(self, template: str, http_status: int = 200, /, **context: Any) -> HTMLResponse:
         page = environment(self.language).get_template(template).render(

@@ -188,9 +188,6 @@ async def test_review_an_empty_file_is_refused_beside_the_file_field(pages: http
         assert f'id="{anchor}"' in response.text, anchor
 
 
-@pytest.mark.xfail(strict=True, reason="no Post/Redirect/Get after a successful sign-up (nor a readings file, "
-                   "confirmation, unsubscribe): the answer to the POST is the page, so a reload or Back/Forward "
-                   "posts the form again and the person who just signed up is told the address is taken")
 async def test_review_reloading_the_page_after_signing_up_shows_no_refusal(pages: httpx.AsyncClient) -> None:
     await pages.get("/sign-up")
     form = {"csrf": pages.cookies["portal_form"], "email": "anna@example.com", "username": "anna",
