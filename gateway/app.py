@@ -27,10 +27,10 @@ from contracts.topology import SERVICES
 from gateway import openapi, web
 from gateway.cookies import (
     CSRF_COOKIE,
-    SESSION_COOKIE,
     clear_session_cookies,
     csrf_token,
     end_replaced_session,
+    session_of,
     set_session_cookies,
 )
 from gateway.files import file_response, uploaded
@@ -66,7 +66,7 @@ def access_token(request: Request, route: Route) -> str | None:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()  # a header no other site can make a browser send: no CSRF check needed
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = session_of(request, request.app.state.settings)
     if not cookie:
         return None
     if request.method not in SAFE_METHODS:

@@ -19,6 +19,17 @@ log = logging.getLogger("gateway")
 
 SESSION_COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"
+FORM_COOKIE = "portal_form"  # the pages' form token before sign-in (double submit)
+
+
+def cookie_name(name: str, settings: GatewaySettings) -> str:
+    """In production with the `__Host-` prefix: a browser takes such a cookie only from this very host over HTTPS,
+    for path `/`, so a sibling subdomain or a plain-http answer cannot plant a session or a form token (login CSRF)."""
+    return f"__Host-{name}" if settings.secure_cookies else name
+
+
+def session_of(request: Request, settings: GatewaySettings) -> str | None:
+    return request.cookies.get(cookie_name(SESSION_COOKIE, settings)) or None
 
 
 def csrf_token(session: str) -> str:
@@ -33,16 +44,16 @@ def set_session_cookies(response: Response, data: dict[str, Any], settings: Gate
     max_age = max(0, int((expires - datetime.now(UTC)).total_seconds()))
     common: dict[str, Any] = {"max_age": max_age, "path": "/", "secure": settings.secure_cookies, "samesite": "lax"}
     session = str(data["access_token"])
-    response.set_cookie(SESSION_COOKIE, session, httponly=True, **common)
+    response.set_cookie(cookie_name(SESSION_COOKIE, settings), session, httponly=True, **common)
     # Readable by the page's script, which repeats it in X-CSRF-Token.
-    response.set_cookie(CSRF_COOKIE, csrf_token(session), httponly=False, **common)
+    response.set_cookie(cookie_name(CSRF_COOKIE, settings), csrf_token(session), httponly=False, **common)
 
 
 async def end_replaced_session(portal: PortalClient, request: Request, session: str,
                                settings: GatewaySettings) -> None:
     """A sign-in from a browser that holds another session's cookie replaces that cookie: the older session is
     signed out too, rather than left valid, unseen, until it expires (a shared computer, a second account)."""
-    replaced = request.cookies.get(SESSION_COOKIE)
+    replaced = session_of(request, settings)
     if not replaced or replaced == session:
         return
     try:
@@ -55,5 +66,5 @@ async def end_replaced_session(portal: PortalClient, request: Request, session: 
 
 def clear_session_cookies(response: Response, settings: GatewaySettings) -> None:
     for name in (SESSION_COOKIE, CSRF_COOKIE):
-        response.delete_cookie(name, path="/", secure=settings.secure_cookies, samesite="lax",
+        response.delete_cookie(cookie_name(name, settings), path="/", secure=settings.secure_cookies, samesite="lax",
                                httponly=name == SESSION_COOKIE)

@@ -131,7 +131,8 @@ def components() -> dict[str, Any]:
             "securitySchemes": {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         "cookie": {"type": "apiKey", "in": "cookie", "name": "portal_session",
-                   "description": "Set at sign-in; writes need the `portal_csrf` cookie's value in `X-CSRF-Token`."}}}
+                   "description": "Set at sign-in; writes need the `portal_csrf` cookie's value in `X-CSRF-Token`. "
+                                  "With PORTAL_ENV=production both names carry the `__Host-` prefix."}}}
 
 
 def render() -> str:

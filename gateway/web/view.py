@@ -25,14 +25,13 @@ from starlette.datastructures import UploadFile
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import LANGUAGES, ErrorCode, message_for
-from gateway.cookies import SESSION_COOKIE, csrf_token
+from gateway.cookies import FORM_COOKIE, cookie_name, csrf_token, session_of
 from gateway.files import uploaded
 from gateway.settings import GatewaySettings
 from gateway.web import i18n
 from gateway.web.i18n import N_
 
 TEMPLATES = Path(__file__).parent / "templates"
-FORM_COOKIE = "portal_form"  # before sign-in, the form token is this cookie's value (double submit)
 FORM_FIELD = "csrf"
 
 
@@ -73,7 +72,7 @@ class View:
     def form_token(self) -> str:
         if self.session:
             return csrf_token(self.session)
-        existing = self.request.cookies.get(FORM_COOKIE)
+        existing = self.request.cookies.get(cookie_name(FORM_COOKIE, self.settings))
         if existing:
             return existing
         if self.new_form_cookie is None:
@@ -139,8 +138,8 @@ class View:
 
     def finish(self, response: Response) -> Response:
         if self.new_form_cookie:
-            response.set_cookie(FORM_COOKIE, self.new_form_cookie, httponly=True, samesite="lax", path="/",
-                                secure=self.settings.secure_cookies)
+            response.set_cookie(cookie_name(FORM_COOKIE, self.settings), self.new_form_cookie, httponly=True,
+                                samesite="lax", path="/", secure=self.settings.secure_cookies)
         for name, value in self.cookies.items():
             response.set_cookie(name, value, samesite="lax", path="/", secure=self.settings.secure_cookies,
                                 max_age=365 * 24 * 3600, httponly=True)
@@ -166,7 +165,7 @@ def view_of(request: Request) -> View:
     settings: GatewaySettings = request.app.state.settings
     language = i18n.language_for(request.query_params.get("lang"), request.cookies.get(i18n.LANGUAGE_COOKIE),
                                  request.headers.get("accept-language"))
-    view = View(request, settings, language, request.cookies.get(SESSION_COOKIE) or None)
+    view = View(request, settings, language, session_of(request, settings))
     if request.query_params.get("lang") in LANGUAGES:
         view.cookies[i18n.LANGUAGE_COOKIE] = language
     return view

@@ -51,8 +51,9 @@ async def test_cookies_are_secure_in_production(gateway_settings: GatewaySetting
         response = await http.post("/api/v1/session", json={"login": person["email"],
                                                              "password": person["password"]})
 
-    assert "secure" in set_cookie(response, SESSION_COOKIE).lower()
-    assert "secure" in set_cookie(response, CSRF_COOKIE).lower()
+    # Secure, and named `__Host-`: only this host over HTTPS can set them, no sibling subdomain can plant a session.
+    assert "secure" in set_cookie(response, f"__Host-{SESSION_COOKIE}").lower()
+    assert "secure" in set_cookie(response, f"__Host-{CSRF_COOKIE}").lower()
 
 
 async def test_a_cookie_authenticated_write_needs_the_csrf_token(

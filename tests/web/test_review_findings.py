@@ -164,9 +164,6 @@ async def test_review_a_contract_sign_in_is_offered_no_page_it_cannot_open(pages
         assert (await pages.get(target)).status_code != 404, target
 
 
-@pytest.mark.xfail(strict=True, reason="login CSRF by a planted cookie: before sign-in a form's token is whatever "
-                   "`portal_form` (or the hash of whatever `portal_session`) the request carries, and a sibling "
-                   "origin or a plain-http answer can set both (no __Host- prefix), as the API's CSRF note warns")
 async def test_review_a_cookie_planted_from_a_sibling_origin_signs_no_one_in(portal: Portal) -> None:
     for cookie, token in (({"portal_form": "planted"}, "planted"),
                           ({"portal_session": "planted-session"}, csrf_token("planted-session"))):
