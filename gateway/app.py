@@ -255,8 +255,9 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     @app.exception_handler(StarletteHTTPException)
     async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
         # No route or no such verb: a problem like every other refusal, not FastAPI's {"detail": ...}.
-        if error.status_code == 404 and not request.url.path.startswith(PREFIX + "/"):
-            return web.not_found(request)  # a person's mistyped address: a page, not a problem document
+        if error.status_code in (404, 405) and not request.url.path.startswith(PREFIX + "/"):
+            # A person's mistyped or bookmarked address (GET /sign-out): a page, not a problem document.
+            return web.not_found(request, error.status_code)
         if error.status_code != 405:
             code = {404: ErrorCode.NOT_FOUND}.get(error.status_code,
                                                   ErrorCode.INVALID_MESSAGE if error.status_code < 500 else

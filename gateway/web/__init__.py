@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from contracts.client import NotDelivered, PortalError
@@ -28,6 +29,9 @@ ROUTERS = (account_pages.router, portal_pages.router, fleet_pages.router, regist
 
 def install(app: FastAPI) -> None:
     for router in ROUTERS:
+        for route in router.routes:  # a page answers HEAD as GET (link checkers, monitors)
+            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+                route.methods.add("HEAD")
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -77,5 +81,5 @@ def trouble(request: Request, error: Exception) -> Response:
         "The portal is not answering right now. Nothing was changed; please try again in a moment."))
 
 
-def not_found(request: Request) -> Response:
-    return view_of(request).render("not_found.html", 404)
+def not_found(request: Request, status: int = 404) -> Response:
+    return view_of(request).render("not_found.html", status)

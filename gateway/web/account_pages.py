@@ -15,7 +15,7 @@ from contracts.client import NotDelivered, PortalError
 from contracts.errors import LANGUAGES, AccountsErrorCode
 from gateway.cookies import clear_session_cookies, end_replaced_session, set_session_cookies
 from gateway.web import i18n
-from gateway.web.view import Errors, View, local_path, refusal_errors, validation_errors, view_of
+from gateway.web.view import ACCOUNT_COOKIE, Errors, View, local_path, refusal_errors, validation_errors, view_of
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -72,13 +72,15 @@ async def contract_sign_in(view: Page) -> Response:
     except Refusal as error:
         return view.render("sign_in_contract.html", 400, values=form, errors=refusal_errors(
             view, error, {"invalid_credentials": "contract_number"}))
-    return await signed_in(view, session, "/")
+    return await signed_in(view, session, "/", contract=True)
 
 
-async def signed_in(view: View, session: dict[str, Any], target: str) -> Response:
+async def signed_in(view: View, session: dict[str, Any], target: str, contract: bool = False) -> Response:
     """The session's cookies set, an older session of this browser ended, the profile's language taken on."""
     await end_replaced_session(view.portal, view.request, str(session["access_token"]), view.settings)
     view.session = str(session["access_token"])
+    view.contract = contract
+    view.cookies[ACCOUNT_COOKIE] = "contract" if contract else "person"
     language = session["user"].get("language")
     if language in LANGUAGES:  # the language of the profile, from now on in this browser too
         view.language = language
@@ -98,6 +100,7 @@ async def sign_out(view: Page) -> Response:
             pass
     response = view.redirect("/sign-in?signed_out=1")
     clear_session_cookies(response, view.settings)
+    response.delete_cookie(ACCOUNT_COOKIE, path="/")
     return response
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from contracts import accounts, metering, notifier, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode
-from gateway.web.view import View, refusal_errors, view_of
+from gateway.web.view import ACCOUNT_COOKIE, View, refusal_errors, view_of
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -55,6 +55,8 @@ async def own_profile(view: View) -> dict[str, Any]:
         return await view.call(accounts.GetProfile.routing_key)
     except PortalError as error:
         if error.code == ErrorCode.NOT_FOUND:
+            view.contract = True  # a contract's session, its cookie lost: the pages offer no profile from now on
+            view.cookies[ACCOUNT_COOKIE] = "contract"
             return {}
         raise
 

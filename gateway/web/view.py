@@ -33,6 +33,7 @@ from gateway.web.i18n import N_
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORM_FIELD = "csrf"
+ACCOUNT_COOKIE = "portal_account"  # "contract" after a contract's sign-in: the pages offer no profile then
 
 
 class FormRefused(Exception):
@@ -61,6 +62,7 @@ class View:
     language: str
     session: str | None
     new_form_cookie: str | None = None
+    contract: bool = False  # signed in with a contract's number: no person, so no profile or terms of its own
     cookies: dict[str, str] = field(default_factory=dict)  # set on whatever response the page returns
 
     @property
@@ -165,7 +167,8 @@ def view_of(request: Request) -> View:
     settings: GatewaySettings = request.app.state.settings
     language = i18n.language_for(request.query_params.get("lang"), request.cookies.get(i18n.LANGUAGE_COOKIE),
                                  request.headers.get("accept-language"))
-    view = View(request, settings, language, session_of(request, settings))
+    view = View(request, settings, language, session_of(request, settings),
+                contract=request.cookies.get(ACCOUNT_COOKIE) == "contract")
     if request.query_params.get("lang") in LANGUAGES:
         view.cookies[i18n.LANGUAGE_COOKIE] = language
     return view
