@@ -14,12 +14,12 @@ from fastapi.staticfiles import StaticFiles
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.cookies import clear_session_cookies
-from gateway.web import account_pages, portal_pages
+from gateway.web import account_pages, office_pages, portal_pages
 from gateway.web.view import FormRefused, SignInNeeded, view_of
 
 log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
-ROUTERS = (account_pages.router, portal_pages.router)
+ROUTERS = (account_pages.router, portal_pages.router, office_pages.router)
 
 
 def install(app: FastAPI) -> None:
@@ -57,6 +57,8 @@ def trouble(request: Request, error: Exception) -> Response:
     view = view_of(request)
     if isinstance(error, PortalError) and error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
         return view.render("not_found.html", 404)  # another customer's id looks like no id at all
+    if isinstance(error, PortalError) and error.code == ErrorCode.FORBIDDEN:
+        return view.render("office_not_allowed.html", 403)  # a customer opening the back office
     if isinstance(error, PortalError):
         return view.render("trouble.html", 400, message=error.message or message_for(error.code, view.language))
     log.warning("%s %s: no service answered (%r)", request.method, request.url.path, error)
