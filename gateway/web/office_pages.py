@@ -23,10 +23,10 @@ from pydantic import ValidationError
 from contracts import accounts, notifier, ordering, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
-from contracts.errors import ErrorCode
+from contracts.errors import ErrorCode, message_for
 from contracts.topology import SERVICES
 from gateway.web.i18n import N_
-from gateway.web.view import Errors, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, validation_errors, view_of
 
 router = APIRouter(prefix="/office", include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -177,6 +177,11 @@ async def mark_shipped(view: Page, order_number: str) -> Response:
     row = key(order_number)
     names = {name: f"{name}-{row}" for name in ("carrier", "tracking_number", "tracking_url")}
     values = {field: form.get(name, "") for name, field in names.items()}
+    missing = {names[name]: view.gettext(FIELD_MESSAGES["missing"]) for name in ("carrier", "tracking_number")
+               if not form.get(name)}
+    if missing:  # the customer's shipping notice names both
+        return await orders_page(view, http_status=400, values=values,
+                                 errors=Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language), missing))
     try:
         request = ordering.MarkShipped(order_number=order_number, carrier=form.get("carrier", ""),
                                        tracking_number=form.get("tracking_number", ""),
