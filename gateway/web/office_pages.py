@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from contracts import accounts, notifier, ordering, registration, ticketing
+from contracts import accounts, metering, notifier, ordering, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.errors import ErrorCode, message_for
@@ -39,7 +39,11 @@ ORDER_STATUSES = ("placed", "shipped", "delivered")
 DELIVERY_STATUSES = ("sent", "retrying", "failed")
 DECIDED = {"approved": N_("Approved."), "rejected": N_("Rejected."), "active": N_("Approved."),
            "shipped": N_("Marked as shipped."), "delivered": N_("Marked as delivered."),
-           "status": N_("The service request's status is changed."), "replayed": N_("Put back on the queue.")}
+           "status": N_("The service request's status is changed."), "replayed": N_("Put back on the queue."),
+           "estimate": N_("The estimate is recorded.")}
+# A window closes 10 days after its period's end (CATALOG §4): only then are its devices overdue.
+WINDOW_CLOSES_AFTER = timedelta(days=10)
+COUNTER = re.compile(r"^\s*([^\s=:]+)\s*[=:]\s*(\d{1,13})\s*$")
 
 
 def key(text: str) -> str:
@@ -301,3 +305,88 @@ async def mail(view: Page, recipient: str = "", status: str = "", page: int = 1)
     deliveries = await view.call(notifier.ListDeliveries.routing_key, query)
     return view.render("office_mail.html", deliveries=deliveries, statuses=DELIVERY_STATUSES,
                        values={"recipient": recipient, "status": status if status in DELIVERY_STATUSES else ""})
+
+
+# --- 6. overdue meter readings, estimates, the reminder run --------------------------------------------------------
+
+def last_closed_quarter(today: date) -> date:
+    """The end of the latest quarter whose reading window has closed: the overdue list's first question."""
+    end = date(today.year, (today.month - 1) // 3 * 3 + 1, 1) - timedelta(days=1)
+    while end + WINDOW_CLOSES_AFTER >= today:
+        end = date(end.year, (end.month - 1) // 3 * 3 + 1, 1) - timedelta(days=1)
+    return end
+
+
+def counters_of(text: str) -> list[dict[str, Any]] | None:
+    """`mono=13250, color=3710` as the readings of a command; None when a part is no `name=value`."""
+    parts = [part for part in re.split(r"[,;\n]", text) if part.strip()]
+    found = [COUNTER.match(part) for part in parts]
+    if not parts or not all(found):
+        return None
+    return [{"counter": match.group(1), "value": int(match.group(2))} for match in found if match]
+
+
+async def readings_page(view: View, period_end: str | None = None, page: int = 1, http_status: int = 200,
+                        errors: Errors | None = None, values: dict[str, str] | None = None,
+                        done: str | None = None, run: dict[str, str] | None = None) -> Response:
+    try:
+        end = date.fromisoformat(period_end) if period_end else last_closed_quarter(date.today())
+    except ValueError:
+        end = last_closed_quarter(date.today())
+    overdue = await view.call(metering.ListOverdue.routing_key, {"period_end": end.isoformat(),
+                                                                 "page": page_number(page), "page_size": PAGE_SIZE})
+    return view.render("office_readings.html", http_status, overdue=overdue, period_end=end.isoformat(),
+                       today=date.today().isoformat(), errors=errors, values=values or {},
+                       notice=done_notice(view, done), run=run, key=key)
+
+
+@router.get("/readings")
+async def readings(view: Page, period_end: str | None = None, page: int = 1, done: str | None = None,
+                   reminders: int | None = None, overdue: int | None = None) -> Response:
+    run = None if reminders is None or overdue is None else {"reminders": str(reminders), "overdue": str(overdue)}
+    return await readings_page(view, period_end, page, done=done, run=run)
+
+
+@router.post("/readings/reminders")
+async def run_reminders(view: Page) -> Response:
+    form = await view.form()
+    values = {"as_of": form.get("as_of", "")}
+    try:
+        request = metering.RunReminders(as_of=form.get("as_of", ""))
+        ran = await view.call(metering.RunReminders.routing_key, request)
+    except ValidationError as error:
+        return await readings_page(view, form.get("period_end"), http_status=400, values=values,
+                                   errors=validation_errors(view, error))
+    except Refusal as error:
+        return await readings_page(view, form.get("period_end"), http_status=400, values=values,
+                                   errors=refusal_errors(view, error))
+    query = {"period_end": form.get("period_end", ""), "reminders": ran["reminders"], "overdue": ran["overdue"]}
+    return view.redirect(f"/office/readings?{urlencode(query)}")
+
+
+@router.post("/readings/{device_id}/estimate")
+async def record_estimate(view: Page, device_id: str) -> Response:
+    form = await view.form()
+    row = key(device_id)
+    names = {"readings": f"readings-{row}", "reading_date": f"reading_date-{row}"}
+    values = {field: form.get(name, "") for name, field in names.items()}
+    period_end = form.get("period_end")
+
+    def refused(errors: Errors) -> Awaitable[Response]:
+        return readings_page(view, period_end, http_status=400, errors=errors, values=values)
+
+    counters = counters_of(form.get("readings", ""))
+    if counters is None:
+        message = view.gettext("Please write each counter as name=value, for example mono=12500, color=3400.")
+        return await refused(Errors(message, {names["readings"]: message}))
+    try:
+        request = metering.RecordEstimate(device_id=device_id, readings=counters,
+                                          reading_date=form.get("reading_date", ""))
+        await view.call(metering.RecordEstimate.routing_key, request)
+    except ValidationError as error:
+        return await refused(validation_errors(view, error, names))
+    except Refusal as error:
+        field = names["reading_date"] if isinstance(error, PortalError) and error.code == "invalid_reading_date" \
+            else names["readings"]
+        return await refused(row_refusal(view, error, field))
+    return view.redirect(f"/office/readings?{urlencode({'period_end': period_end or '', 'done': 'estimate'})}")

@@ -14,6 +14,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from contracts.client import PortalError
+from services.metering import periods
 from tests.builders import random_id, random_serial
 from tests.e2e.conftest import Stack
 from tests.support import eventually, retried_while
@@ -25,7 +26,7 @@ OFFICE = {"name": "Kanzlei", "street": "Hauptstraße 1", "postal_code": "01067",
 TONER_BLACK = "44973512"  # the OKI seed's order form for an ES5431dn
 
 
-async def company_under_contract(stack: Stack) -> tuple[str, str]:
+async def company_under_contract(stack: Stack, last_read_days_ago: int = 60) -> tuple[str, str]:
     """A customer with a contract that includes consumables and one device under it: (customer number, serial)."""
     customer, contract, serial = random_id("C"), random_id("K"), random_serial("AK5A")
     start = (date.today() - timedelta(days=400)).isoformat()
@@ -33,7 +34,7 @@ async def company_under_contract(stack: Stack) -> tuple[str, str]:
         "customer_number": customer, "name": "Kanzlei", "contracts": [{
             "contract_number": contract, "type": "page_price", "start_date": start, "billing_period": "quarterly",
             "includes_consumables": True}]}, token=stack.operator)
-    last = (date.today() - timedelta(days=60)).isoformat()
+    last = (date.today() - timedelta(days=last_read_days_ago)).isoformat()
     await stack.portal.call("registration.operator.import_installed_base", {"devices": [{
         "serial_number": serial, "model": "ES5431dn", "customer_number": customer, "contract_number": contract,
         "location": OFFICE, "counters": [{"name": "mono", "value": 100, "date": last},
@@ -200,4 +201,42 @@ async def test_an_operator_ships_an_order_and_dispatches_a_technician_in_german(
     assert datetime.fromisoformat(read["eta"].replace("Z", "+00:00")) == expected.astimezone(UTC)
     await page.get_by_role("link", name="Techniker zugewiesen").click()
     await expect(page.get_by_role("row").filter(has_text=ticket["ticket_number"])).to_contain_text("Kari Nordmann")
+    await context.close()
+
+
+async def test_an_operator_runs_the_reminders_for_a_past_day_and_records_an_estimate_for_an_overdue_device(
+        stack: Stack, gateway_url: str, browser: Browser) -> None:
+    # Last read half a year ago: nothing for the quarter whose window closed last.
+    customer, serial = await company_under_contract(stack, last_read_days_ago=200)
+    closed = periods.closed_window_before(date.today(), "quarterly")
+
+    async def metering_knows() -> bool:  # the device and its contract, from registration's and accounts' events
+        metering = stack.db("metering")
+        return await metering.devices.find_one({"serial_number": serial}) is not None \
+            and await metering.customers.find_one({"_id": customer}) is not None
+    await eventually(metering_knows, timeout=30)
+
+    context, page = await operator_in_office(browser, stack, gateway_url, "en")
+    await page.get_by_role("link", name="Readings", exact=True).click()
+    await page.get_by_label("Period ending on").fill(closed.period_end.isoformat())
+    await page.get_by_role("button", name="Show").click()
+    # The day after the window closed, run now: the device is found overdue.
+    await page.get_by_label("Day", exact=True).fill((closed.closes + timedelta(days=1)).isoformat())
+    await page.get_by_role("button", name="Run the reminders").click()
+    await expect(page.get_by_role("status")).to_contain_text("Devices found overdue: ")
+    row = page.get_by_role("row").filter(has_text=serial)
+    await expect(row).to_contain_text(customer)
+    await accessible(page, "office-readings-en")
+
+    await row.get_by_label("Counters").fill("mono=150")  # the colour counter left out: refused
+    await row.get_by_role("button", name="Record estimate").click()
+    row = page.get_by_role("row").filter(has_text=serial)
+    await expect(row.locator(".field-error")).to_have_text("Please enter every counter of the device at once.")
+    await row.get_by_label("Counters").fill("mono=150, color=20")
+    await row.get_by_role("button", name="Record estimate").click()
+    await expect(page.get_by_role("status")).to_have_text("The estimate is recorded.")
+    device = await stack.db("metering").devices.find_one({"serial_number": serial})
+    assert device is not None
+    estimate = await stack.db("metering").readings.find_one({"device_id": device["_id"], "source": "estimate"})
+    assert estimate is not None and estimate["reading_date"] == closed.period_end.isoformat()
     await context.close()
