@@ -10,10 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aio_pika
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from contracts.client import PortalError
+from contracts.topology import EVENTS_EXCHANGE
 from services.metering import periods
 from tests.builders import random_id, random_serial
 from tests.e2e.conftest import Stack
@@ -60,7 +62,7 @@ async def operator_in_office(browser: Browser, stack: Stack, gateway_url: str,
 
 
 async def test_an_operator_approves_a_sign_up_decides_an_address_change_and_a_customer_may_not_enter(
-        stack: Stack, gateway_url: str, browser: Browser) -> None:
+        stack: Stack, gateway_url: str, browser: Browser, module_amqp_url: str) -> None:
     customer, serial = await company_under_contract(stack)
     # The customer number with a serial the installed base does not know: an operator has to decide.
     person = await stack.sign_up("en", country="DE", customer_number=customer, serial_number=random_serial("AK6C"))
@@ -117,7 +119,34 @@ async def test_an_operator_approves_a_sign_up_decides_an_address_change_and_a_cu
     await accessible(page, "office-mail-en")
     await page.get_by_role("link", name="Dead letters").click()
     await expect(page.get_by_role("heading", level=2)).to_have_count(6)
+
+    # An event no consumer can read goes to the notifier's dead letters; replayed, it fails and comes back.
+    broken = random_id("broken")
+    async with await aio_pika.connect(module_amqp_url) as connection:
+        channel = await connection.channel()
+        events = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        await events.publish(aio_pika.Message(b"not json", content_type="application/json", message_id=broken),
+                             routing_key="accounts.user.registered")
+
+    async def count_of_broken() -> int:
+        letters = await stack.portal.call("notifier.operator.list_dead_letters", {"page_size": 200},
+                                          token=stack.operator)
+        return sum(letter["count"] for letter in letters["items"] if letter["message_id"] == broken)
+
+    async def dead_lettered() -> bool:
+        return await count_of_broken() == 1
+    await eventually(dead_lettered, timeout=30)
+    await page.get_by_label("Service").select_option("notifier")
+    await page.get_by_role("button", name="Show").click()
+    row = page.get_by_role("row").filter(has_text=broken)
+    await expect(row).to_contain_text("undecodable")
     await accessible(page, "office-dead-letters-en")
+    await row.get_by_role("button", name="Replay this message").click()
+    await expect(page.get_by_role("status")).to_have_text("Put back on the queue.")
+
+    async def dead_lettered_again() -> bool:
+        return await count_of_broken() == 2
+    await eventually(dead_lettered_again, timeout=30)
 
     # The person, signed in, opens the back office: not for customers.
     customer_context = await new_context(browser, "en")
