@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -19,14 +20,16 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from contracts import accounts, metering, notifier, ordering, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.errors import ErrorCode, message_for
 from contracts.topology import SERVICES
+from gateway.web import office_sheets
 from gateway.web.i18n import N_
-from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import FIELD_MESSAGES, INVALID, Errors, View, refusal_errors, validation_errors, view_of
 
 router = APIRouter(prefix="/office", include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -390,3 +393,143 @@ async def record_estimate(view: Page, device_id: str) -> Response:
             else names["readings"]
         return await refused(row_refusal(view, error, field))
     return view.redirect(f"/office/readings?{urlencode({'period_end': period_end or '', 'done': 'estimate'})}")
+
+
+# --- 7. the catalogue, consumables and installed base from a file ---------------------------------------------------
+
+UPLOAD_KINDS = {"models": N_("Product models"), "consumables": N_("Consumables"),
+                "installed_base": N_("Installed base")}
+UPLOAD_COLUMNS = {
+    "models": "model, article_number, serial_pattern, counters, serial_hint",
+    "consumables": "model, article_number, description, kind, color, included_in_contract",
+    "installed_base": "serial_number, model, customer_number, contract_number, location_name, street, postal_code, "
+                      "city, country, building_location, counters, counters_date, e_maintenance"}
+
+
+@dataclass
+class RowResult:
+    line: int  # the row's line in the file, the header being line 1
+    name: str
+    message: str | None = None  # None: saved
+
+    @property
+    def saved(self) -> bool:
+        return self.message is None
+
+
+def uploads_page(view: View, http_status: int = 200, kind: str = "models", errors: Errors | None = None,
+                 results: list[RowResult] | None = None) -> Response:
+    return view.render("office_uploads.html", http_status, kinds=[(name, view.gettext(text))
+                                                                  for name, text in UPLOAD_KINDS.items()],
+                       columns=UPLOAD_COLUMNS, values={"kind": kind}, errors=errors, results=results)
+
+
+@router.get("/uploads")
+async def uploads(view: Page) -> Response:
+    await view.call(accounts.ListPendingVerifications.routing_key, {"page_size": 1})  # operators only, as below
+    return uploads_page(view)
+
+
+@router.post("/uploads")
+async def upload(view: Page) -> Response:
+    form = await view.form()
+    # Only an operator's file is read: the services refuse anyone else before a byte of it is parsed.
+    await view.call(accounts.ListPendingVerifications.routing_key, {"page_size": 1})
+    kind = form.get("kind", "") if form.get("kind") in UPLOAD_KINDS else "models"
+    upload = (await view.request.form()).get("file")
+    content = await upload.read(office_sheets.MAX_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
+    if not content:
+        message = view.gettext("Please choose a csv or xlsx file.")
+        return uploads_page(view, 400, kind, Errors(message, {"file": message}))
+    try:
+        rows = office_sheets.rows_of(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
+    except office_sheets.Unreadable:
+        message = view.gettext("This file cannot be read: please send a csv or xlsx file of at most 2 MB and "
+                               "%(rows)s rows, its column names in the first row.", rows=office_sheets.MAX_ROWS)
+        return uploads_page(view, 400, kind, Errors(message, {"file": message}))
+    results = await {"models": upload_models, "consumables": upload_consumables,
+                     "installed_base": upload_installed_base}[kind](view, rows)
+    return uploads_page(view, 200, kind, results=results)
+
+
+def row_problem(view: View, error: ValidationError) -> str:
+    """Each refused column of a row and why, in the page's language (an empty cell: required)."""
+    problems: dict[str, str] = {}
+    for problem in error.errors():
+        column = ".".join(str(part) for part in problem["loc"]) or "row"
+        kind = "missing" if problem["type"] == "string_too_short" and problem.get("input") == "" else problem["type"]
+        problems.setdefault(column, view.gettext(FIELD_MESSAGES.get(kind, INVALID)))
+    return " ".join(f"{column}: {text}" for column, text in problems.items())
+
+
+def refusal_text(view: View, error: PortalError | NotDelivered | TimeoutError) -> str:
+    return refusal_errors(view, error).summary or ""
+
+
+async def upload_models(view: View, rows: list[dict[str, str]]) -> list[RowResult]:
+    results, valid = [], []
+    for line, row in enumerate(rows, start=2):
+        result = RowResult(line, row.get("model", ""))
+        try:
+            valid.append((result, registration.ProductModel.model_validate(office_sheets.model_of(row))))
+        except ValidationError as error:
+            result.message = row_problem(view, error)
+        results.append(result)
+    if valid:
+        try:
+            await view.call(registration.UpsertModels.routing_key,
+                            registration.UpsertModels(models=[model for _, model in valid]))
+        except Refusal as error:
+            for result, _ in valid:
+                result.message = refusal_text(view, error)
+    return results
+
+
+async def upload_consumables(view: View, rows: list[dict[str, str]]) -> list[RowResult]:
+    results: list[RowResult] = []
+    by_model: dict[str, list[tuple[RowResult, ordering.Consumable]]] = {}
+    for line, row in enumerate(rows, start=2):
+        result = RowResult(line, row.get("article_number", ""))
+        results.append(result)
+        try:
+            item = ordering.Consumable.model_validate(office_sheets.consumable_of(row))
+        except ValidationError as error:
+            result.message = row_problem(view, error)
+            continue
+        if not row.get("model"):
+            result.message = f"model: {view.gettext(FIELD_MESSAGES['missing'])}"
+            continue
+        by_model.setdefault(row["model"], []).append((result, item))
+    for model, items in by_model.items():  # a model's list replaces the one before: every row of it at once
+        try:
+            await view.call(ordering.UpsertConsumables.routing_key,
+                            ordering.UpsertConsumables(model=model, items=[item for _, item in items]))
+        except (ValidationError, *Refusal) as error:
+            for result, _ in items:
+                result.message = (row_problem(view, error) if isinstance(error, ValidationError)
+                                  else refusal_text(view, error))
+    return results
+
+
+async def upload_installed_base(view: View, rows: list[dict[str, str]]) -> list[RowResult]:
+    results, valid = [], []
+    for line, row in enumerate(rows, start=2):
+        result = RowResult(line, row.get("serial_number", ""))
+        try:
+            valid.append((result, registration.InstalledDevice.model_validate(
+                office_sheets.installed_device_of(row))))
+        except ValidationError as error:
+            result.message = row_problem(view, error)
+        results.append(result)
+    if valid:
+        try:
+            imported = await view.call(registration.ImportInstalledBase.routing_key,
+                                       registration.ImportInstalledBase(devices=[device for _, device in valid]))
+        except Refusal as error:
+            for result, _ in valid:
+                result.message = refusal_text(view, error)
+        else:
+            for rejected in imported.get("rejected", []):
+                if 0 <= rejected["index"] < len(valid):
+                    valid[rejected["index"]][0].message = message_for(rejected["code"], view.language)
+    return results

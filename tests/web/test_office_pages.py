@@ -5,12 +5,14 @@ opens the back office is shown that it is not for them. Each form's refusal is c
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aio_pika
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
@@ -268,4 +270,39 @@ async def test_an_operator_runs_the_reminders_for_a_past_day_and_records_an_esti
     assert device is not None
     estimate = await stack.db("metering").readings.find_one({"device_id": device["_id"], "source": "estimate"})
     assert estimate is not None and estimate["reading_date"] == closed.period_end.isoformat()
+
+    # The vendor's ERP export as csv: each row saved or refused on its own, and why.
+    await page.get_by_role("link", name="Uploads").click()
+    await page.get_by_role("button", name="Upload", exact=True).click()  # no file: refused beside the field
+    await expect(page.locator("#file-error")).to_have_text("Please choose a csv or xlsx file.")
+    await accessible(page, "office-uploads-refused-en")
+    new, unknown, nobodys = random_serial("AK5A"), random_serial("ZZ9Z"), random_serial("AK5A")
+    rows = ["serial_number;model;customer_number;street;postal_code;city;country;counters;counters_date",
+            f"{new};ES5431dn;{customer};Neumarkt 5;01067;Dresden;DE;mono=10, color=2;{date.today().isoformat()}",
+            f"{unknown};XX-1;{customer};Neumarkt 5;01067;Dresden;DE;;",
+            f"{nobodys};ES5431dn;;Neumarkt 5;01067;Dresden;DE;;"]
+    await page.get_by_label("What the file holds").select_option("installed_base")
+    await page.get_by_label("File", exact=True).set_input_files(
+        {"name": "erp.csv", "mimeType": "text/csv", "buffer": "\n".join(rows).encode()})
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await expect(page.get_by_role("status")).to_have_text("Rows saved: 1 of 3.")
+    await expect(page.get_by_role("row").filter(has_text=new)).to_contain_text("Saved")
+    await expect(page.get_by_role("row").filter(has_text=unknown)).to_contain_text("Refused")
+    await expect(page.get_by_role("row").filter(has_text=nobodys)).to_contain_text(
+        "customer_number: This field is required.")
+    await accessible(page, "office-uploads-en")
+    assert await stack.db("registration").devices.find_one({"serial_number": new}) is not None
+
+    # The consumables of a model as xlsx.
+    book = openpyxl.Workbook()
+    book.active.append(["model", "article_number", "description", "kind", "color"])
+    book.active.append(["C332", "46508712", "TONER-K-C332-3.5K", "toner", "black"])
+    sheet = io.BytesIO()
+    book.save(sheet)
+    await page.get_by_label("What the file holds").select_option("consumables")
+    await page.get_by_label("File", exact=True).set_input_files({
+        "name": "c332.xlsx", "buffer": sheet.getvalue(),
+        "mimeType": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
+    await page.get_by_role("button", name="Upload", exact=True).click()
+    await expect(page.get_by_role("status")).to_have_text("Rows saved: 1 of 1.")
     await context.close()
