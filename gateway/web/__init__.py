@@ -16,7 +16,15 @@ from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.cookies import clear_session_cookies
 from gateway.limits import BodyTooLarge
-from gateway.web import account_pages, device_pages, fleet_pages, order_pages, portal_pages, register_pages
+from gateway.web import (
+    account_pages,
+    device_pages,
+    fleet_pages,
+    office_pages,
+    order_pages,
+    portal_pages,
+    register_pages,
+)
 from gateway.web.view import FormRefused, SignInNeeded, view_of
 
 log = logging.getLogger("gateway")
@@ -24,7 +32,7 @@ STATIC = Path(__file__).parent / "static"
 # /devices/uploads, /devices/new and /devices/claim before /devices/{device_id}: the first route that matches a path
 # serves it.
 ROUTERS = (account_pages.router, portal_pages.router, fleet_pages.router, register_pages.router, device_pages.router,
-           order_pages.router)
+           order_pages.router, office_pages.router)
 
 
 def install(app: FastAPI) -> None:
@@ -74,6 +82,8 @@ def trouble(request: Request, error: Exception) -> Response:
     view = view_of(request)
     if isinstance(error, PortalError) and error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
         return view.render("not_found.html", 404)  # another customer's id looks like no id at all
+    if isinstance(error, PortalError) and error.code == ErrorCode.FORBIDDEN:
+        return view.render("office_not_allowed.html", 403)  # a customer opening the back office
     if isinstance(error, PortalError):
         return view.render("trouble.html", 400, message=error.message or message_for(error.code, view.language))
     log.warning("%s %s: no service answered (%r)", request.method, request.url.path, error)

@@ -1,0 +1,134 @@
+"""The back office's uploads read in the gateway: a csv or xlsx file to rows of text by column name, and those rows
+to the items of the operator commands that take lists (models, consumables, the installed base). Pure functions.
+
+An xlsx is a zip of XML: its members' sizes are checked before openpyxl reads it, and openpyxl reads XML through
+defusedxml (a project dependency), so a crafted file costs no more than its bounded size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from datetime import date, datetime
+from typing import Any
+
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
+
+MAX_ROWS = 2000
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_UNPACKED_BYTES = 30 * 1024 * 1024
+TRUE = {"1", "true", "yes", "y", "x", "ja", "j"}
+COUNTER = re.compile(r"^\s*([^\s=:]+)\s*[=:]\s*(\d{1,13})\s*$")
+
+
+class Unreadable(Exception):
+    """Not a csv or xlsx file this page reads, or larger than it takes."""
+
+
+def rows_of(filename: str, content: bytes) -> list[dict[str, str]]:
+    """The rows under the first line's column names (lower case), empty rows left out."""
+    if len(content) > MAX_FILE_BYTES:
+        raise Unreadable("too large")
+    if content[:4] == b"PK\x03\x04" or filename.lower().endswith(".xlsx"):
+        table = xlsx_table(content)
+    else:
+        table = csv_table(content)
+    if not table:
+        raise Unreadable("empty")
+    header = [str(cell or "").strip().lower().replace(" ", "_") for cell in table[0]]
+    rows = [{name: value for name, value in zip(header, line, strict=False) if name}
+            for line in table[1:] if any(value.strip() for value in line)]
+    if len(rows) > MAX_ROWS:
+        raise Unreadable("too many rows")
+    return rows
+
+
+def csv_table(content: bytes) -> list[list[str]]:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = content.decode("cp1252", errors="replace")  # Excel's csv in western Europe
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), dialect)]
+
+
+def xlsx_table(content: bytes) -> list[list[str]]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as package:
+            if sum(member.file_size for member in package.infolist()) > MAX_UNPACKED_BYTES:
+                raise Unreadable("unpacks too large")
+        book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+        raise Unreadable(str(error)) from error
+    try:
+        sheet = book.worksheets[0]
+        table: list[list[str]] = []
+        for line in sheet.iter_rows(values_only=True):
+            table.append([text_of(cell) for cell in line])
+            if len(table) > MAX_ROWS + 1:
+                raise Unreadable("too many rows")
+        return table
+    finally:
+        book.close()
+
+
+def text_of(cell: Any) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, datetime):
+        return cell.date().isoformat()
+    if isinstance(cell, date):
+        return cell.isoformat()
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return str(cell).strip()
+
+
+def optional(row: dict[str, str], name: str) -> str | None:
+    return row.get(name, "").strip() or None
+
+
+def flag(row: dict[str, str], name: str) -> bool | None:
+    value = row.get(name, "").strip().lower()
+    return None if not value else value in TRUE
+
+
+def model_of(row: dict[str, str]) -> dict[str, Any]:
+    """`model`, `article_number`, `serial_pattern`, `counters` (`mono color`, or with commas), `serial_hint`."""
+    return {"model": row.get("model", ""), "article_number": row.get("article_number", ""),
+            "serial_pattern": row.get("serial_pattern", ""),
+            "counters": [name for name in re.split(r"[\s,;|]+", row.get("counters", "")) if name],
+            "serial_hint": optional(row, "serial_hint")}
+
+
+def consumable_of(row: dict[str, str]) -> dict[str, Any]:
+    """`model` (whose list it joins), `article_number`, `description`, `kind`, `color`, `included_in_contract`."""
+    item: dict[str, Any] = {"article_number": row.get("article_number", ""), "description": row.get("description", ""),
+                            "kind": row.get("kind", "").strip().lower(), "color": optional(row, "color")}
+    included = flag(row, "included_in_contract")
+    if included is not None:
+        item["included_in_contract"] = included
+    return item
+
+
+def installed_device_of(row: dict[str, str]) -> dict[str, Any]:
+    """`serial_number`, `model`, `customer_number`, `contract_number`, the location (`location_name`, `street`,
+    `postal_code`, `city`, `country`, `building_location`), `counters` (`mono=12000, color=3400`) read on
+    `counters_date`, `e_maintenance`."""
+    device: dict[str, Any] = {
+        "serial_number": row.get("serial_number", ""), "model": row.get("model", ""),
+        "customer_number": row.get("customer_number", ""), "contract_number": optional(row, "contract_number"),
+        "location": {"name": optional(row, "location_name"), "street": optional(row, "street"),
+                     "postal_code": optional(row, "postal_code"), "city": optional(row, "city"),
+                     "country": optional(row, "country"), "building_location": optional(row, "building_location")},
+        "e_maintenance": bool(flag(row, "e_maintenance"))}
+    counters = [part for part in re.split(r"[,;]", row.get("counters", "")) if part.strip()]
+    found = [COUNTER.match(part) for part in counters]
+    device["counters"] = [{"name": match.group(1), "value": int(match.group(2)), "date": row.get("counters_date", "")}
+                          if match else {"name": part} for match, part in zip(found, counters, strict=True)]
+    return device
