@@ -1,8 +1,8 @@
 """The back office's uploads read in the gateway: a csv or xlsx file to rows of text by column name, and those rows
 to the items of the operator commands that take lists (models, consumables, the installed base). Pure functions.
 
-An xlsx is a zip of XML: its members' sizes are checked before openpyxl reads it, and openpyxl reads XML through
-defusedxml (a project dependency), so a crafted file costs no more than its bounded size.
+An xlsx is checked as the services check theirs (`contracts.spreadsheets`): the package's sizes and parts before
+openpyxl reads a byte of XML, which it then reads through defusedxml.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-import zipfile
 from datetime import date, datetime
 from typing import Any
 
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
+
+from contracts.spreadsheets import Unreadable as SpreadsheetUnreadable
+from contracts.spreadsheets import inspect_package, max_part_bytes, sheet_values
 
 MAX_ROWS = 2000
 MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -58,21 +60,24 @@ def csv_table(content: bytes) -> list[list[str]]:
 
 
 def xlsx_table(content: bytes) -> list[list[str]]:
+    refusal = inspect_package(content, max_uncompressed=MAX_UNPACKED_BYTES, max_part=max_part_bytes(MAX_ROWS))
+    if refusal is not None:
+        raise Unreadable(refusal.reason)
     try:
-        with zipfile.ZipFile(io.BytesIO(content)) as package:
-            if sum(member.file_size for member in package.infolist()) > MAX_UNPACKED_BYTES:
-                raise Unreadable("unpacks too large")
         book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
-        raise Unreadable(str(error)) from error
+    except Exception as error:  # openpyxl's errors have no common base
+        raise Unreadable("not_a_spreadsheet") from error
     try:
         sheet = book.worksheets[0]
+        sheet.reset_dimensions()  # the stated dimensions are the file's word, not a bound
         table: list[list[str]] = []
-        for line in sheet.iter_rows(values_only=True):
+        for line in sheet_values(sheet):
             table.append([text_of(cell) for cell in line])
             if len(table) > MAX_ROWS + 1:
                 raise Unreadable("too many rows")
         return table
+    except SpreadsheetUnreadable as error:
+        raise Unreadable("not_a_spreadsheet") from error
     finally:
         book.close()
 

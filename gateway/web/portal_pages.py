@@ -28,6 +28,8 @@ async def dashboard(view: Page, q: str = "") -> Response:
     if not view.session:
         return view.redirect("/sign-in")
     profile = await own_profile(view)
+    if profile.get("role") == "operator":  # the brand's link home, for an operator: the back office
+        return view.redirect("/office")
     if profile.get("terms_open"):  # OKI step 4: the terms come first
         return view.redirect("/terms?next=/")
     query = q.strip()[:200]

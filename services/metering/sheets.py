@@ -1,7 +1,7 @@
 """metering's files: readings sheets (xlsx or csv) read row by row, and the usage workbook with its chart.
 
 Pure functions, no I/O: the handlers call them through `asyncio.to_thread`. A readings file is checked before it is
-parsed (size, then the xlsx package, see `services/runtime/spreadsheets.py`) and streamed, so a 10,000-row file
+parsed (size, then the xlsx package, see `contracts/spreadsheets.py`) and streamed, so a 10,000-row file
 costs little more than the file itself; rows are kept as small tuples.
 """
 
@@ -19,7 +19,7 @@ import openpyxl  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.chart import BarChart, Reference  # type: ignore[import-untyped, unused-ignore]
 
 from contracts.metering import MAX_COUNTER, READING_SHEET_COLUMNS, READING_SHEET_NAME, UsageRow
-from services.runtime.spreadsheets import (
+from contracts.spreadsheets import (
     EXCEL_MAX_ROWS,
     MAX_COLUMNS,
     MAX_UNCOMPRESSED_BYTES,

@@ -24,7 +24,7 @@ from openpyxl.styles import Alignment, Font, PatternFill  # type: ignore[import-
 from openpyxl.utils import get_column_letter  # type: ignore[import-untyped, unused-ignore]
 from openpyxl.worksheet.datavalidation import DataValidation  # type: ignore[import-untyped, unused-ignore]
 
-from services.runtime.spreadsheets import (
+from contracts.spreadsheets import (
     EXCEL_MAX_ROWS,
     MAX_UNCOMPRESSED_BYTES,
     Unreadable,

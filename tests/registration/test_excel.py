@@ -16,6 +16,8 @@ from typing import Any
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
+from contracts import spreadsheets
+from contracts.spreadsheets import neutralise
 from services.registration import excel
 from services.registration.excel import (
     BulkFailure,
@@ -24,8 +26,6 @@ from services.registration.excel import (
     read_bulk_rows,
     result_workbook,
 )
-from services.runtime import spreadsheets
-from services.runtime.spreadsheets import neutralise
 
 SHEET = "xl/worksheets/sheet1.xml"
 MB = 1024 * 1024

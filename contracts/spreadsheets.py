@@ -1,6 +1,7 @@
 """Spreadsheets from outside, read safely; spreadsheets for outside, safe to open. Pure functions, no I/O.
 
-Every service that reads an uploaded xlsx (registration's bulk upload, metering's readings) checks its package
+Beside the contracts because the services and the gateway both read what people upload. Whatever reads an uploaded
+xlsx (registration's bulk upload, metering's readings, the back office's uploads in the gateway) checks its package
 with `inspect_package` before openpyxl parses a byte of XML, streams its rows with `sheet_values` (after
 `sheet.reset_dimensions()`), and writes cells through `safe_text` so nothing a user typed runs as a formula.
 """
