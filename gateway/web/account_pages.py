@@ -85,7 +85,7 @@ async def signed_in(view: View, session: dict[str, Any], target: str, contract: 
     if language in LANGUAGES:  # the language of the profile, from now on in this browser too
         view.language = language
         view.cookies[i18n.LANGUAGE_COOKIE] = language
-    if session["user"]["role"] == "operator" and target == "/":  # no page asked for: the back office
+    if session["user"].get("role") == "operator" and target == "/":  # no page asked for: the back office
         target = "/office"
     response = view.redirect(target)
     set_session_cookies(response, session, view.settings)

@@ -29,7 +29,16 @@ from contracts.errors import ErrorCode, message_for
 from contracts.topology import SERVICES
 from gateway.web import office_sheets
 from gateway.web.i18n import N_
-from gateway.web.view import FIELD_MESSAGES, INVALID, Errors, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import (
+    FIELD_MESSAGES,
+    INVALID,
+    Errors,
+    View,
+    page_number,
+    refusal_errors,
+    validation_errors,
+    view_of,
+)
 
 router = APIRouter(prefix="/office", include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -52,10 +61,6 @@ COUNTER = re.compile(r"^\s*([^\s=:]+)\s*[=:]\s*(\d{1,13})\s*$")
 def key(text: str) -> str:
     """A row's id in the page (`1484049/1` → `1484049-1`): the ids of its fields and of its error messages."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", text)
-
-
-def page_number(page: int) -> int:
-    return max(1, min(page, 10_000))
 
 
 async def gathered(*calls: Awaitable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,7 +93,7 @@ async def overview(view: Page) -> Response:
 
 # --- 1. sign-ups to verify -------------------------------------------------------------------------------------
 
-async def verifications_page(view: View, page: int = 1, http_status: int = 200, errors: Errors | None = None,
+async def verifications_page(view: View, page: str = "1", http_status: int = 200, errors: Errors | None = None,
                              values: dict[str, str] | None = None, done: str | None = None) -> Response:
     pending = await view.call(accounts.ListPendingVerifications.routing_key,
                               {"page": page_number(page), "page_size": PAGE_SIZE})
@@ -97,7 +102,7 @@ async def verifications_page(view: View, page: int = 1, http_status: int = 200, 
 
 
 @router.get("/verifications")
-async def verifications(view: Page, page: int = 1, done: str | None = None) -> Response:
+async def verifications(view: Page, page: str = "1", done: str | None = None) -> Response:
     return await verifications_page(view, page, done=done)
 
 
@@ -108,14 +113,14 @@ async def decide_verification(view: Page, user_id: str) -> Response:
     values = {field: form.get("reason", "")}
     if not approve and not reason:  # the person is mailed the decision: a rejection says why
         message = view.gettext("Please give the reason for the rejection: the person is told it.")
-        return await verifications_page(view, 1, 400, Errors(message, {field: message}), values)
+        return await verifications_page(view, "1", 400, Errors(message, {field: message}), values)
     try:
         request = accounts.DecideVerification(user_id=user_id, approve=approve, reason=reason)
         decided = await view.call(accounts.DecideVerification.routing_key, request)
     except ValidationError as error:
-        return await verifications_page(view, 1, 400, validation_errors(view, error, {"reason": field}), values)
+        return await verifications_page(view, "1", 400, validation_errors(view, error, {"reason": field}), values)
     except Refusal as error:
-        return await verifications_page(view, 1, 400, row_refusal(view, error, field), values)
+        return await verifications_page(view, "1", 400, row_refusal(view, error, field), values)
     return view.redirect(f"/office/verifications?done={decided['status'] if approve else 'rejected'}")
 
 
@@ -127,7 +132,7 @@ def row_refusal(view: View, error: PortalError | NotDelivered | TimeoutError, fi
 
 # --- 2. claims of devices and address changes -------------------------------------------------------------------
 
-async def requests_page(view: View, kind: str | None = None, page: int = 1, http_status: int = 200,
+async def requests_page(view: View, kind: str | None = None, page: str = "1", http_status: int = 200,
                         errors: Errors | None = None, values: dict[str, str] | None = None,
                         done: str | None = None) -> Response:
     chosen = kind if kind in ("same_location_claim", "address_change") else None
@@ -138,7 +143,7 @@ async def requests_page(view: View, kind: str | None = None, page: int = 1, http
 
 
 @router.get("/requests")
-async def requests(view: Page, kind: str | None = None, page: int = 1, done: str | None = None) -> Response:
+async def requests(view: Page, kind: str | None = None, page: str = "1", done: str | None = None) -> Response:
     return await requests_page(view, kind, page, done=done)
 
 
@@ -163,7 +168,7 @@ async def decide_request(view: Page, request_id: str) -> Response:
 
 # --- 3. orders to ship ----------------------------------------------------------------------------------------
 
-async def orders_page(view: View, status: str = "placed", page: int = 1, http_status: int = 200,
+async def orders_page(view: View, status: str = "placed", page: str = "1", http_status: int = 200,
                       errors: Errors | None = None, values: dict[str, str] | None = None,
                       done: str | None = None) -> Response:
     chosen = status if status in ORDER_STATUSES else "placed"
@@ -174,7 +179,7 @@ async def orders_page(view: View, status: str = "placed", page: int = 1, http_st
 
 
 @router.get("/orders")
-async def orders(view: Page, status: str = "placed", page: int = 1, done: str | None = None) -> Response:
+async def orders(view: Page, status: str = "placed", page: str = "1", done: str | None = None) -> Response:
     return await orders_page(view, status, page, done=done)
 
 
@@ -214,7 +219,7 @@ async def mark_delivered(view: Page, order_number: str) -> Response:
 
 # --- 4. service requests through their statuses ------------------------------------------------------------------
 
-async def tickets_page(view: View, status: str = "to_be_scheduled", page: int = 1, http_status: int = 200,
+async def tickets_page(view: View, status: str = "to_be_scheduled", page: str = "1", http_status: int = 200,
                        errors: Errors | None = None, values: dict[str, str] | None = None,
                        done: str | None = None) -> Response:
     chosen = status if status in ticketing.TRANSITIONS else "to_be_scheduled"
@@ -228,7 +233,7 @@ async def tickets_page(view: View, status: str = "to_be_scheduled", page: int = 
 
 
 @router.get("/tickets")
-async def tickets(view: Page, status: str = "to_be_scheduled", page: int = 1, done: str | None = None) -> Response:
+async def tickets(view: Page, status: str = "to_be_scheduled", page: str = "1", done: str | None = None) -> Response:
     return await tickets_page(view, status, page, done=done)
 
 
@@ -299,7 +304,7 @@ async def replay_dead_letters(view: Page, service: str) -> Response:
 
 
 @router.get("/mail")
-async def mail(view: Page, recipient: str = "", status: str = "", page: int = 1) -> Response:
+async def mail(view: Page, recipient: str = "", status: str = "", page: str = "1") -> Response:
     query: dict[str, Any] = {"page": page_number(page), "page_size": PAGE_SIZE}
     if recipient.strip():
         query["recipient"] = recipient.strip()[:254]
@@ -329,7 +334,7 @@ def counters_of(text: str) -> list[dict[str, Any]] | None:
     return [{"counter": match.group(1), "value": int(match.group(2))} for match in found if match]
 
 
-async def readings_page(view: View, period_end: str | None = None, page: int = 1, http_status: int = 200,
+async def readings_page(view: View, period_end: str | None = None, page: str = "1", http_status: int = 200,
                         errors: Errors | None = None, values: dict[str, str] | None = None,
                         done: str | None = None, run: dict[str, str] | None = None) -> Response:
     try:
@@ -344,7 +349,7 @@ async def readings_page(view: View, period_end: str | None = None, page: int = 1
 
 
 @router.get("/readings")
-async def readings(view: Page, period_end: str | None = None, page: int = 1, done: str | None = None,
+async def readings(view: Page, period_end: str | None = None, page: str = "1", done: str | None = None,
                    reminders: int | None = None, overdue: int | None = None) -> Response:
     run = None if reminders is None or overdue is None else {"reminders": str(reminders), "overdue": str(overdue)}
     return await readings_page(view, period_end, page, done=done, run=run)

@@ -21,10 +21,9 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import accounts, ordering, registration, ticketing
-from contracts.base import MAX_PAGE
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
-from gateway.web.view import FIELD_MESSAGES, INVALID, Errors, View, refusal_errors, view_of
+from gateway.web.view import FIELD_MESSAGES, INVALID, Errors, View, page_number, refusal_errors, view_of
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -115,16 +114,6 @@ async def chosen_contact(view: View, form: Mapping[str, str], contacts: list[dic
     return Chosen(request.name, request.email, request.phone)
 
 
-def page_number(given: str) -> int:
-    """A page asked for in the query: a number within the catalogue's bounds, else the first (never an error page)."""
-    return min(max(int(given), 1), MAX_PAGE) if given.isdigit() and len(given) < 8 else 1
-
-
-def pages(total: int, page: int) -> dict[str, int]:
-    last = max(1, -(-total // PAGE_SIZE))
-    return {"page": min(max(page, 1), last), "last": last, "total": total}
-
-
 # --- ordering consumables -----------------------------------------------------------------------------------------
 
 @router.get("/orders")
@@ -133,7 +122,7 @@ async def orders_page(view: Page, page: str = "1") -> Response:
     orders, devices = await asyncio.gather(
         view.call(ordering.ListOrders.routing_key, {"page": at, "page_size": PAGE_SIZE}),
         view.call(registration.ListDevices.routing_key, {"page_size": 200}))
-    return view.render("orders.html", orders=orders["items"], paging=pages(orders["total"], at),
+    return view.render("orders.html", orders=orders["items"], result=orders,
                        devices=devices["items"])
 
 
@@ -291,7 +280,7 @@ async def tickets_page(view: Page, page: str = "1") -> Response:
     tickets, devices = await asyncio.gather(
         view.call(ticketing.ListTickets.routing_key, {"page": at, "page_size": PAGE_SIZE}),
         view.call(registration.ListDevices.routing_key, {"page_size": 200}))
-    return view.render("tickets.html", tickets=tickets["items"], paging=pages(tickets["total"], at),
+    return view.render("tickets.html", tickets=tickets["items"], result=tickets,
                        devices=devices["items"])
 
 

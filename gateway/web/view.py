@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from contracts.base import FileObject
+from contracts.base import MAX_PAGE, FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import LANGUAGES, ErrorCode, message_for
 from gateway.cookies import FORM_COOKIE, cookie_name, csrf_token, session_of
@@ -172,6 +172,11 @@ def view_of(request: Request) -> View:
     if request.query_params.get("lang") in LANGUAGES:
         view.cookies[i18n.LANGUAGE_COOKIE] = language
     return view
+
+
+def page_number(given: str) -> int:
+    """A page asked for in the query: a number within the catalogue's bounds, else the first (never an error page)."""
+    return min(max(int(given), 1), MAX_PAGE) if given.isdigit() and len(given) < 8 else 1
 
 
 def local_path(target: str | None, default: str = "/") -> str:
