@@ -56,6 +56,14 @@ async def new_context(browser: Browser, language: str, phone: bool = False) -> B
     return await browser.new_context(locale=locale, viewport=PHONE if phone else DESKTOP)
 
 
+async def sign_in(page: Page, gateway_url: str, login: str, password: str, next_path: str | None = None) -> None:
+    """Through the sign-in page, as a person types it (the fields found by id, whatever the page's language)."""
+    await page.goto(f"{gateway_url}/sign-in" + (f"?next={next_path}" if next_path else ""))
+    await page.locator("#login").fill(login)
+    await page.locator("#password").fill(password)
+    await page.locator("form[action='/sign-in'] button[type=submit]").click()
+
+
 def link_in_browser(link: str, base_url: str) -> str:
     """A mail's link (made for the stack's public address) opened against this test's gateway."""
     return base_url + link.removeprefix(PUBLIC_URL)

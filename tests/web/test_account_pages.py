@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.builders import random_id, random_serial
 from tests.e2e.conftest import Stack
 from tests.support import eventually, plain_text
-from tests.web.conftest import accessible, link_in_browser, mail_link, new_context
+from tests.web.conftest import accessible, link_in_browser, mail_link, new_context, sign_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -142,10 +142,7 @@ async def test_the_language_picked_on_a_page_is_kept_in_the_profile_and_follows_
     person = await stack.sign_up("en", country="NO")
     context = await new_context(browser, "en")
     page = await context.new_page()
-    await page.goto(f"{gateway_url}/sign-in")
-    await page.get_by_label("E-mail address or username").fill(person.email)
-    await page.get_by_label("Password", exact=True).fill(person.request["password"])
-    await page.get_by_role("button", name="Sign in").click()
+    await sign_in(page, gateway_url, person.email, person.request["password"])
     await page.get_by_label("I accept the terms and conditions").check()
     await page.get_by_label("I accept the privacy notice").check()
     await page.get_by_role("button", name="Accept and continue").click()
@@ -176,10 +173,7 @@ async def test_a_form_posted_from_another_site_changes_nothing(stack: Stack, gat
     person = await stack.sign_up("en", country="DE")
     context = await new_context(browser, "en")
     page = await context.new_page()
-    await page.goto(f"{gateway_url}/sign-in")
-    await page.get_by_label("E-mail address or username").fill(person.email)
-    await page.get_by_label("Password", exact=True).fill(person.request["password"])
-    await page.get_by_role("button", name="Sign in").click()
+    await sign_in(page, gateway_url, person.email, person.request["password"])
     response = await page.request.post(f"{gateway_url}/language", form={"language": "de", "next": "/"})
     assert response.status == 403
     token = await stack.sign_in(person)

@@ -16,15 +16,14 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from tests.builders import random_id, random_serial
 from tests.e2e.conftest import SignedUp, Stack
 from tests.support import eventually
-from tests.web.conftest import accessible, new_context
+from tests.web.conftest import accessible, new_context, sign_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 OFFICE = {"name": "Empfang", "street": "Hauptstraße 1", "postal_code": "01067", "city": "Dresden", "country": "DE"}
-SIGN_IN = {"de": ("E-Mail-Adresse oder Benutzername", "Passwort", "Anmelden", "Ich akzeptiere die Nutzungsbedingungen",
-                  "Ich akzeptiere die Datenschutzerklärung", "Akzeptieren und weiter"),
-           "en": ("E-mail address or username", "Password", "Sign in", "I accept the terms and conditions",
-                  "I accept the privacy notice", "Accept and continue")}
+TERMS = {"de": ("Ich akzeptiere die Nutzungsbedingungen", "Ich akzeptiere die Datenschutzerklärung",
+                "Akzeptieren und weiter"),
+         "en": ("I accept the terms and conditions", "I accept the privacy notice", "Accept and continue")}
 
 
 async def customer_with_a_device(stack: Stack, language: str) -> tuple[SignedUp, str, str]:
@@ -58,13 +57,10 @@ async def customer_with_a_device(stack: Stack, language: str) -> tuple[SignedUp,
 
 async def signed_in(browser: Browser, gateway_url: str, person: SignedUp) -> tuple[BrowserContext, Page]:
     """The person in a browser of their language, signed in, the terms accepted, on the dashboard."""
-    login, password, sign_in, terms, privacy, accept = SIGN_IN[person.language]
+    terms, privacy, accept = TERMS[person.language]
     context = await new_context(browser, person.language)
     page = await context.new_page()
-    await page.goto(f"{gateway_url}/sign-in")
-    await page.get_by_label(login).fill(person.email)
-    await page.get_by_label(password, exact=True).fill(person.request["password"])
-    await page.get_by_role("button", name=sign_in).click()
+    await sign_in(page, gateway_url, person.email, person.request["password"])
     await page.get_by_label(terms).check()
     await page.get_by_label(privacy).check()
     await page.get_by_role("button", name=accept).click()

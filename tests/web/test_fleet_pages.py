@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 from services.registration import excel
 from tests.builders import random_serial
 from tests.e2e.conftest import Stack
-from tests.web.conftest import accessible, new_context
+from tests.web.conftest import accessible, new_context, sign_in
 from tests.web.test_account_pages import company_with_a_device
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -32,10 +32,7 @@ async def signed_in_customer(stack: Stack, browser: Browser, gateway_url: str, l
                             token=token)
     context = await new_context(browser, language)
     page = await context.new_page()
-    await page.goto(f"{gateway_url}/sign-in")
-    await page.locator("#login").fill(person.email)
-    await page.locator("#password").fill(person.request["password"])
-    await page.locator("form[action='/sign-in'] button").click()
+    await sign_in(page, gateway_url, person.email, person.request["password"])
     await expect(page).to_have_url(re.compile(r"/$"))
     return page, serial
 

@@ -22,7 +22,7 @@ from services.metering import periods
 from tests.builders import random_id, random_serial
 from tests.e2e.conftest import Stack
 from tests.support import eventually, retried_while
-from tests.web.conftest import accessible, new_context
+from tests.web.conftest import accessible, new_context, sign_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -55,10 +55,8 @@ async def operator_in_office(browser: Browser, stack: Stack, gateway_url: str,
     """The bootstrap operator signed in through the sign-in page, which leads them to the back office."""
     context = await new_context(browser, language)
     page = await context.new_page()
-    await page.goto(f"{gateway_url}/sign-in")
-    await page.locator("#login").fill(stack.settings.bootstrap_operator_email)
-    await page.locator("#password").fill(stack.settings.bootstrap_operator_password.get_secret_value())
-    await page.locator("form.narrow button[type=submit]").click()
+    await sign_in(page, gateway_url, stack.settings.bootstrap_operator_email,
+                  stack.settings.bootstrap_operator_password.get_secret_value())
     await expect(page).to_have_url(f"{gateway_url}/office")
     return context, page
 
@@ -153,10 +151,7 @@ async def test_an_operator_approves_a_sign_up_decides_an_address_change_and_a_cu
     # The person, signed in, opens the back office: not for customers.
     customer_context = await new_context(browser, "en")
     customer_page = await customer_context.new_page()
-    await customer_page.goto(f"{gateway_url}/sign-in")
-    await customer_page.get_by_label("E-mail address or username").fill(person.email)
-    await customer_page.get_by_label("Password", exact=True).fill(person.request["password"])
-    await customer_page.get_by_role("button", name="Sign in").click()
+    await sign_in(customer_page, gateway_url, person.email, person.request["password"])
     await expect(customer_page).not_to_have_url(re.compile(r"/sign-in"))
     response = await customer_page.goto(f"{gateway_url}/office/orders")
     assert response is not None and response.status == 403

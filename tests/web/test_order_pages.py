@@ -18,7 +18,7 @@ from gateway.web import i18n
 from tests.builders import random_id, random_serial
 from tests.e2e.conftest import SignedUp, Stack
 from tests.support import eventually, retried_while
-from tests.web.conftest import accessible, new_context
+from tests.web.conftest import accessible, new_context, sign_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -91,10 +91,7 @@ async def firms(stack: Stack) -> dict[str, Company]:
 async def signed_in(browser: Browser, gateway_url: str, firm: Company, path: str) -> tuple[BrowserContext, Page]:
     context = await new_context(browser, firm.language)
     page = await context.new_page()
-    await page.goto(f"{gateway_url}/sign-in?next={path}")
-    await page.get_by_label(firm.t("E-mail address or username")).fill(firm.person.request["username"])
-    await page.get_by_label(firm.t("Password"), exact=True).fill(firm.person.request["password"])
-    await page.get_by_role("button", name=firm.t("Sign in")).click()
+    await sign_in(page, gateway_url, firm.person.request["username"], firm.person.request["password"], path)
     await expect(page).to_have_url(re.compile(re.escape(path) + "$"))
     return context, page
 
