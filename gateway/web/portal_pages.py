@@ -21,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
 Refusal = (PortalError, NotDelivered, TimeoutError)
 TICKET_NUMBER = re.compile(r"^\d+/\d+$")
+ORDER_NUMBER = re.compile(r"^[A-Za-z]{1,10}-\d{4}-\d{6}$")  # `OR-2026-000001`, whatever the vendor's prefix
 
 
 @router.get("/")
@@ -35,6 +36,8 @@ async def dashboard(view: Page, q: str = "") -> Response:
     query = q.strip()[:200]
     if TICKET_NUMBER.match(query):  # OneRicoh's quick search: a ticket number goes straight to its ticket
         return view.redirect(f"/tickets/{query}")
+    if ORDER_NUMBER.match(query):  # and an order number to its order
+        return view.redirect(f"/orders/{query.upper()}")
     devices, due, tickets = await asyncio.gather(
         view.call(registration.ListDevices.routing_key, {"text": query or None, "page_size": 200}
                   if query else {"page_size": 200}),

@@ -42,6 +42,12 @@ async def test_a_vendors_own_portal_on_a_phone(stack: Stack, module_amqp_url: st
             box = await page.locator(field).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, field
         await accessible(page, "sign-in-phone-vendor-nb")
+        # By keyboard: the first Tab reaches the skip link, which takes the focus past the header to the content.
+        await page.keyboard.press("Tab")
+        await expect(page.get_by_role("link", name="Hopp til innholdet")).to_be_focused()
+        await page.keyboard.press("Enter")
+        await page.keyboard.press("Tab")
+        await expect(page.locator("#login")).to_be_focused()
         await page.goto(f"{vendor_url}/sign-up")
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
         await accessible(page, "sign-up-phone-vendor-nb")

@@ -150,6 +150,12 @@ async def test_a_customer_orders_toner_for_two_printers_at_one_address_and_follo
     await expect(page.get_by_text("Noch nicht versandt.")).to_be_visible()
     await accessible(page, "order-placed-de")
 
+    # OneRicoh's quick search: the order number typed on the dashboard opens the order.
+    await page.goto(f"{gateway_url}/")
+    await page.get_by_role("searchbox").fill(number.lower())
+    await page.get_by_role("button", name="Suchen").click()
+    await expect(page).to_have_url(re.compile(re.escape(f"/orders/{number}") + "$"))
+
     await page.get_by_role("link", name="Alle Bestellungen").click()
     await expect(page.get_by_role("link", name=number)).to_be_visible()
     await expect(page.get_by_role("row", name=re.compile(number))).to_contain_text("Bestellt")

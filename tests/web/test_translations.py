@@ -42,3 +42,16 @@ SAME_IN_EVERY_LANGUAGE = {"Status", "optional"}
 def test_the_page_language_is_the_picked_one_else_the_browsers(query: str | None, cookie: str | None, header: str,
                                                                expected: str) -> None:
     assert i18n.language_for(query, cookie, header) == expected
+
+
+@pytest.mark.parametrize("language", ["de", "nb"])
+def test_no_catalogue_keeps_a_text_no_page_shows_any_more(language: str) -> None:
+    from babel.messages.pofile import read_po
+
+    used = {message if isinstance(message, str) else message[0] for message in i18n.used_messages()}
+    stale = []
+    for source in sorted((i18n.TRANSLATIONS / language).glob("*.po")):
+        with source.open("rb") as file:
+            stale += [f"{source.name}: {entry.id!r}" for entry in read_po(file, locale=language)
+                      if entry.id and (entry.id if isinstance(entry.id, str) else entry.id[0]) not in used]
+    assert not stale, "translations of texts no page shows:\n" + "\n".join(stale)
