@@ -22,7 +22,7 @@ from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.charts import fills_of, stacked
 from gateway.web.i18n import N_
-from gateway.web.view import Errors, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, validation_errors, view_of, whole_number
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -179,15 +179,11 @@ def reading_form(view: View, form: dict[str, str], counters: list[str]) -> Readi
     fields: dict[str, str] = {}
     values = []
     for name in counters:
-        given = form.get(COUNTER_FIELD + name, "").replace(" ", "").replace("\u202f", "")
-        if not given:
-            fields[COUNTER_FIELD + name] = view.gettext("This field is required.")
-        elif not given.isdigit():
-            fields[COUNTER_FIELD + name] = view.gettext("Please enter a whole number.")
-        elif int(given) > metering.MAX_COUNTER:
-            fields[COUNTER_FIELD + name] = view.gettext("This number is too large.")
+        value = whole_number(form.get(COUNTER_FIELD + name, ""), metering.MAX_COUNTER)
+        if isinstance(value, str):
+            fields[COUNTER_FIELD + name] = view.gettext(FIELD_MESSAGES[value])
         else:
-            values.append(metering.CounterValue(counter=name, value=int(given)))
+            values.append(metering.CounterValue(counter=name, value=value))
     reading_date = None
     if form.get("reading_date"):
         try:

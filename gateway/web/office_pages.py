@@ -350,8 +350,10 @@ async def readings_page(view: View, period_end: str | None = None, page: str = "
 
 @router.get("/readings")
 async def readings(view: Page, period_end: str | None = None, page: str = "1", done: str | None = None,
-                   reminders: int | None = None, overdue: int | None = None) -> Response:
-    run = None if reminders is None or overdue is None else {"reminders": str(reminders), "overdue": str(overdue)}
+                   reminders: str | None = None, overdue: str | None = None) -> Response:
+    # The counts of the run just made, carried in the address of the page after it: shown only as numbers.
+    numbers = [given for given in (reminders, overdue) if given is not None and re.fullmatch(r"[0-9]{1,9}", given)]
+    run = {"reminders": numbers[0], "overdue": numbers[1]} if len(numbers) == 2 else None
     return await readings_page(view, period_end, page, done=done, run=run)
 
 

@@ -56,7 +56,10 @@ def csv_table(content: bytes) -> list[list[str]]:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), dialect)]
+    try:
+        return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), dialect)]
+    except csv.Error as error:  # a field past the csv module's limit (128 KiB), a NUL byte
+        raise Unreadable("not_a_spreadsheet") from error
 
 
 def xlsx_table(content: bytes) -> list[list[str]]:

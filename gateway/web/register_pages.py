@@ -4,6 +4,7 @@ the reminder mail's personal readings link (no sign-in: the reminder's devices, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -15,7 +16,16 @@ from pydantic import ValidationError
 from contracts import accounts, metering, registration
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
-from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import (
+    FIELD_MESSAGES,
+    Errors,
+    View,
+    page_number,
+    refusal_errors,
+    validation_errors,
+    view_of,
+    whole_number,
+)
 
 router = APIRouter(include_in_schema=False)
 Page = Annotated[View, Depends(view_of)]
@@ -67,7 +77,7 @@ async def submit_readings(view: Page) -> Response:
             text = entries.values.get(field_name(device["device_id"], counter["counter"]), "").replace(" ", "")
             if not text:
                 continue  # a device left empty is not read now; one partly filled is the service's to refuse
-            value = whole_number(text)
+            value = whole_number(text, MAX_COUNTER)
             if isinstance(value, str):
                 entries.errors.fields[field_id(index, position)] = view.gettext(FIELD_MESSAGES[value])
                 continue
@@ -81,8 +91,9 @@ async def submit_readings(view: Page) -> Response:
         entries.errors.fields[first] = entries.errors.summary
         return readings_form(view, 400, token, linked, entries)
     try:
+        # The same form sent twice (a double click, a reload of a page that refused a device) is one command.
         outcome = await view.call(metering.SubmitByLink.routing_key, {"token": token, "readings": readings},
-                                  anonymous=True)
+                                  anonymous=True, message_id=view.repeated_id(token, json.dumps(readings)))
     except Refusal as error:
         if isinstance(error, PortalError) and error.code == "token_invalid":  # the window closed meanwhile
             return view.render("link_invalid.html", 404)
@@ -118,14 +129,6 @@ async def link_devices(view: View, token: str) -> dict[str, Any] | None:
         if error.code in ("token_invalid", ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
             return None
         raise
-
-
-def whole_number(text: str) -> int | str:
-    """A counter as typed, or the kind of problem with it (a key of FIELD_MESSAGES)."""
-    if not text.isdigit() or not text.isascii():
-        return "int_parsing"
-    value = int(text)
-    return "less_than_equal" if value > MAX_COUNTER else value
 
 
 # --- registering a device ---------------------------------------------------------------------------------------
@@ -252,8 +255,15 @@ async def claim_same_location(view: Page) -> Response:
     device_ids = [name.removeprefix("device-") for name in form if name.startswith("device-") and ticked(form, name)]
     if not device_ids:
         return view.redirect("/")
-    try:
-        requested = await view.call(registration.ClaimSameLocation.routing_key, {"device_ids": device_ids[:200]})
+    chosen = sorted(device_ids)[:200]
+    try:  # the same devices asked for again from this browser: one request in the operators' queue
+        await view.call(registration.ClaimSameLocation.routing_key, {"device_ids": chosen},
+                        message_id=view.repeated_id("same-location", *chosen))
     except Refusal as error:
         return view.render("trouble.html", 400, message=refusal_errors(view, error).summary)
-    return view.render("register_claim_requested.html", requested=requested, count=len(device_ids))
+    return view.redirect(f"/devices/claim/same-location/done?count={len(chosen)}")
+
+
+@router.get("/devices/claim/same-location/done")
+async def same_location_requested(view: Page, count: str = "1") -> Response:
+    return view.render("register_claim_requested.html", count=page_number(count))

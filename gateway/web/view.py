@@ -8,6 +8,7 @@ next page or with the same form, its values kept and each refused field marked.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,13 +126,25 @@ class View:
         return f"page-{digest[:40]}"
 
     def render(self, template: str, http_status: int = 200, /, **context: Any) -> HTMLResponse:
-        page = environment(self.language).get_template(template).render(
-            view=self, brand=self.settings, language=self.language, languages=i18n.LANGUAGE_NAMES,
-            signed_in=self.session is not None, form_token=self.form_token, path=self.request.url.path,
-            errors=context.pop("errors", None) or Errors(), values=context.pop("values", {}), **context)
+        errors: Errors = context.pop("errors", None) or Errors()
+        page = self.page(template, errors, context)
+        # A refusal about a field this page has not (a row another operator moved meanwhile, a service's own field
+        # name): said above the form instead, where the summary's link would lead nowhere.
+        absent = [name for name in errors.fields if f'id="{name}"' not in page]
+        if absent:
+            said = [errors.fields[name] for name in absent if errors.fields[name] != errors.summary]
+            errors = Errors(" ".join(filter(None, [errors.summary, *dict.fromkeys(said)])) or None,
+                            {name: text for name, text in errors.fields.items() if name not in absent})
+            page = self.page(template, errors, context)
         response = HTMLResponse(page, http_status)
         self.finish(response)
         return response
+
+    def page(self, template: str, errors: Errors, context: dict[str, Any]) -> str:
+        return environment(self.language).get_template(template).render(
+            view=self, brand=self.settings, language=self.language, languages=i18n.LANGUAGE_NAMES,
+            signed_in=self.session is not None, form_token=self.form_token, path=self.request.url.path,
+            errors=errors, values=context.get("values", {}), **{k: v for k, v in context.items() if k != "values"})
 
     def redirect(self, to: str) -> RedirectResponse:
         response = RedirectResponse(to, 303)
@@ -176,7 +189,20 @@ def view_of(request: Request) -> View:
 
 def page_number(given: str) -> int:
     """A page asked for in the query: a number within the catalogue's bounds, else the first (never an error page)."""
-    return min(max(int(given), 1), MAX_PAGE) if given.isdigit() and len(given) < 8 else 1
+    return min(max(int(given), 1), MAX_PAGE) if re.fullmatch(r"[0-9]{1,7}", given) else 1
+
+
+def whole_number(typed: str, most: int) -> int | str:
+    """A number as a person types it (spaces between thousands allowed), or what is wrong with it: a key of
+    FIELD_MESSAGES. ASCII digits only: `str.isdigit` takes `²`, which `int` refuses."""
+    digits = re.sub(r"[ \u00a0\u202f]", "", typed)
+    if not digits:
+        return "missing"
+    if not re.fullmatch(r"[0-9]+", digits):
+        return "int_parsing"
+    if len(digits) > len(str(most)) or int(digits) > most:  # the length first: int() refuses 4,300 digits and more
+        return "less_than_equal"
+    return int(digits)
 
 
 def local_path(target: str | None, default: str = "/") -> str:
