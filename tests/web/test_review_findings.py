@@ -1,5 +1,5 @@
-"""Defects found in the review of the web layer (each `xfail(strict=True)` until fixed), without services: the
-pages run over the ASGI app with a portal that answers a few commands as the services would."""
+"""Defects an adversarial review of the web layer found, each proven here and fixed; without services: the pages
+run over the ASGI app with a portal that answers a few commands as the services would."""
 
 from __future__ import annotations
 

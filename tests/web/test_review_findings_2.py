@@ -1,5 +1,5 @@
-"""Defects found in the second review of the web layer (device, order, office, register pages), each
-`xfail(strict=True)` until fixed; without services: the pages run over the ASGI app with a stand-in portal."""
+"""Defects found in the second review of the web layer (device, order, office, register pages),
+each proven here and fixed; without services: the pages run over the ASGI app with a stand-in portal."""
 
 from __future__ import annotations
 
