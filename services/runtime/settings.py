@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     mail_from: str = "Service Portal <no-reply@portal.localhost>"
-    public_url: str = "http://localhost:8000"
+    public_url: str = "http://localhost:8080"  # the gateway, which serves the pages the mails link to
 
     token_secret: SecretStr = SecretStr(DEVELOPMENT_TOKEN_SECRET)
     bootstrap_operator_email: str = "operator@portal.localhost"
