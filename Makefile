@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install chromium run test test-api-deep lint bench docs clean
+.PHONY: install chromium run demo test test-api-deep lint bench docs clean
 
 install: $(VENV)/.installed chromium
 
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/python -m deploy.local
+
+# A customer's journey against the stack `make run` started (in another terminal), each step with its mails.
+demo: install
+	$(BIN)/python -m deploy.local.journey
 
 lint: install
 	$(BIN)/ruff check .
