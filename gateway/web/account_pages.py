@@ -3,28 +3,32 @@ terms, profile, the language picker, sign-out."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import accounts
-from contracts.client import NotDelivered, PortalError
 from contracts.errors import LANGUAGES, AccountsErrorCode
 from gateway.cookies import clear_session_cookies, end_replaced_session, set_session_cookies
 from gateway.web import i18n
-from gateway.web.view import ACCOUNT_COOKIE, Errors, View, local_path, refusal_errors, validation_errors, view_of
+from gateway.web.view import (
+    ACCOUNT_COOKIE,
+    Errors,
+    Page,
+    Refusal,
+    View,
+    local_path,
+    refusal_errors,
+    ticked,
+    validation_errors,
+)
 
 router = APIRouter(include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 SIGNED_UP_COOKIE = "portal_signed_up"  # the address just signed up, for the page that says where the link went
 
-
-def ticked(form: dict[str, str], name: str) -> bool:
-    return form.get(name) in ("on", "true", "1")
 
 
 def optional(form: dict[str, str], name: str) -> str | None:

@@ -10,10 +10,10 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -22,11 +22,18 @@ from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.charts import fills_of, stacked
 from gateway.web.i18n import N_
-from gateway.web.view import FIELD_MESSAGES, Errors, View, refusal_errors, validation_errors, view_of, whole_number
+from gateway.web.view import (
+    FIELD_MESSAGES,
+    Errors,
+    Page,
+    Refusal,
+    View,
+    refusal_errors,
+    validation_errors,
+    whole_number,
+)
 
 router = APIRouter(include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 
 COUNTER_FIELD = "counter-"  # the reading form's field of a counter: `counter-mono`, `counter-color`
 # One plain address, as contracts.base.ContactEmail: what a reminder may be sent to.

@@ -5,22 +5,19 @@ pages per period with an xlsx export."""
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import metering, registration
 from contracts.base import FileObject
-from contracts.client import NotDelivered, PortalError
 from gateway.files import file_response
 from gateway.web.charts import fills_of, stacked
-from gateway.web.view import Errors, View, refusal_errors, validation_errors, view_of
+from gateway.web.view import Errors, Page, Refusal, View, refusal_errors, validation_errors
 
 router = APIRouter(include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 # The file's refusals belong beside the file field of these forms.
 FILE_FIELD = dict.fromkeys(("file_too_large", "file_type_not_allowed", "not_a_spreadsheet", "spreadsheet_too_large",
                             "missing_columns", "duplicate_columns", "too_many_rows"), "file")

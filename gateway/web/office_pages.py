@@ -13,11 +13,11 @@ import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -33,16 +33,15 @@ from gateway.web.view import (
     FIELD_MESSAGES,
     INVALID,
     Errors,
+    Page,
+    Refusal,
     View,
     page_number,
     refusal_errors,
     validation_errors,
-    view_of,
 )
 
 router = APIRouter(prefix="/office", include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 PAGE_SIZE = 50
 # The zones an operator states a technician's arrival in; the page's language suggests one.
 TIME_ZONES = ("Europe/Berlin", "Europe/Oslo", "Europe/London", "UTC")

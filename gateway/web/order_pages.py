@@ -16,26 +16,31 @@ from dataclasses import dataclass
 from typing import Annotated, Any, get_args
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import accounts, ordering, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
-from gateway.web.view import FIELD_MESSAGES, INVALID, Errors, View, page_number, refusal_errors, view_of
+from gateway.web.view import (
+    FIELD_MESSAGES,
+    INVALID,
+    Errors,
+    Page,
+    Refusal,
+    View,
+    page_number,
+    refusal_errors,
+    ticked,
+)
 
 router = APIRouter(include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 NEW_CONTACT = "new"
 PAGE_SIZE = 50
 MAX_DEVICES = 20  # of one order: OKI's order lines per address, far beyond what one site holds
 Devices = Annotated[list[str] | None, Query()]
 
-
-def ticked(form: Mapping[str, str], name: str) -> bool:
-    return form.get(name) in ("on", "true", "1")
 
 
 def problem_text(view: View, problem: Mapping[str, Any]) -> str:

@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import date
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from contracts import accounts, metering, notifier, registration, ticketing
-from contracts.client import NotDelivered, PortalError
+from contracts.client import PortalError
 from contracts.errors import ErrorCode
-from gateway.web.view import ACCOUNT_COOKIE, View, refusal_errors, view_of
+from gateway.web.view import ACCOUNT_COOKIE, Page, Refusal, View, refusal_errors
 
 router = APIRouter(include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 TICKET_NUMBER = re.compile(r"^\d+/\d+$")
 ORDER_NUMBER = re.compile(r"^[A-Za-z]{1,10}-\d{4}-\d{6}$")  # `OR-2026-000001`, whatever the vendor's prefix
 

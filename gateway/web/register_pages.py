@@ -6,30 +6,30 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import accounts, metering, registration
-from contracts.client import NotDelivered, PortalError
+from contracts.client import PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.view import (
     FIELD_MESSAGES,
     Errors,
+    Page,
+    Refusal,
     View,
     page_number,
     refusal_errors,
+    ticked,
     validation_errors,
-    view_of,
     whole_number,
 )
 
 router = APIRouter(include_in_schema=False)
-Page = Annotated[View, Depends(view_of)]
-Refusal = (PortalError, NotDelivered, TimeoutError)
 MAX_COUNTER = metering.MAX_COUNTER
 MAX_PROOF_BYTES = 5 * 1024 * 1024  # registration's limit (CATALOG §3): a larger file is not even sent
 
@@ -137,9 +137,6 @@ ADDRESS_FIELDS = ("name", "street", "postal_code", "city", "country")
 # The form's names of the command's fields, where they differ (the warranty checkbox as FIELD_OF_CODE names it).
 REGISTER_FIELDS = {"warranty_accepted": "accept_warranty", "location": "location_choice"}
 
-
-def ticked(form: dict[str, str], name: str) -> bool:
-    return form.get(name) in ("on", "true", "1")
 
 
 async def serial_hint(view: View, model: str) -> dict[str, Any] | None:

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import jinja2
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -176,6 +176,15 @@ def security_headers(response: Response, settings: GatewaySettings) -> None:
     response.headers["Cache-Control"] = "no-store"  # personal pages, and forms with tokens
 
 
+# What every page module's handlers take and catch.
+Refusal = (PortalError, NotDelivered, TimeoutError)
+
+
+def ticked(form: Mapping[str, str], name: str) -> bool:
+    """A checkbox of a posted form (browsers send `on`)."""
+    return form.get(name) in ("on", "true", "1")
+
+
 def view_of(request: Request) -> View:
     settings: GatewaySettings = request.app.state.settings
     language = i18n.language_for(request.query_params.get("lang"), request.cookies.get(i18n.LANGUAGE_COOKIE),
@@ -283,3 +292,6 @@ def refusal_errors(view: View, error: PortalError | NotDelivered | TimeoutError,
         return Errors(message, {field: message})
     # A service names nested fields (`file.content_base64`): the form's field is the first part.
     return Errors(message, {name.split(".")[0]: view.gettext(INVALID) for name in (error.fields or {})})
+
+
+Page = Annotated[View, Depends(view_of)]  # a page handler's parameter: the request as a View
