@@ -19,6 +19,9 @@ MIN_OPERATOR_PASSWORD_LENGTH = 12
 PLACEHOLDER_MARKS = ("replace", "change-me", "change_me", "changeme", "placeholder", "example", "secret-here")
 # Guessable parts of the bootstrap operator's password, besides its e-mail's name.
 GUESSABLE_WORDS = ("password", "passw0rd", "operator", "admin", "portal", "123456", "qwerty")
+# What must be left of the password once those parts are taken out: a random password that happens
+# to contain "admin" is still strong, "Admin1234567x" is not.
+MIN_UNGUESSABLE_CHARACTERS = 8
 
 
 class Settings(BaseSettings):
@@ -99,8 +102,11 @@ def operator_password_problem(password: str, email: str) -> str | None:
         return "is the development password: set a strong one"
     if len(password) < MIN_OPERATOR_PASSWORD_LENGTH:
         return f"must be at least {MIN_OPERATOR_PASSWORD_LENGTH} characters"
-    lowered, email_name = password.lower(), email.split("@", 1)[0].lower()
-    if looks_like_placeholder(password) or any(word in lowered for word in GUESSABLE_WORDS) or (
-            len(email_name) >= 3 and email_name in lowered):
+    email_name = email.split("@", 1)[0].lower()
+    guessable = [*GUESSABLE_WORDS, email_name] if len(email_name) >= 3 else list(GUESSABLE_WORDS)
+    unguessable = password.lower()
+    for word in guessable:
+        unguessable = unguessable.replace(word, "")
+    if looks_like_placeholder(password) or len(unguessable) < MIN_UNGUESSABLE_CHARACTERS:
         return "looks like a placeholder or is easy to guess: set a strong one"
     return None

@@ -48,6 +48,13 @@ def test_production_starts_with_a_random_secret_and_a_strong_password() -> None:
     assert settings.token_secret.get_secret_value() == STRONG_SECRET
 
 
+@pytest.mark.parametrize("password", ["uausrxIThtADMiND", "k3Operator#Vq9zLw2", "Xr8!portal-Mn4qTz"])
+def test_production_accepts_a_random_password_that_happens_to_contain_a_guessable_word(password: str) -> None:
+    # CI once drew "uausrxIThtADMiND" from token_urlsafe(12) and the old check refused it.
+    settings = Settings(env="production", token_secret=STRONG_SECRET, bootstrap_operator_password=password)
+    assert settings.bootstrap_operator_password.get_secret_value() == password
+
+
 def test_random_secrets_are_never_taken_for_placeholders() -> None:
     for _ in range(2000):
         Settings(env="production", token_secret=secrets.token_urlsafe(32),
