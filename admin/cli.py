@@ -2,8 +2,14 @@
 
     portal-admin dead-letters list [--service S] [--queue Q] [--json]
     portal-admin dead-letters replay --service S --queue Q (--message-id ID | --all)
+    portal-admin load models|consumables|installed-base FILE [--json]
+    portal-admin deliveries [--recipient R] [--status sent|retrying|failed] [--event E] [--json]
+    portal-admin reminders run [--date YYYY-MM-DD] [--json]
+    portal-admin overdue [--period-end YYYY-MM-DD] [--json]
 
-Each command is one call of the portal's operator commands; the services decide and refuse.
+Each command calls the portal's operator commands (a load: one per batch of rows, see `admin/loads.py`); the
+services decide and refuse. Exit codes: 0 done; 1 refused (a load: some rows refused); 2 a usage or token problem,
+and for a load also a file that cannot be read or a call refused as a whole.
 """
 
 from __future__ import annotations
@@ -11,13 +17,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from admin import loads
 from admin.auth import NoToken, operator_token
+from contracts import metering, notifier, uploads
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.topology import SERVICES
@@ -28,6 +39,11 @@ BODY_PREVIEW_CHARS = 60
 app = typer.Typer(no_args_is_help=True, help="Operator tools for the service portal.")
 dead_letters = typer.Typer(no_args_is_help=True, help="Messages a service could not handle: list and replay them.")
 app.add_typer(dead_letters, name="dead-letters")
+load = typer.Typer(no_args_is_help=True, help="The catalogue, consumables or installed base from a csv or xlsx file: "
+                   "the column names in the first row, one row per item.")
+app.add_typer(load, name="load")
+reminders = typer.Typer(no_args_is_help=True, help="Metering's meter-reading reminders.")
+app.add_typer(reminders, name="reminders")
 
 out, err = Console(), Console(stderr=True)
 
@@ -36,6 +52,9 @@ Token = Annotated[str | None, typer.Option(
     "--token", envvar="PORTAL_ADMIN_TOKEN", show_default=False,
     help="An operator's access token; outside production one is minted from PORTAL_TOKEN_SECRET when omitted.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for each reply.")]
+AsJson = Annotated[bool, typer.Option("--json", help="The reply as JSON.")]
+Page = Annotated[int, typer.Option("--page", min=1)]
+PageSize = Annotated[int, typer.Option("--page-size", min=1, max=200)]
 T = TypeVar("T")
 
 
@@ -150,3 +169,176 @@ async def _call(command: str, request: dict[str, Any], token: str, amqp_url: str
         return await portal.call(command, request, token=token)
     finally:
         await portal.close()
+
+
+# --- load: models, consumables, installed base from a file ----------------------------------------------------------
+
+LoadFile = Annotated[Path, typer.Argument(help="A csv (comma, semicolon or tab) or xlsx file.", show_default=False)]
+LoadJson = Annotated[bool, typer.Option("--json", help="Each row's result as JSON instead of the table.")]
+
+
+@load.command("models", help=f"Product models (registration): {uploads.COLUMNS['models']}.")
+def load_models(file: LoadFile, as_json: LoadJson = False, amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+                token: Token = None, timeout: Timeout = 60.0) -> None:
+    _load("models", file, as_json, amqp_url, token, timeout)
+
+
+@load.command("consumables", help=f"Each model's consumables (ordering; a model's list replaces the one before): "
+                                  f"{uploads.COLUMNS['consumables']}.")
+def load_consumables(file: LoadFile, as_json: LoadJson = False, amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+                     token: Token = None, timeout: Timeout = 60.0) -> None:
+    _load("consumables", file, as_json, amqp_url, token, timeout)
+
+
+@load.command("installed-base", help=f"Devices under contract from the ERP (registration): "
+                                     f"{uploads.COLUMNS['installed_base']}; counters as `mono=12000, color=3400`.")
+def load_installed_base(file: LoadFile, as_json: LoadJson = False, amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+                        token: Token = None, timeout: Timeout = 120.0) -> None:
+    _load("installed_base", file, as_json, amqp_url, token, timeout)
+
+
+def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str | None, timeout: float) -> None:
+    """Exit 0 when every row went in, 1 when some were refused, 2 for a file it cannot read or a refused call."""
+    try:
+        with file.open("rb") as opened:
+            content = opened.read(uploads.MAX_FILE_BYTES + 1)  # one byte past the limit: refused as too large
+        rows = uploads.numbered_rows(file.name, content)
+    except (OSError, uploads.Unreadable) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        err.print(f"[red]{file}: cannot be read ({reason}); a csv or xlsx file of at most "
+                  f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
+                  f"the first row[/red]")
+        raise typer.Exit(2) from None
+    results, batches = loads.plan(kind, rows)
+    stopped = _run(_send_all(batches, len(results), _token(token), amqp_url, timeout))
+    if as_json:
+        out.print_json(json.dumps([result.as_json() for result in results]))
+    else:
+        out.print(_results_table(kind, file, results))
+    if stopped is not None:
+        err.print(f"[red]stopped: {_refusal(stopped.command, stopped.error)}[/red]")
+        raise typer.Exit(2)
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
+
+
+async def _send_all(batches: list[loads.Batch], total: int, token: str, amqp_url: str,
+                    timeout: float) -> loads.CallRefused | None:
+    portal = PortalClient(amqp_url, timeout=timeout)  # connects on the first call: NotDelivered when it cannot
+    sent = sum(len(batch.items) for batch in batches)
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task("rows", total=total, completed=total - sent)  # the rows refused already
+
+            async def call(command: str, body: dict[str, Any]) -> dict[str, Any]:
+                return await portal.call(command, body, token=token, lang="en")
+            await loads.send(batches, call, lambda rows: progress.advance(task, rows))
+    except loads.CallRefused as stopped:
+        return stopped
+    finally:
+        await portal.close()
+    return None
+
+
+def _results_table(kind: loads.Kind, file: Path, results: list[loads.RowResult]) -> Table:
+    saved = sum(result.ok for result in results)
+    table = Table(title=f"{file.name}: {saved} of {len(results)} rows in", title_justify="left")
+    for column in ("row", loads.KEY_COLUMN[kind], "result", "code", "message"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(str(result.row), result.key, "ok" if result.ok else "[red]refused[/red]", result.code or "",
+                      result.message or "")
+    return table
+
+
+# --- mail deliveries, reminders, overdue readings -------------------------------------------------------------------
+
+@app.command("deliveries")
+def list_deliveries(
+    recipient: Annotated[str | None, typer.Option("--recipient", help="Only mails to this address.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="sent, retrying or failed.")] = None,
+    event: Annotated[str | None, typer.Option("--event", help="Only mails caused by this event.")] = None,
+    page: Page = 1, page_size: PageSize = 50, as_json: AsJson = False,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL, token: Token = None, timeout: Timeout = 30.0,
+) -> None:
+    """The mails the notifier sent, is still trying to send, or gave up on; newest first (bodies are not shown)."""
+    if status is not None and status not in ("sent", "retrying", "failed"):
+        raise typer.BadParameter("sent, retrying or failed", param_hint="--status")
+    request = {"page": page, "page_size": page_size, "recipient": recipient, "status": status, "event": event}
+    reply = _answer("notifier", notifier.ListDeliveries.routing_key,
+                    {name: value for name, value in request.items() if value is not None}, token, amqp_url, timeout)
+    if as_json:
+        out.print_json(json.dumps(reply))
+        return
+    table = Table(title=f"{_shown(reply)} deliveries", title_justify="left")
+    for column in ("created at", "recipient", "mail", "event", "status", "attempts", "subject", "last error"):
+        table.add_column(column, overflow="fold")
+    for item in reply["items"]:
+        table.add_row(item["created_at"], item["recipient"], item["mail"], item["event"], item["status"],
+                      str(item["attempts"]), item["subject"], item.get("last_error") or "")
+    out.print(table)
+
+
+@reminders.command("run")
+def run_reminders(
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD",
+                                            help="The day to run the schedule for; default: today (UTC).")] = None,
+    as_json: AsJson = False, amqp_url: AmqpUrl = DEFAULT_AMQP_URL, token: Token = None, timeout: Timeout = 120.0,
+) -> None:
+    """Run metering's reminder schedule for that day now, as its scheduler does daily: opening and second
+    reminders, and the devices whose window closed without a reading found overdue. Each is done at most once."""
+    as_of = _date(day, "--date") if day else datetime.now(UTC).date()
+    reply = _answer("metering", metering.RunReminders.routing_key, {"as_of": as_of.isoformat()}, token, amqp_url,
+                    timeout)
+    if as_json:
+        out.print_json(json.dumps({"as_of": as_of.isoformat(), **reply}))
+    else:
+        out.print(f"reminders run for {as_of}: {reply['reminders']} reminder(s), {reply['overdue']} overdue")
+
+
+@app.command("overdue")
+def list_overdue(
+    period_end: Annotated[str | None, typer.Option(
+        "--period-end", metavar="YYYY-MM-DD",
+        help="The period's last day; default: the latest quarter whose window has closed.")] = None,
+    page: Page = 1, page_size: PageSize = 50, as_json: AsJson = False,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL, token: Token = None, timeout: Timeout = 30.0,
+) -> None:
+    """Devices without a reading for a period whose window has closed: where the contract team estimates."""
+    end = _date(period_end, "--period-end") if period_end else metering.last_closed_quarter(datetime.now(UTC).date())
+    reply = _answer("metering", metering.ListOverdue.routing_key,
+                    {"period_end": end.isoformat(), "page": page, "page_size": page_size}, token, amqp_url, timeout)
+    if as_json:
+        out.print_json(json.dumps(reply))
+        return
+    table = Table(title=f"{_shown(reply)} devices overdue for the period ending {end}", title_justify="left")
+    for column in ("serial number", "model", "customer", "contract", "last reading", "window closed", "device id"):
+        table.add_column(column, overflow="fold")
+    for item in reply["items"]:
+        table.add_row(item["serial_number"], item["model"], item.get("customer_number") or "",
+                      item.get("contract_number") or "", item.get("last_date") or "", item["window_closed"],
+                      item["device_id"])
+    out.print(table)
+
+
+def _date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("a date as YYYY-MM-DD", param_hint=option) from None
+
+
+def _shown(page: dict[str, Any]) -> str:
+    shown = f"{len(page['items'])} of {page['total']}"
+    return shown + (f", page {page['page']}," if page["page"] > 1 else "")
+
+
+def _answer(service: str, command: str, request: dict[str, Any], token: str | None, amqp_url: str,
+            timeout: float) -> dict[str, Any]:
+    """The command's reply; exit 1 when it is refused or none comes."""
+    try:
+        return _run(_call(command, request, _token(token), amqp_url, timeout))
+    except (PortalError, NotDelivered, TimeoutError) as error:
+        err.print(f"[red]{_refusal(service, error)}[/red]")
+        raise typer.Exit(1) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -18,6 +18,17 @@ ReminderKind = Literal["opening", "second"]
 # A row whose `value` is empty is skipped, so a customer types in only what they read.
 READING_SHEET_COLUMNS = ("serial_number", "counter", "last_value", "last_date", "value", "reading_date")
 READING_SHEET_NAME = "readings"
+# A window closes 10 days after its period's end (CATALOG §4): only then are its devices overdue.
+WINDOW_CLOSES_AFTER = timedelta(days=10)
+
+
+def last_closed_quarter(today: date) -> date:
+    """The end of the latest quarter whose reading window has closed: the `period_end` an operator asks
+    `metering.operator.overdue` about first (the back office's and the CLI's default)."""
+    end = date(today.year, (today.month - 1) // 3 * 3 + 1, 1) - timedelta(days=1)
+    while end + WINDOW_CLOSES_AFTER >= today:
+        end = date(end.year, (end.month - 1) // 3 * 3 + 1, 1) - timedelta(days=1)
+    return end
 
 CounterName = Field(min_length=1, max_length=40, examples=["mono"])
 MAX_COUNTER = 10**12

@@ -12,7 +12,7 @@ import asyncio
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -23,11 +23,11 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from contracts import accounts, metering, notifier, ordering, registration, ticketing
+from contracts import uploads as sheets
 from contracts.client import NotDelivered, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.errors import ErrorCode, message_for
 from contracts.topology import SERVICES
-from gateway.web import office_sheets
 from gateway.web.i18n import N_
 from gateway.web.view import (
     FIELD_MESSAGES,
@@ -52,8 +52,6 @@ DECIDED = {"approved": N_("Approved."), "rejected": N_("Rejected."), "active": N
            "shipped": N_("Marked as shipped."), "delivered": N_("Marked as delivered."),
            "status": N_("The service request's status is changed."), "replayed": N_("Put back on the queue."),
            "estimate": N_("The estimate is recorded.")}
-# A window closes 10 days after its period's end (CATALOG §4): only then are its devices overdue.
-WINDOW_CLOSES_AFTER = timedelta(days=10)
 COUNTER = re.compile(r"^\s*([^\s=:]+)\s*[=:]\s*(\d{1,13})\s*$")
 
 
@@ -316,14 +314,6 @@ async def mail(view: Page, recipient: str = "", status: str = "", page: str = "1
 
 # --- 6. overdue meter readings, estimates, the reminder run --------------------------------------------------------
 
-def last_closed_quarter(today: date) -> date:
-    """The end of the latest quarter whose reading window has closed: the overdue list's first question."""
-    end = date(today.year, (today.month - 1) // 3 * 3 + 1, 1) - timedelta(days=1)
-    while end + WINDOW_CLOSES_AFTER >= today:
-        end = date(end.year, (end.month - 1) // 3 * 3 + 1, 1) - timedelta(days=1)
-    return end
-
-
 def counters_of(text: str) -> list[dict[str, Any]] | None:
     """`mono=13250, color=3710` as the readings of a command; None when a part is no `name=value`."""
     parts = [part for part in re.split(r"[,;\n]", text) if part.strip()]
@@ -337,9 +327,9 @@ async def readings_page(view: View, period_end: str | None = None, page: str = "
                         errors: Errors | None = None, values: dict[str, str] | None = None,
                         done: str | None = None, run: dict[str, str] | None = None) -> Response:
     try:
-        end = date.fromisoformat(period_end) if period_end else last_closed_quarter(date.today())
+        end = date.fromisoformat(period_end) if period_end else metering.last_closed_quarter(date.today())
     except ValueError:
-        end = last_closed_quarter(date.today())
+        end = metering.last_closed_quarter(date.today())
     overdue = await view.call(metering.ListOverdue.routing_key, {"period_end": end.isoformat(),
                                                                  "page": page_number(page), "page_size": PAGE_SIZE})
     return view.render("office_readings.html", http_status, overdue=overdue, period_end=end.isoformat(),
@@ -405,11 +395,7 @@ async def record_estimate(view: Page, device_id: str) -> Response:
 
 UPLOAD_KINDS = {"models": N_("Product models"), "consumables": N_("Consumables"),
                 "installed_base": N_("Installed base")}
-UPLOAD_COLUMNS = {
-    "models": "model, article_number, serial_pattern, counters, serial_hint",
-    "consumables": "model, article_number, description, kind, color, included_in_contract",
-    "installed_base": "serial_number, model, customer_number, contract_number, location_name, street, postal_code, "
-                      "city, country, building_location, counters, counters_date, e_maintenance"}
+UPLOAD_COLUMNS = sheets.COLUMNS
 
 
 @dataclass
@@ -443,15 +429,15 @@ async def upload(view: Page) -> Response:
     await view.call(accounts.ListPendingVerifications.routing_key, {"page_size": 1})
     kind = form.get("kind", "") if form.get("kind") in UPLOAD_KINDS else "models"
     upload = (await view.request.form()).get("file")
-    content = await upload.read(office_sheets.MAX_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
+    content = await upload.read(sheets.MAX_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
     if not content:
         message = view.gettext("Please choose a csv or xlsx file.")
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     try:
-        rows = office_sheets.rows_of(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
-    except office_sheets.Unreadable:
+        rows = sheets.rows_of(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
+    except sheets.Unreadable:
         message = view.gettext("This file cannot be read: please send a csv or xlsx file of at most 2 MB and "
-                               "%(rows)s rows, its column names in the first row.", rows=office_sheets.MAX_ROWS)
+                               "%(rows)s rows, its column names in the first row.", rows=sheets.MAX_ROWS)
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     results = await {"models": upload_models, "consumables": upload_consumables,
                      "installed_base": upload_installed_base}[kind](view, rows)
@@ -477,7 +463,7 @@ async def upload_models(view: View, rows: list[dict[str, str]]) -> list[RowResul
     for line, row in enumerate(rows, start=2):
         result = RowResult(line, row.get("model", ""))
         try:
-            valid.append((result, registration.ProductModel.model_validate(office_sheets.model_of(row))))
+            valid.append((result, registration.ProductModel.model_validate(sheets.model_of(row))))
         except ValidationError as error:
             result.message = row_problem(view, error)
         results.append(result)
@@ -498,7 +484,7 @@ async def upload_consumables(view: View, rows: list[dict[str, str]]) -> list[Row
         result = RowResult(line, row.get("article_number", ""))
         results.append(result)
         try:
-            item = ordering.Consumable.model_validate(office_sheets.consumable_of(row))
+            item = ordering.Consumable.model_validate(sheets.consumable_of(row))
         except ValidationError as error:
             result.message = row_problem(view, error)
             continue
@@ -523,7 +509,7 @@ async def upload_installed_base(view: View, rows: list[dict[str, str]]) -> list[
         result = RowResult(line, row.get("serial_number", ""))
         try:
             valid.append((result, registration.InstalledDevice.model_validate(
-                office_sheets.installed_device_of(row))))
+                sheets.installed_device_of(row))))
         except ValidationError as error:
             result.message = row_problem(view, error)
         results.append(result)

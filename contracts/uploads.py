@@ -1,6 +1,9 @@
-"""The back office's uploads read in the gateway: a csv or xlsx file to rows of text by column name, and those rows
-to the items of the operator commands that take lists (models, consumables, the installed base). Pure functions.
+"""An operator's upload of the catalogue, consumables or installed base: a csv or xlsx file to rows of text by column
+name, and those rows to the items of the operator commands that take lists (`registration.operator.upsert_models`,
+`ordering.operator.upsert_consumables`, `registration.operator.import_installed_base`). Pure functions.
 
+Beside the contracts because the gateway's back office (`/office/uploads`) and the operators' CLI
+(`portal-admin load ...`) both read these files, and both send what they read as those commands.
 An xlsx is checked as the services check theirs (`contracts.spreadsheets`): the package's sizes and parts before
 openpyxl reads a byte of XML, which it then reads through defusedxml.
 """
@@ -25,12 +28,26 @@ TRUE = {"1", "true", "yes", "y", "x", "ja", "j"}
 COUNTER = re.compile(r"^\s*([^\s=:]+)\s*[=:]\s*(\d{1,13})\s*$")
 
 
+# The columns each kind of file holds, by the name of its kind (the back office's and the CLI's).
+COLUMNS = {
+    "models": "model, article_number, serial_pattern, counters, serial_hint",
+    "consumables": "model, article_number, description, kind, color, included_in_contract",
+    "installed_base": "serial_number, model, customer_number, contract_number, location_name, street, postal_code, "
+                      "city, country, building_location, counters, counters_date, e_maintenance"}
+
+
 class Unreadable(Exception):
-    """Not a csv or xlsx file this page reads, or larger than it takes."""
+    """Not a csv or xlsx file this reader takes, or larger than it takes."""
 
 
 def rows_of(filename: str, content: bytes) -> list[dict[str, str]]:
     """The rows under the first line's column names (lower case), empty rows left out."""
+    return [row for _, row in numbered_rows(filename, content)]
+
+
+def numbered_rows(filename: str, content: bytes) -> list[tuple[int, dict[str, str]]]:
+    """As `rows_of`, each row with its line in the file (the column names being line 1), as a person finds it in
+    their spreadsheet program."""
     if len(content) > MAX_FILE_BYTES:
         raise Unreadable("too large")
     if content[:4] == b"PK\x03\x04" or filename.lower().endswith(".xlsx"):
@@ -40,8 +57,8 @@ def rows_of(filename: str, content: bytes) -> list[dict[str, str]]:
     if not table:
         raise Unreadable("empty")
     header = [str(cell or "").strip().lower().replace(" ", "_") for cell in table[0]]
-    rows = [{name: value for name, value in zip(header, line, strict=False) if name}
-            for line in table[1:] if any(value.strip() for value in line)]
+    rows = [(line, {name: value for name, value in zip(header, cells, strict=False) if name})
+            for line, cells in enumerate(table[1:], start=2) if any(value.strip() for value in cells)]
     if len(rows) > MAX_ROWS:
         raise Unreadable("too many rows")
     return rows
