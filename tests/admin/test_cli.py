@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +16,7 @@ from services.notifier.app import service as notifier
 from services.runtime.service import ServiceInstance
 from services.runtime.settings import Settings
 from services.runtime.tokens import Role, verify_token
+from tests.admin.support import portal_admin
 from tests.builders import publish_event, token_for
 from tests.runtime.sample_service import NoteAdded, listener
 from tests.support import dead_letters, eventually, running, settings_env
@@ -30,21 +28,6 @@ NOTES_QUEUE = event_queue("listener", NoteAdded.routing_key)
 async def service(settings: Settings) -> AsyncIterator[ServiceInstance]:
     async with running(listener, settings) as instance:
         yield instance
-
-
-async def portal_admin(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """Run `python -m admin ...` as an operator would; its exit status, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "admin", *args, env={**env, "COLUMNS": "250"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def dead_undecodable(amqp_url: str, portal: PortalClient, operator: str, count: int,

@@ -1,0 +1,33 @@
+"""contracts.uploads: the back office's and the CLI's reader of csv and xlsx uploads. Pure functions."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
+import pytest
+
+from contracts import uploads
+
+ROW = {"serial_number": "AK5A000001", "counters": "mono=12000; color=3400", "counters_date": "2026-11-30"}
+
+
+def test_an_xlsx_and_a_csv_give_the_same_rows_numbered_by_their_line_in_the_file() -> None:
+    book = openpyxl.Workbook()
+    book.active.append(["Serial number", "Counters", "Counters date"])
+    book.active.append(["AK5A000001", "mono=12000; color=3400", date(2026, 11, 30)])
+    content = io.BytesIO()
+    book.save(content)
+    text = "serial_number;counters;counters_date\n;;\nAK5A000001;mono=12000, color=3400;2026-11-30\n"
+
+    assert uploads.numbered_rows("base.xlsx", content.getvalue()) == [(2, ROW)]
+    assert uploads.numbered_rows("base.csv", text.encode()) == [(3, {**ROW, "counters": "mono=12000, color=3400"})]
+    assert uploads.rows_of("base.csv", text.encode()) == [{**ROW, "counters": "mono=12000, color=3400"}]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a zip", b"a\n" + b"x\n" * (uploads.MAX_ROWS + 1),
+                                     b"x" * (uploads.MAX_FILE_BYTES + 1)])
+def test_what_is_empty_no_spreadsheet_or_too_large_cannot_be_read(content: bytes) -> None:
+    with pytest.raises(uploads.Unreadable):
+        uploads.numbered_rows("upload.csv", content)
