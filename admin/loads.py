@@ -118,7 +118,7 @@ def consumable_batches(rows: list[tuple[int, dict[str, str]]], results: list[Row
         model = row.get("model", "").strip()
         item = validated(ordering.Consumable, uploads.consumable_of(row), result)
         if not model:
-            result.refuse("validation_failed", "model: required")
+            result.refuse("validation_failed", "; ".join(filter(None, ["model: required", result.message])))
             continue
         by_model.setdefault(model, []).append((result, item))
     batches = []

@@ -40,14 +40,9 @@ class Unreadable(Exception):
     """Not a csv or xlsx file this reader takes, or larger than it takes."""
 
 
-def rows_of(filename: str, content: bytes) -> list[dict[str, str]]:
-    """The rows under the first line's column names (lower case), empty rows left out."""
-    return [row for _, row in numbered_rows(filename, content)]
-
-
 def numbered_rows(filename: str, content: bytes) -> list[tuple[int, dict[str, str]]]:
-    """As `rows_of`, each row with its line in the file (the column names being line 1), as a person finds it in
-    their spreadsheet program."""
+    """The rows under the first line's column names (lower case, blanks as `_`), empty rows left out, each with its
+    line in the file (the column names being line 1), as a person finds it in their spreadsheet program."""
     if len(content) > MAX_FILE_BYTES:
         raise Unreadable("too large")
     if content[:4] == b"PK\x03\x04" or filename.lower().endswith(".xlsx"):

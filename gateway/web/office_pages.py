@@ -434,7 +434,7 @@ async def upload(view: Page) -> Response:
         message = view.gettext("Please choose a csv or xlsx file.")
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     try:
-        rows = sheets.rows_of(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
+        rows = sheets.numbered_rows(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
     except sheets.Unreadable:
         message = view.gettext("This file cannot be read: please send a csv or xlsx file of at most 2 MB and "
                                "%(rows)s rows, its column names in the first row.", rows=sheets.MAX_ROWS)
@@ -458,9 +458,9 @@ def refusal_text(view: View, error: PortalError | NotDelivered | TimeoutError) -
     return refusal_errors(view, error).summary or ""
 
 
-async def upload_models(view: View, rows: list[dict[str, str]]) -> list[RowResult]:
+async def upload_models(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
     results, valid = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         result = RowResult(line, row.get("model", ""))
         try:
             valid.append((result, registration.ProductModel.model_validate(sheets.model_of(row))))
@@ -477,10 +477,10 @@ async def upload_models(view: View, rows: list[dict[str, str]]) -> list[RowResul
     return results
 
 
-async def upload_consumables(view: View, rows: list[dict[str, str]]) -> list[RowResult]:
+async def upload_consumables(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
     results: list[RowResult] = []
     by_model: dict[str, list[tuple[RowResult, ordering.Consumable]]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         result = RowResult(line, row.get("article_number", ""))
         results.append(result)
         try:
@@ -503,9 +503,9 @@ async def upload_consumables(view: View, rows: list[dict[str, str]]) -> list[Row
     return results
 
 
-async def upload_installed_base(view: View, rows: list[dict[str, str]]) -> list[RowResult]:
+async def upload_installed_base(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
     results, valid = [], []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         result = RowResult(line, row.get("serial_number", ""))
         try:
             valid.append((result, registration.InstalledDevice.model_validate(

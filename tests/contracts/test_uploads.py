@@ -23,7 +23,6 @@ def test_an_xlsx_and_a_csv_give_the_same_rows_numbered_by_their_line_in_the_file
 
     assert uploads.numbered_rows("base.xlsx", content.getvalue()) == [(2, ROW)]
     assert uploads.numbered_rows("base.csv", text.encode()) == [(3, {**ROW, "counters": "mono=12000, color=3400"})]
-    assert uploads.rows_of("base.csv", text.encode()) == [{**ROW, "counters": "mono=12000, color=3400"}]
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a zip", b"a\n" + b"x\n" * (uploads.MAX_ROWS + 1),
