@@ -170,9 +170,10 @@ async def send_batch(batch: Batch, call: Call, retry: bool = True) -> None:
                 await send_batch(rest, call, retry=False)
             return
         rows = ", ".join(str(batch.items[index][0].row) for index in sorted(named))
+        whole = f"not saved: sent in one call with refused row {rows}" if rows else \
+            error.message or message_for(error.code, "en")
         for index, (result, _) in enumerate(batch.items):
-            result.refuse(error.code, named.get(index) or (f"sent with row {rows}, which was refused" if rows else
-                                                             error.message or message_for(error.code, "en")))
+            result.refuse(error.code, named.get(index) or whole)
         return
     for rejected in reply.get("rejected", []):  # the installed base judges each device on its own
         if 0 <= rejected["index"] < len(batch.items):

@@ -138,28 +138,34 @@ async def test_models_from_an_xlsx_all_go_in_and_a_csv_with_bad_rows_names_them_
 
 async def test_consumables_go_in_per_model_and_a_model_with_a_refused_row_keeps_its_list(
         services: None, settings: MeteringSettings, mongo: AsyncMongoClient[dict[str, Any]], tmp_path: Path) -> None:
-    good, spoilt = f"Model {random_id()}", f"Model {random_id()}"
+    good, spoilt, twice = (f"Model {random_id()}" for _ in range(3))
     path = csv_file(tmp_path, "consumables.csv", [
         "model,article_number,description,kind,color,included_in_contract",
         f"{good},1001,TONER-K,toner,black,yes",
         f"{spoilt},2001,TONER-K,toner,black,",
         f"{good},1002,DRUM,drum,,no",
-        f"{spoilt},2002,SPRAY,paint,,"])  # no such kind: the whole list of that model stays as it was
+        f"{spoilt},2002,SPRAY,paint,,",  # no such kind: the whole list of that model stays as it was
+        f"{twice},3001,TONER-K,toner,black,",
+        f"{twice},3002,DRUM,drum,,",
+        f"{twice},3001,TONER-K again,toner,black,"])  # ordering refuses an article given twice in one list
 
     status, table, _ = await portal_admin(settings_env(settings), "load", "consumables", str(path))
 
     assert status == 1
-    assert "2 of 4 rows in" in table
+    assert "2 of 7 rows in" in table
     lines = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 4}
     assert "ok" in lines["2"] and "ok" in lines["4"]
     assert "validation_failed" in lines["5"] and "kind" in lines["5"]
     assert "not_sent" in lines["3"] and spoilt in lines["3"]
+    assert "article_number: given twice" in lines["6"] and "article_number: given twice" in lines["8"]
+    assert "sent in one call with refused row 6, 8" in lines["7"]
     consumables = db(mongo, settings, "ordering").consumables
     saved = await consumables.find_one({"model": good})
     assert saved is not None
     assert [(item["article_number"], item["included_in_contract"]) for item in saved["items"]] == [
         ("1001", True), ("1002", False)]
     assert await consumables.find_one({"model": spoilt}) is None
+    assert await consumables.find_one({"model": twice}) is None
 
 
 async def test_an_installed_base_from_a_file_is_reminded_its_mail_listed_and_then_found_overdue(
