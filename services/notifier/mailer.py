@@ -13,6 +13,8 @@ from enum import StrEnum
 import aiosmtplib
 
 from services.notifier.settings import NotifierSettings
+from services.runtime.instance import Instance
+from services.runtime.metrics import Counter
 
 
 class Outcome(StrEnum):
@@ -25,6 +27,12 @@ class Outcome(StrEnum):
 class SendResult:
     outcome: Outcome
     error: str | None = None
+
+
+def mail_attempts(instance: Instance) -> Counter:
+    """`portal_notifier_mails_total{outcome}`: each attempt's outcome, and each mail recorded failed unattempted."""
+    return instance.metrics.counter("portal_notifier_mails", "Mails by outcome: sent; retrying (a temporary failure, "
+                                    "tried again later); failed (for good, or never mailable).", ["outcome"])
 
 
 class Mailer:

@@ -26,6 +26,7 @@ from faststream.rabbit import RabbitBroker, RabbitExchange
 from pymongo import InsertOne, UpdateOne
 
 from contracts.base import Event
+from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,9 @@ class OutboxRelay:
     """Publishes what the listed collections hold in their outboxes; one per process."""
 
     def __init__(self, broker: RabbitBroker, exchange: RabbitExchange, db: Database,
-                 collections: Sequence[str], *, poll_seconds: float) -> None:
+                 collections: Sequence[str], *, poll_seconds: float, metrics: Metrics | None = None) -> None:
         self.broker, self.exchange, self.db = broker, exchange, db
+        self.metrics = metrics
         self.collections = list(collections)
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
@@ -231,19 +233,32 @@ class OutboxRelay:
             sent: list[tuple[Any, Any, list[str]]] = []  # (document id, its sequence, event ids published)
             pending: list[tuple[str, dict[str, Any]]] = []
             waiting = {PENDING: 1} if self._scanned else {FIELD: {"$exists": True}}
+            backlog = 0  # found and not yet published: what a broker that is away leaves waiting
             async for document in collection.find(waiting, {FIELD: 1, SEQUENCE: 1}):
                 entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
                 pending.extend(entries)
+                backlog += len(entries)
                 sent.append((document["_id"], document.get(SEQUENCE), [event_id for event_id, _ in entries]))
                 if len(sent) >= CLEAR_BATCH:
-                    published += await self._publish(pending)
+                    count = await self._publish_counted(name, pending, backlog)
+                    published, backlog = published + count, backlog - count
                     await self._clear(collection, sent)
                     sent, pending = [], []
-            published += await self._publish(pending)
+            published += await self._publish_counted(name, pending, backlog)
             await self._clear(collection, sent)
         if collections is None:
             self._scanned = True
         return published
+
+    async def _publish_counted(self, collection: str, entries: list[tuple[str, dict[str, Any]]], backlog: int) -> int:
+        """`_publish`, counted: the `backlog` entries found in `collection` so far wait until it succeeds."""
+        if self.metrics is None:
+            return await self._publish(entries)
+        self.metrics.outbox_pending.labels(collection).set(backlog)
+        count = await self._publish(entries)
+        self.metrics.outbox_pending.labels(collection).set(backlog - count)
+        self.metrics.outbox_published.labels(collection).inc(count)
+        return count
 
     async def _publish(self, entries: list[tuple[str, dict[str, Any]]]) -> int:
         """Publish `entries` in order on one channel, their confirms awaited together (one at a time costs a round
