@@ -34,6 +34,11 @@ def message_context(**fields: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
+def current_field(name: str) -> str | None:
+    """A field of the message being handled (`correlation_id`, say), if one is."""
+    return (_context.get() or {}).get(name)
+
+
 class MessageFields(logging.Filter):
     """Puts the handled message's fields on each record; `service` stays the process's own outside a message."""
 

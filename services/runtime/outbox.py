@@ -26,6 +26,7 @@ from faststream.rabbit import RabbitBroker, RabbitExchange
 from pymongo import InsertOne, UpdateOne
 
 from contracts.base import Event
+from contracts.logs import current_field
 from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database
 
@@ -85,12 +86,17 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     merged = {operator: dict(fields) for operator, fields in update.items()}
     now = datetime.now(UTC)
     emissions = _emissions.get()
+    # The events of a command or event being handled carry its correlation id: one call can be followed in the logs.
+    correlation_id = current_field("correlation_id")
     for event in events:
         if emissions is not None:
             emissions.any = True
         event_id = uuid.uuid4().hex
-        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
-            "routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}
+        entry: dict[str, Any] = {"routing_key": event.routing_key, "body": event.model_dump(mode="json"),
+                                 "created_at": now}
+        if correlation_id:
+            entry["correlation_id"] = correlation_id
+        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = entry
     merged.setdefault("$inc", {})[SEQUENCE] = 1
     if f"{FIELD}." in " ".join(merged.get("$set", {})):
         merged["$set"][PENDING] = 1
@@ -267,7 +273,8 @@ class OutboxRelay:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
             await asyncio.gather(*(self.broker.publish(
                 entry["body"], routing_key=entry["routing_key"], exchange=self.exchange, message_id=event_id,
-                content_type="application/json", persist=True, mandatory=False, timestamp=entry["created_at"])
+                correlation_id=entry.get("correlation_id"), content_type="application/json", persist=True,
+                mandatory=False, timestamp=entry["created_at"])
                 for event_id, entry in entries))
         return len(entries)
 

@@ -75,7 +75,7 @@ def _version(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> st
     return next(dict(labels)["version"] for name, labels in samples if name == "portal_service_info")
 
 
-async def test_a_service_process_writes_json_lines_that_carry_the_ids_the_caller_sent(
+async def test_a_service_process_writes_json_lines_that_carry_the_ids_the_caller_sent_and_its_events_too(
         settings: Settings, amqp_url: str, portal: PortalClient, tmp_path: Path) -> None:
     log_file = tmp_path / "sample.log"
     process = start_service_process("tests.runtime.sample_service", settings, "sample",
@@ -83,9 +83,19 @@ async def test_a_service_process_writes_json_lines_that_carry_the_ids_the_caller
     message_id, correlation_id, note_id = f"m-{uuid.uuid4().hex}", f"c-{uuid.uuid4().hex}", random_id()
     try:
         await wait_healthy(portal, "sample")
-        reply = await _send(amqp_url, "sample.open_note", {"note_id": note_id, "text": "logged"},
-                            message_id=message_id, correlation_id=correlation_id)
-        assert reply["ok"] is True
+        async with await aio_pika.connect(amqp_url) as connection:
+            channel = await connection.channel()
+            events = await channel.declare_queue(exclusive=True)
+            await events.bind("portal.events", routing_key="sample.note.added")
+            reply = await _send(amqp_url, "sample.open_note", {"note_id": note_id, "text": "logged"},
+                                message_id=message_id, correlation_id=correlation_id)
+            assert reply["ok"] is True
+            async with events.iterator() as incoming:
+                event = await asyncio.wait_for(anext(incoming), 10)
+                await event.ack()
+        # The event the command caused goes out (through the outbox) with the command's correlation id.
+        assert json.loads(event.body)["note_id"] == note_id
+        assert event.correlation_id == correlation_id
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 20) == 0
