@@ -16,6 +16,7 @@ import pytest
 from contracts.client import NotDelivered, PortalClient, ValidationFailed
 from contracts.logs import MessageFields, TextFormatter, message_context
 from deploy.local.deps import free_port
+from services.runtime.metrics import Metrics
 from services.runtime.settings import Settings
 from tests.builders import publish_event, random_id, token_for
 from tests.runtime.sample_service import Flaky, listener, sample
@@ -146,3 +147,17 @@ def test_text_lines_show_the_message_compactly_after_the_text() -> None:
     first, second = stream.getvalue().splitlines()
     assert first.endswith(" sample INFO " + logger.name + ": opening note n1 [sample.open_note m=m1 c=c1]")
     assert second.endswith(" sample INFO " + logger.name + ": idle")
+
+
+def test_a_refusal_code_outside_the_catalogue_is_counted_as_other() -> None:
+    metrics = Metrics("sample", "0")
+    metrics.command_answered("sample.open_note", {"ok": False, "error": {"code": "made_up_by_a_handler"}}, 0.01)
+    metrics.command_answered("sample.open_note", {"ok": False, "error": {"code": "conflict"}}, 0.01)
+    metrics.command_answered("sample.open_note", None, 0.01)
+    counted = {tuple(sorted(sample.labels.items())): sample.value
+               for family in metrics.registry.collect() if family.name == "portal_commands"
+               for sample in family.samples if sample.name == "portal_commands_total"}
+    assert counted == {
+        (("code", "other"), ("command", "sample.open_note"), ("outcome", "refused")): 1,
+        (("code", "conflict"), ("command", "sample.open_note"), ("outcome", "refused")): 1,
+        (("code", "none"), ("command", "sample.open_note"), ("outcome", "unsent")): 1}
