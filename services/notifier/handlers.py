@@ -38,7 +38,7 @@ from contracts.accounts import (
 from contracts.base import Page
 from contracts.notifier import Delivery, ListDeliveries
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
-from services.notifier.mailer import Mailer, Outcome, mail_attempts
+from services.notifier.mailer import Mailer, Outcome, count_mails_from_zero, mail_attempts
 from services.notifier.mails import (
     LANGUAGES,
     XLSX,
@@ -76,6 +76,7 @@ async def create_indexes(instance: ServiceInstance) -> None:
     await DeliveryStore(instance.db).create_indexes()
     await UnsubscribeStore(instance.db).create_indexes()
     await WaitingMailStore(instance.db).create_indexes()
+    count_mails_from_zero(instance)
 
 
 # --- recipients -------------------------------------------------------------------------------
