@@ -47,11 +47,12 @@ async def test_metrics_count_commands_by_outcome_and_code_time_them_and_know_no_
             return sample_value(await scrape(sample_port), "portal_outbox_published_events_total",
                                 collection="notes") == 1
 
-        async def flaky_handled() -> bool:
-            return sample_value(await scrape(listener_port), "portal_events_total", event=Flaky.routing_key,
-                                outcome="handled") == 1
+        async def both_handled() -> bool:
+            heard = await scrape(listener_port)
+            return all(sample_value(heard, "portal_events_total", event=event, outcome="handled") == 1
+                       for event in (Flaky.routing_key, "sample.note.added"))
         await eventually(published)
-        await eventually(flaky_handled)
+        await eventually(both_handled)
         samples, heard = await scrape(sample_port), await scrape(listener_port)
 
     add_note = {"command": "sample.add_note"}
