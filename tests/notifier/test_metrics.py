@@ -27,7 +27,8 @@ async def test_mails_are_counted_sent_retrying_and_failed(
         async def counted() -> bool:
             samples = await scrape(port)
             return all((sample_value(samples, "portal_notifier_mails_total", outcome=outcome) or 0) >= 1
-                       for outcome in ("sent", "retrying", "failed"))
+                       for outcome in ("sent", "retrying", "failed")) and sample_value(
+                samples, "portal_events_total", event=sent.routing_key, outcome="handled") == 3
         await eventually(counted)
         samples = await scrape(port)
 
