@@ -43,9 +43,10 @@ async def test_metrics_count_commands_by_outcome_and_code_time_them_and_know_no_
         flaky = random_id()
         await publish_event(amqp_url, Flaky.routing_key, {"key": flaky, "failures": 1})
 
-        async def published() -> bool:
-            return sample_value(await scrape(sample_port), "portal_outbox_published_events_total",
-                                collection="notes") == 1
+        async def published() -> bool:  # and both commands counted: that comes just after their replies
+            samples = await scrape(sample_port)
+            return sample_value(samples, "portal_outbox_published_events_total", collection="notes") == 1 and \
+                sample_value(samples, "portal_command_duration_seconds_count", command="sample.add_note") == 2
 
         async def both_handled() -> bool:
             heard = await scrape(listener_port)
