@@ -44,7 +44,8 @@ class Metrics:
             "portal_commands", "Commands answered, by command, outcome (ok, refused, unsent) and refusal code.",
             ["command", "outcome", "code"], registry=registry)
         self.command_seconds = Histogram(
-            "portal_command_duration_seconds", "From a command's delivery until its reply was sent.", ["command"],
+            "portal_command_duration_seconds", "From a command's delivery until it was answered and acked.",
+            ["command"],
             buckets=SECONDS_BUCKETS, registry=registry)
         self.events = Counter(
             "portal_events", "Events taken from the service's queues, by routing key and outcome "
