@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.logs import LogFormat
+
 MIB = 1024 * 1024
 
 
@@ -23,6 +25,8 @@ class GatewaySettings(BaseSettings):
     gateway_command_timeout: float = Field(default=15.0, gt=0, description="Seconds to wait for a service's reply.")
     gateway_ready_timeout: float = Field(default=3.0, gt=0, description="Seconds `/readyz` waits for each health.")
     gateway_retry_after_seconds: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
+    log_level: str = "INFO"
+    log_format: LogFormat = "text"
 
     # White-label: every vendor runs its own portal under its own name, colours, contact and legal texts.
     brand_name: str = Field(default="Service Portal", min_length=1, max_length=80)

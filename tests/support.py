@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from typing import Any
 
 import aio_pika
 from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.dead_letters import list_dead_letters_command
@@ -331,3 +333,20 @@ class PrivateMongo:
             self.resume()  # a stopped process cannot act on SIGTERM
             stop_process(self.process)
             self.process = None
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(port: int) -> Samples:
+    """What a service's `/metrics` on 127.0.0.1:`port` shows: each sample's value by its name and labels."""
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.status == 200
+            return str(response.read().decode())
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(await asyncio.to_thread(get)) for sample in family.samples}
+
+
+def sample_value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))

@@ -12,6 +12,8 @@ Nothing needs to be set. Optional variables:
     PORTAL_LOCAL_SMTP_PORT     the mail sink's port (default 8025, or a free port when 8025 is taken)
     PORTAL_GATEWAY_HOST        where the HTTP gateway listens (default 127.0.0.1)
     PORTAL_GATEWAY_PORT        its port (default 8080, or a free port when 8080 is taken)
+    PORTAL_LOCAL_METRICS_PORT  the first service's Prometheus port on 127.0.0.1, the next ones count up
+                               (default 9101: accounts 9101 ... notifier 9106; a taken one: a free port)
 
 Every other PORTAL_* variable reaches the services unchanged. On stop, only what this process
 started is stopped: services first, then the mail sink, nx-27017 and a RabbitMQ it started.
@@ -58,6 +60,7 @@ STARTUP_TIMEOUT = 30.0  # seconds for all six services to answer health
 STOP_TIMEOUT = 15.0  # seconds the services get after SIGTERM before they are killed
 POLL_SECONDS = 0.3
 MONGODB_PORT, SMTP_PORT, GATEWAY_PORT = 27017, 8025, 8080
+METRICS_PORT = 9101  # the first service's; the others follow in SERVICES' order
 
 
 class StartupFailed(Exception):
@@ -76,6 +79,7 @@ class Stack:
         self.mail_sink: Any = None  # aiosmtpd's Controller (untyped)
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.gateway_host, self.gateway_port = "127.0.0.1", GATEWAY_PORT  # chosen with the dependencies
+        self.metrics_ports: dict[str, int] = {}  # each service's /metrics on 127.0.0.1
 
     # --- start ----------------------------------------------------------------------------
 
@@ -118,12 +122,16 @@ class Stack:
 
     def start_services(self) -> None:
         env = {**os.environ, **self._service_variables()}
-        for name in SERVICES:
+        first = int(os.environ.get("PORTAL_LOCAL_METRICS_PORT") or METRICS_PORT)
+        for index, name in enumerate(SERVICES):
+            port = first + index if claim_port(first + index) else free_port()
+            self.metrics_ports[name] = port
+            metrics = {"PORTAL_METRICS_PORT": str(port), "PORTAL_METRICS_HOST": "127.0.0.1"}
             # A session of their own keeps the terminal's Ctrl-C from reaching the services
             # directly: the runner stops them itself, before the broker and database they use.
             with interrupts.deferred():
-                self.services[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
-                                                       start_new_session=True)
+                self.services[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                                       env=env | metrics, start_new_session=True)
 
     def start_gateway(self) -> None:
         env = {**os.environ, **self._service_variables(), "PORTAL_GATEWAY_HOST": self.gateway_host,
@@ -285,7 +293,9 @@ def print_summary(stack: Stack, seconds: float) -> None:
         lines.append(f"  mail     SMTP {os.environ['PORTAL_SMTP_HOST']} (PORTAL_SMTP_HOST)")
     lines.append(f"  HTTP     {stack.gateway_url}  (the portal: its pages at /, the API under /api/v1, docs at /docs)")
     lines.append("  services")
-    lines += [f"    {name:<13} pid {process.pid}" for name, process in stack.services.items()]
+    lines += [f"    {name:<13} pid {process.pid}" + (
+        f"  metrics http://127.0.0.1:{stack.metrics_ports[name]}/metrics" if name in stack.metrics_ports else "")
+        for name, process in stack.services.items()]
     lines.append("Ctrl-C to stop")
     print("\n".join(lines), flush=True)
 

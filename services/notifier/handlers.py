@@ -38,7 +38,7 @@ from contracts.accounts import (
 from contracts.base import Page
 from contracts.notifier import Delivery, ListDeliveries
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
-from services.notifier.mailer import Mailer, Outcome
+from services.notifier.mailer import Mailer, Outcome, count_mails_from_zero, mail_attempts
 from services.notifier.mails import (
     LANGUAGES,
     XLSX,
@@ -62,6 +62,7 @@ from services.notifier.store import (
 from services.notifier.waiting import RecipientUnknown, release_waiting
 from services.runtime.commands import CommandContext
 from services.runtime.events import EventContext
+from services.runtime.metrics import Counter
 from services.runtime.mongo import Document
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ async def create_indexes(instance: ServiceInstance) -> None:
     await DeliveryStore(instance.db).create_indexes()
     await UnsubscribeStore(instance.db).create_indexes()
     await WaitingMailStore(instance.db).create_indexes()
+    count_mails_from_zero(instance)
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -211,6 +213,7 @@ async def _record_unmailable(ctx: EventContext, mail: str, *, address: str, user
          "mail": mail, "user_id": user_id, "recipient": address.lower(), "address": address,
          "language": rendered.language, "subject": rendered.subject},
         now=datetime.now(UTC), error=INVALID_ADDRESS)
+    mail_attempts(ctx.instance).labels("failed").inc()
 
 
 def message_id_of(ctx: EventContext) -> str:
@@ -244,7 +247,7 @@ async def deliver_once(ctx: EventContext, mail: str, *, user_id: str | None, add
         return False
     await attempt(store, Mailer(settings), settings,
                   {"_id": key, "lease_id": lease_id, "attempts": 0, "address": address,
-                   "message": message})
+                   "message": message}, mail_attempts(ctx.instance))
     return True
 
 
@@ -275,7 +278,8 @@ async def send_request_decision(event: RequestDecided, ctx: EventContext) -> Non
                           approved=event.approved, reason=event.reason, devices=len(event.device_ids))
 
 
-async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettings, delivery: Document) -> None:
+async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettings, delivery: Document,
+                  attempts_counter: Counter) -> None:
     """One attempt at a leased delivery; its outcome decides `sent`, `failed` or the next attempt."""
     key, lease_id = delivery["_id"], delivery["lease_id"]
     attempts = int(delivery["attempts"]) + 1
@@ -283,18 +287,22 @@ async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettin
     if result.outcome is Outcome.SENT:
         await _record_sent(store, key, lease_id, attempts=attempts,
                            within=settings.notifier_lease_seconds / 2)
+        attempts_counter.labels("sent").inc()
         log.info("mail sent: delivery=%s attempt=%d", key, attempts)
     elif result.outcome is Outcome.PERMANENT:
         await store.mark_failed(key, lease_id, attempts=attempts, error=result.error or "refused")
+        attempts_counter.labels("failed").inc()
         log.warning("mail refused for good: delivery=%s error=%s", key, result.error)
     elif attempts >= settings.notifier_max_attempts:
         error = f"gave up after {attempts} attempts: {result.error}"
         await store.mark_failed(key, lease_id, attempts=attempts, error=error)
+        attempts_counter.labels("failed").inc()
         log.warning("mail given up: delivery=%s error=%s", key, error)
     else:
         delay = settings.retry_delay(attempts)
         await store.retry_later(key, lease_id, attempts=attempts, error=result.error or "temporary failure",
                                 at=datetime.now(UTC) + timedelta(seconds=delay))
+        attempts_counter.labels("retrying").inc()
         log.warning("mail not sent, retrying in %.1f s: delivery=%s error=%s", delay, key, result.error)
 
 
@@ -336,7 +344,7 @@ async def retry_due_deliveries(instance: ServiceInstance) -> None:
         if delivery is None:
             await asyncio.sleep(settings.notifier_poll_seconds)
             continue
-        await attempt(store, mailer, settings, delivery)
+        await attempt(store, mailer, settings, delivery, mail_attempts(instance))
 
 
 # --- operator ---------------------------------------------------------------------------------

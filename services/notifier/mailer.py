@@ -13,6 +13,8 @@ from enum import StrEnum
 import aiosmtplib
 
 from services.notifier.settings import NotifierSettings
+from services.runtime.instance import Instance
+from services.runtime.metrics import Counter
 
 
 class Outcome(StrEnum):
@@ -25,6 +27,21 @@ class Outcome(StrEnum):
 class SendResult:
     outcome: Outcome
     error: str | None = None
+
+
+MAIL_OUTCOMES = ("sent", "retrying", "failed")
+
+
+def mail_attempts(instance: Instance) -> Counter:
+    """`portal_notifier_mails_total{outcome}`: each attempt's outcome, and each mail recorded failed unattempted."""
+    return instance.metrics.counter("portal_notifier_mails", "Mails by outcome: sent; retrying (a temporary failure, "
+                                    "tried again later); failed (for good, or never mailable).", ["outcome"])
+
+
+def count_mails_from_zero(instance: Instance) -> None:
+    """Every outcome shows from the start, at zero (a rate misses a series' first increment)."""
+    for outcome in MAIL_OUTCOMES:
+        mail_attempts(instance).labels(outcome)
 
 
 class Mailer:

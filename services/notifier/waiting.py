@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 
 from contracts.base import Event
+from services.notifier.mailer import mail_attempts
 from services.notifier.mails import mail_language
 from services.notifier.settings import notifier_settings
 from services.notifier.store import USER, DeliveryStore, RecipientStore, WaitingMailStore, delivery_id
@@ -187,5 +188,6 @@ async def give_up(instance: Instance, entry: Document, *, now: datetime, error: 
          "language": mail_language(entry.get("language")), "subject": ""},
         now=now, error=error)
     await WaitingMailStore(instance.db).delete(entry["_id"])
+    mail_attempts(instance).labels("failed").inc()
     log.warning("%s: message_id=%s mail %s for %s given up (%s), waiting since %s", entry["event"], message_id,
                 entry["mail"], who, error, entry["since"])

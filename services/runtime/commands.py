@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
+from contracts.logs import message_context
 from services.runtime.claims import Claim, ClaimStore, Write, operations
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
@@ -214,6 +216,16 @@ def fingerprint(claims: Claims | None, payload: dict[str, Any]) -> str:
 
 async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance) -> None:
     """Answer `msg` once, then ack it; a reply that could not be sent leaves it for one redelivery."""
+    started = time.perf_counter()
+    # Every line logged while the command is handled names it and the ids its sender set.
+    with message_context(service=instance.name, command=spec.name, message_id=sent_message_id(msg),
+                         correlation_id=msg.correlation_id):
+        sent = await _run_command(spec, msg, instance)
+    instance.metrics.command_answered(spec.name, sent, time.perf_counter() - started)
+
+
+async def _run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance) -> dict[str, Any] | None:
+    """`run_command`'s work; the reply sent, or None when it could not be."""
     try:
         reply, claim = await _answer(spec, msg, instance)
     except Exception:
@@ -233,10 +245,11 @@ async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance)
         else:
             log.exception("reply to %s not sent, redelivering: message_id=%s", spec.name, sent_message_id(msg))
             await msg.nack()
-        return
+        return None
     if claim is not None:
         await _complete(instance, claim, reply)
     await msg.ack()
+    return reply
 
 
 COMPLETE_RETRY_SECONDS = (0.1, 0.5, 2.0)

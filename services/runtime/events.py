@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 
 from contracts.base import Event
+from contracts.logs import message_context
 from services.runtime.commands import decode_object, field_problems, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
@@ -63,6 +65,18 @@ def retry_delay(attempt: int, base: float) -> float:
 
 
 async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> None:
+    started = time.perf_counter()
+    event = spec.model.routing_key
+    # Every line logged while the event is handled names it and the ids its publisher set.
+    with message_context(service=instance.name, event=event, message_id=sent_message_id(msg),
+                         correlation_id=msg.correlation_id):
+        outcome = await _run_event(spec, msg, instance)
+    instance.metrics.events.labels(event, outcome).inc()
+    instance.metrics.event_seconds.labels(event).observe(time.perf_counter() - started)
+
+
+async def _run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> str:
+    """`run_event`'s work; its outcome: handled, duplicate, retried, dead_lettered or undecodable."""
     payload = decode_object(msg.body)
     problem = "not a UTF-8 JSON object" if payload is None else None
     try:
@@ -72,7 +86,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
     if event is None:
         log.error("event on %s cannot be decoded, dead-lettered: message_id=%s", spec.queue, msg.message_id)
         await dead_letter(msg, spec.queue, instance, reason="undecodable", error=problem or "", attempts=None)
-        return
+        return "undecodable"
 
     attempt = attempt_of(msg)
     message_id = sent_message_id(msg)
@@ -80,7 +94,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
         claim = await instance.claims.claim(spec.queue, message_id) if message_id else None
         if claim is not None and not claim.owned:
             await msg.ack()  # a copy of a message already handled
-            return
+            return "duplicate"
         try:
             async with instance.claims.held(claim):
                 with tracking_emissions() as emissions:
@@ -100,7 +114,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
                           spec.model.routing_key, spec.queue, attempt, msg.message_id)
             await dead_letter(msg, spec.queue, instance, reason="failed", error=f"{type(error).__name__}: {error}",
                               attempts=attempt)
-            return
+            return "dead_lettered"
         log.warning("event %s on %s failed (attempt %d), retrying: message_id=%s",
                     spec.model.routing_key, spec.queue, attempt, msg.message_id, exc_info=True)
         await asyncio.sleep(retry_delay(attempt, instance.settings.event_retry_base_delay))
@@ -109,10 +123,11 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
             headers={**msg.headers, ATTEMPT_HEADER: attempt + 1}, content_type="application/json",
             persist=True)
         await msg.ack()
-        return
+        return "retried"
     if emissions.any:
         instance.relay.wake()
     await msg.ack()
+    return "handled"
 
 
 async def dead_letter(msg: RabbitMessage, queue: str, instance: Instance, *, reason: str, error: str,

@@ -12,6 +12,7 @@ from faststream.rabbit import RabbitBroker, RabbitMessage
 
 from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
+from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database
 from services.runtime.outbox import OutboxRelay
 from services.runtime.revocations import RevocationStore
@@ -21,6 +22,7 @@ S = TypeVar("S", bound=Settings)
 
 
 class Instance(Protocol):
+    name: str  # the service's
     settings: Settings
     db: Database
     broker: RabbitBroker
@@ -29,6 +31,7 @@ class Instance(Protocol):
     # Reads by `_id` of the handlers running at once, batched per collection.
     lookups: Lookups
     relay: OutboxRelay
+    metrics: Metrics
     # Each queue of the service and the routing key that binds it.
     queues: dict[str, str]
     # What startup hooks prepare for the handlers of this process.

@@ -26,6 +26,8 @@ from faststream.rabbit import RabbitBroker, RabbitExchange
 from pymongo import InsertOne, UpdateOne
 
 from contracts.base import Event
+from contracts.logs import current_field
+from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database
 
 log = logging.getLogger(__name__)
@@ -84,12 +86,17 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     merged = {operator: dict(fields) for operator, fields in update.items()}
     now = datetime.now(UTC)
     emissions = _emissions.get()
+    # The events of a command or event being handled carry its correlation id: one call can be followed in the logs.
+    correlation_id = current_field("correlation_id")
     for event in events:
         if emissions is not None:
             emissions.any = True
         event_id = uuid.uuid4().hex
-        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
-            "routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}
+        entry: dict[str, Any] = {"routing_key": event.routing_key, "body": event.model_dump(mode="json"),
+                                 "created_at": now}
+        if correlation_id:
+            entry["correlation_id"] = correlation_id
+        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = entry
     merged.setdefault("$inc", {})[SEQUENCE] = 1
     if f"{FIELD}." in " ".join(merged.get("$set", {})):
         merged["$set"][PENDING] = 1
@@ -158,8 +165,9 @@ class OutboxRelay:
     """Publishes what the listed collections hold in their outboxes; one per process."""
 
     def __init__(self, broker: RabbitBroker, exchange: RabbitExchange, db: Database,
-                 collections: Sequence[str], *, poll_seconds: float) -> None:
+                 collections: Sequence[str], *, poll_seconds: float, metrics: Metrics | None = None) -> None:
         self.broker, self.exchange, self.db = broker, exchange, db
+        self.metrics = metrics
         self.collections = list(collections)
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
@@ -231,19 +239,32 @@ class OutboxRelay:
             sent: list[tuple[Any, Any, list[str]]] = []  # (document id, its sequence, event ids published)
             pending: list[tuple[str, dict[str, Any]]] = []
             waiting = {PENDING: 1} if self._scanned else {FIELD: {"$exists": True}}
+            backlog = 0  # found and not yet published: what a broker that is away leaves waiting
             async for document in collection.find(waiting, {FIELD: 1, SEQUENCE: 1}):
                 entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
                 pending.extend(entries)
+                backlog += len(entries)
                 sent.append((document["_id"], document.get(SEQUENCE), [event_id for event_id, _ in entries]))
                 if len(sent) >= CLEAR_BATCH:
-                    published += await self._publish(pending)
+                    count = await self._publish_counted(name, pending, backlog)
+                    published, backlog = published + count, backlog - count
                     await self._clear(collection, sent)
                     sent, pending = [], []
-            published += await self._publish(pending)
+            published += await self._publish_counted(name, pending, backlog)
             await self._clear(collection, sent)
         if collections is None:
             self._scanned = True
         return published
+
+    async def _publish_counted(self, collection: str, entries: list[tuple[str, dict[str, Any]]], backlog: int) -> int:
+        """`_publish`, counted: the `backlog` entries found in `collection` so far wait until it succeeds."""
+        if self.metrics is None:
+            return await self._publish(entries)
+        self.metrics.outbox_pending.labels(collection).set(backlog)
+        count = await self._publish(entries)
+        self.metrics.outbox_pending.labels(collection).set(backlog - count)
+        self.metrics.outbox_published.labels(collection).inc(count)
+        return count
 
     async def _publish(self, entries: list[tuple[str, dict[str, Any]]]) -> int:
         """Publish `entries` in order on one channel, their confirms awaited together (one at a time costs a round
@@ -252,7 +273,8 @@ class OutboxRelay:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
             await asyncio.gather(*(self.broker.publish(
                 entry["body"], routing_key=entry["routing_key"], exchange=self.exchange, message_id=event_id,
-                content_type="application/json", persist=True, mandatory=False, timestamp=entry["created_at"])
+                correlation_id=entry.get("correlation_id"), content_type="application/json", persist=True,
+                mandatory=False, timestamp=entry["created_at"])
                 for event_id, entry in entries))
         return len(entries)
 

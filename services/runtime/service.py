@@ -30,12 +30,14 @@ from contracts.dead_letters import (
     list_dead_letters_command,
     replay_dead_letters_command,
 )
+from contracts.logs import configure_logging
 from contracts.topology import command_queue, event_queue, health_command
 from services.runtime import dead_letters
 from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
 from services.runtime.events import EventContext, EventHandler, EventSpec, run_event
+from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay
 from services.runtime.revocations import RevocationStore
@@ -141,9 +143,8 @@ class Service(Router):
         except ValidationError as error:
             problems = "; ".join(str(item["msg"]).removeprefix("Value error, ") for item in error.errors())
             sys.exit(f"{self.name} refuses to start: {problems}")
+        configure_logging(level=settings.log_level, log_format=settings.log_format, service=self.name)
         instance = self.instance(settings)
-        logging.basicConfig(level=instance.settings.log_level,
-                            format=f"%(asctime)s {self.name} %(levelname)s %(name)s: %(message)s")
         asyncio.run(instance.app.run(log_level=logging.INFO))
 
 
@@ -155,10 +156,16 @@ class ServiceInstance:
     """One running copy of a service."""
 
     def __init__(self, service: Service, settings: Settings) -> None:
-        self.service, self.settings = service, settings
+        self.service, self.settings, self.name = service, settings, service.name
+        # FastStream's own loggers write to stdout and stderr past the root logger's handler; these go through it,
+        # so its lines have the process's format too. Per-message lines stay at DEBUG, below the default level.
         self.broker = RabbitBroker(settings.amqp_url, apply_types=False, graceful_timeout=settings.graceful_timeout,
                                    default_channel=Channel(prefetch_count=settings.prefetch),
-                                   log_level=logging.DEBUG)
+                                   log_level=logging.DEBUG, logger=logging.getLogger("faststream_broker"))
+        self.metrics = Metrics(service.name, VERSION)
+        self.metrics.declare([spec.name for spec in service.commands],
+                             [spec.model.routing_key for spec in service.events], service.outbox_collections)
+        self.metrics_port: int | None = None  # where `/metrics` is served, once started
         self.mongo = mongo_client(settings.mongodb_url, settings.mongodb_timeout_ms)
         self.db: Database = self.mongo[settings.database_name(service.name)]
         self.claims = ClaimStore(self.db, lease=timedelta(seconds=settings.claim_lease_seconds),
@@ -166,7 +173,7 @@ class ServiceInstance:
         self.revocations = RevocationStore(self.db)
         self.lookups = Lookups(self.db)
         self.relay = OutboxRelay(self.broker, EVENTS, self.db, service.outbox_collections,
-                                 poll_seconds=settings.outbox_poll_seconds)
+                                 poll_seconds=settings.outbox_poll_seconds, metrics=self.metrics)
         self.queues: dict[str, str] = {}  # each queue of this service and the routing key that binds it
         self.ready = False  # set once every subscriber consumes
         self.state: dict[str, Any] = {}  # what startup hooks prepare for the handlers of this process
@@ -182,10 +189,11 @@ class ServiceInstance:
         self.app = FastStream(
             self.broker,
             specification=AsyncAPI(title=service.name, version=VERSION, description=service.description),
-            on_startup=[self._connect_database],
+            logger=logging.getLogger("faststream_app"),
+            on_startup=[self._serve_metrics, self._connect_database],
             after_startup=[self._after_startup],
             on_shutdown=[self._stop_consuming],
-            after_shutdown=[self._close_database],
+            after_shutdown=[self._close_database, self._stop_metrics],
         )
 
     def _subscribe_command(self, spec: CommandSpec) -> None:
@@ -236,6 +244,15 @@ class ServiceInstance:
             self.state[key] = kind(**dict(self.settings))
         settings: S = self.state[key]
         return settings
+
+    async def _serve_metrics(self) -> None:
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
+            log.info("%s metrics on %s:%d/metrics", self.name, self.settings.metrics_host, self.metrics_port)
+
+    async def _stop_metrics(self) -> None:
+        await asyncio.to_thread(self.metrics.close)
+        self.metrics_port = None
 
     async def _connect_database(self) -> None:
         await self.db.command("ping")

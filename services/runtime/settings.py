@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.tokens import LOCAL_TOKEN_SECRET
@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     privacy_version: str = "1"
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus metrics on http://<metrics_host>:<metrics_port>/metrics; off unless a port is set (0: any free one).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
     prefetch: int = 32
     # Bigger command bodies are refused before parsing: a 5 MB upload is ~6.7 MB in base64,
     # so a 7 MB proof of purchase still gets `file_too_large`.

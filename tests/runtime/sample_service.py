@@ -7,6 +7,7 @@ by the tests that kill or stop it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,8 @@ from services.runtime.commands import Access, CommandContext, CommandError, Repl
 from services.runtime.events import EventContext
 from services.runtime.outbox import not_applied, with_events
 from services.runtime.service import Service
+
+log = logging.getLogger(__name__)
 
 # Set in the environment of a sample process that must die right after its first write.
 CRASH_AFTER_WRITE = "SAMPLE_CRASH_AFTER_WRITE"
@@ -106,6 +109,7 @@ async def add_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
 
 @sample.command("sample.open_note", AddNote, access=Access.ANYONE)
 async def open_note(request: AddNote, ctx: CommandContext) -> dict[str, Any]:
+    log.info("opening note %s", request.note_id)
     if request.text == "refuse":
         raise CommandError("conflict", fields={"text": "refused on purpose"})
     writes = await write_note(ctx, request.note_id, request.text)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from contracts.client import PortalClient
+from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay, with_events
 from services.runtime.service import ServiceInstance
@@ -150,3 +151,21 @@ async def test_a_write_once_wakes_the_relay_for_the_collection_it_wrote_events_t
             await tap.next("sample.note.added", where=lambda body: body["note_id"] == "elsewhere", timeout=10)
         assert wakes == [{"notes"}, None]
         assert await instance.db.notes.count_documents({"outbox": {"$exists": True}}) == 0
+
+
+async def test_the_backlog_gauge_shows_what_a_failing_broker_left_and_falls_to_zero_once_published(
+        db: Database) -> None:
+    metrics = Metrics("sample", "0")
+    for note_id in ("b1", "b2", "b3"):
+        await write_note(db, note_id)
+    failing = OutboxRelay(RecordingBroker(fail=True), EVENTS, db, ["notes"], poll_seconds=1,  # type: ignore[arg-type]
+                          metrics=metrics)
+    with pytest.raises(ConnectionError):
+        await failing.drain()
+    assert metrics.registry.get_sample_value("portal_outbox_pending_events", {"collection": "notes"}) == 3
+
+    working = OutboxRelay(RecordingBroker(), EVENTS, db, ["notes"], poll_seconds=1,  # type: ignore[arg-type]
+                          metrics=metrics)
+    assert await working.drain() == 3
+    assert metrics.registry.get_sample_value("portal_outbox_pending_events", {"collection": "notes"}) == 0
+    assert metrics.registry.get_sample_value("portal_outbox_published_events_total", {"collection": "notes"}) == 3
