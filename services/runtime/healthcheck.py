@@ -2,10 +2,9 @@
 
 Sends `<service>.health` over the broker (PORTAL_AMQP_URL) and exits 0 when a replica answers `ok`
 (the broker and its database answer, every queue is consumed), else 1 with the reason on stderr.
-Any replica of the service may answer, so it checks the service as a whole, not one container;
-a single container that hangs is found by the services' own graceful stop and the broker's
-heartbeats (its unacknowledged messages go to another replica). Docker's HEALTHCHECK and the
-Kubernetes probes run it.
+Any replica of the service may answer, so it checks the service as a whole, not one container
+(a process that hangs stops answering the broker's heartbeats, and the broker hands its
+unacknowledged messages to another replica). Docker's HEALTHCHECK and the Kubernetes probes run it.
 """
 
 from __future__ import annotations
