@@ -1,12 +1,15 @@
-"""docker-compose.yml and deploy/k8s, checked without Docker or a cluster."""
+"""docker-compose.yml and deploy/k8s, checked without Docker or a cluster (deploy/Dockerfile: test_images.py)."""
 
 from __future__ import annotations
 
 import copy
 import functools
 import importlib.util
+import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,13 @@ import yaml
 from contracts.topology import SERVICES
 from gateway.settings import GatewaySettings
 from services.runtime.settings import Settings
+from tests.deploy.dockerfile import last, stages
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_DIR = ROOT / "deploy" / "k8s"
+K8S_SCHEMAS = K8S_DIR / "schemas"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 INFRASTRUCTURE = ("rabbitmq", "mongodb", "mailpit")
 
 # CATALOG §1 names these variables as every service's configuration; each is a Settings field.
@@ -43,10 +49,13 @@ _SERVICE_SCHEMA: dict[str, Any] = {
     "anyOf": [{"required": ["image"]}, {"required": ["build"]}],
     "properties": {
         "image": {"type": "string"},
+        "pull_policy": {"enum": ["always", "never", "missing", "build"]},
+        "profiles": {"type": "array", "items": {"type": "string", "pattern": _NAME}},
         "build": {"oneOf": [
             {"type": "string"},
             {"type": "object", "additionalProperties": False, "required": ["context"],
-             "properties": {"context": {"type": "string"}, "dockerfile": {"type": "string"}}},
+             "properties": {"context": {"type": "string"}, "dockerfile": {"type": "string"},
+                            "target": {"type": "string"}}},
         ]},
         "command": _STRING_OR_LIST,
         "environment": {"oneOf": [
@@ -188,16 +197,53 @@ def test_the_schema_rejects_a_misspelt_key() -> None:
     assert any("volume" in error for error in _schema_errors(misspelt_top_level))
 
 
-def test_every_service_is_built_from_the_repository_and_runs_its_module() -> None:
+def _image_command(target: str) -> list[str]:
+    """What the image of a Dockerfile target runs: its ENTRYPOINT and CMD."""
+    dockerfile = stages(DOCKERFILE)
+    assert target in dockerfile, f"deploy/Dockerfile has no target {target}"
+    return [*_exec_form(last(dockerfile, target, "ENTRYPOINT")), *_exec_form(last(dockerfile, target, "CMD"))]
+
+
+def _exec_form(rest: str | None) -> list[str]:
+    if rest is None:
+        return []
+    words = json.loads(rest)
+    assert isinstance(words, list), rest
+    return [str(word) for word in words]
+
+
+def _runs(service: dict[str, Any], target: str) -> list[str]:
+    """The command a Compose service runs: its own `command`, else its image's."""
+    build = service.get("build")
+    assert isinstance(build, dict), f"{target} must be built from the repository"
+    assert (COMPOSE_FILE.parent / build["context"]).resolve() == ROOT, target
+    assert (ROOT / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE, target
+    assert build.get("target") == target, f"{target} must be built from its own target, not {build.get('target')}"
+    command = _image_command(target)
+    if "command" in service:
+        command = [*_exec_form(last(stages(DOCKERFILE), target, "ENTRYPOINT")), *_words(service["command"])]
+    return command
+
+
+def test_every_service_is_built_from_its_own_target_and_runs_its_module() -> None:
+    images = set()
     for name in SERVICES:
         service = _service(name)
-        build = service.get("build")
-        assert isinstance(build, dict), f"{name} must be built from the repository"
-        assert (COMPOSE_FILE.parent / build["context"]).resolve() == ROOT, name
-        assert build.get("dockerfile") == "deploy/Dockerfile", name
-        assert (ROOT / build["dockerfile"]).is_file()
-        assert _words(service.get("command", [])) == ["python", "-m", f"services.{name}"], name
+        assert _runs(service, name) == ["python", "-m", f"services.{name}"], name
         assert importlib.util.find_spec(f"services.{name}.__main__") is not None, name
+        assert service["image"].split(":")[0] == f"service-portal-{name}", name
+        images.add(service["image"])
+        # Its health: the image's HEALTHCHECK, not switched off here.
+        assert not service.get("healthcheck", {}).get("disable", False), name
+        assert last(stages(DOCKERFILE), name, "HEALTHCHECK") not in (None, "NONE"), name
+    assert len(images) == len(SERVICES)
+
+
+def test_the_operators_cli_runs_on_demand_only() -> None:
+    admin = _service("admin")
+    assert _runs(admin, "admin") == ["portal-admin", "--help"]
+    assert admin.get("profiles"), "`docker compose up` must not start the CLI"
+    assert urlsplit(_environment(admin)["PORTAL_AMQP_URL"]).hostname == "rabbitmq"
 
 
 def test_every_service_gets_every_variable_it_needs() -> None:
@@ -245,14 +291,13 @@ def test_the_services_wait_for_a_healthy_broker_and_database() -> None:
             assert depends_on.get(dependency, {}).get("condition") == "service_healthy", (name, dependency)
 
 
-def test_the_image_holds_every_package_the_project_installs() -> None:
-    """`pip install .` in the image installs what pyproject names (and `portal-admin`, whose module is `admin`):
-    each of those packages is copied in first."""
+def test_every_package_that_runs_is_in_an_image() -> None:
+    """Each package pyproject installs reaches some image, except `deploy` (the local stack and the docs writer)."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    installed = [pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
-    copied = {line.split()[1] for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
-              if line.startswith("COPY ")}
-    assert sorted(package for package in installed if package not in copied) == []
+    installed = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {rest.split()[0].split("/")[0] for stage in stages(DOCKERFILE).values()
+              for keyword, rest in stage.instructions if keyword == "COPY" and not rest.startswith("--from")}
+    assert installed - copied == {"deploy"}
 
 
 def test_every_service_can_be_scaled_out() -> None:
@@ -276,12 +321,19 @@ def test_rabbitmq_mongodb_and_mailpit_are_part_of_the_stack() -> None:
     assert {"1025:1025", "8025:8025"} <= set(mailpit.get("ports", []))
 
 
-def test_every_deployment_runs_an_existing_service() -> None:
+def test_every_deployment_runs_its_own_image() -> None:
     deployments = _kind("Deployment")
     assert set(deployments) == {*SERVICES, "gateway"}
     for name, deployment in deployments.items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        module = _service_module([*container.get("command", []), *container.get("args", [])])
+        assert container["image"].split(":")[0] == f"service-portal-{name}", name
+        if "command" in container:  # Kubernetes: `command` replaces the image's ENTRYPOINT and CMD
+            runs = [*container["command"], *container.get("args", [])]
+        else:
+            dockerfile = stages(DOCKERFILE)
+            runs = [*_exec_form(last(dockerfile, name, "ENTRYPOINT")),
+                    *(container.get("args") or _exec_form(last(dockerfile, name, "CMD")))]
+        module = _service_module(runs)
         assert module == (name if name == "gateway" else f"services.{name}"), f"Deployment {name} runs {module}"
         assert importlib.util.find_spec(f"{module}.__main__") is not None, module
 
@@ -336,10 +388,137 @@ def test_the_gateway_deployment_gets_the_broker_and_its_own_settings() -> None:
 
 def test_the_compose_gateway_runs_its_module_on_the_broker_and_publishes_its_port() -> None:
     gateway = _service("gateway")
-    assert _words(gateway["command"]) == ["python", "-m", "gateway"]
+    assert _runs(gateway, "gateway") == ["python", "-m", "gateway"]
     environment = _environment(gateway)
     assert urlsplit(environment["PORTAL_AMQP_URL"]).hostname == "rabbitmq"
     known = {f"PORTAL_{name.upper()}" for name in GatewaySettings.model_fields}
     assert set(environment) <= known
     assert f"{environment['PORTAL_GATEWAY_PORT']}:8080" in gateway["ports"]
     assert gateway["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+
+
+# --- Kubernetes: every manifest against the Kubernetes 1.34 and KEDA schemas shipped in deploy/k8s/schemas ----------
+
+def _schema_file(document: dict[str, Any]) -> Path:
+    """kubeconform's naming: `deployment-apps-v1.json`, `service-v1.json`, `scaledobject-keda-v1alpha1.json`."""
+    group, _, version = document["apiVersion"].rpartition("/")
+    name = "-".join(part for part in (document["kind"].lower(), group.split(".")[0], version) if part)
+    return K8S_SCHEMAS / f"{name}.json"
+
+
+def _check_jsonschema(documents: list[dict[str, Any]], directory: Path) -> tuple[int, str]:
+    """check-jsonschema on every document in one process: a schema that hands each document to the shipped
+    schema of its apiVersion and kind. Its exit status and output."""
+    branches = []
+    instances = []
+    for index, document in enumerate(documents):
+        schema = _schema_file(document)
+        assert schema.is_file(), f"no schema shipped for {document['apiVersion']} {document['kind']}"
+        branches.append({
+            "if": {"required": ["apiVersion", "kind"], "properties": {
+                "apiVersion": {"const": document["apiVersion"]}, "kind": {"const": document["kind"]}}},
+            "then": {"$ref": schema.resolve().as_uri()},
+        })
+        instance = directory / f"{index:02d}-{document['kind']}-{document['metadata']['name']}.json"
+        instance.write_text(json.dumps(document), encoding="utf-8")
+        instances.append(str(instance))
+    dispatch = directory / "manifests.schema.json"
+    dispatch.write_text(json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                                    "allOf": list({json.dumps(branch, sort_keys=True): branch
+                                                   for branch in branches}.values())}))
+    executable = Path(sys.executable).parent / "check-jsonschema"
+    assert executable.exists(), "check-jsonschema is missing: `pip install -e '.[dev]'` installs it"
+    result = subprocess.run([str(executable), "--color", "never", "--schemafile", str(dispatch), *instances],
+                            capture_output=True, text=True, timeout=120, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_every_manifest_follows_its_kubernetes_or_keda_schema(tmp_path: Path) -> None:
+    documents = list(_manifests())
+    kinds = {document["kind"] for document in documents}
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+            "ScaledObject", "TriggerAuthentication"} <= kinds
+    status, output = _check_jsonschema(documents, tmp_path)
+    assert status == 0, output
+    assert "ok -- validation done" in output
+
+
+def test_the_schema_check_rejects_misspelt_and_mistyped_fields(tmp_path: Path) -> None:
+    deployment = copy.deepcopy(_kind("Deployment")["metering"])
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["resource"] = container.pop("resources")
+    budget = copy.deepcopy(_kind("PodDisruptionBudget")["metering"])
+    budget["spec"]["maxUnavailble"] = budget["spec"].pop("maxUnavailable")
+    scaled = copy.deepcopy(_kind("ScaledObject")["metering"])
+    scaled["spec"]["minReplicas"] = scaled["spec"].pop("minReplicaCount")
+    config = copy.deepcopy(_kind("ConfigMap")["portal-config"])
+    config["data"]["PORTAL_SMTP_PORT"] = 587  # ConfigMap values are strings
+
+    status, output = _check_jsonschema([deployment, budget, scaled, config], tmp_path)
+
+    assert status == 1
+    errors = [line for line in output.splitlines() if "::$" in line]
+    for instance, mistake in (("Deployment-metering", "'resource' was unexpected"),
+                              ("PodDisruptionBudget-metering", "'maxUnavailble' was unexpected"),
+                              ("ScaledObject-metering", "'minReplicas' was unexpected"),
+                              ("ConfigMap-portal-config", "587 is not of type 'string'")):
+        assert any(instance in line and mistake in line for line in errors), (instance, output)
+
+
+def test_only_the_schemas_the_manifests_use_are_shipped() -> None:
+    shipped = {path.name for path in K8S_SCHEMAS.glob("*.json")}
+    assert shipped == {_schema_file(document).name for document in _manifests()}
+
+
+def _containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    return containers
+
+
+def test_every_deployment_has_a_disruption_budget_over_its_pods() -> None:
+    budgets = _kind("PodDisruptionBudget")
+    for name, deployment in _kind("Deployment").items():
+        assert name in budgets, f"Deployment {name} has no PodDisruptionBudget"
+        spec = budgets[name]["spec"]
+        assert spec["selector"] == deployment["spec"]["selector"], name
+        # One pod at a time, and a single replica can still be drained (minAvailable: 1 would block it).
+        assert spec.get("maxUnavailable") == 1 and "minAvailable" not in spec, name
+    assert set(budgets) == set(_kind("Deployment"))
+
+
+def test_every_deployment_is_probed_bounded_and_unprivileged() -> None:
+    for name, deployment in _kind("Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] >= 1000, name
+        assert pod.get("automountServiceAccountToken") is False, name
+        (container,) = _containers(deployment)
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True, name
+        assert security["capabilities"]["drop"] == ["ALL"], name
+        mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+        assert "/tmp" in mounts, f"{name}: a read-only root file system still needs a writable /tmp"
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), name
+        assert "memory" in container["resources"]["limits"], name
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert probe in container, f"Deployment {name} has no {probe}"
+        if name != "gateway":  # test_the_gateway_deployment_gets_the_broker_and_its_own_settings
+            healthcheck = ["python", "-m", "services.runtime.healthcheck", name]
+            assert container["readinessProbe"]["exec"]["command"] == healthcheck, name
+            assert container["livenessProbe"]["exec"]["command"] == healthcheck, name
+            liveness = container["livenessProbe"]
+            # A broker outage the services ride out must not restart every pod within a minute.
+            assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 180, name
+        for probe in ("readinessProbe", "livenessProbe"):
+            # The probe starts Python and waits up to its own 5 s for the reply.
+            assert container[probe].get("timeoutSeconds", 1) >= 5, (name, probe)
+
+
+def test_the_config_map_holds_no_credentials() -> None:
+    secrets = {key for secret in _kind("Secret").values() for key in secret.get("stringData", {})}
+    for name, config in _kind("ConfigMap").items():
+        data = config.get("data", {})
+        assert not set(data) & secrets, name
+        for key, value in data.items():
+            assert not re.search(r"PASSWORD|SECRET|TOKEN", key), f"{name} holds {key}"
+            assert urlsplit(str(value)).password is None, f"{name} holds credentials in {key}"

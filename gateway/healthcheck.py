@@ -1,0 +1,43 @@
+"""`python -m gateway.healthcheck`: the gateway container's health probe.
+
+GET /healthz on this container's own port (PORTAL_GATEWAY_PORT): exits 0 when the gateway serves,
+else 1. Liveness only: whether the services answer is `/readyz`, which Kubernetes' readiness
+probe asks, so a broker outage takes replicas out of the load balancer without restarting them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+
+from gateway.settings import GatewaySettings
+
+TIMEOUT_SECONDS = 5.0
+
+
+def healthz_url(settings: GatewaySettings) -> str:
+    host = settings.gateway_host
+    if host in ("", "0.0.0.0", "::"):  # listening everywhere: ask over the loopback
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.gateway_port}/healthz"
+
+
+def main() -> int:
+    url = healthz_url(GatewaySettings())
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+            body = json.load(response)
+    except (OSError, ValueError) as error:
+        print(f"{url}: {error!r}", file=sys.stderr)
+        return 1
+    if body != {"status": "ok"}:
+        print(f"{url}: {body!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
