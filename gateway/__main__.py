@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway import tracing
+from gateway.app import VERSION, create_app
 from gateway.settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
+    tracing.configure(VERSION)  # installs nothing unless OTEL_* asks for traces
     # Behind a load balancer: any number of these run side by side, they share nothing.
     uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
                 log_level="warning", proxy_headers=True)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
+from services.runtime import tracing
 from services.runtime.claims import Claim, ClaimStore, Write, operations
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
@@ -214,12 +215,19 @@ def fingerprint(claims: Claims | None, payload: dict[str, Any]) -> str:
 
 async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance) -> None:
     """Answer `msg` once, then ack it; a reply that could not be sent leaves it for one redelivery."""
+    with tracing.handling_command(spec.name, msg):
+        await _run_command(spec, msg, instance)
+
+
+async def _run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance) -> None:
     try:
         reply, claim = await _answer(spec, msg, instance)
-    except Exception:
+    except Exception as error:
         log.exception("command %s failed: message_id=%s correlation_id=%s",
                       spec.name, sent_message_id(msg), msg.correlation_id)
+        tracing.failed(error)
         reply, claim = refused(ErrorCode.INTERNAL, _language(msg)), None
+    tracing.replied(reply)
     try:
         # The caller need not wait for the stored copy: a re-sent command arriving meanwhile
         # finds the claim still open and waits for it.

@@ -19,6 +19,7 @@ from faststream.rabbit import RabbitMessage
 from pydantic import ValidationError
 
 from contracts.base import Event
+from services.runtime import tracing
 from services.runtime.commands import decode_object, field_problems, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
@@ -63,6 +64,11 @@ def retry_delay(attempt: int, base: float) -> float:
 
 
 async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> None:
+    with tracing.handling_event(spec.model.routing_key, spec.queue, msg):
+        await _run_event(spec, msg, instance)
+
+
+async def _run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> None:
     payload = decode_object(msg.body)
     problem = "not a UTF-8 JSON object" if payload is None else None
     try:
@@ -79,6 +85,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
     try:
         claim = await instance.claims.claim(spec.queue, message_id) if message_id else None
         if claim is not None and not claim.owned:
+            tracing.outcome("duplicate")
             await msg.ack()  # a copy of a message already handled
             return
         try:
@@ -95,6 +102,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
     except asyncio.CancelledError:
         raise
     except Exception as error:
+        tracing.failed(error)
         if attempt >= instance.settings.event_max_attempts:
             log.exception("event %s on %s failed %d times, dead-lettered: message_id=%s",
                           spec.model.routing_key, spec.queue, attempt, msg.message_id)
@@ -108,10 +116,12 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
             msg.body, queue=spec.queue, message_id=msg.message_id, correlation_id=msg.correlation_id,
             headers={**msg.headers, ATTEMPT_HEADER: attempt + 1}, content_type="application/json",
             persist=True)
+        tracing.outcome("retried")
         await msg.ack()
         return
     if emissions.any:
         instance.relay.wake()
+    tracing.outcome("handled")
     await msg.ack()
 
 
@@ -126,6 +136,7 @@ async def dead_letter(msg: RabbitMessage, queue: str, instance: Instance, *, rea
     harmless. If the copy cannot be published, the message is rejected: the broker dead-letters it
     all the same, only without the error.
     """
+    tracing.outcome("dead_lettered")
     why: dict[str, Any] = {"reason": reason, "error": error[:MAX_ERROR_CHARS], "at": datetime.now(UTC).isoformat()}
     if attempts is not None:
         why["attempts"] = attempts

@@ -27,6 +27,7 @@ from pymongo import InsertOne, UpdateOne
 
 from contracts.base import Event
 from services.runtime.mongo import Database
+from services.runtime.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ SEQUENCE = "outbox_seq"  # bumped by every write that emits, so the relay clears
 # every document of the collection on nx-27017 (37 ms per drain at 50,000 readings, growing with each one).
 PENDING = "outbox_pending"
 APPLIED = "applied_commands"
+TRACE = "trace"  # an entry's trace context (`traceparent`, `tracestate`), when the write was traced
 CLEAR_BATCH = 200
 # Enough to recognise a command redelivered after a crash; older ids have long been answered.
 APPLIED_KEPT = 50
@@ -84,12 +86,15 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     merged = {operator: dict(fields) for operator, fields in update.items()}
     now = datetime.now(UTC)
     emissions = _emissions.get()
+    trace = trace_headers()
     for event in events:
         if emissions is not None:
             emissions.any = True
         event_id = uuid.uuid4().hex
-        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = {
-            "routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}
+        entry = {"routing_key": event.routing_key, "body": event.model_dump(mode="json"), "created_at": now}
+        if trace:
+            entry[TRACE] = trace  # the relay sends it with the event: its consumers continue the handler's trace
+        merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = entry
     merged.setdefault("$inc", {})[SEQUENCE] = 1
     if f"{FIELD}." in " ".join(merged.get("$set", {})):
         merged["$set"][PENDING] = 1
@@ -252,7 +257,8 @@ class OutboxRelay:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
             await asyncio.gather(*(self.broker.publish(
                 entry["body"], routing_key=entry["routing_key"], exchange=self.exchange, message_id=event_id,
-                content_type="application/json", persist=True, mandatory=False, timestamp=entry["created_at"])
+                content_type="application/json", persist=True, mandatory=False, timestamp=entry["created_at"],
+                headers=entry.get(TRACE) or None)
                 for event_id, entry in entries))
         return len(entries)
 

@@ -31,7 +31,7 @@ from contracts.dead_letters import (
     replay_dead_letters_command,
 )
 from contracts.topology import command_queue, event_queue, health_command
-from services.runtime import dead_letters
+from services.runtime import dead_letters, tracing
 from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
@@ -144,6 +144,7 @@ class Service(Router):
         instance = self.instance(settings)
         logging.basicConfig(level=instance.settings.log_level,
                             format=f"%(asctime)s {self.name} %(levelname)s %(name)s: %(message)s")
+        tracing.configure(self.name, VERSION)  # installs nothing unless OTEL_* asks for traces
         asyncio.run(instance.app.run(log_level=logging.INFO))
 
 
