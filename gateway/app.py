@@ -38,7 +38,6 @@ from gateway.limits import BodyLimit, BodyTooLarge
 from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
 from gateway.routes import PREFIX, ROUTES, Route
 from gateway.settings import GatewaySettings
-from gateway.tracing import Tracing
 
 log = logging.getLogger("gateway")
 
@@ -246,7 +245,6 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     app.state.portal = portal or PortalClient(settings.amqp_url, timeout=settings.gateway_command_timeout)
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
-    app.add_middleware(Tracing)  # outermost: a refused body is a request in the trace too
 
     for route in ROUTES:
         app.add_api_route(route.full_path, endpoint_for(route, settings), methods=[route.method],

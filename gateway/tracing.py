@@ -1,7 +1,10 @@
-"""The gateway's traces: a span per HTTP request, parent of the command it sends (contracts/tracing.py).
+"""The gateway's traces: FastAPI's own span per HTTP request, parent of the command it sends (contracts/tracing.py).
 
-Off unless the OTEL_* variables ask for an exporter: then `configure` (called by `python -m gateway`) installs
-OpenTelemetry's SDK. Off, the middleware's spans are the API's no-ops and the commands carry no trace header.
+FastAPI (0.163) traces each request by itself once a tracer provider is installed: a SERVER span named
+`<method> <route template>` with OpenTelemetry's HTTP attributes, continuing a `traceparent` the request carries, and
+spans for the dependencies and the endpoint, inside which the client's command span runs. Off unless the OTEL_*
+variables ask for an exporter: then `configure` (called by `python -m gateway`) installs OpenTelemetry's SDK. Off,
+FastAPI skips its telemetry and the commands carry no trace header.
 """
 
 from __future__ import annotations
@@ -9,18 +12,10 @@ from __future__ import annotations
 import logging
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from contracts.tracing import exporters_wanted, extract, service_name, tracer
-from gateway.limits import ASGIApp, Message, Receive, Scope, Send
+from contracts.tracing import exporters_wanted, service_name
 
 log = logging.getLogger("gateway")
-
-HTTP_METHOD = "http.request.method"
-HTTP_ROUTE = "http.route"
-HTTP_STATUS = "http.response.status_code"
-URL_PATH = "url.path"
-URL_SCHEME = "url.scheme"
 
 
 def configure(version: str) -> bool:
@@ -46,42 +41,3 @@ def configure(version: str) -> bool:
     trace.set_tracer_provider(provider)
     log.info("tracing on: spans of %s exported to %s", name, ", ".join(exporters))
     return True
-
-
-class Tracing:
-    """A SERVER span around each HTTP request, named `<method> <route template>` once the route is known; it continues
-    a `traceparent` the request carries (a proxy's), and the commands sent while it runs are its children."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method = str(scope.get("method", "GET"))
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", [])}
-        status = 0
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        attributes = {HTTP_METHOD: method, URL_PATH: str(scope.get("path", "")),
-                      URL_SCHEME: str(scope.get("scheme", "http"))}
-        with tracer().start_as_current_span(method, context=extract(headers), kind=SpanKind.SERVER,
-                                            attributes=attributes) as span:
-            try:
-                await self.app(scope, receive, sending)
-            finally:
-                # Set by Starlette's router on the scope it was given: a template, never the path's ids.
-                template = getattr(scope.get("route"), "path", None)
-                if isinstance(template, str):
-                    span.update_name(f"{method} {template}")
-                    span.set_attribute(HTTP_ROUTE, template)
-                if status:
-                    span.set_attribute(HTTP_STATUS, status)
-                    if status >= 500:
-                        span.set_status(Status(StatusCode.ERROR, str(status)))
