@@ -7,7 +7,7 @@ import contextlib
 import gzip
 import threading
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +38,11 @@ class SeenSpan:
     parent_id: str | None
     attributes: Mapping[str, Any]
     error: bool
+
+
+async def arrived(things: Sized) -> bool:
+    """For `eventually`: whether anything has arrived."""
+    return len(things) > 0
 
 
 def traceparent_ids(header: Any) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from services.runtime.service import ServiceInstance
 from tests.builders import sign_up
 from tests.gateway.conftest import gateway
 from tests.support import eventually
-from tests.tracing import copies, recorded_spans, traceparent_ids
+from tests.tracing import arrived, copies, recorded_spans, traceparent_ids
 
 # A trace a proxy in front of the gateway began.
 UPSTREAM_TRACE, UPSTREAM_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -19,13 +19,9 @@ async def test_with_tracing_off_a_request_s_command_carries_no_trace_header(
     async with gateway(gateway_settings) as http, copies(amqp_url, COMMANDS_EXCHANGE, "accounts.register") as sent:
         response = await http.post("/api/v1/users", json=sign_up())
         assert response.status_code == 201, response.text
-        await eventually(lambda: _any(sent))
+        await eventually(lambda: arrived(sent))
     assert not {"traceparent", "tracestate"} & set(sent[0].headers)
     assert set(sent[0].headers) == {"accept-language"}
-
-
-async def _any(messages: list[object]) -> bool:
-    return bool(messages)
 
 
 async def test_a_request_s_span_is_the_parent_of_its_command_in_the_service(
@@ -40,7 +36,7 @@ async def test_a_request_s_span_is_the_parent_of_its_command_in_the_service(
             assert continued.status_code == 201, continued.text
             missing = await http.get("/api/v1/no-such-thing")
             assert missing.status_code == 404
-            await eventually(lambda: _any(sent[1:]))
+            await eventually(lambda: arrived(sent[1:]))
         first, second = recorded.named("POST /api/v1/users", "SERVER")
         [unrouted] = recorded.named("GET", "SERVER")
         clients = recorded.named("accounts.register", "CLIENT")

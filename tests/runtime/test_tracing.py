@@ -13,7 +13,7 @@ from services.runtime.settings import Settings
 from tests.builders import random_id
 from tests.runtime.sample_service import NoteAdded, listener, sample
 from tests.support import eventually, running
-from tests.tracing import copies, recorded_spans, traceparent_ids
+from tests.tracing import arrived, copies, recorded_spans, traceparent_ids
 
 TRACE_HEADERS = {"traceparent", "tracestate"}
 SUBSCRIPTION = "messaging.destination.subscription.name"
@@ -32,15 +32,11 @@ async def test_with_tracing_off_no_message_carries_a_trace_header_and_all_works(
         assert await portal.call("sample.open_note", {"note_id": note_id, "text": "hello"}) == {
             "note_id": note_id, "writes": 1}
         await eventually(lambda: seen(listening, note_id))
-        await eventually(lambda: _arrived(events))
+        await eventually(lambda: arrived(events))
     assert commands and not TRACE_HEADERS & set(commands[0].headers)
     assert not TRACE_HEADERS & set(events[0].headers)
     update = with_events({"$set": {"text": "x"}}, [NoteAdded(note_id=note_id, text="x")])
     assert all(TRACE not in entry for path, entry in update["$set"].items() if path.startswith(f"{FIELD}."))
-
-
-async def _arrived(messages: list[object]) -> bool:
-    return bool(messages)
 
 
 async def test_a_command_and_the_event_it_emits_continue_the_caller_s_trace(
@@ -57,8 +53,8 @@ async def test_a_command_and_the_event_it_emits_continue_the_caller_s_trace(
                 except PortalError as error:
                     assert error.code == "conflict"
             await eventually(lambda: seen(listening, note_id))
-            await eventually(lambda: _arrived(events))
-            await eventually(lambda: _arrived(recorded.named("sample.note.added", "CONSUMER")))
+            await eventually(lambda: arrived(events))
+            await eventually(lambda: arrived(recorded.named("sample.note.added", "CONSUMER")))
 
         caller = recorded.named("a caller")[0]
         sent, refused_sent = recorded.named("sample.open_note", "CLIENT")
