@@ -3,7 +3,7 @@
 A command's span (SERVER) continues the trace its `traceparent` header carries (the gateway's request, a client's
 call); the events its handler writes to the outbox keep that context in their entries (`trace_headers`), and the relay
 publishes it with them, so each consumer's span (CONSUMER) continues the same trace, however late the relay sends.
-Off (no OTLP endpoint set, contracts/tracing.py), nothing is installed: the API's spans are no-ops and nothing is added.
+Off (no OTLP endpoint set, contracts/tracing.py), nothing is installed, no span begun and no header read or added.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from contracts.tracing import (
     service_name,
     trace_headers,
     tracer,
+    tracing_on,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def _message_attributes(msg: RabbitMessage, exchange: str, routing_key: str) -> 
 @contextmanager
 def handling_command(command: str, msg: RabbitMessage) -> Iterator[Span]:
     """The span of one command, from its delivery to its reply, child of the sender's span."""
+    if not tracing_on():
+        yield trace.INVALID_SPAN
+        return
     with tracer().start_as_current_span(command, context=extract(msg.headers), kind=SpanKind.SERVER,
                                         attributes=_message_attributes(msg, COMMANDS_EXCHANGE, command)) as current:
         yield current
@@ -90,6 +94,9 @@ def handling_command(command: str, msg: RabbitMessage) -> Iterator[Span]:
 @contextmanager
 def handling_event(event: str, queue: str, msg: RabbitMessage) -> Iterator[Span]:
     """The span of one event handled on `queue`, child of the span of the command that emitted it."""
+    if not tracing_on():
+        yield trace.INVALID_SPAN
+        return
     attributes = {**_message_attributes(msg, EVENTS_EXCHANGE, event), MESSAGING_SUBSCRIPTION: queue}
     with tracer().start_as_current_span(event, context=extract(msg.headers), kind=SpanKind.CONSUMER,
                                         attributes=attributes) as current:
