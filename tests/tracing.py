@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sized
@@ -189,3 +192,10 @@ async def copies(amqp_url: str, exchange: str, routing_key: str) -> AsyncIterato
         yield received
     finally:
         await connection.close()
+
+
+def run_python(script: str, **otel: str) -> str:
+    """`python -c script` with only these OTEL_* variables set; its standard output."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+    return subprocess.run([sys.executable, "-c", script], env={**env, **otel}, capture_output=True, text=True,
+                          check=True, timeout=60).stdout

@@ -8,7 +8,7 @@ from services.runtime.service import ServiceInstance
 from tests.builders import sign_up
 from tests.gateway.conftest import gateway
 from tests.support import eventually
-from tests.tracing import arrived, copies, recorded_spans, traceparent_ids
+from tests.tracing import OtlpReceiver, arrived, copies, recorded_spans, run_python, traceparent_ids
 
 # A trace a proxy in front of the gateway began.
 UPSTREAM_TRACE, UPSTREAM_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -55,3 +55,16 @@ async def test_a_request_s_span_is_the_parent_of_its_command_in_the_service(
     assert (second.trace_id, second.parent_id) == (UPSTREAM_TRACE, UPSTREAM_SPAN)
     assert traceparent_ids(sent[1].headers.get("traceparent"))[0] == UPSTREAM_TRACE
     assert unrouted.attributes["http.response.status_code"] == 404 and "http.route" not in unrouted.attributes
+
+
+PROBE = "from contracts.tracing import tracer; tracer().start_span('probe').end()"
+
+
+def test_the_gateway_process_exports_its_spans_over_otlp_only_when_an_endpoint_is_set() -> None:
+    configure = "from gateway.tracing import configure; print(configure('9.9'))"
+    with OtlpReceiver() as receiver:
+        assert run_python(f"{configure}; {PROBE}").strip() == "False"
+        assert run_python(f"{configure}; {PROBE}", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint).strip() == "True"
+        # The process flushed its spans as it exited.
+        [probe] = receiver.spans
+    assert (probe.service, probe.name) == ("gateway", "probe")

@@ -3,6 +3,8 @@ carry it on to their consumers; with tracing off (the default) nothing is added 
 
 from __future__ import annotations
 
+import json
+
 from opentelemetry import trace
 
 from contracts.client import PortalClient, PortalError
@@ -13,7 +15,7 @@ from services.runtime.settings import Settings
 from tests.builders import random_id
 from tests.runtime.sample_service import NoteAdded, listener, sample
 from tests.support import eventually, running
-from tests.tracing import arrived, copies, recorded_spans, traceparent_ids
+from tests.tracing import arrived, copies, recorded_spans, run_python, traceparent_ids
 
 TRACE_HEADERS = {"traceparent", "tracestate"}
 SUBSCRIPTION = "messaging.destination.subscription.name"
@@ -88,3 +90,12 @@ async def test_an_outbox_entry_written_in_a_span_keeps_its_context() -> None:
     context = current.get_span_context()
     assert traceparent_ids(entry[TRACE]["traceparent"]) == (format(context.trace_id, "032x"),
                                                            format(context.span_id, "016x"))
+
+
+def test_a_service_process_prints_its_spans_with_the_console_exporter() -> None:
+    script = ("from services.runtime.tracing import configure; assert configure('accounts', '9.9'); "
+              "from contracts.tracing import tracer; tracer().start_span('probe').end()")
+    probe = json.loads(run_python(script, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="portal-accounts"))
+    assert probe["name"] == "probe"
+    assert probe["resource"]["attributes"]["service.name"] == "portal-accounts"
+    assert probe["resource"]["attributes"]["service.version"] == "9.9"
