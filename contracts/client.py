@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from contracts.base import Health
 from contracts.errors import ErrorCode
 from contracts.topology import COMMANDS_EXCHANGE, health_command
+from contracts.tracing import record_reply, sending_command
 
 REPLY_QUEUE = "amq.rabbitmq.reply-to"
 
@@ -125,20 +126,28 @@ class PortalClient:
             await self.connect()
         except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as error:
             raise NotDelivered(f"the broker is unavailable: {error!r}") from error
-        assert self._exchange is not None
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
-        self._waiting[correlation_id] = future
+        correlation_id, message_id = uuid.uuid4().hex, message_id or uuid.uuid4().hex
         headers: dict[str, Any] = {}
         if token:
             headers["authorization"] = f"Bearer {token}"
         if lang:
             headers["accept-language"] = lang
+        # `traceparent` (and `tracestate`) join the headers when tracing is on: optional headers, unknown to no one.
+        with sending_command(command, headers, message_id=message_id, correlation_id=correlation_id) as span:
+            envelope = await self._send(command, body, headers, message_id, correlation_id, timeout)
+            record_reply(span, envelope)
+        return envelope
+
+    async def _send(self, command: str, body: bytes, headers: dict[str, Any], message_id: str, correlation_id: str,
+                    timeout: float | None) -> dict[str, Any]:
+        assert self._exchange is not None
+        future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
         try:
             try:
                 await self._exchange.publish(
                     aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id,
-                                     message_id=message_id or uuid.uuid4().hex, reply_to=REPLY_QUEUE,
+                                     message_id=message_id, reply_to=REPLY_QUEUE,
                                      headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=command, mandatory=True)
             except aio_pika.exceptions.DeliveryError as error:

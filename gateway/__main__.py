@@ -5,13 +5,15 @@ from __future__ import annotations
 import uvicorn
 
 from contracts.logs import configure_logging
-from gateway.app import create_app
+from gateway import tracing
+from gateway.app import VERSION, create_app
 from gateway.settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings()
     configure_logging(level=settings.log_level, log_format=settings.log_format, service="gateway")
+    tracing.configure(VERSION)  # installs nothing unless OTEL_* asks for traces
     # Behind a load balancer: any number of these run side by side, they share nothing. `log_config=None`: uvicorn's
     # lines go through the handler configured above; its access log stays off (warning).
     uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,

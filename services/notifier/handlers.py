@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pymongo.errors import PyMongoError
 
 from contracts.accounts import (
@@ -38,6 +39,7 @@ from contracts.accounts import (
 from contracts.base import Page
 from contracts.notifier import Delivery, ListDeliveries
 from contracts.registration import BulkUploadCompleted, DeviceRegisteredEvent, RequestDecided
+from contracts.tracing import OUTCOME
 from services.notifier.mailer import Mailer, Outcome, count_mails_from_zero, mail_attempts
 from services.notifier.mails import (
     LANGUAGES,
@@ -60,6 +62,7 @@ from services.notifier.store import (
     who_user,
 )
 from services.notifier.waiting import RecipientUnknown, release_waiting
+from services.runtime import tracing
 from services.runtime.commands import CommandContext
 from services.runtime.events import EventContext
 from services.runtime.metrics import Counter
@@ -283,7 +286,12 @@ async def attempt(store: DeliveryStore, mailer: Mailer, settings: NotifierSettin
     """One attempt at a leased delivery; its outcome decides `sent`, `failed` or the next attempt."""
     key, lease_id = delivery["_id"], delivery["lease_id"]
     attempts = int(delivery["attempts"]) + 1
-    result = await mailer.send(delivery["message"], delivery["address"])
+    with tracing.span("notifier.send_mail", kind=SpanKind.CLIENT,
+                      attributes={"portal.delivery.id": key, "portal.delivery.attempt": attempts}) as span:
+        result = await mailer.send(delivery["message"], delivery["address"])
+        span.set_attribute(OUTCOME, result.outcome.value)
+        if result.outcome is not Outcome.SENT:
+            span.set_status(Status(StatusCode.ERROR, result.error or result.outcome.value))
     if result.outcome is Outcome.SENT:
         await _record_sent(store, key, lease_id, attempts=attempts,
                            within=settings.notifier_lease_seconds / 2)

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
 from contracts.logs import message_context
+from services.runtime import tracing
 from services.runtime.claims import Claim, ClaimStore, Write, operations
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
@@ -219,7 +220,7 @@ async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance)
     started = time.perf_counter()
     # Every line logged while the command is handled names it and the ids its sender set.
     with message_context(service=instance.name, command=spec.name, message_id=sent_message_id(msg),
-                         correlation_id=msg.correlation_id):
+                         correlation_id=msg.correlation_id), tracing.handling_command(spec.name, msg):
         sent = await _run_command(spec, msg, instance)
     instance.metrics.command_answered(spec.name, sent, time.perf_counter() - started)
 
@@ -228,10 +229,12 @@ async def _run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance
     """`run_command`'s work; the reply sent, or None when it could not be."""
     try:
         reply, claim = await _answer(spec, msg, instance)
-    except Exception:
+    except Exception as error:
         log.exception("command %s failed: message_id=%s correlation_id=%s",
                       spec.name, sent_message_id(msg), msg.correlation_id)
+        tracing.failed(error)
         reply, claim = refused(ErrorCode.INTERNAL, _language(msg)), None
+    tracing.replied(reply)
     try:
         # The caller need not wait for the stored copy: a re-sent command arriving meanwhile
         # finds the claim still open and waits for it.

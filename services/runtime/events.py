@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from contracts.base import Event
 from contracts.logs import message_context
+from services.runtime import tracing
 from services.runtime.commands import decode_object, field_problems, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
@@ -69,7 +70,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
     event = spec.model.routing_key
     # Every line logged while the event is handled names it and the ids its publisher set.
     with message_context(service=instance.name, event=event, message_id=sent_message_id(msg),
-                         correlation_id=msg.correlation_id):
+                         correlation_id=msg.correlation_id), tracing.handling_event(event, spec.queue, msg):
         outcome = await _run_event(spec, msg, instance)
     instance.metrics.events.labels(event, outcome).inc()
     instance.metrics.event_seconds.labels(event).observe(time.perf_counter() - started)
@@ -93,6 +94,7 @@ async def _run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) ->
     try:
         claim = await instance.claims.claim(spec.queue, message_id) if message_id else None
         if claim is not None and not claim.owned:
+            tracing.outcome("duplicate")
             await msg.ack()  # a copy of a message already handled
             return "duplicate"
         try:
@@ -109,6 +111,7 @@ async def _run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) ->
     except asyncio.CancelledError:
         raise
     except Exception as error:
+        tracing.failed(error)
         if attempt >= instance.settings.event_max_attempts:
             log.exception("event %s on %s failed %d times, dead-lettered: message_id=%s",
                           spec.model.routing_key, spec.queue, attempt, msg.message_id)
@@ -122,10 +125,12 @@ async def _run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) ->
             msg.body, queue=spec.queue, message_id=msg.message_id, correlation_id=msg.correlation_id,
             headers={**msg.headers, ATTEMPT_HEADER: attempt + 1}, content_type="application/json",
             persist=True)
+        tracing.outcome("retried")
         await msg.ack()
         return "retried"
     if emissions.any:
         instance.relay.wake()
+    tracing.outcome("handled")
     await msg.ack()
     return "handled"
 
@@ -141,6 +146,7 @@ async def dead_letter(msg: RabbitMessage, queue: str, instance: Instance, *, rea
     harmless. If the copy cannot be published, the message is rejected: the broker dead-letters it
     all the same, only without the error.
     """
+    tracing.outcome("dead_lettered")
     why: dict[str, Any] = {"reason": reason, "error": error[:MAX_ERROR_CHARS], "at": datetime.now(UTC).isoformat()}
     if attempts is not None:
         why["attempts"] = attempts

@@ -29,6 +29,7 @@ from contracts.base import Event
 from contracts.logs import current_field
 from services.runtime.metrics import Metrics
 from services.runtime.mongo import Database
+from services.runtime.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ SEQUENCE = "outbox_seq"  # bumped by every write that emits, so the relay clears
 # every document of the collection on nx-27017 (37 ms per drain at 50,000 readings, growing with each one).
 PENDING = "outbox_pending"
 APPLIED = "applied_commands"
+TRACE = "trace"  # an entry's trace context (`traceparent`, `tracestate`), when the write was traced
 CLEAR_BATCH = 200
 # Enough to recognise a command redelivered after a crash; older ids have long been answered.
 APPLIED_KEPT = 50
@@ -88,6 +90,7 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
     emissions = _emissions.get()
     # The events of a command or event being handled carry its correlation id: one call can be followed in the logs.
     correlation_id = current_field("correlation_id")
+    trace = trace_headers()
     for event in events:
         if emissions is not None:
             emissions.any = True
@@ -96,6 +99,8 @@ def with_events(update: dict[str, Any], events: Iterable[Event], *,
                                  "created_at": now}
         if correlation_id:
             entry["correlation_id"] = correlation_id
+        if trace:
+            entry[TRACE] = trace  # the relay sends it with the event: its consumers continue the handler's trace
         merged.setdefault("$set", {})[f"{FIELD}.{event_id}"] = entry
     merged.setdefault("$inc", {})[SEQUENCE] = 1
     if f"{FIELD}." in " ".join(merged.get("$set", {})):
@@ -274,7 +279,7 @@ class OutboxRelay:
             await asyncio.gather(*(self.broker.publish(
                 entry["body"], routing_key=entry["routing_key"], exchange=self.exchange, message_id=event_id,
                 correlation_id=entry.get("correlation_id"), content_type="application/json", persist=True,
-                mandatory=False, timestamp=entry["created_at"])
+                mandatory=False, timestamp=entry["created_at"], headers=entry.get(TRACE) or None)
                 for event_id, entry in entries))
         return len(entries)
 

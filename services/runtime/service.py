@@ -32,7 +32,7 @@ from contracts.dead_letters import (
 )
 from contracts.logs import configure_logging
 from contracts.topology import command_queue, event_queue, health_command
-from services.runtime import dead_letters
+from services.runtime import dead_letters, tracing
 from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
@@ -145,6 +145,7 @@ class Service(Router):
             sys.exit(f"{self.name} refuses to start: {problems}")
         configure_logging(level=settings.log_level, log_format=settings.log_format, service=self.name)
         instance = self.instance(settings)
+        tracing.configure(self.name, VERSION)  # installs nothing unless OTEL_* asks for traces
         asyncio.run(instance.app.run(log_level=logging.INFO))
 
 
