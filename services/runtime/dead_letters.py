@@ -30,6 +30,7 @@ from contracts.errors import ErrorCode
 from contracts.topology import dead_letter_queue
 from services.runtime.commands import CommandContext, CommandError
 from services.runtime.events import ATTEMPT_HEADER, DEAD_LETTER_HEADER
+from services.runtime.topology import dead_letter_queue_arguments
 
 # How often a message was replayed already: counted into `count`, kept across replays.
 REPLAYS_HEADER = "x-portal-replays"
@@ -43,7 +44,8 @@ REDACTED = "[redacted]"
 # A one-time link's token inside a longer text (a handler's error quoting the URL it failed on).
 LINK_TOKEN = re.compile(r"(token=)[^&\s#\"']+")
 # The broker's and the runtime's bookkeeping: shown as reason and count, stripped on replay (full attempts again).
-BOOKKEEPING_HEADERS = frozenset({"x-death", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
+# `x-delivery-count`: a quorum queue's count of a message's returns (its delivery limit).
+BOOKKEEPING_HEADERS = frozenset({"x-death", "x-delivery-count", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
 BOOKKEEPING_PREFIXES = ("x-first-death-", "x-last-death-")
 MAX_SHOWN_BODY_BYTES = 64 * 1024
 # Listing past this many dead letters of one queue, or searching one message id beyond them, is refused:
@@ -65,17 +67,17 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
     async with _alone(ctx) as connection:
         channel = await connection.channel()
         try:
-            return await _list(request, queues, channel)
+            return await _list(request, queues, channel, dead_letter_queue_arguments(ctx.instance.settings))
         finally:
             await channel.close()  # gives back every message taken, in its place, before another may look
 
 
-async def _list(request: ListDeadLetters, queues: Mapping[str, str],
-                channel: aio_pika.abc.AbstractChannel) -> Page[DeadLetter]:
+async def _list(request: ListDeadLetters, queues: Mapping[str, str], channel: aio_pika.abc.AbstractChannel,
+                arguments: dict[str, Any]) -> Page[DeadLetter]:
     waiting: dict[str, int] = {}
     for queue in sorted(queues):
         # Declared, not just looked up: a missing dead-letter queue would close the channel.
-        declared = await channel.declare_queue(dead_letter_queue(queue), durable=True)
+        declared = await channel.declare_queue(dead_letter_queue(queue), durable=True, arguments=arguments)
         waiting[queue] = declared.declaration_result.message_count or 0
     skip = (request.page - 1) * request.page_size
     items: list[DeadLetter] = []
@@ -111,7 +113,7 @@ async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -
     async with _alone(ctx) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            replayed = await _replay(request, channel)
+            replayed = await _replay(request, channel, dead_letter_queue_arguments(ctx.instance.settings))
         finally:
             await channel.close()  # the dead letters not replayed go back, in their place
     if replayed == 0 and request.message_id is not None:
@@ -119,10 +121,10 @@ async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -
     return ReplayedDeadLetters(replayed=replayed)
 
 
-async def _replay(request: ReplayDeadLetters, channel: aio_pika.abc.AbstractChannel) -> int:
+async def _replay(request: ReplayDeadLetters, channel: aio_pika.abc.AbstractChannel, arguments: dict[str, Any]) -> int:
     """How many dead letters were put back on their queue."""
     replayed = 0
-    dlq = await channel.declare_queue(dead_letter_queue(request.queue), durable=True)
+    dlq = await channel.declare_queue(dead_letter_queue(request.queue), durable=True, arguments=arguments)
     # Only what is there now: a replayed message dead-lettered again meanwhile waits for the next replay.
     left = dlq.declaration_result.message_count or 0
     if request.message_id is not None:
