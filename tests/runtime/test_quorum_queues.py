@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
+from pydantic import ValidationError
 
 from contracts.client import PortalClient
 from contracts.dead_letters import replay_dead_letters_command
@@ -179,3 +180,17 @@ async def test_a_service_started_on_queues_of_the_other_type_refuses_to_start_an
     async with amqp_channel(amqp_url) as channel:  # the classic queues are left as they were
         await channel.declare_queue(POISON_QUEUE, durable=True, arguments=queue_arguments(classic, POISON_QUEUE))
 
+
+
+def test_the_queue_type_is_classic_unless_set_and_only_classic_or_quorum_is_accepted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PORTAL_QUEUE_TYPE", raising=False)
+    assert Settings().queue_type == "classic"
+    monkeypatch.setenv("PORTAL_QUEUE_TYPE", "quorum")
+    assert Settings().queue_type == "quorum"
+    for wrong in ("stream", "Quorum", ""):
+        monkeypatch.setenv("PORTAL_QUEUE_TYPE", wrong)
+        with pytest.raises(ValidationError, match="queue_type"):
+            Settings()
+    with pytest.raises(ValidationError, match="delivery_limit"):
+        Settings(queue_type="quorum", delivery_limit=0)
