@@ -23,6 +23,8 @@ COMMANDS = RabbitExchange(COMMANDS_EXCHANGE, type=ExchangeType.TOPIC, durable=Tr
 EVENTS = RabbitExchange(EVENTS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
 DEAD_LETTERS = RabbitExchange(DEAD_LETTER_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
 
+# A dead letter's deliveries, listings included, before a quorum queue would drop it: never in practice.
+DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
 # The broker's words for a queue that exists with other arguments than a declaration asks for (406).
 INEQUIVALENT = re.compile(r"inequivalent arg '(?P<argument>[^']+)' for queue '(?P<queue>[^']+)'[^:]*: (?P<detail>.*)")
 
@@ -50,9 +52,13 @@ def queue_arguments(settings: Settings, name: str) -> dict[str, Any]:
 
 
 def dead_letter_queue_arguments(settings: Settings) -> dict[str, Any]:
-    """A dead-letter queue has no delivery limit: listing its messages hands each back (RabbitMQ 3.x counts that
-    as a delivery), and a dead letter is never dropped."""
-    return {"x-queue-type": settings.queue_type}
+    """A dead-letter queue has no dead-letter exchange: a dead letter is never dropped. Listing its messages hands
+    each back, which a quorum queue counts as a delivery, and RabbitMQ 4 gives quorum queues a delivery limit of 20
+    unless one is set (dropping the message beyond it): so the limit of a quorum one is set, out of reach (RabbitMQ
+    3.x takes no `-1` for none)."""
+    if settings.queue_type == "quorum":
+        return {"x-queue-type": "quorum", "x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT}
+    return {"x-queue-type": "classic"}
 
 
 def durable_queue(settings: Settings, name: str, routing_key: str) -> RabbitQueue:
