@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install chromium asyncapi-cli run demo test test-api-deep lint bench docs images clean
+.PHONY: install chromium asyncapi-cli run demo test test-quorum test-api-deep lint bench docs images clean
 
 install: $(VENV)/.installed chromium asyncapi-cli
 
@@ -44,6 +44,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The runtime's and metering's tests again, every queue a quorum queue (README, "Quorum queues").
+test-quorum: install
+	PORTAL_TEST_QUEUE_TYPE=quorum $(BIN)/pytest -q tests/runtime tests/metering
 
 # Schemathesis against the gateway with many more examples per operation than `make test` runs.
 test-api-deep: install

@@ -25,7 +25,7 @@ from contracts.client import PortalClient
 from deploy.local import deps
 from services.runtime.settings import Settings
 from tests.builders import operator_token
-from tests.support import Mailbox, smtp_server
+from tests.support import TEST_QUEUE_TYPE, Mailbox, smtp_server
 
 
 @dataclass
@@ -141,7 +141,7 @@ def settings(amqp_url: str, mongo_url: str, database_prefix: str, mailbox: Mailb
     return Settings(
         amqp_url=amqp_url, mongodb_url=mongo_url, database_prefix=database_prefix,
         smtp_host=mailbox.host, smtp_port=mailbox.port,
-        event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5,
+        event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5, queue_type=TEST_QUEUE_TYPE,
     )
 
 

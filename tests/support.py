@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 from aiosmtpd.controller import Controller
@@ -33,6 +33,10 @@ from deploy.local.__main__ import stop_all
 from deploy.local.deps import LocalRabbitMQ, free_port, start_nx_27017, stop_process
 from services.runtime.service import Service, ServiceInstance
 from services.runtime.settings import Settings
+
+# `PORTAL_TEST_QUEUE_TYPE=quorum` runs the tests on quorum queues (`make test-quorum`); settings fixtures pass it on.
+TEST_QUEUE_TYPE: Literal["classic", "quorum"] = "quorum" if os.environ.get("PORTAL_TEST_QUEUE_TYPE") == "quorum" \
+    else "classic"
 
 
 @dataclass

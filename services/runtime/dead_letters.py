@@ -30,6 +30,7 @@ from contracts.errors import ErrorCode
 from contracts.topology import dead_letter_queue
 from services.runtime.commands import CommandContext, CommandError
 from services.runtime.events import ATTEMPT_HEADER, DEAD_LETTER_HEADER
+from services.runtime.topology import dead_letter_queue_arguments
 
 # How often a message was replayed already: counted into `count`, kept across replays.
 REPLAYS_HEADER = "x-portal-replays"
@@ -43,7 +44,8 @@ REDACTED = "[redacted]"
 # A one-time link's token inside a longer text (a handler's error quoting the URL it failed on).
 LINK_TOKEN = re.compile(r"(token=)[^&\s#\"']+")
 # The broker's and the runtime's bookkeeping: shown as reason and count, stripped on replay (full attempts again).
-BOOKKEEPING_HEADERS = frozenset({"x-death", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
+# `x-delivery-count`: a quorum queue's count of a message's returns (its delivery limit).
+BOOKKEEPING_HEADERS = frozenset({"x-death", "x-delivery-count", ATTEMPT_HEADER, DEAD_LETTER_HEADER, REPLAYS_HEADER})
 BOOKKEEPING_PREFIXES = ("x-first-death-", "x-last-death-")
 MAX_SHOWN_BODY_BYTES = 64 * 1024
 # Listing past this many dead letters of one queue, or searching one message id beyond them, is refused:
@@ -65,20 +67,21 @@ async def list_dead_letters(request: ListDeadLetters, ctx: CommandContext) -> Pa
     async with _alone(ctx) as connection:
         channel = await connection.channel()
         try:
-            return await _list(request, queues, channel)
+            return await _list(request, queues, channel, dead_letter_queue_arguments(ctx.instance.settings))
         finally:
-            await channel.close()  # gives back every message taken, in its place, before another may look
+            await channel.close()  # after an error, gives back what is still taken before another may look
 
 
-async def _list(request: ListDeadLetters, queues: Mapping[str, str],
-                channel: aio_pika.abc.AbstractChannel) -> Page[DeadLetter]:
+async def _list(request: ListDeadLetters, queues: Mapping[str, str], channel: aio_pika.abc.AbstractChannel,
+                arguments: dict[str, Any]) -> Page[DeadLetter]:
     waiting: dict[str, int] = {}
     for queue in sorted(queues):
         # Declared, not just looked up: a missing dead-letter queue would close the channel.
-        declared = await channel.declare_queue(dead_letter_queue(queue), durable=True)
+        declared = await channel.declare_queue(dead_letter_queue(queue), durable=True, arguments=arguments)
         waiting[queue] = declared.declaration_result.message_count or 0
     skip = (request.page - 1) * request.page_size
     items: list[DeadLetter] = []
+    taken: list[int | None] = []
     for queue in sorted(queues):
         if len(items) == request.page_size:
             break
@@ -94,11 +97,13 @@ async def _list(request: ListDeadLetters, queues: Mapping[str, str],
             message = await dlq.get(no_ack=False, fail=False)
             if message is None:
                 break
+            taken.append(message.delivery_tag)
             if skip:
                 skip -= 1
             else:
                 items.append(describe(queue, queues[queue], message))
         skip = 0
+    await _give_back(channel, taken)
     return Page[DeadLetter](items=items, total=sum(waiting.values()), page=request.page, page_size=request.page_size)
 
 
@@ -111,34 +116,37 @@ async def replay_dead_letters(request: ReplayDeadLetters, ctx: CommandContext) -
     async with _alone(ctx) as connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            replayed = await _replay(request, channel)
+            replayed = await _replay(request, channel, dead_letter_queue_arguments(ctx.instance.settings))
         finally:
-            await channel.close()  # the dead letters not replayed go back, in their place
+            await channel.close()  # after an error, the dead letters not replayed go back
     if replayed == 0 and request.message_id is not None:
         raise CommandError(ErrorCode.NOT_FOUND, fields={"message_id": f"no dead letter with it in {request.queue}"})
     return ReplayedDeadLetters(replayed=replayed)
 
 
-async def _replay(request: ReplayDeadLetters, channel: aio_pika.abc.AbstractChannel) -> int:
+async def _replay(request: ReplayDeadLetters, channel: aio_pika.abc.AbstractChannel, arguments: dict[str, Any]) -> int:
     """How many dead letters were put back on their queue."""
     replayed = 0
-    dlq = await channel.declare_queue(dead_letter_queue(request.queue), durable=True)
+    dlq = await channel.declare_queue(dead_letter_queue(request.queue), durable=True, arguments=arguments)
     # Only what is there now: a replayed message dead-lettered again meanwhile waits for the next replay.
     left = dlq.declaration_result.message_count or 0
     if request.message_id is not None:
         left = min(left, SCAN_LIMIT)
+    kept: list[int | None] = []
     while left > 0:
         taken = await _take(dlq, min(left, REPLAY_BATCH), REPLAY_BATCH_BYTES)
         if not taken:
             break
         left -= len(taken)
         chosen = [message for message in taken if request.all or message.message_id == request.message_id]
+        kept.extend(message.delivery_tag for message in taken if message not in chosen)
         # The batch's confirms awaited together (one at a time costs a round trip each), then acked.
         await asyncio.gather(*(channel.default_exchange.publish(replay_copy(message), routing_key=request.queue,
                                                                 mandatory=True) for message in chosen))
         for message in chosen:
             await message.ack()
         replayed += len(chosen)
+    await _give_back(channel, kept)
     return replayed
 
 
@@ -178,6 +186,16 @@ def _known(ctx: CommandContext, queue: str) -> dict[str, str]:
     if queue not in ctx.instance.queues:
         raise CommandError(ErrorCode.VALIDATION_FAILED, fields={"queue": "not a queue of this service"})
     return {queue: ctx.instance.queues[queue]}
+
+
+async def _give_back(channel: aio_pika.abc.AbstractChannel, delivery_tags: list[int | None]) -> None:
+    """The messages taken and not acked, handed back one by one in the order they were taken. Closing the channel
+    would hand them back too, and a classic queue puts each back in its place either way; a quorum queue puts them
+    back in the order of their returns, which for a closed channel is no particular order."""
+    underlay = await channel.get_underlay_channel()
+    for tag in delivery_tags:
+        if tag is not None:
+            await underlay.basic_nack(tag, requeue=True)
 
 
 async def _take(dlq: AbstractQueue, most: int, most_bytes: int) -> list[AbstractIncomingMessage]:

@@ -153,7 +153,7 @@ async def dead_letter(msg: RabbitMessage, queue: str, instance: Instance, *, rea
     raw = msg.raw_message
     try:
         # Declared here too: a message can fail before the service declared its dead-letter queues (at start).
-        await declare_dead_letter_queue(instance.broker, queue)
+        await declare_dead_letter_queue(instance.broker, instance.settings, queue)
         # Routed like the broker's own dead-lettering: `portal.dlx` under the queue's name.
         confirmed = await instance.broker.publish(
             msg.body, exchange=DEAD_LETTERS, routing_key=queue, mandatory=True, persist=True,

@@ -42,7 +42,14 @@ from services.runtime.mongo import Database, mongo_client
 from services.runtime.outbox import OutboxRelay
 from services.runtime.revocations import RevocationStore
 from services.runtime.settings import Settings
-from services.runtime.topology import COMMANDS, EVENTS, declare_dead_letter_queue, durable_queue
+from services.runtime.topology import (
+    COMMANDS,
+    EVENTS,
+    QueueMismatch,
+    declare_dead_letter_queue,
+    durable_queue,
+    explained_queue_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +153,11 @@ class Service(Router):
         configure_logging(level=settings.log_level, log_format=settings.log_format, service=self.name)
         instance = self.instance(settings)
         tracing.configure(self.name, VERSION)  # installs nothing unless OTEL_* asks for traces
-        asyncio.run(instance.app.run(log_level=logging.INFO))
+        try:
+            with explained_queue_mismatch(settings):
+                asyncio.run(instance.app.run(log_level=logging.INFO))
+        except QueueMismatch as error:
+            sys.exit(f"{self.name} refuses to start: {error}")
 
 
 async def _remember_revocation(event: SessionRevoked, ctx: EventContext) -> None:
@@ -208,7 +219,7 @@ class ServiceInstance:
         _document(handle, spec.name, spec.request, Reply)
         # run_command acks once answered, or leaves a command whose reply could not be sent for redelivery.
         self.broker.subscriber(
-            durable_queue(queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
+            durable_queue(self.settings, queue, spec.name), COMMANDS, decoder=_raw, title=spec.name,
             description=spec.description, ack_policy=AckPolicy.MANUAL, no_reply=True,
             channel=Channel(prefetch_count=spec.prefetch) if spec.prefetch else None,
         )(handle)
@@ -232,7 +243,7 @@ class ServiceInstance:
 
         _document(handle, spec.queue, spec.model, None)
         self.broker.subscriber(
-            durable_queue(spec.queue, spec.model.routing_key), EVENTS, decoder=_raw, title=spec.queue,
+            durable_queue(self.settings, spec.queue, spec.model.routing_key), EVENTS, decoder=_raw, title=spec.queue,
             description=spec.model.__doc__, ack_policy=AckPolicy.MANUAL, no_reply=True,
         )(handle)
 
@@ -265,7 +276,7 @@ class ServiceInstance:
     async def _after_startup(self) -> None:
         await self.broker.declare_exchange(EVENTS)
         for queue in self.queues:
-            await declare_dead_letter_queue(self.broker, queue)
+            await declare_dead_letter_queue(self.broker, self.settings, queue)
         self.relay.start()
         for loop in self.service.background_loops:
             self._background.append(asyncio.create_task(_keep_running(loop, self), name=loop.__name__))
@@ -293,7 +304,8 @@ class ServiceInstance:
 
     async def start(self) -> None:
         """Start without signal handling (tests, benchmarks); `stop()` undoes it."""
-        await self.app.start()
+        with explained_queue_mismatch(self.settings):
+            await self.app.start()
 
     async def stop(self) -> None:
         await self.app.stop()

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     prefetch: int = 32
+    # `quorum` for a RabbitMQ cluster: replicated queues, and a broker-side limit on redeliveries. The type of an
+    # existing queue cannot change: switching needs new queues (README, "Quorum queues").
+    queue_type: Literal["classic", "quorum"] = "classic"
+    # Quorum queues only: a message handed back this many times (its consumer crashed or stopped before the ack) is
+    # dead-lettered by the broker on the next return. A failing event handler's retries do not count (each is a new
+    # message); graceful stops and restarts do, so keep it well above a few.
+    delivery_limit: int = Field(default=20, ge=1)
     # Bigger command bodies are refused before parsing: a 5 MB upload is ~6.7 MB in base64,
     # so a 7 MB proof of purchase still gets `file_too_large`.
     max_body_bytes: int = 10 * 1024 * 1024

@@ -35,7 +35,7 @@ from deploy.local.demo import load_demo_catalogue
 from deploy.local.deps import free_port
 from services.runtime.settings import Settings
 from tests.builders import sign_up
-from tests.support import Mailbox, ServiceProcesses, eventually, plain_text, wait_healthy
+from tests.support import TEST_QUEUE_TYPE, Mailbox, ServiceProcesses, eventually, plain_text, wait_healthy
 
 PUBLIC_URL = "https://portal.example.test"
 CONFIRMATION_LINK = re.compile(r"https://portal\.example\.test/confirm-email\?token=([A-Za-z0-9_-]+)")
@@ -139,7 +139,8 @@ async def stack(module_amqp_url: str, mongo_url: str, module_database_prefix: st
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     settings = Settings(amqp_url=module_amqp_url, mongodb_url=mongo_url, database_prefix=module_database_prefix,
                         smtp_host=module_mailbox.host, smtp_port=module_mailbox.port, public_url=PUBLIC_URL,
-                        event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5)
+                        event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5,
+                        queue_type=TEST_QUEUE_TYPE)
     # The reminder scheduler runs today's schedule at start-up and then sleeps: only `run_reminders` runs it again.
     with ServiceProcesses(settings, extra_env={"PORTAL_METERING_SCHEDULER_SECONDS": "3600"},
                           log_dir=tmp_path_factory.mktemp("services")) as processes:

@@ -25,7 +25,7 @@ from services.ordering.app import service as ordering_service
 from services.registration.app import service as registration_service
 from services.runtime.service import Service, ServiceInstance
 from services.ticketing.app import service as ticketing_service
-from tests.support import Mailbox, running
+from tests.support import TEST_QUEUE_TYPE, Mailbox, running
 
 SERVICES: tuple[Service, ...] = (accounts_service, registration_service, metering_service, ordering_service,
                                  ticketing_service, notifier_service)
@@ -64,7 +64,8 @@ def settings(amqp_url: str, mongo_url: str, database_prefix: str, mailbox: Mailb
     # the tests, so no reminder run changes the databases between two snapshots.
     return MeteringSettings(amqp_url=amqp_url, mongodb_url=mongo_url, database_prefix=database_prefix,
                             smtp_host=mailbox.host, smtp_port=mailbox.port, event_retry_base_delay=0.05,
-                            graceful_timeout=5, outbox_poll_seconds=0.5, metering_scheduler_seconds=3600.0)
+                            graceful_timeout=5, outbox_poll_seconds=0.5, metering_scheduler_seconds=3600.0,
+                            queue_type=TEST_QUEUE_TYPE)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

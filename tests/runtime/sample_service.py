@@ -76,6 +76,17 @@ class Fragile(Event):
 BROKEN = "broken"
 
 
+class Poison(Event):
+    """Its handler kills the process it runs in (when CRASH_ON_POISON is set; else it fails): a poison message."""
+
+    routing_key: ClassVar[str] = "sample.poison"
+    key: str
+
+
+# Set in the environment of a listener process that must die on each Poison event.
+CRASH_ON_POISON = "SAMPLE_CRASH_ON_POISON"
+
+
 class Empty(Command):
     pass
 
@@ -229,6 +240,14 @@ async def apply_unless_broken(event: Fragile, ctx: EventContext) -> None:
         raise RuntimeError(f"{BROKEN} on purpose")
     # $inc, not an upsert by key: a second handling of the same message would show.
     await ctx.db.effects.update_one({"_id": event.key}, {"$inc": {"times": 1}}, upsert=True)
+
+
+@listener.event(Poison)
+async def die(event: Poison, ctx: EventContext) -> None:
+    await ctx.db.poisoned.update_one({"_id": event.key}, {"$inc": {"times": 1}}, upsert=True)
+    if os.environ.get(CRASH_ON_POISON):
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError("poisoned")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pamqp.common import FieldTable
 
 from contracts.topology import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, dead_letter_queue
 from services.runtime.settings import Settings
+from services.runtime.topology import queue_arguments
 from tests.builders import amqp_channel
 from tests.runtime.sample_service import listener, sample
 from tests.support import running
@@ -34,13 +35,13 @@ async def test_every_queue_is_durable_and_dead_letters_into_its_own_dlq(
         settings: Settings, amqp_url: str, queue: str) -> None:
     async with running(sample, settings), running(listener, settings):
         pass
-    arguments: FieldTable = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE, "x-dead-letter-routing-key": queue}
+    arguments: FieldTable = queue_arguments(settings, queue)
     async with amqp_channel(amqp_url) as channel:
         await channel.declare_queue(queue, durable=True, arguments=arguments)  # same properties: accepted
         await channel.declare_queue(dead_letter_queue(queue), passive=True)
     with pytest.raises(ChannelPreconditionFailed):
         async with amqp_channel(amqp_url) as channel:
-            await channel.declare_queue(queue, durable=True)
+            await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": settings.queue_type})
     # A message rejected from the queue ends in its own DLQ, not in another consumer's.
     async with amqp_channel(amqp_url) as channel:
         declared = await channel.declare_queue(queue, durable=True, arguments=arguments)

@@ -17,7 +17,7 @@ from contracts.client import PortalClient
 from services.runtime.service import ServiceInstance
 from services.ticketing.app import service as ticketing_service
 from services.ticketing.settings import TicketingSettings
-from tests.support import running
+from tests.support import TEST_QUEUE_TYPE, running
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def database_prefix(module_database_prefix: str) -> str:
 @pytest.fixture(scope="module")
 def settings(amqp_url: str, mongo_url: str, database_prefix: str) -> TicketingSettings:
     return TicketingSettings(amqp_url=amqp_url, mongodb_url=mongo_url, database_prefix=database_prefix,
-                             event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5)
+                             event_retry_base_delay=0.05, graceful_timeout=5, outbox_poll_seconds=0.5,
+                             queue_type=TEST_QUEUE_TYPE)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
