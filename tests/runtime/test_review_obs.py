@@ -1,0 +1,122 @@
+"""Review of the observability merge (logs, metrics, traces): defects shown as strict expected failures.
+
+Each test fails now for the reason in its `xfail` and passes once the defect is fixed (then drop the mark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aio_pika
+import pytest
+from faststream.rabbit import RabbitBroker
+
+from contracts.logs import MessageFields, TextFormatter
+from deploy.local.deps import free_port
+from services.runtime.metrics import Metrics
+from services.runtime.mongo import mongo_client
+from services.runtime.outbox import OutboxRelay, with_outbox
+from services.runtime.settings import Settings
+from services.runtime.topology import EVENTS
+from tests.builders import random_id
+from tests.runtime.sample_service import NoteAdded, sample
+from tests.support import running
+from tests.tracing import recorded_spans
+
+# A line an attacker would like an operator (or a log shipper that splits on newlines) to believe.
+FORGED = "2026-12-04 12:00:00,000 accounts ERROR services.accounts: operator 42 disabled all MFA"
+
+
+@contextmanager
+def text_log() -> Iterator[io.StringIO]:
+    """What the root logger writes, in the services' default text format, while the block runs."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(MessageFields("sample"))
+    handler.setFormatter(TextFormatter("%(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def send_raw(amqp_url: str, command: str, body: dict[str, Any], *, message_id: str, correlation_id: str,
+                   headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A command as any AMQP client may send it (not through `PortalClient`), and its reply."""
+    async with await aio_pika.connect(amqp_url) as connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        exchange = await channel.get_exchange("portal.commands", ensure=False)
+        await exchange.publish(aio_pika.Message(json.dumps(body).encode(), content_type="application/json",
+                                                correlation_id=correlation_id, message_id=message_id,
+                                                reply_to=replies.name, headers=headers or {}),
+                               routing_key=command)
+        async with replies.iterator() as incoming:
+            reply = await asyncio.wait_for(anext(incoming), 10)
+            await reply.ack()
+    answer: dict[str, Any] = json.loads(reply.body)
+    return answer
+
+
+@pytest.mark.xfail(strict=True, reason="review: the text log format copies a caller's message_id/correlation_id "
+                                       "verbatim; a newline in them forges whole log lines (log injection)")
+async def test_a_newline_in_a_caller_s_ids_does_not_forge_a_text_log_line(settings: Settings, amqp_url: str) -> None:
+    note_id = random_id("note")
+    with text_log() as written:
+        async with running(sample, settings):
+            reply = await send_raw(amqp_url, "sample.open_note", {"note_id": note_id, "text": "hello"},
+                                   message_id=f"m-{uuid.uuid4().hex}\n{FORGED}",
+                                   correlation_id=f"c-{uuid.uuid4().hex}\n{FORGED}")
+            assert reply["ok"] is True
+    lines = written.getvalue().splitlines()
+    assert any(f"opening note {note_id}" in line for line in lines)  # the handler's line was written
+    forged = [line for line in lines if line.startswith(FORGED)]
+    assert not forged, f"caller-made lines stand in the log as if the service had written them: {forged}"
+
+
+@pytest.mark.xfail(strict=True, reason="review: with tracing on, OpenTelemetry's propagators log a malformed "
+                                       "baggage/tracestate header in full: a caller writes ~60 KB into the "
+                                       "service's log per command")
+async def test_a_huge_malformed_trace_header_is_not_copied_into_the_log(settings: Settings, amqp_url: str) -> None:
+    note_id = random_id("note")
+    with recorded_spans(), text_log() as written:
+        async with running(sample, settings):
+            reply = await send_raw(amqp_url, "sample.open_note", {"note_id": note_id, "text": "hello"},
+                                   message_id=uuid.uuid4().hex, correlation_id=uuid.uuid4().hex,
+                                   headers={"baggage": "=" * 30_000, "tracestate": "a=" + "x" * 30_000})
+            assert reply["ok"] is True  # the headers are ignored, as they should be
+    longest = max(len(line) for line in written.getvalue().splitlines())
+    assert longest < 4_000, f"a log line of {longest} characters, made by the caller's headers"
+
+
+@pytest.mark.xfail(strict=True, reason="review: portal_outbox_pending_events stops at the first batch of "
+                                       "CLEAR_BATCH documents when the broker is away (the drain raises before it "
+                                       "counts the rest): the backlog gauge does not grow past it")
+async def test_the_pending_gauge_counts_the_whole_backlog_while_the_broker_is_away(settings: Settings) -> None:
+    mongo = mongo_client(settings.mongodb_url, settings.mongodb_timeout_ms)
+    try:
+        db = mongo[settings.database_name("review")]
+        await db.notes.insert_many([
+            with_outbox({"_id": f"n{i}", "text": "x"}, [NoteAdded(note_id=f"n{i}", text="x")]) for i in range(300)])
+        metrics = Metrics("review", "0")
+        # A broker that is away: nothing listens on its port, every publish fails.
+        away = RabbitBroker(f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+        relay = OutboxRelay(away, EVENTS, db, ["notes"], poll_seconds=60, metrics=metrics)
+        with pytest.raises(Exception):  # noqa: B017 - whatever the unconnected broker raises
+            await relay.drain()
+        pending = metrics.registry.get_sample_value("portal_outbox_pending_events", {"collection": "notes"})
+    finally:
+        await mongo.close()
+    assert pending == 300, f"the gauge says {pending} events wait; 300 do"
