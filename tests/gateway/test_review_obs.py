@@ -32,8 +32,8 @@ async def test_a_mailed_link_s_token_is_not_exported_with_the_request_s_span(gat
 
 
 @pytest.mark.xfail(strict=True, reason="review: the gateway passes an internet client's `baggage` header on in "
-                                       "every command's AMQP headers (and so into the outbox and every event): "
-                                       "caller-made data crosses into the services")
+                                       "every command's AMQP headers: caller-made data crosses into the services "
+                                       "(up to 8 KB a command; any later reader of baggage would trust it)")
 async def test_an_internet_client_s_baggage_stops_at_the_gateway(
         accounts: ServiceInstance, gateway_settings: GatewaySettings, amqp_url: str) -> None:
     with recorded_spans():
