@@ -187,7 +187,7 @@ BIG_BAGGAGE = ",".join(f"b{i}=" + "x" * 40 for i in range(180))[:8190]
 @pytest.mark.xfail(strict=True, reason="review: a command's caller-made `tracestate` (up to 8 KB) is copied "
                                        "into every outbox entry its handler writes and onto every event published: "
                                        "one command, N events, N x 8 KB in the database and on the wire")
-async def test_a_caller_s_trace_state_and_baggage_do_not_ride_on_every_event(
+async def test_a_caller_s_big_trace_state_does_not_ride_on_every_event(
         settings: Settings, amqp_url: str) -> None:
     note_id = random_id("note")
     with recorded_spans():
