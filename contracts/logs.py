@@ -24,10 +24,17 @@ LOG_FIELDS = ("service", "command", "event", "message_id", "correlation_id")
 _context: ContextVar[dict[str, str] | None] = ContextVar("portal_log_context", default=None)
 
 
+def printable(value: str) -> str:
+    """`value` with anything that is not printable escaped (`\\n`, `\\u2028`): a sender's id cannot start a log
+    line of its own."""
+    return value if value.isprintable() else "".join(char if char.isprintable() else ascii(char)[1:-1]
+                                                     for char in value)
+
+
 @contextlib.contextmanager
 def message_context(**fields: str | None) -> Iterator[None]:
-    """Within the block, log records carry `fields` (the unset ones left out)."""
-    token = _context.set({key: value for key, value in fields.items() if value})
+    """Within the block, log records carry `fields` (the unset ones left out; a sender's ids made printable)."""
+    token = _context.set({key: printable(value) for key, value in fields.items() if value})
     try:
         yield
     finally:

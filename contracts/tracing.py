@@ -8,16 +8,19 @@ client stay light; the SDK set-up lives with each process (gateway/tracing.py, s
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from contracts.topology import COMMANDS_EXCHANGE
 
@@ -25,6 +28,14 @@ log = logging.getLogger(__name__)
 
 TRACER_NAME = "service-portal"
 EXPORTERS = ("otlp", "console")
+# At exit, unsent spans get this long to reach the collector: one that is away must not hold up a stop.
+EXIT_FLUSH_SECONDS = 1.5
+# Only W3C trace context crosses a process boundary, never `baggage` (caller-made data the services would carry on),
+# and only at sizes a real one has: a `traceparent` is 55 characters; a `tracestate` beyond this is dropped, not
+# stored with every event a command writes.
+PROPAGATOR = TraceContextTextMapPropagator()
+TRACEPARENT, TRACESTATE = "traceparent", "tracestate"
+MAX_TRACEPARENT, MAX_TRACESTATE = 55, 512
 
 # OpenTelemetry's semantic conventions for messaging (RabbitMQ) and this portal's own attributes.
 MESSAGING_SYSTEM = "messaging.system"
@@ -73,6 +84,41 @@ def service_name(default: str, environ: Mapping[str, str] | None = None) -> str:
     return env.get("OTEL_SERVICE_NAME", "").strip() or default
 
 
+def install(name: str, version: str) -> bool:
+    """Install OpenTelemetry's SDK exporting this process's spans (a service's, the gateway's), when the OTEL_*
+    variables ask for it (the standard ones: endpoint, headers, sampler, batch delays); otherwise install nothing.
+    Whether it did. The SDK is imported only here, so a process with tracing off never loads it."""
+    exporters = exporters_wanted()
+    if not exporters:
+        return False
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name(name), SERVICE_VERSION: version}),
+                              shutdown_on_exit=False)
+    for kind in exporters:
+        exporter: SpanExporter
+        if kind == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            exporter = OTLPSpanExporter()  # OTLP over HTTP (protobuf); its OTEL_EXPORTER_OTLP_* read by itself
+        else:
+            exporter = ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    atexit.register(_flush_within, provider.shutdown, EXIT_FLUSH_SECONDS)
+    log.info("tracing on: spans of %s exported to %s", service_name(name), ", ".join(exporters))
+    return True
+
+
+def _flush_within(shutdown: Any, seconds: float) -> None:
+    """Run `shutdown` (which sends the spans still waiting) for at most `seconds`: the SDK's own waits for the
+    exporter's retries, 7 s and more when the collector is away, on top of the graceful stop."""
+    worker = threading.Thread(target=shutdown, name="trace-flush", daemon=True)
+    worker.start()
+    worker.join(seconds)
+
+
 class _Headers(Getter[Mapping[str, Any]]):
     """Reads an AMQP header table (or HTTP headers): a value may come as text or as bytes."""
 
@@ -80,7 +126,9 @@ class _Headers(Getter[Mapping[str, Any]]):
         value = carrier.get(key)
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        return [value] if isinstance(value, str) else None
+        if not isinstance(value, str) or len(value) > (MAX_TRACEPARENT if key == TRACEPARENT else MAX_TRACESTATE):
+            return None  # oversized: ignored rather than parsed (and logged in full by OpenTelemetry)
+        return [value]
 
     def keys(self, carrier: Mapping[str, Any]) -> list[str]:
         return [str(key) for key in carrier]
@@ -91,12 +139,12 @@ HEADERS = _Headers()
 
 def inject(headers: MutableMapping[str, Any], context: Context | None = None) -> None:
     """Add the trace context (the current one by default) to `headers`; nothing when there is none (tracing off)."""
-    propagate.inject(headers, context=context)
+    PROPAGATOR.inject(headers, context=context)
 
 
 def extract(headers: Mapping[str, Any]) -> Context:
     """The trace context a message or request carries; an empty one when it carries none."""
-    return propagate.extract(headers, getter=HEADERS)
+    return PROPAGATOR.extract(headers, getter=HEADERS)
 
 
 def trace_headers() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from contracts.logs import configure_logging
-from gateway import tracing
+from contracts.tracing import install as install_tracing
 from gateway.app import VERSION, create_app
 from gateway.settings import GatewaySettings
 
@@ -13,7 +13,7 @@ from gateway.settings import GatewaySettings
 def main() -> None:
     settings = GatewaySettings()
     configure_logging(level=settings.log_level, log_format=settings.log_format, service="gateway")
-    tracing.configure(VERSION)  # installs nothing unless OTEL_* asks for traces
+    install_tracing("gateway", VERSION)  # installs nothing unless OTEL_* asks for traces
     # Behind a load balancer: any number of these run side by side, they share nothing. `log_config=None`: uvicorn's
     # lines go through the handler configured above; its access log stays off (warning).
     uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,

@@ -38,6 +38,7 @@ from gateway.limits import BodyLimit, BodyTooLarge
 from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
 from gateway.routes import PREFIX, ROUTES, Route
 from gateway.settings import GatewaySettings
+from gateway.tracing import TracedGateway
 
 log = logging.getLogger("gateway")
 
@@ -238,9 +239,10 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
         yield
         await app.state.portal.close()
 
-    app = FastAPI(title="Service portal API", version=VERSION, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json", lifespan=lifespan,
-                  description="Every customer and operator command of the service portal's catalogue over HTTP.")
+    app = TracedGateway(trust_trace_context=settings.gateway_trust_trace_context,
+                        title="Service portal API", version=VERSION, docs_url=None, redoc_url=None,
+                        openapi_url="/openapi.json", lifespan=lifespan,
+                        description="Every customer and operator command of the service portal's catalogue over HTTP.")
     # Made here, connected on the first request: the gateway starts and answers /healthz without a broker.
     app.state.portal = portal or PortalClient(settings.amqp_url, timeout=settings.gateway_command_timeout)
     app.state.settings = settings

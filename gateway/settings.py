@@ -24,6 +24,9 @@ class GatewaySettings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=7 * MIB, ge=1024)
     gateway_command_timeout: float = Field(default=15.0, gt=0, description="Seconds to wait for a service's reply.")
     gateway_ready_timeout: float = Field(default=3.0, gt=0, description="Seconds `/readyz` waits for each health.")
+    # Continue a trace a proxy in front of the gateway began (its `traceparent`); off, a request's trace headers are
+    # dropped: an internet client would otherwise decide whether its requests are traced.
+    gateway_trust_trace_context: bool = False
     gateway_retry_after_seconds: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
     log_level: str = "INFO"
     log_format: LogFormat = "text"

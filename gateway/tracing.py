@@ -1,43 +1,45 @@
 """The gateway's traces: FastAPI's own span per HTTP request, parent of the command it sends (contracts/tracing.py).
 
-FastAPI (0.163) traces each request by itself once a tracer provider is installed: a SERVER span named
-`<method> <route template>` with OpenTelemetry's HTTP attributes, continuing a `traceparent` the request carries, and
-spans for the dependencies and the endpoint, inside which the client's command span runs. Off unless the OTEL_*
-variables ask for an exporter: then `configure` (called by `python -m gateway`) installs OpenTelemetry's SDK. Off,
-FastAPI skips its telemetry and the commands carry no trace header.
+FastAPI (0.163) traces each request by itself once a tracer provider is installed (`contracts.tracing.install`,
+called by `python -m gateway` when the OTEL_* variables ask for it): a SERVER span named `<method> <route template>`
+with OpenTelemetry's HTTP attributes, and spans for the dependencies and the endpoint, inside which the client's
+command span runs. Off, FastAPI skips its telemetry and the commands carry no trace header.
+
+The gateway faces the internet, so two things of FastAPI's default are changed here:
+- a request's own `traceparent`/`tracestate`/`baggage` headers are dropped before FastAPI reads them, unless
+  `PORTAL_GATEWAY_TRUST_TRACE_CONTEXT` says a proxy in front sets them: otherwise any client could switch tracing
+  off for its requests (sampled flag 00), force it on, or hand the services data of its own (`baggage`);
+- the mails' links carry their secret in `token` (password reset, confirmation, readings, unsubscribe): the request
+  span's `url.query` shows it as `REDACTED`, as FastAPI already does for cloud signatures.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
-from opentelemetry import trace
+from fastapi import FastAPI
+from fastapi.telemetry import _asgi
+from starlette.types import Receive, Scope, Send
 
-from contracts.tracing import exporters_wanted, service_name
+UPSTREAM_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+SECRET_QUERY_PARAMETERS = frozenset({"token"})
 
-log = logging.getLogger("gateway")
+# FastAPI reads this set on every request span it begins; a test proves the token stays out of the spans.
+_asgi._SENSITIVE_QUERY_PARAMETERS = _asgi._SENSITIVE_QUERY_PARAMETERS | SECRET_QUERY_PARAMETERS
 
 
-def configure(version: str) -> bool:
-    """Install a tracer provider exporting the gateway's spans, when the OTEL_* variables ask for it; else nothing.
-    The same set-up as the services' (services/runtime/tracing.py), which the gateway may not import."""
-    exporters = exporters_wanted()
-    if not exporters:
-        return False
-    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+class TracedGateway(FastAPI):
+    """FastAPI, but a request's trace headers count only from a trusted proxy (`trust_trace_context`)."""
 
-    name = service_name("gateway")
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name, SERVICE_VERSION: version}))
-    for kind in exporters:
-        exporter: SpanExporter
-        if kind == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            exporter = OTLPSpanExporter()
-        else:
-            exporter = ConsoleSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    log.info("tracing on: spans of %s exported to %s", name, ", ".join(exporters))
-    return True
+    def __init__(self, *, trust_trace_context: bool, **options: Any) -> None:
+        super().__init__(**options)
+        self.trust_trace_context = trust_trace_context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            dropped = {b"baggage"} if self.trust_trace_context else UPSTREAM_TRACE_HEADERS
+            headers = scope.get("headers") or []
+            if any(name.lower() in dropped for name, _ in headers):
+                scope = {**scope, "headers": [(name, value) for name, value in headers
+                                              if name.lower() not in dropped]}
+        await super().__call__(scope, receive, send)

@@ -220,7 +220,7 @@ async def run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance)
     started = time.perf_counter()
     # Every line logged while the command is handled names it and the ids its sender set.
     with message_context(service=instance.name, command=spec.name, message_id=sent_message_id(msg),
-                         correlation_id=msg.correlation_id), tracing.handling_command(spec.name, msg):
+                         correlation_id=sent_correlation_id(msg)), tracing.handling_command(spec.name, msg):
         sent = await _run_command(spec, msg, instance)
     instance.metrics.command_answered(spec.name, sent, time.perf_counter() - started)
 
@@ -230,8 +230,7 @@ async def _run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance
     try:
         reply, claim = await _answer(spec, msg, instance)
     except Exception as error:
-        log.exception("command %s failed: message_id=%s correlation_id=%s",
-                      spec.name, sent_message_id(msg), msg.correlation_id)
+        log.exception("command %s failed", spec.name)  # the line's context names the message
         tracing.failed(error)
         reply, claim = refused(ErrorCode.INTERNAL, _language(msg)), None
     tracing.replied(reply)
@@ -280,6 +279,12 @@ def sent_message_id(msg: RabbitMessage) -> str | None:
     """The `message_id` the sender set; FastStream invents one when there is none, which would defeat idempotency."""
     message_id = msg.raw_message.message_id
     return message_id if isinstance(message_id, str) and message_id else None
+
+
+def sent_correlation_id(msg: RabbitMessage) -> str | None:
+    """The `correlation_id` the sender set, if any; FastStream invents one when there is none."""
+    correlation_id = msg.raw_message.correlation_id
+    return correlation_id if isinstance(correlation_id, str) and correlation_id else None
 
 
 def command_id(name: str, message_id: str, sender: str) -> str:

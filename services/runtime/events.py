@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from contracts.base import Event
 from contracts.logs import message_context
 from services.runtime import tracing
-from services.runtime.commands import decode_object, field_problems, sent_message_id
+from services.runtime.commands import decode_object, field_problems, sent_correlation_id, sent_message_id
 from services.runtime.instance import Instance
 from services.runtime.mongo import Database
 from services.runtime.outbox import tracking_emissions
@@ -70,7 +70,7 @@ async def run_event(spec: EventSpec, msg: RabbitMessage, instance: Instance) -> 
     event = spec.model.routing_key
     # Every line logged while the event is handled names it and the ids its publisher set.
     with message_context(service=instance.name, event=event, message_id=sent_message_id(msg),
-                         correlation_id=msg.correlation_id), tracing.handling_event(event, spec.queue, msg):
+                         correlation_id=sent_correlation_id(msg)), tracing.handling_event(event, spec.queue, msg):
         outcome = await _run_event(spec, msg, instance)
     instance.metrics.events.labels(event, outcome).inc()
     instance.metrics.event_seconds.labels(event).observe(time.perf_counter() - started)

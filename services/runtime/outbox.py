@@ -245,21 +245,33 @@ class OutboxRelay:
             pending: list[tuple[str, dict[str, Any]]] = []
             waiting = {PENDING: 1} if self._scanned else {FIELD: {"$exists": True}}
             backlog = 0  # found and not yet published: what a broker that is away leaves waiting
-            async for document in collection.find(waiting, {FIELD: 1, SEQUENCE: 1}):
-                entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
-                pending.extend(entries)
-                backlog += len(entries)
-                sent.append((document["_id"], document.get(SEQUENCE), [event_id for event_id, _ in entries]))
-                if len(sent) >= CLEAR_BATCH:
-                    count = await self._publish_counted(name, pending, backlog)
-                    published, backlog = published + count, backlog - count
-                    await self._clear(collection, sent)
-                    sent, pending = [], []
-            published += await self._publish_counted(name, pending, backlog)
+            try:
+                async for document in collection.find(waiting, {FIELD: 1, SEQUENCE: 1}):
+                    entries = sorted((document.get(FIELD) or {}).items(), key=lambda item: item[1]["created_at"])
+                    pending.extend(entries)
+                    backlog += len(entries)
+                    sent.append((document["_id"], document.get(SEQUENCE), [event_id for event_id, _ in entries]))
+                    if len(sent) >= CLEAR_BATCH:
+                        count = await self._publish_counted(name, pending, backlog)
+                        published, backlog = published + count, backlog - count
+                        await self._clear(collection, sent)
+                        sent, pending = [], []
+                published += await self._publish_counted(name, pending, backlog)
+            except Exception:
+                if self.metrics is not None:  # the gauge shows the whole backlog, not the part found before the failure
+                    self.metrics.outbox_pending.labels(name).set(await self._backlog(collection, waiting))
+                raise
             await self._clear(collection, sent)
         if collections is None:
             self._scanned = True
         return published
+
+    async def _backlog(self, collection: Any, waiting: dict[str, Any]) -> int:
+        """How many events wait in `collection`'s outboxes (read only when publishing failed)."""
+        count = 0
+        async for document in collection.find(waiting, {FIELD: 1}):
+            count += len(document.get(FIELD) or {})
+        return count
 
     async def _publish_counted(self, collection: str, entries: list[tuple[str, dict[str, Any]]], backlog: int) -> int:
         """`_publish`, counted: the `backlog` entries found in `collection` so far wait until it succeeds."""

@@ -32,7 +32,8 @@ from contracts.dead_letters import (
 )
 from contracts.logs import configure_logging
 from contracts.topology import command_queue, event_queue, health_command
-from services.runtime import dead_letters, tracing
+from contracts.tracing import install as install_tracing
+from services.runtime import dead_letters
 from services.runtime.batching import Lookups
 from services.runtime.claims import ClaimStore
 from services.runtime.commands import Access, CommandContext, CommandSpec, Replay, run_command
@@ -152,7 +153,7 @@ class Service(Router):
             sys.exit(f"{self.name} refuses to start: {problems}")
         configure_logging(level=settings.log_level, log_format=settings.log_format, service=self.name)
         instance = self.instance(settings)
-        tracing.configure(self.name, VERSION)  # installs nothing unless OTEL_* asks for traces
+        install_tracing(self.name, VERSION)  # installs nothing unless OTEL_* asks for traces
         try:
             with explained_queue_mismatch(settings):
                 asyncio.run(instance.app.run(log_level=logging.INFO))

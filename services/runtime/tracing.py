@@ -28,10 +28,8 @@ from contracts.tracing import (
     MESSAGING_ROUTING_KEY,
     MESSAGING_SYSTEM,
     OUTCOME,
-    exporters_wanted,
     extract,
     record_reply,
-    service_name,
     trace_headers,
     tracer,
     tracing_on,
@@ -41,32 +39,8 @@ log = logging.getLogger(__name__)
 
 MESSAGING_SUBSCRIPTION = "messaging.destination.subscription.name"
 
-__all__ = ["configure", "failed", "handling_command", "handling_event", "outcome", "replied", "span",
+__all__ = ["failed", "handling_command", "handling_event", "outcome", "replied", "span",
            "trace_headers"]
-
-
-def configure(name: str, version: str) -> bool:
-    """Install a tracer provider that exports this process's spans, when the OTEL_* variables ask for it (the
-    standard ones: endpoint, headers, sampler, batch delays); otherwise install nothing. Whether it did."""
-    exporters = exporters_wanted()
-    if not exporters:
-        return False
-    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name(name), SERVICE_VERSION: version}))
-    for kind in exporters:
-        exporter: SpanExporter
-        if kind == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            exporter = OTLPSpanExporter()  # OTLP over HTTP (protobuf); its OTEL_EXPORTER_OTLP_* read by itself
-        else:
-            exporter = ConsoleSpanExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))  # flushed when the process exits
-    trace.set_tracer_provider(provider)
-    log.info("tracing on: spans of %s exported to %s", service_name(name), ", ".join(exporters))
-    return True
 
 
 def _message_attributes(msg: RabbitMessage, exchange: str, routing_key: str) -> dict[str, AttributeValue]:

@@ -1,8 +1,7 @@
-"""Review of the gateway's traces: defects shown as strict expected failures (each passes once fixed)."""
+"""What a review of the gateway's traces found, each fixed and kept as a test: the mails' tokens in the request span,
+an internet client's `baggage` passed on, and its `traceparent` deciding whether it is traced."""
 
 from __future__ import annotations
-
-import pytest
 
 from contracts.topology import COMMANDS_EXCHANGE
 from gateway.settings import GatewaySettings
@@ -16,9 +15,6 @@ SECRET = "s3cr3t-reset-token-0123456789abcdef"
 UPSTREAM_TRACE, UPSTREAM_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
-@pytest.mark.xfail(strict=True, reason="review: FastAPI's request span records `url.query` verbatim except a few "
-                                       "cloud signature names: the mailed links' `token` (password reset, e-mail "
-                                       "confirmation, readings, unsubscribe) is exported to the trace collector")
 async def test_a_mailed_link_s_token_is_not_exported_with_the_request_s_span(gateway_settings: GatewaySettings) -> None:
     with recorded_spans() as recorded:
         async with gateway(gateway_settings) as http:
@@ -31,9 +27,6 @@ async def test_a_mailed_link_s_token_is_not_exported_with_the_request_s_span(gat
     assert not leaked, f"the reset token is in these spans' attributes: {leaked}"
 
 
-@pytest.mark.xfail(strict=True, reason="review: the gateway passes an internet client's `baggage` header on in "
-                                       "every command's AMQP headers: caller-made data crosses into the services "
-                                       "(up to 8 KB a command; any later reader of baggage would trust it)")
 async def test_an_internet_client_s_baggage_stops_at_the_gateway(
         accounts: ServiceInstance, gateway_settings: GatewaySettings, amqp_url: str) -> None:
     with recorded_spans():
@@ -46,9 +39,6 @@ async def test_an_internet_client_s_baggage_stops_at_the_gateway(
     assert "baggage" not in sent[0].headers, sent[0].headers["baggage"]
 
 
-@pytest.mark.xfail(strict=True, reason="review: the gateway obeys an internet client's `traceparent` sampled flag: "
-                                       "flags 00 switch tracing off for that client's requests in every service "
-                                       "(and 01 forces them sampled whatever OTEL_TRACES_SAMPLER_ARG says)")
 async def test_an_internet_client_cannot_switch_its_requests_tracing_off(
         accounts: ServiceInstance, gateway_settings: GatewaySettings) -> None:
     with recorded_spans() as recorded:

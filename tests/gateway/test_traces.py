@@ -26,8 +26,9 @@ async def test_with_tracing_off_a_request_s_command_carries_no_trace_header(
 
 async def test_a_request_s_span_is_the_parent_of_its_command_in_the_service(
         accounts: ServiceInstance, gateway_settings: GatewaySettings, amqp_url: str) -> None:
+    behind_a_proxy = gateway_settings.model_copy(update={"gateway_trust_trace_context": True})
     with recorded_spans() as recorded:
-        async with gateway(gateway_settings) as http, \
+        async with gateway(behind_a_proxy) as http, \
                 copies(amqp_url, COMMANDS_EXCHANGE, "accounts.register") as sent:
             response = await http.post("/api/v1/users", json=sign_up())
             assert response.status_code == 201, response.text
@@ -51,7 +52,7 @@ async def test_a_request_s_span_is_the_parent_of_its_command_in_the_service(
     assert first.attributes["http.route"] == "/api/v1/users"
     assert first.attributes["http.response.status_code"] == 201
     assert client.attributes["portal.outcome"] == handler.attributes["portal.outcome"] == "ok"
-    # A trace begun in front of the gateway goes on through it.
+    # A trace begun by the trusted proxy in front of the gateway goes on through it.
     assert (second.trace_id, second.parent_id) == (UPSTREAM_TRACE, UPSTREAM_SPAN)
     assert traceparent_ids(sent[1].headers.get("traceparent"))[0] == UPSTREAM_TRACE
     assert unrouted.attributes["http.response.status_code"] == 404 and "http.route" not in unrouted.attributes
@@ -61,7 +62,7 @@ PROBE = "from contracts.tracing import tracer; tracer().start_span('probe').end(
 
 
 def test_the_gateway_process_exports_its_spans_over_otlp_only_when_an_endpoint_is_set() -> None:
-    configure = "from gateway.tracing import configure; print(configure('9.9'))"
+    configure = "from contracts.tracing import install; print(install('gateway', '9.9'))"
     with OtlpReceiver() as receiver:
         assert run_python(f"{configure}; {PROBE}").strip() == "False"
         assert run_python(f"{configure}; {PROBE}", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint).strip() == "True"

@@ -93,7 +93,7 @@ async def test_an_outbox_entry_written_in_a_span_keeps_its_context() -> None:
 
 
 def test_a_service_process_prints_its_spans_with_the_console_exporter() -> None:
-    script = ("from services.runtime.tracing import configure; assert configure('accounts', '9.9'); "
+    script = ("from contracts.tracing import install; assert install('accounts', '9.9'); "
               "from contracts.tracing import tracer; tracer().start_span('probe').end()")
     probe = json.loads(run_python(script, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="portal-accounts"))
     assert probe["name"] == "probe"
