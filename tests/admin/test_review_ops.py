@@ -8,16 +8,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import openpyxl  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from openpyxl.styles import Font  # type: ignore[import-untyped, unused-ignore]
 from pymongo import AsyncMongoClient
 
 from contracts import uploads
 from contracts.client import PortalClient, PortalError
 from contracts.topology import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, event_queue
+from services.metering.app import service as metering_service
+from services.metering.settings import MeteringSettings
 from services.ordering.app import service as ordering_service
 from services.registration.app import service as registration_service
 from services.runtime.settings import Settings
@@ -151,3 +156,34 @@ async def test_the_load_table_shows_each_rows_key_as_written(settings: Settings,
 
     assert status == 0, err
     assert name in table
+
+
+@pytest.mark.xfail(strict=True, reason="review: an xlsx counts its empty rows against the 2,000-row limit (a csv does "
+                                       "not): a sheet of one model whose table was formatted down to row 2,200, as "
+                                       "Excel files often are, is refused as `too many rows`")
+def test_formatted_empty_rows_of_an_xlsx_do_not_count_as_rows() -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["model", "article_number", "serial_pattern", "counters"])
+    sheet.append(["ES5431dn", "01332801", "^AK[0-9A-Z]{8}$", "mono"])
+    for row in range(3, uploads.MAX_ROWS + 200):  # formatted, never filled in
+        sheet.cell(row=row, column=1).font = Font(bold=True)
+    content = io.BytesIO()
+    book.save(content)
+
+    rows = uploads.numbered_rows("models.xlsx", content.getvalue())
+
+    assert [(line, row["model"]) for line, row in rows] == [(2, "ES5431dn")]
+
+
+@pytest.mark.xfail(strict=True, reason="review: `reminders run --date` takes a day in the future and metering "
+                                       "runs it: a typo (2027 for 2026) mails next year's reminders now, and as a "
+                                       "reminder is sent once per recipient, period and kind, the real ones never go")
+async def test_reminders_are_not_run_for_a_day_still_to_come(settings: Settings) -> None:
+    metering_settings = MeteringSettings(**dict(settings), metering_scheduler_seconds=3600.0)
+    later = (datetime.now(UTC) + timedelta(days=365)).date()
+
+    async with running(metering_service, metering_settings):
+        status, out, _ = await portal_admin(settings_env(settings), "reminders", "run", "--date", later.isoformat())
+
+    assert status != 0, out
