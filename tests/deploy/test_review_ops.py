@@ -106,3 +106,25 @@ async def test_an_unanswered_probe_leaves_nothing_in_the_health_queue(settings: 
         channel = await connection.channel()
         queue = await channel.declare_queue(health_command("metering"), passive=True)
         assert queue.declaration_result.message_count == 0
+
+
+# README, Benchmark: "Reminder run (metering.operator.run_reminders, 100,000 devices, 20,000 recipients, ...) peak RSS
+# 76 → 572 MB", measured as the metering process's VmHWM (bench/metering.py).
+REMINDER_RUN_PEAK_BYTES = 572 * 1000 * 1000
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3}
+    number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * units.get(unit, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="review: metering's memory limit in services.yaml is 512Mi (537 MB), below the "
+                                       "572 MB its process peaked at in the benchmark's reminder run of 100,000 "
+                                       "devices: the reminder day OOM-kills the pod, and each restart's catch-up")
+def test_meterings_memory_limit_holds_its_measured_reminder_run() -> None:
+    documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "services.yaml").read_text(encoding="utf-8"))
+    (metering,) = [doc for doc in documents if doc and doc["kind"] == "Deployment"
+                   and doc["metadata"]["name"] == "metering"]
+    (container,) = metering["spec"]["template"]["spec"]["containers"]
+    assert _bytes(container["resources"]["limits"]["memory"]) > REMINDER_RUN_PEAK_BYTES
