@@ -187,3 +187,35 @@ async def test_reminders_are_not_run_for_a_day_still_to_come(settings: Settings)
         status, out, _ = await portal_admin(settings_env(settings), "reminders", "run", "--date", later.isoformat())
 
     assert status != 0, out
+
+
+@pytest.mark.xfail(strict=True, reason="review: a column the kind does not know is dropped without a word, so an ERP "
+                                       "export headed `E-Maintenance` imports every device with e_maintenance false "
+                                       "(reminders then go to e-maintained devices) and every row says `ok`")
+async def test_a_column_the_load_does_not_know_is_not_dropped_silently(
+        settings: Settings, portal: PortalClient, tmp_path: Path) -> None:
+    prefix = f"V{random_id()[:4].upper()}"
+    model = {"model": f"Model {prefix}", "article_number": "4711", "serial_pattern": f"^{prefix}[0-9]{{6}}$",
+             "counters": ["mono"]}
+    path = tmp_path / "erp.csv"
+    path.write_text(f"serial_number,model,customer_number,E-Maintenance\n{prefix}123456,Model {prefix},C-1,yes\n",
+                    encoding="utf-8")
+
+    async with running(registration_service, settings):
+        await portal.call(UPSERT_MODELS, {"models": [model]}, token=operator_token(settings))
+        status, out, err = await portal_admin(settings_env(settings), "load", "installed-base", str(path))
+
+    assert status != 0 or "e-maintenance" in (out + err).lower(), out
+
+
+@pytest.mark.xfail(strict=True, reason="review: `load ... --json` prints nothing on stdout when the file cannot be "
+                                       "read (only a message on stderr), so `portal-admin load ... --json | jq` reads "
+                                       "no document; `dead-letters list --json` puts its errors in the JSON")
+async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(settings: Settings, tmp_path: Path) -> None:
+    broken = tmp_path / "models.xlsx"
+    broken.write_bytes(b"PK\x03\x04 no zip")
+
+    status, document, _ = await portal_admin(settings_env(settings), "load", "models", str(broken), "--json")
+
+    assert status == 2
+    json.loads(document)
