@@ -4,6 +4,7 @@ expected to fail until it is fixed. Real broker and database where a probe runs;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -24,6 +25,7 @@ from services.runtime import healthcheck
 from services.runtime.service import Service
 from services.runtime.settings import Settings
 from services.ticketing.settings import TicketingSettings
+from tests.gateway.conftest import gateway
 from tests.support import running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +142,21 @@ def test_the_compose_cli_can_read_a_file_to_load() -> None:
     mounted = bool(compose["services"]["admin"].get("volumes"))
     documented = re.search(r"docker compose run[^\n]*(-v|--volume)[^\n]*admin load", docker_section) is not None
     assert mounted or documented
+
+
+@pytest.mark.xfail(strict=True, reason="review: gateway.yaml's readiness probe is /readyz, which fails unless all six "
+                                       "services answer within 3 s: one service down (or slow under load) takes every "
+                                       "gateway pod out of the Service, so login and every other page go down with it")
+async def test_the_gateways_readiness_survives_one_service_being_down(amqp_url: str, settings: Settings) -> None:
+    documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "gateway.yaml").read_text(encoding="utf-8"))
+    (deployment,) = [doc for doc in documents if doc and doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    path = container["readinessProbe"]["httpGet"]["path"]
+    up = [name for name in SERVICES if name != "ticketing"]  # ticketing is down; the other five answer
+    async with contextlib.AsyncExitStack() as stack:
+        for name in up:
+            await stack.enter_async_context(running(Service(name), settings))
+        async with gateway(GatewaySettings(amqp_url=amqp_url)) as http:
+            response = await http.get(path)
+
+    assert response.status_code == 200, response.text
