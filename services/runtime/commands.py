@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.base import Command
 from contracts.errors import DEFAULT_LANGUAGE, ErrorCode, message_for, negotiate_language
-from contracts.logs import message_context
+from contracts.logs import current_field, message_context
 from services.runtime import tracing
 from services.runtime.claims import Claim, ClaimStore, Write, operations
 from services.runtime.instance import Instance
@@ -230,7 +230,8 @@ async def _run_command(spec: CommandSpec, msg: RabbitMessage, instance: Instance
     try:
         reply, claim = await _answer(spec, msg, instance)
     except Exception as error:
-        log.exception("command %s failed", spec.name)  # the line's context names the message
+        log.exception("command %s failed: message_id=%s correlation_id=%s",  # the ids made printable
+                      spec.name, current_field("message_id"), current_field("correlation_id"))
         tracing.failed(error)
         reply, claim = refused(ErrorCode.INTERNAL, _language(msg)), None
     tracing.replied(reply)
