@@ -88,6 +88,7 @@ _SERVICE_SCHEMA: dict[str, Any] = {
         "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
         "stop_grace_period": _DURATION,
         "hostname": {"type": "string"},
+        "working_dir": {"type": "string", "pattern": "^/"},
         "container_name": {"type": "string"},
     },
 }

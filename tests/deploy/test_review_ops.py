@@ -40,9 +40,6 @@ def _read_variables() -> set[str]:
     return {f"PORTAL_{name.upper()}" for kind in kinds for name in kind.model_fields} | {"PORTAL_ADMIN_TOKEN"}
 
 
-@pytest.mark.xfail(strict=True, reason="review: README (With Docker) and deploy/k8s/README.md tell operators to set "
-                                       "PORTAL_QUEUE_TYPE=quorum for a RabbitMQ cluster, but no setting reads it "
-                                       "(extra='ignore'): the queues stay classic, unreplicated, without a word")
 def test_every_variable_the_deployment_docs_and_files_name_is_read() -> None:
     texts = [ROOT / "docker-compose.yml", *sorted((ROOT / "deploy" / "k8s").glob("*.yaml")),
              ROOT / "deploy" / "k8s" / "README.md"]
@@ -54,9 +51,6 @@ def test_every_variable_the_deployment_docs_and_files_name_is_read() -> None:
     assert named - COMPOSE_ONLY - _read_variables() == set()
 
 
-@pytest.mark.xfail(strict=True, reason="review: docker-compose.yml passes PORTAL_ENV from .env to the gateway and the "
-                                       "CLI only: with PORTAL_ENV=production in .env the six services still run as "
-                                       "development and accept the local token secret and operator password")
 def test_compose_gives_every_service_the_same_portal_env_as_the_gateway() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     gateway_env = compose["services"]["gateway"]["environment"]["PORTAL_ENV"]
@@ -121,9 +115,6 @@ def _bytes(quantity: str) -> int:
     return int(number) * units.get(unit, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="review: metering's memory limit in services.yaml is 512Mi (537 MB), below the "
-                                       "572 MB its process peaked at in the benchmark's reminder run of 100,000 "
-                                       "devices: the reminder day OOM-kills the pod, and each restart's catch-up")
 def test_meterings_memory_limit_holds_its_measured_reminder_run() -> None:
     documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "services.yaml").read_text(encoding="utf-8"))
     (metering,) = [doc for doc in documents if doc and doc["kind"] == "Deployment"
@@ -132,9 +123,6 @@ def test_meterings_memory_limit_holds_its_measured_reminder_run() -> None:
     assert _bytes(container["resources"]["limits"]["memory"]) > REMINDER_RUN_PEAK_BYTES
 
 
-@pytest.mark.xfail(strict=True, reason="review: the compose `admin` service (the CLI's image) mounts nothing, README "
-                                       "shows only `--help`: `docker compose run --rm admin load models models.csv` "
-                                       "cannot see the operator's file (the image holds /app only)")
 def test_the_compose_cli_can_read_a_file_to_load() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
