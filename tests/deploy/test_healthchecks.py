@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -17,6 +19,7 @@ from deploy.local.deps import free_port
 from gateway.healthcheck import healthz_url
 from gateway.settings import GatewaySettings
 from services.runtime import healthcheck
+from services.runtime.metrics import Metrics
 from services.runtime.service import Service
 from services.runtime.settings import Settings
 from tests.conftest import Broker
@@ -83,6 +86,26 @@ async def _fails(env: dict[str, str]) -> bool:
 
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run([deps.executable("rabbitmqctl"), *args], check=True, capture_output=True, timeout=60)
+
+
+def test_healthz_is_ok_only_while_the_heartbeat_is_fresh() -> None:
+    metrics = Metrics("metering", "0.0.0")
+    port = metrics.serve(0, "127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no heartbeat yet
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 503
+        metrics.healthy_until = time.monotonic() + 10
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert json.load(response) == {"service": "metering", "status": "ok"}
+        metrics.healthy_until = time.monotonic() - 1  # a heartbeat that stopped (a hung event loop)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url, timeout=5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"portal_service_info" in response.read()
+    finally:
+        metrics.close()
 
 
 def test_a_service_probe_fails_at_once_without_a_metrics_port(monkeypatch: pytest.MonkeyPatch,
