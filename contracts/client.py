@@ -120,8 +120,13 @@ class PortalClient:
             future.set_result(message)
 
     async def send(self, command: str, body: bytes, *, token: str | None = None, lang: str | None = None,
-                   message_id: str | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """Post raw bytes and return the whole decoded reply envelope."""
+                   message_id: str | None = None, timeout: float | None = None,
+                   transient: bool = False) -> dict[str, Any]:
+        """Post raw bytes and return the whole decoded reply envelope.
+
+        `transient`: not persistent, and expired by the broker once the caller stops waiting (`timeout`), so an
+        unanswered command is neither left in its durable queue nor run after nobody wants its answer.
+        """
         try:
             await self.connect()
         except (aio_pika.exceptions.AMQPError, ConnectionError, OSError) as error:
@@ -134,13 +139,14 @@ class PortalClient:
             headers["accept-language"] = lang
         # `traceparent` (and `tracestate`) join the headers when tracing is on: optional headers, unknown to no one.
         with sending_command(command, headers, message_id=message_id, correlation_id=correlation_id) as span:
-            envelope = await self._send(command, body, headers, message_id, correlation_id, timeout)
+            envelope = await self._send(command, body, headers, message_id, correlation_id, timeout, transient)
             record_reply(span, envelope)
         return envelope
 
     async def _send(self, command: str, body: bytes, headers: dict[str, Any], message_id: str, correlation_id: str,
-                    timeout: float | None) -> dict[str, Any]:
+                    timeout: float | None, transient: bool = False) -> dict[str, Any]:
         assert self._exchange is not None
+        wait = timeout or self.timeout
         future: asyncio.Future[AbstractIncomingMessage] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = future
         try:
@@ -148,7 +154,9 @@ class PortalClient:
                 await self._exchange.publish(
                     aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id,
                                      message_id=message_id, reply_to=REPLY_QUEUE,
-                                     headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                     headers=headers, expiration=wait if transient else None,
+                                     delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT if transient
+                                     else aio_pika.DeliveryMode.PERSISTENT),
                     routing_key=command, mandatory=True)
             except aio_pika.exceptions.DeliveryError as error:
                 raise NotDelivered(f"nothing consumes {command!r}") from error
@@ -158,7 +166,7 @@ class PortalClient:
                     ConnectionError) as error:
                 await self.close()  # reopened by the next call
                 raise NotDelivered(f"the broker is unavailable: {error!r}") from error
-            reply = await asyncio.wait_for(future, timeout or self.timeout)
+            reply = await asyncio.wait_for(future, wait)
         finally:
             self._waiting.pop(correlation_id, None)
         envelope: dict[str, Any] = json.loads(reply.body)
@@ -173,5 +181,7 @@ class PortalClient:
         return data_of(await self.send(command, json.dumps(payload or {}).encode(), token=token, lang=lang,
                                        message_id=message_id, timeout=timeout))
 
-    async def health(self, service: str) -> Health:
-        return Health.model_validate(await self.call(health_command(service)))
+    async def health(self, service: str, *, timeout: float | None = None) -> Health:
+        """`<service>.health`, sent transient: a probe nobody answers in `timeout` leaves nothing behind."""
+        return Health.model_validate(data_of(await self.send(health_command(service), b"{}", timeout=timeout,
+                                                             transient=True)))

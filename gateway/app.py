@@ -279,7 +279,8 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
         async def answers(service: str) -> bool:
             try:
                 portal: PortalClient = app.state.portal
-                health = await asyncio.wait_for(portal.health(service), settings.gateway_ready_timeout)
+                health = await asyncio.wait_for(portal.health(service, timeout=settings.gateway_ready_timeout),
+                                                settings.gateway_ready_timeout)
             except (PortalError, NotDelivered, TimeoutError):
                 return False
             return health.status == "ok"

@@ -1,8 +1,9 @@
 """`python -m gateway.healthcheck`: the gateway container's health probe.
 
 GET /healthz on this container's own port (PORTAL_GATEWAY_PORT): exits 0 when the gateway serves,
-else 1. Liveness only: whether the services answer is `/readyz`, which Kubernetes' readiness
-probe asks, so a broker outage takes replicas out of the load balancer without restarting them.
+else 1. Kubernetes' liveness and readiness probes ask /healthz too: the gateway's own state, not the
+services' (shared by every gateway pod; one service down must not take them all out of the Service).
+Whether all six services answer is `/readyz`, the operators' status.
 """
 
 from __future__ import annotations

@@ -1,44 +1,57 @@
 """`python -m services.runtime.healthcheck <service>`: the containers' health probe.
 
-Sends `<service>.health` over the broker (PORTAL_AMQP_URL) and exits 0 when a replica answers `ok`
-(the broker and its database answer, every queue is consumed), else 1 with the reason on stderr.
-Any replica of the service may answer, so it checks the service as a whole, not one container
-(a process that hangs stops answering the broker's heartbeats, and the broker hands its
-unacknowledged messages to another replica). Docker's HEALTHCHECK and the Kubernetes probes run it.
+Asks this container's own service process: GET `/healthz` on its metrics port (PORTAL_METRICS_PORT, over the
+loopback when it listens everywhere) and exits 0 when the process answers `ok` for `<service>`, else 1 with the
+reason on stderr, within TIMEOUT_SECONDS. The process answers `ok` while its heartbeat is fresh: every 5 s it
+checks that it consumes, its broker connection is up and its database answers (`ServiceInstance._heartbeat`);
+a hung event loop stops the heartbeat and fails the probe within 15 s. Nothing goes over the broker, so another
+replica cannot answer for this one. Docker's HEALTHCHECK and the Kubernetes probes run it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import sys
+import urllib.request
 
-from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.topology import SERVICES
 from services.runtime.settings import Settings
 
 TIMEOUT_SECONDS = 5.0
 
 
-async def probe(service: str, amqp_url: str, timeout: float = TIMEOUT_SECONDS) -> str | None:
-    """None when `service` answers its health `ok` within `timeout` seconds, else what went wrong."""
-    portal = PortalClient(amqp_url, timeout=timeout)
+def healthz_url(settings: Settings) -> str | None:
+    """Where this container's service answers its health; None when it serves no metrics port."""
+    if not settings.metrics_port:  # unset, or 0 (a free port nobody outside the process knows)
+        return None
+    host = settings.metrics_host
+    if host in ("", "0.0.0.0", "::"):  # listening everywhere: ask over the loopback
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.metrics_port}/healthz"
+
+
+def probe(service: str, settings: Settings, timeout: float = TIMEOUT_SECONDS) -> str | None:
+    """None when this container's `service` process answers `ok`, else what went wrong."""
+    url = healthz_url(settings)
+    if url is None:
+        return "PORTAL_METRICS_PORT is not set: the service serves no /healthz to probe"
     try:
-        health = await asyncio.wait_for(portal.health(service), timeout)
-    except (NotDelivered, PortalError, TimeoutError, OSError) as error:
-        return f"{service}.health: {error!r}"
-    finally:
-        try:
-            await asyncio.wait_for(portal.close(), 1.0)
-        except (TimeoutError, OSError):
-            pass
-    return None if health.status == "ok" else f"{service} is {health.status}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.load(response)
+    except (OSError, ValueError) as error:  # refused, timed out, 503 (HTTPError), not JSON
+        return f"{url}: {error!r}"
+    if body != {"service": service, "status": "ok"}:
+        return f"{url}: {body!r}"
+    return None
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in SERVICES:
         print(f"usage: python -m services.runtime.healthcheck {{{','.join(SERVICES)}}}", file=sys.stderr)
         return 2
-    problem = asyncio.run(probe(argv[0], Settings().amqp_url))
+    problem = probe(argv[0], Settings())
     if problem:
         print(problem, file=sys.stderr)
         return 1

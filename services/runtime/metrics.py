@@ -7,9 +7,12 @@ error codes), never from a message: a body or header cannot make a new time seri
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -35,6 +38,10 @@ SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 class Metrics:
     def __init__(self, service: str, version: str) -> None:
+        self.service = service
+        # `/healthz` answers ok until then (time.monotonic()): the service's heartbeat moves it on while the process
+        # is healthy, so a process that stops being healthy, or whose event loop hangs, fails its probe.
+        self.healthy_until = 0.0
         self.registry = registry = CollectorRegistry()
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
@@ -95,10 +102,25 @@ class Metrics:
         return self._own[name]
 
     def serve(self, port: int, host: str) -> int:
-        """Serve `/metrics` on `host:port` (0: a free port) from a thread; returns the port."""
+        """Serve `/metrics` and `/healthz` on `host:port` (0: a free port) from a thread; returns the port."""
         server, thread = start_http_server(port, host, registry=self.registry)
+        metrics = server.get_app()
+        assert metrics is not None
+        server.set_app(self._with_healthz(metrics))
         self._server = (server, thread)
         return int(server.server_port)
+
+    def _with_healthz(self, metrics: WSGIApplication) -> WSGIApplication:
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/healthz":
+                return metrics(environ, start_response)
+            healthy = time.monotonic() < self.healthy_until
+            body = json.dumps({"service": self.service, "status": "ok" if healthy else "unhealthy"}).encode()
+            start_response("200 OK" if healthy else "503 Service Unavailable",
+                           [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store")])
+            return [body]
+        return app
 
     def close(self) -> None:
         if self._server is None:

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -282,10 +283,33 @@ class ServiceInstance:
         for loop in self.service.background_loops:
             self._background.append(asyncio.create_task(_keep_running(loop, self), name=loop.__name__))
         self.ready = True
+        if self.metrics_port is not None:
+            self._background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         log.info("%s ready: %d queues", self.service.name, len(self.queues))
+
+    async def _heartbeat(self) -> None:
+        """Keep `/healthz` (on the metrics port) ok while this process consumes, its broker connection is up and
+        its database answers: the container's probe asks this process, not any replica on the broker."""
+        while True:
+            healthy = self.ready and await self._healthy()
+            self.metrics.healthy_until = time.monotonic() + HEALTH_FRESH_SECONDS if healthy else 0.0
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _healthy(self) -> bool:
+        try:
+            async with asyncio.timeout(HEALTH_CHECK_SECONDS):
+                if not await self.broker.ping(HEALTH_CHECK_SECONDS):
+                    log.warning("%s unhealthy: the broker connection is down", self.name)
+                    return False
+                await self.db.command("ping")
+        except Exception as error:  # noqa: BLE001 - whatever fails, this process is not healthy
+            log.warning("%s unhealthy: %r", self.name, error)
+            return False
+        return True
 
     async def _stop_consuming(self) -> None:
         self.ready = False
+        self.metrics.healthy_until = 0.0
         # Stop taking messages and let in-flight ones finish (up to graceful_timeout),
         # then publish what they wrote to the outbox while the connection is still open.
         # Every step is bounded: a step that hangs (a consumer cancel the broker never confirms, a
@@ -313,6 +337,11 @@ class ServiceInstance:
 
 
 STOP_STEP_SECONDS = 5.0
+# The heartbeat checks the broker connection and the database this often, each check bounded; a healthy answer
+# holds for HEALTH_FRESH_SECONDS, so a hung event loop fails `/healthz` within that.
+HEARTBEAT_SECONDS = 5.0
+HEALTH_CHECK_SECONDS = 3.0
+HEALTH_FRESH_SECONDS = 15.0
 
 
 async def _within(step: Awaitable[Any], seconds: float, what: str) -> None:

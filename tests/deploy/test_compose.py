@@ -88,6 +88,7 @@ _SERVICE_SCHEMA: dict[str, Any] = {
         "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
         "stop_grace_period": _DURATION,
         "hostname": {"type": "string"},
+        "working_dir": {"type": "string", "pattern": "^/"},
         "container_name": {"type": "string"},
     },
 }
@@ -380,7 +381,8 @@ def test_the_gateway_deployment_gets_the_broker_and_its_own_settings() -> None:
     assert "PORTAL_TOKEN_SECRET" not in variables and "PORTAL_MONGODB_URL" not in variables
     assert {"PORTAL_GATEWAY_HOST", "PORTAL_GATEWAY_PORT"} <= {f"PORTAL_{name.upper()}"
                                                               for name in GatewaySettings.model_fields}
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Readiness on the pod's own state (test_review_ops: one service down must not take every gateway pod out).
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert _kind("Service")["gateway"]["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert _kind("HorizontalPodAutoscaler")["gateway"]["spec"]["scaleTargetRef"]["name"] == "gateway"

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 
+from deploy.local import deps
 from deploy.local.deps import free_port
 from gateway.healthcheck import healthz_url
 from gateway.settings import GatewaySettings
 from services.runtime import healthcheck
+from services.runtime.metrics import Metrics
 from services.runtime.service import Service
 from services.runtime.settings import Settings
-from tests.support import running
+from tests.conftest import Broker
+from tests.support import eventually, running
 
 
 async def _probe(*argv: str, **env: str) -> tuple[int, str]:
@@ -30,26 +36,89 @@ async def _probe(*argv: str, **env: str) -> tuple[int, str]:
     return process.returncode, stderr.decode()
 
 
-async def test_a_service_probe_passes_while_a_replica_answers_and_fails_once_none_does(settings: Settings) -> None:
-    env = {"PORTAL_AMQP_URL": settings.amqp_url}
-    # A bare service under the name of metering: it answers `metering.health` like the real one.
-    async with running(Service("metering"), settings):
-        assert await _probe("services.runtime.healthcheck", "metering", **env) == (0, "")
-        assert await healthcheck.probe("metering", settings.amqp_url) is None
-    # Its queue is still there, with nobody consuming: no answer within the probe's time.
-    started = time.monotonic()
-    problem = await healthcheck.probe("metering", settings.amqp_url, timeout=1.0)
-    assert problem is not None and "metering.health" in problem and "TimeoutError" in problem
-    assert time.monotonic() - started < 3
+def _local(settings: Settings) -> Settings:
+    """These settings with the metrics port (and its /healthz) on a free port."""
+    return settings.model_copy(update={"metrics_port": 0, "metrics_host": "127.0.0.1"})
 
 
-def test_a_service_probe_fails_at_once_without_a_broker(monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("PORTAL_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+async def test_a_service_probe_passes_while_its_own_process_is_healthy_and_fails_once_it_stops(
+        settings: Settings) -> None:
+    async with running(Service("metering"), _local(settings)) as instance:
+        assert instance.metrics_port is not None
+        env = {"PORTAL_AMQP_URL": settings.amqp_url, "PORTAL_METRICS_PORT": str(instance.metrics_port)}
+
+        async def passes() -> bool:
+            return await _probe("services.runtime.healthcheck", "metering", **env) == (0, "")
+
+        await eventually(passes, timeout=10.0)
+        # Another service's probe in this container is not answered by metering.
+        status, stderr = await _probe("services.runtime.healthcheck", "ordering", **env)
+        assert status == 1 and "metering" in stderr
     started = time.monotonic()
-    assert healthcheck.main(["metering"]) == 1
+    status, stderr = await _probe("services.runtime.healthcheck", "metering", **env)
+    assert status == 1 and "/healthz" in stderr
     assert time.monotonic() - started < healthcheck.TIMEOUT_SECONDS
-    assert "metering.health" in capsys.readouterr().err
+
+
+async def test_a_service_probe_fails_once_its_process_loses_the_broker(rabbitmq: Broker, settings: Settings) -> None:
+    vhost = urllib.parse.unquote(urllib.parse.urlsplit(settings.amqp_url).path.lstrip("/"))
+    async with running(Service("metering"), _local(settings)) as instance:
+        assert instance.metrics_port is not None
+        env = {"PORTAL_METRICS_PORT": str(instance.metrics_port)}
+        await eventually(lambda: _passes(env), timeout=10.0)
+        # The broker is gone for this process: its connections closed, and no reconnecting.
+        _rabbitmqctl("clear_permissions", "-p", vhost, "guest")
+        _rabbitmqctl("close_all_connections", "-p", vhost, "test: the broker is gone")
+        started = time.monotonic()
+        await eventually(lambda: _fails(env), timeout=10.0, step=0.5)
+        # Within one heartbeat (5 s) and its check (3 s).
+        assert time.monotonic() - started < 10.0
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")  # lets it stop in good order
+
+
+async def _passes(env: dict[str, str]) -> bool:
+    return await _probe("services.runtime.healthcheck", "metering", **env) == (0, "")
+
+
+async def _fails(env: dict[str, str]) -> bool:
+    return (await _probe("services.runtime.healthcheck", "metering", **env))[0] == 1
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run([deps.executable("rabbitmqctl"), *args], check=True, capture_output=True, timeout=60)
+
+
+def test_healthz_is_ok_only_while_the_heartbeat_is_fresh() -> None:
+    metrics = Metrics("metering", "0.0.0")
+    port = metrics.serve(0, "127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        with pytest.raises(urllib.error.HTTPError) as refused:  # no heartbeat yet
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 503
+        metrics.healthy_until = time.monotonic() + 10
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert json.load(response) == {"service": "metering", "status": "ok"}
+        metrics.healthy_until = time.monotonic() - 1  # a heartbeat that stopped (a hung event loop)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url, timeout=5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"portal_service_info" in response.read()
+    finally:
+        metrics.close()
+
+
+def test_a_service_probe_fails_at_once_without_a_metrics_port(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PORTAL_METRICS_PORT", raising=False)
+    assert healthcheck.main(["metering"]) == 1
+    assert "PORTAL_METRICS_PORT" in capsys.readouterr().err
+
+
+def test_a_service_probe_asks_its_own_metrics_port() -> None:
+    assert healthcheck.healthz_url(Settings(metrics_port=9100)) == "http://127.0.0.1:9100/healthz"
+    assert healthcheck.healthz_url(Settings(metrics_port=9100, metrics_host="::1")) == "http://[::1]:9100/healthz"
+    assert healthcheck.healthz_url(Settings(metrics_port=None)) is None
 
 
 def test_a_service_probe_names_the_services_it_knows() -> None:

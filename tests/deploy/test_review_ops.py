@@ -14,6 +14,7 @@ import aio_pika
 import pytest
 import yaml
 
+from contracts.client import PortalClient
 from contracts.topology import SERVICES, health_command
 from deploy.local.deps import free_port
 from gateway.settings import GatewaySettings
@@ -21,7 +22,6 @@ from services.metering.settings import MeteringSettings
 from services.notifier.settings import NotifierSettings
 from services.ordering.settings import OrderingSettings
 from services.registration.settings import RegistrationSettings
-from services.runtime import healthcheck
 from services.runtime.service import Service
 from services.runtime.settings import Settings
 from services.ticketing.settings import TicketingSettings
@@ -40,9 +40,6 @@ def _read_variables() -> set[str]:
     return {f"PORTAL_{name.upper()}" for kind in kinds for name in kind.model_fields} | {"PORTAL_ADMIN_TOKEN"}
 
 
-@pytest.mark.xfail(strict=True, reason="review: README (With Docker) and deploy/k8s/README.md tell operators to set "
-                                       "PORTAL_QUEUE_TYPE=quorum for a RabbitMQ cluster, but no setting reads it "
-                                       "(extra='ignore'): the queues stay classic, unreplicated, without a word")
 def test_every_variable_the_deployment_docs_and_files_name_is_read() -> None:
     texts = [ROOT / "docker-compose.yml", *sorted((ROOT / "deploy" / "k8s").glob("*.yaml")),
              ROOT / "deploy" / "k8s" / "README.md"]
@@ -54,9 +51,6 @@ def test_every_variable_the_deployment_docs_and_files_name_is_read() -> None:
     assert named - COMPOSE_ONLY - _read_variables() == set()
 
 
-@pytest.mark.xfail(strict=True, reason="review: docker-compose.yml passes PORTAL_ENV from .env to the gateway and the "
-                                       "CLI only: with PORTAL_ENV=production in .env the six services still run as "
-                                       "development and accept the local token secret and operator password")
 def test_compose_gives_every_service_the_same_portal_env_as_the_gateway() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     gateway_env = compose["services"]["gateway"]["environment"]["PORTAL_ENV"]
@@ -75,10 +69,6 @@ async def _probe(service: str, **env: str) -> int:
     return process.returncode
 
 
-@pytest.mark.xfail(strict=True, reason="review: the probe that services.yaml uses for each pod's readiness and "
-                                       "liveness asks `<service>.health` on the shared queue, so any replica answers: "
-                                       "a pod whose own process is not serving is Ready (a rollout with a broken new "
-                                       "pod completes on the old pods' answers) and a wedged pod is never restarted")
 async def test_the_probe_fails_in_a_container_whose_own_service_is_not_running(settings: Settings) -> None:
     # Another pod's replica of metering answers on the broker ...
     async with running(Service("metering"), settings):
@@ -90,17 +80,15 @@ async def test_the_probe_fails_in_a_container_whose_own_service_is_not_running(s
     assert status != 0
 
 
-@pytest.mark.xfail(strict=True, reason="review: each probe publishes a persistent `<service>.health` with no "
-                                       "expiration into the durable health queue; unanswered (service busy or not "
-                                       "consuming) it stays there for ever, every 15 s per pod, and is run long "
-                                       "after the probe gave up")
 async def test_an_unanswered_probe_leaves_nothing_in_the_health_queue(settings: Settings) -> None:
     async with running(Service("metering"), settings):
         pass  # the health queue is declared, as once any replica ran; now nobody consumes it
     timeout = 1.0
 
-    problem = await healthcheck.probe("metering", settings.amqp_url, timeout=timeout)
-    assert problem is not None
+    # The container probe asks its own process now; health commands over the broker are the gateway's /readyz.
+    async with PortalClient(settings.amqp_url, timeout=30.0) as portal:
+        with pytest.raises(TimeoutError):
+            await portal.health("metering", timeout=timeout)
     await asyncio.sleep(timeout + 1.0)  # the probe's answer would be of no use to anyone by now
 
     connection = await aio_pika.connect(settings.amqp_url)
@@ -121,9 +109,6 @@ def _bytes(quantity: str) -> int:
     return int(number) * units.get(unit, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="review: metering's memory limit in services.yaml is 512Mi (537 MB), below the "
-                                       "572 MB its process peaked at in the benchmark's reminder run of 100,000 "
-                                       "devices: the reminder day OOM-kills the pod, and each restart's catch-up")
 def test_meterings_memory_limit_holds_its_measured_reminder_run() -> None:
     documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "services.yaml").read_text(encoding="utf-8"))
     (metering,) = [doc for doc in documents if doc and doc["kind"] == "Deployment"
@@ -132,9 +117,6 @@ def test_meterings_memory_limit_holds_its_measured_reminder_run() -> None:
     assert _bytes(container["resources"]["limits"]["memory"]) > REMINDER_RUN_PEAK_BYTES
 
 
-@pytest.mark.xfail(strict=True, reason="review: the compose `admin` service (the CLI's image) mounts nothing, README "
-                                       "shows only `--help`: `docker compose run --rm admin load models models.csv` "
-                                       "cannot see the operator's file (the image holds /app only)")
 def test_the_compose_cli_can_read_a_file_to_load() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -144,9 +126,6 @@ def test_the_compose_cli_can_read_a_file_to_load() -> None:
     assert mounted or documented
 
 
-@pytest.mark.xfail(strict=True, reason="review: gateway.yaml's readiness probe is /readyz, which fails unless all six "
-                                       "services answer within 3 s: one service down (or slow under load) takes every "
-                                       "gateway pod out of the Service, so login and every other page go down with it")
 async def test_the_gateways_readiness_survives_one_service_being_down(amqp_url: str, settings: Settings) -> None:
     documents = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "gateway.yaml").read_text(encoding="utf-8"))
     (deployment,) = [doc for doc in documents if doc and doc["kind"] == "Deployment"]
