@@ -64,12 +64,15 @@ def csv_table(content: bytes) -> list[list[str]]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = content.decode("cp1252", errors="replace")  # Excel's csv in western Europe
+    # Only the delimiter is guessed: the Sniffer's other guesses come from its sample alone (`doublequote` is False
+    # unless the sample shows a doubled quote), while Excel writes every csv with `"` doubled inside a field.
     try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
+        delimiter = ","
     try:
-        return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), dialect)]
+        return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), csv.excel,
+                                                                        delimiter=delimiter)]
     except csv.Error as error:  # a field past the csv module's limit (128 KiB), a NUL byte
         raise Unreadable("not_a_spreadsheet") from error
 
