@@ -113,25 +113,43 @@ def plan(kind: Kind, rows: list[tuple[int, dict[str, str]]]) -> tuple[list[RowRe
 
 
 def consumable_batches(rows: list[tuple[int, dict[str, str]]], results: list[RowResult]) -> list[Batch]:
-    by_model: dict[str, list[tuple[RowResult, dict[str, Any] | None]]] = {}
+    """One call per model, its rows grouped by ordering's key of the model (`ES5431dn` and `es5431DN` are one list
+    there: two calls would have the second replace the first), sent under the name its first row gives."""
+    by_model: dict[str, list[tuple[str, RowResult, dict[str, Any] | None]]] = {}
     for result, (_, row) in zip(results, rows, strict=True):
         model = row.get("model", "").strip()
         item = validated(ordering.Consumable, uploads.consumable_of(row), result)
         if not model:
             result.refuse("validation_failed", "; ".join(filter(None, ["model: required", result.message])))
             continue
-        by_model.setdefault(model, []).append((result, item))
+        by_model.setdefault(ordering.model_key(model), []).append((model, result, item))
     batches = []
-    for model, items in by_model.items():
+    for grouped in by_model.values():
+        model, items = grouped[0][0], [(result, item) for _, result, item in grouped]
         if len(items) > MAX_CONSUMABLES_PER_MODEL:
             for result, _ in items:
                 result.refuse("validation_failed", f"model: more than {MAX_CONSUMABLES_PER_MODEL} consumables")
-        elif any(item is None for _, item in items):
-            withheld(model, [result for result, item in items if item is not None])
+            continue
+        given_twice(items)
+        if any(not result.ok for result, _ in items):
+            withheld(model, [result for result, _ in items if result.ok])
         else:
             batches.append(Batch(ordering.UpsertConsumables.routing_key, "items",
                                  [(result, item) for result, item in items if item is not None], model))
     return batches
+
+
+def given_twice(items: list[tuple[RowResult, dict[str, Any] | None]]) -> None:
+    """Refuse the rows of one model's list that give an article another row gives too, as ordering would."""
+    rows_of: dict[str, list[RowResult]] = {}
+    for result, item in items:
+        if item is not None:
+            rows_of.setdefault(item["article_number"], []).append(result)
+    for article, same in rows_of.items():
+        if len(same) > 1:
+            for result in same:
+                result.refuse("validation_failed", f"article_number: given twice for this model ({article} in "
+                                                   f"rows {', '.join(str(other.row) for other in same)})")
 
 
 def withheld(model: str, results: list[RowResult]) -> None:

@@ -479,7 +479,8 @@ async def upload_models(view: View, rows: list[tuple[int, dict[str, str]]]) -> l
 
 async def upload_consumables(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
     results: list[RowResult] = []
-    by_model: dict[str, list[tuple[RowResult, ordering.Consumable]]] = {}
+    # By ordering's key of the model: `ES5431dn` and `es5431DN` are one list there, the second call would replace it.
+    by_model: dict[str, tuple[str, list[tuple[RowResult, ordering.Consumable]]]] = {}
     for line, row in rows:
         result = RowResult(line, row.get("article_number", ""))
         results.append(result)
@@ -491,8 +492,8 @@ async def upload_consumables(view: View, rows: list[tuple[int, dict[str, str]]])
         if not row.get("model"):
             result.message = f"model: {view.gettext(FIELD_MESSAGES['missing'])}"
             continue
-        by_model.setdefault(row["model"], []).append((result, item))
-    for model, items in by_model.items():  # a model's list replaces the one before: every row of it at once
+        by_model.setdefault(ordering.model_key(row["model"]), (row["model"], []))[1].append((result, item))
+    for model, items in by_model.values():  # a model's list replaces the one before: every row of it at once
         try:
             await view.call(ordering.UpsertConsumables.routing_key,
                             ordering.UpsertConsumables(model=model, items=[item for _, item in items]))

@@ -63,10 +63,6 @@ def test_a_csv_as_excel_writes_it_is_read_back_as_written() -> None:
     assert rows[-1] == (len(plain) + 2, dict(zip(header, quoted, strict=True)))
 
 
-@pytest.mark.xfail(strict=True, reason="review: the CLI groups consumables by the model's exact text while ordering "
-                                       "keys a model's list by model_key (case and blanks folded), so `ES5431dn` and "
-                                       "`es5431DN` become two calls, the second list replaces the first, and the "
-                                       "first list's rows are reported `ok` though they are gone")
 async def test_consumables_of_one_model_written_two_ways_all_stay_in_the_catalogue(
         settings: Settings, mongo_url: str, tmp_path: Path) -> None:
     model = f"ES{random_id()[:6]}dn"
