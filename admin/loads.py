@@ -5,7 +5,9 @@ row's fate: in, or refused with a code and why.
 A row the command's schema refuses is not sent. A batch the service refuses for some of its items (`fields` naming
 `models.3.serial_pattern`) is sent again without them, once. A model's consumables go in one call, since the list
 replaces the model's list: a model with a refused row is not sent at all, rather than losing that article.
-A refusal that is not about the rows (`unauthenticated`, `forbidden`, no reply) stops the load: `CallRefused`.
+A refusal that is not about the rows (`unauthenticated`, `forbidden`, no reply) stops the load: `CallRefused`. The rows
+of a call that got no reply say `no_reply` (it was sent and waits in its queue: it may still be applied); the rows
+of the calls after it, never sent, `not_sent`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MAX_CONSUMABLES_PER_MODEL = 500  # ordering.UpsertConsumables.items
 # Refusals about the call, not its rows: every later call would meet them too.
 CALL_CODES = frozenset({"unauthenticated", "forbidden", "rate_limited", "internal", "invalid_message"})
 NOT_SENT = "not_sent"
+# Sent, but no reply came within the timeout: the command waits in its durable queue and may be applied later.
+NO_REPLY = "no_reply"
 KEY_COLUMN: dict[Kind, str] = {"models": "model", "consumables": "article_number", "installed_base": "serial_number"}
 
 
@@ -158,11 +162,17 @@ def withheld(model: str, results: list[RowResult]) -> None:
 
 
 async def send(batches: list[Batch], call: Call, advance: Callable[[int], None]) -> None:
-    """Send each batch; `advance(rows)` after each. Raises `CallRefused`, leaving the rows not sent `not_sent`."""
+    """Send each batch; `advance(rows)` after each. Raises `CallRefused`, leaving the rows of a call that got no
+    reply `no_reply` (it was sent: it may be applied yet) and the rows not sent `not_sent`."""
     for index, batch in enumerate(batches):
         try:
             await send_batch(batch, call)
-        except CallRefused:
+        except CallRefused as stopped:
+            if isinstance(stopped.error, TimeoutError):
+                for result, _ in batch.items:
+                    if result.ok:
+                        result.refuse(NO_REPLY, "sent, but no reply within the timeout: it may still be applied; "
+                                                "load the file again to be sure")
             for later in batches[index:]:
                 for result, _ in later.items:
                     if result.ok:

@@ -82,9 +82,6 @@ async def test_consumables_of_one_model_written_two_ways_all_stay_in_the_catalog
     assert stored >= reported_in, f"reported in: {sorted(reported_in)}, in the catalogue: {sorted(stored)}"
 
 
-@pytest.mark.xfail(strict=True, reason="review: a call with no reply within --timeout was still published; the CLI "
-                                       "reports its rows `not_sent` (\"not sent: the load stopped\"), yet the "
-                                       "command waits in its durable queue and registration applies it later")
 async def test_rows_reported_not_sent_are_not_applied_later(
         settings: Settings, portal: PortalClient, tmp_path: Path) -> None:
     prefix = f"Q{random_id()[:4].upper()}"
