@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from admin import loads
 from admin.auth import NoToken, operator_token
@@ -58,6 +59,17 @@ PageSize = Annotated[int, typer.Option("--page-size", min=1, max=200)]
 T = TypeVar("T")
 
 
+def _failed(message: str) -> None:
+    """A message on stderr in red, as plain text: it holds what files, services and dead letters say."""
+    err.print(Text(message, style="red"))
+
+
+def _row(table: Table, *cells: str | Text) -> None:
+    """A table row of plain text: a cell is what a file or a service holds, never console markup (a model named
+    `Laser [b/w]` is shown so, and `[/]` in a dead letter's body is no closing tag)."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
+
+
 def _run(call: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(call)
 
@@ -66,7 +78,7 @@ def _token(given: str | None) -> str:
     try:
         return operator_token(given)
     except NoToken as error:
-        err.print(f"[red]{error}[/red]")
+        _failed(str(error))
         raise typer.Exit(2) from None
 
 
@@ -103,7 +115,7 @@ def list_dead_letters(
                 out.print(_table(name, reply))
     failed = [(name, reply) for name, reply in replies.items() if isinstance(reply, Exception)]
     for name, error in failed:
-        err.print(f"[red]{_refusal(name, error)}[/red]")
+        _failed(_refusal(name, error))
     if failed:
         raise typer.Exit(1)
 
@@ -126,7 +138,7 @@ async def _list_each(services: list[str], request: dict[str, Any], token: str, a
 def _table(service: str, page: dict[str, Any]) -> Table:
     items = page.get("items", [])
     shown = f"{len(items)} of {page.get('total', 0)}" + (f", page {page['page']}" if page.get("page", 1) > 1 else "")
-    table = Table(title=f"{service}: {shown} dead letters", title_justify="left")
+    table = Table(title=Text(f"{service}: {shown} dead letters"), title_justify="left")
     for column in ("queue", "message id", "routing key", "reason", "dead-lettered at", "count", "body"):
         table.add_column(column, overflow="fold")
     for item in items:
@@ -138,8 +150,8 @@ def _table(service: str, page: dict[str, Any]) -> Table:
         body = item["body"] if item["body_encoding"] == "text" else json.dumps(item["body"])
         if item["body_encoding"] in ("base64", "omitted"):
             body = f"({item['body_encoding']}, {item['body_size']} bytes)"
-        table.add_row(item["queue"], item.get("message_id") or "", item["routing_key"], reason,
-                      item.get("dead_lettered_at") or "", str(item["count"]), body[:BODY_PREVIEW_CHARS])
+        _row(table, item["queue"], item.get("message_id") or "", item["routing_key"], reason,
+             item.get("dead_lettered_at") or "", str(item["count"]), body[:BODY_PREVIEW_CHARS])
     return table
 
 
@@ -158,9 +170,9 @@ def replay_dead_letters(
     try:
         reply = _run(_call(replay_dead_letters_command(service), request, _token(token), amqp_url, timeout))
     except (PortalError, NotDelivered, TimeoutError) as error:
-        err.print(f"[red]{_refusal(service, error)}[/red]")
+        _failed(_refusal(service, error))
         raise typer.Exit(1) from None
-    out.print(f"replayed {reply['replayed']} dead letter(s) of {queue}")
+    out.print(Text(f"replayed {reply['replayed']} dead letter(s) of {queue}"))
 
 
 async def _call(command: str, request: dict[str, Any], token: str, amqp_url: str, timeout: float) -> dict[str, Any]:
@@ -205,9 +217,9 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
         rows = uploads.numbered_rows(file.name, content)
     except (OSError, uploads.Unreadable) as error:
         reason = error.strerror if isinstance(error, OSError) else str(error)
-        err.print(f"[red]{file}: cannot be read ({reason}); a csv or xlsx file of at most "
-                  f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
-                  f"the first row[/red]")
+        _failed(f"{file}: cannot be read ({reason}); a csv or xlsx file of at most "
+                f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
+                f"the first row")
         raise typer.Exit(2) from None
     results, batches = loads.plan(kind, rows)
     stopped = _run(_send_all(batches, len(results), _token(token), amqp_url, timeout))
@@ -216,7 +228,9 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
     else:
         out.print(_results_table(kind, file, results))
     if stopped is not None:
-        err.print(f"[red]stopped: {_refusal(stopped.command, stopped.error)}[/red]")
+        unsure = "; its rows say no_reply: sent, they may still be applied" \
+            if isinstance(stopped.error, TimeoutError) else ""
+        _failed(f"stopped: {_refusal(stopped.command, stopped.error)}{unsure}")
         raise typer.Exit(2)
     if not all(result.ok for result in results):
         raise typer.Exit(1)
@@ -243,12 +257,12 @@ async def _send_all(batches: list[loads.Batch], total: int, token: str, amqp_url
 
 def _results_table(kind: loads.Kind, file: Path, results: list[loads.RowResult]) -> Table:
     saved = sum(result.ok for result in results)
-    table = Table(title=f"{file.name}: {saved} of {len(results)} rows in", title_justify="left")
+    table = Table(title=Text(f"{file.name}: {saved} of {len(results)} rows in"), title_justify="left")
     for column in ("row", loads.KEY_COLUMN[kind], "result", "code", "message"):
         table.add_column(column, overflow="fold")
     for result in results:
-        table.add_row(str(result.row), result.key, "ok" if result.ok else "[red]refused[/red]", result.code or "",
-                      result.message or "")
+        _row(table, str(result.row), result.key, Text("ok") if result.ok else Text("refused", style="red"),
+             result.code or "", result.message or "")
     return table
 
 
@@ -275,8 +289,8 @@ def list_deliveries(
     for column in ("created at", "recipient", "mail", "event", "status", "attempts", "subject", "last error"):
         table.add_column(column, overflow="fold")
     for item in reply["items"]:
-        table.add_row(item["created_at"], item["recipient"], item["mail"], item["event"], item["status"],
-                      str(item["attempts"]), item["subject"], item.get("last_error") or "")
+        _row(table, item["created_at"], item["recipient"], item["mail"], item["event"], item["status"],
+             str(item["attempts"]), item["subject"], item.get("last_error") or "")
     out.print(table)
 
 
@@ -316,9 +330,8 @@ def list_overdue(
     for column in ("serial number", "model", "customer", "contract", "last reading", "window closed", "device id"):
         table.add_column(column, overflow="fold")
     for item in reply["items"]:
-        table.add_row(item["serial_number"], item["model"], item.get("customer_number") or "",
-                      item.get("contract_number") or "", item.get("last_date") or "", item["window_closed"],
-                      item["device_id"])
+        _row(table, item["serial_number"], item["model"], item.get("customer_number") or "",
+             item.get("contract_number") or "", item.get("last_date") or "", item["window_closed"], item["device_id"])
     out.print(table)
 
 
@@ -340,5 +353,5 @@ def _answer(service: str, command: str, request: dict[str, Any], token: str | No
     try:
         return _run(_call(command, request, _token(token), amqp_url, timeout))
     except (PortalError, NotDelivered, TimeoutError) as error:
-        err.print(f"[red]{_refusal(service, error)}[/red]")
+        _failed(_refusal(service, error))
         raise typer.Exit(1) from None

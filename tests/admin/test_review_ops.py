@@ -111,9 +111,6 @@ async def test_rows_reported_not_sent_are_not_applied_later(
     assert not not_sent, f"reported not sent, but the model is in the catalogue now: {not_sent}"
 
 
-@pytest.mark.xfail(strict=True, reason="review: dead letters' bodies go into a rich Table as console markup, so a "
-                                       "body holding `[/]` raises MarkupError: the listing crashes (exit 1, "
-                                       "a traceback) instead of showing the message")
 async def test_a_dead_letter_whose_body_looks_like_markup_is_listed(
         settings: Settings, amqp_url: str, portal: PortalClient, operator: str) -> None:
     queue = event_queue("listener", NoteAdded.routing_key)
@@ -131,9 +128,6 @@ async def test_a_dead_letter_whose_body_looks_like_markup_is_listed(
     assert "broken [/] body" in table
 
 
-@pytest.mark.xfail(strict=True, reason="review: a row's key goes into the results table as console markup, so a "
-                                       "model named `Laser [b/w] 4711` is shown as `Laser  4711` (rich takes "
-                                       "`[b/w]` for a style); `[/]` in a name crashes the table after the rows went in")
 async def test_the_load_table_shows_each_rows_key_as_written(settings: Settings, tmp_path: Path) -> None:
     prefix = f"W{random_id()[:4].upper()}"
     name = f"Laser [b/w] {prefix}"
