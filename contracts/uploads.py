@@ -22,6 +22,10 @@ from contracts.spreadsheets import Unreadable as SpreadsheetUnreadable
 from contracts.spreadsheets import inspect_package, max_part_bytes, sheet_values
 
 MAX_ROWS = 2000
+# The rows of an xlsx looked at, empty ones included: a sheet formatted far below its last row (as Excel files often
+# are) has rows that hold nothing, which do not count as rows but take time to read. The sheet's part is bounded
+# by `max_part_bytes(MAX_ROWS)` too, which holds about 100,000 such rows.
+MAX_SCANNED_ROWS = 50_000
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_UNPACKED_BYTES = 30 * 1024 * 1024
 TRUE = {"1", "true", "yes", "y", "x", "ja", "j"}
@@ -89,9 +93,15 @@ def xlsx_table(content: bytes) -> list[list[str]]:
         sheet = book.worksheets[0]
         sheet.reset_dimensions()  # the stated dimensions are the file's word, not a bound
         table: list[list[str]] = []
-        for line in sheet_values(sheet):
-            table.append([text_of(cell) for cell in line])
-            if len(table) > MAX_ROWS + 1:
+        filled = 0  # the rows that hold something, the column names' included
+        for scanned, line in enumerate(sheet_values(sheet), start=1):
+            cells = [text_of(cell) for cell in line]
+            if any(cells):
+                filled += 1
+                table.append(cells)
+            else:
+                table.append([])  # keeps the lines of the rows after it; left out as rows
+            if filled > MAX_ROWS + 1 or scanned > MAX_SCANNED_ROWS:
                 raise Unreadable("too many rows")
         return table
     except SpreadsheetUnreadable as error:

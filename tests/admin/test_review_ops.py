@@ -142,9 +142,6 @@ async def test_the_load_table_shows_each_rows_key_as_written(settings: Settings,
     assert name in table
 
 
-@pytest.mark.xfail(strict=True, reason="review: an xlsx counts its empty rows against the 2,000-row limit (a csv does "
-                                       "not): a sheet of one model whose table was formatted down to row 2,200, as "
-                                       "Excel files often are, is refused as `too many rows`")
 def test_formatted_empty_rows_of_an_xlsx_do_not_count_as_rows() -> None:
     book = openpyxl.Workbook()
     sheet = book.active
