@@ -301,8 +301,13 @@ def run_reminders(
     as_json: AsJson = False, amqp_url: AmqpUrl = DEFAULT_AMQP_URL, token: Token = None, timeout: Timeout = 120.0,
 ) -> None:
     """Run metering's reminder schedule for that day now, as its scheduler does daily: opening and second
-    reminders, and the devices whose window closed without a reading found overdue. Each is done at most once."""
-    as_of = _date(day, "--date") if day else datetime.now(UTC).date()
+    reminders, and the devices whose window closed without a reading found overdue. Each is done at most once,
+    so a day still to come is refused."""
+    today = datetime.now(UTC).date()
+    as_of = _date(day, "--date") if day else today
+    if as_of > today:  # a typo's reminders would go now, and each goes once: the real ones never would
+        raise typer.BadParameter(f"{as_of} is still to come (today is {today}, UTC): reminders are run for today "
+                                 f"or a day missed", param_hint="--date")
     reply = _answer("metering", metering.RunReminders.routing_key, {"as_of": as_of.isoformat()}, token, amqp_url,
                     timeout)
     if as_json:
