@@ -214,7 +214,11 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
     try:
         with file.open("rb") as opened:
             content = opened.read(uploads.MAX_FILE_BYTES + 1)  # one byte past the limit: refused as too large
-        rows = uploads.numbered_rows(file.name, content)
+        rows = uploads.numbered_rows(file.name, content, kind)
+    except uploads.UnknownColumns as error:
+        _failed(f"{file}: not loaded (nothing was sent), it has columns a file of {kind.replace('_', ' ')} does not "
+                f"have: {', '.join(error.columns)}. Its columns can be: {uploads.COLUMNS[kind]}")
+        raise typer.Exit(2) from None
     except (OSError, uploads.Unreadable) as error:
         reason = error.strerror if isinstance(error, OSError) else str(error)
         _failed(f"{file}: cannot be read ({reason}); a csv or xlsx file of at most "

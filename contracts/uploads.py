@@ -38,15 +38,26 @@ COLUMNS = {
     "consumables": "model, article_number, description, kind, color, included_in_contract",
     "installed_base": "serial_number, model, customer_number, contract_number, location_name, street, postal_code, "
                       "city, country, building_location, counters, counters_date, e_maintenance"}
+COLUMN_NAMES = {kind: frozenset(name.strip() for name in names.split(",")) for kind, names in COLUMNS.items()}
 
 
 class Unreadable(Exception):
     """Not a csv or xlsx file this reader takes, or larger than it takes."""
 
 
-def numbered_rows(filename: str, content: bytes) -> list[tuple[int, dict[str, str]]]:
+class UnknownColumns(Unreadable):
+    """Columns the kind of file does not have (`E-Maintenance` for `e_maintenance`): refused rather than dropped, since
+    a column dropped is a value every row leaves at its default without a word."""
+
+    def __init__(self, columns: list[str]) -> None:
+        super().__init__("unknown columns: " + ", ".join(columns))
+        self.columns = columns  # as the file writes them
+
+
+def numbered_rows(filename: str, content: bytes, kind: str | None = None) -> list[tuple[int, dict[str, str]]]:
     """The rows under the first line's column names (lower case, blanks as `_`), empty rows left out, each with its
-    line in the file (the column names being line 1), as a person finds it in their spreadsheet program."""
+    line in the file (the column names being line 1), as a person finds it in their spreadsheet program. With the
+    `kind` of file (a key of `COLUMNS`), a column it does not have is refused: `UnknownColumns`."""
     if len(content) > MAX_FILE_BYTES:
         raise Unreadable("too large")
     if content[:4] == b"PK\x03\x04" or filename.lower().endswith(".xlsx"):
@@ -55,7 +66,12 @@ def numbered_rows(filename: str, content: bytes) -> list[tuple[int, dict[str, st
         table = csv_table(content)
     if not table:
         raise Unreadable("empty")
-    header = [str(cell or "").strip().lower().replace(" ", "_") for cell in table[0]]
+    written = [str(cell or "").strip() for cell in table[0]]
+    header = [name.lower().replace(" ", "_") for name in written]
+    if kind is not None:
+        unknown = [text for text, name in zip(written, header, strict=True) if name and name not in COLUMN_NAMES[kind]]
+        if unknown:
+            raise UnknownColumns(unknown)
     rows = [(line, {name: value for name, value in zip(header, cells, strict=False) if name})
             for line, cells in enumerate(table[1:], start=2) if any(value.strip() for value in cells)]
     if len(rows) > MAX_ROWS:

@@ -434,7 +434,12 @@ async def upload(view: Page) -> Response:
         message = view.gettext("Please choose a csv or xlsx file.")
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     try:
-        rows = sheets.numbered_rows(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
+        rows = sheets.numbered_rows(upload.filename or "" if isinstance(upload, UploadFile) else "", content, kind)
+    except sheets.UnknownColumns as error:  # a column dropped would leave every row's value at its default
+        message = view.gettext("This file has columns that this kind of file does not have: %(columns)s. Please "
+                               "rename or remove them: the columns of each kind are listed above. Nothing was saved.",
+                               columns=", ".join(error.columns))
+        return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     except sheets.Unreadable:
         message = view.gettext("This file cannot be read: please send a csv or xlsx file of at most 2 MB and "
                                "%(rows)s rows, its column names in the first row.", rows=sheets.MAX_ROWS)

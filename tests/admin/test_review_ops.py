@@ -168,9 +168,6 @@ async def test_reminders_are_not_run_for_a_day_still_to_come(settings: Settings)
     assert "still to come" in err
 
 
-@pytest.mark.xfail(strict=True, reason="review: a column the kind does not know is dropped without a word, so an ERP "
-                                       "export headed `E-Maintenance` imports every device with e_maintenance false "
-                                       "(reminders then go to e-maintained devices) and every row says `ok`")
 async def test_a_column_the_load_does_not_know_is_not_dropped_silently(
         settings: Settings, portal: PortalClient, tmp_path: Path) -> None:
     prefix = f"V{random_id()[:4].upper()}"
@@ -185,6 +182,7 @@ async def test_a_column_the_load_does_not_know_is_not_dropped_silently(
         status, out, err = await portal_admin(settings_env(settings), "load", "installed-base", str(path))
 
     assert status != 0 or "e-maintenance" in (out + err).lower(), out
+    assert status == 2 and "have: E-Maintenance." in err, err
 
 
 @pytest.mark.xfail(strict=True, reason="review: `load ... --json` prints nothing on stdout when the file cannot be "

@@ -52,3 +52,16 @@ def test_an_xlsx_counts_its_filled_rows_and_scans_a_bounded_number_of_rows() -> 
         uploads.numbered_rows("models.xlsx", _xlsx({1: ["model"], far_down: ["ES5431dn"]}))
     assert uploads.numbered_rows("models.xlsx", _xlsx({1: ["model"], far_down - 1: ["ES5431dn"]})) == [
         (far_down - 1, {"model": "ES5431dn"})]
+
+
+def test_a_column_the_kind_of_file_does_not_have_is_refused_by_its_name_as_written() -> None:
+    text = b"Serial Number;model;E-Maintenance;Notes\nAK5A000001;ES5431dn;yes;\n"
+
+    with pytest.raises(uploads.UnknownColumns) as refused:
+        uploads.numbered_rows("base.csv", text, "installed_base")
+
+    assert refused.value.columns == ["E-Maintenance", "Notes"]
+    assert uploads.numbered_rows("base.csv", text)[0][1]["e-maintenance"] == "yes"  # no kind: every column
+    assert uploads.numbered_rows("base.csv", text.replace(b"E-Maintenance;Notes", b"e_maintenance;"),
+                                 "installed_base") == [(2, {"serial_number": "AK5A000001", "model": "ES5431dn",
+                                                            "e_maintenance": "yes"})]
