@@ -19,7 +19,7 @@ import json
 from collections.abc import Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -216,15 +216,16 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
             content = opened.read(uploads.MAX_FILE_BYTES + 1)  # one byte past the limit: refused as too large
         rows = uploads.numbered_rows(file.name, content, kind)
     except uploads.UnknownColumns as error:
-        _failed(f"{file}: not loaded (nothing was sent), it has columns a file of {kind.replace('_', ' ')} does not "
-                f"have: {', '.join(error.columns)}. Its columns can be: {uploads.COLUMNS[kind]}")
-        raise typer.Exit(2) from None
+        _not_loaded(file, as_json, "unknown_columns",
+                    f"{file}: not loaded (nothing was sent), it has columns a file of {kind.replace('_', ' ')} does "
+                    f"not have: {', '.join(error.columns)}. Its columns can be: {uploads.COLUMNS[kind]}",
+                    columns=error.columns)
     except (OSError, uploads.Unreadable) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error)
-        _failed(f"{file}: cannot be read ({reason}); a csv or xlsx file of at most "
-                f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
-                f"the first row")
-        raise typer.Exit(2) from None
+        reason = (error.strerror or type(error).__name__) if isinstance(error, OSError) else str(error)
+        _not_loaded(file, as_json, reason,
+                    f"{file}: cannot be read ({reason}); a csv or xlsx file of at most "
+                    f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
+                    f"the first row")
     results, batches = loads.plan(kind, rows)
     stopped = _run(_send_all(batches, len(results), _token(token), amqp_url, timeout))
     if as_json:
@@ -238,6 +239,14 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
         raise typer.Exit(2)
     if not all(result.ok for result in results):
         raise typer.Exit(1)
+
+
+def _not_loaded(file: Path, as_json: bool, error: str, message: str, **detail: Any) -> NoReturn:
+    """Exit 2 for a file not loaded; with --json also a document saying why, with no rows (`{"error": ...}`)."""
+    _failed(message)
+    if as_json:
+        out.print_json(json.dumps({"file": str(file), "error": error, "message": message, **detail, "rows": []}))
+    raise typer.Exit(2)
 
 
 async def _send_all(batches: list[loads.Batch], total: int, token: str, amqp_url: str,

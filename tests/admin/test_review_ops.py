@@ -14,7 +14,6 @@ from typing import Any
 
 import aio_pika
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
-import pytest
 from openpyxl.styles import Font  # type: ignore[import-untyped, unused-ignore]
 from pymongo import AsyncMongoClient
 
@@ -185,9 +184,6 @@ async def test_a_column_the_load_does_not_know_is_not_dropped_silently(
     assert status == 2 and "have: E-Maintenance." in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="review: `load ... --json` prints nothing on stdout when the file cannot be "
-                                       "read (only a message on stderr), so `portal-admin load ... --json | jq` reads "
-                                       "no document; `dead-letters list --json` puts its errors in the JSON")
 async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(settings: Settings, tmp_path: Path) -> None:
     broken = tmp_path / "models.xlsx"
     broken.write_bytes(b"PK\x03\x04 no zip")
@@ -195,4 +191,5 @@ async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(setting
     status, document, _ = await portal_admin(settings_env(settings), "load", "models", str(broken), "--json")
 
     assert status == 2
-    json.loads(document)
+    assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
+        "file": str(broken), "error": "not_a_spreadsheet", "rows": []}
