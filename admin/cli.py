@@ -19,12 +19,13 @@ import json
 from collections.abc import Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from admin import loads
 from admin.auth import NoToken, operator_token
@@ -58,6 +59,17 @@ PageSize = Annotated[int, typer.Option("--page-size", min=1, max=200)]
 T = TypeVar("T")
 
 
+def _failed(message: str) -> None:
+    """A message on stderr in red, as plain text: it holds what files, services and dead letters say."""
+    err.print(Text(message, style="red"))
+
+
+def _row(table: Table, *cells: str | Text) -> None:
+    """A table row of plain text: a cell is what a file or a service holds, never console markup (a model named
+    `Laser [b/w]` is shown so, and `[/]` in a dead letter's body is no closing tag)."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
+
+
 def _run(call: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(call)
 
@@ -66,7 +78,7 @@ def _token(given: str | None) -> str:
     try:
         return operator_token(given)
     except NoToken as error:
-        err.print(f"[red]{error}[/red]")
+        _failed(str(error))
         raise typer.Exit(2) from None
 
 
@@ -103,7 +115,7 @@ def list_dead_letters(
                 out.print(_table(name, reply))
     failed = [(name, reply) for name, reply in replies.items() if isinstance(reply, Exception)]
     for name, error in failed:
-        err.print(f"[red]{_refusal(name, error)}[/red]")
+        _failed(_refusal(name, error))
     if failed:
         raise typer.Exit(1)
 
@@ -126,7 +138,7 @@ async def _list_each(services: list[str], request: dict[str, Any], token: str, a
 def _table(service: str, page: dict[str, Any]) -> Table:
     items = page.get("items", [])
     shown = f"{len(items)} of {page.get('total', 0)}" + (f", page {page['page']}" if page.get("page", 1) > 1 else "")
-    table = Table(title=f"{service}: {shown} dead letters", title_justify="left")
+    table = Table(title=Text(f"{service}: {shown} dead letters"), title_justify="left")
     for column in ("queue", "message id", "routing key", "reason", "dead-lettered at", "count", "body"):
         table.add_column(column, overflow="fold")
     for item in items:
@@ -138,8 +150,8 @@ def _table(service: str, page: dict[str, Any]) -> Table:
         body = item["body"] if item["body_encoding"] == "text" else json.dumps(item["body"])
         if item["body_encoding"] in ("base64", "omitted"):
             body = f"({item['body_encoding']}, {item['body_size']} bytes)"
-        table.add_row(item["queue"], item.get("message_id") or "", item["routing_key"], reason,
-                      item.get("dead_lettered_at") or "", str(item["count"]), body[:BODY_PREVIEW_CHARS])
+        _row(table, item["queue"], item.get("message_id") or "", item["routing_key"], reason,
+             item.get("dead_lettered_at") or "", str(item["count"]), body[:BODY_PREVIEW_CHARS])
     return table
 
 
@@ -158,9 +170,9 @@ def replay_dead_letters(
     try:
         reply = _run(_call(replay_dead_letters_command(service), request, _token(token), amqp_url, timeout))
     except (PortalError, NotDelivered, TimeoutError) as error:
-        err.print(f"[red]{_refusal(service, error)}[/red]")
+        _failed(_refusal(service, error))
         raise typer.Exit(1) from None
-    out.print(f"replayed {reply['replayed']} dead letter(s) of {queue}")
+    out.print(Text(f"replayed {reply['replayed']} dead letter(s) of {queue}"))
 
 
 async def _call(command: str, request: dict[str, Any], token: str, amqp_url: str, timeout: float) -> dict[str, Any]:
@@ -202,13 +214,18 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
     try:
         with file.open("rb") as opened:
             content = opened.read(uploads.MAX_FILE_BYTES + 1)  # one byte past the limit: refused as too large
-        rows = uploads.numbered_rows(file.name, content)
+        rows = uploads.numbered_rows(file.name, content, kind)
+    except uploads.UnknownColumns as error:
+        _not_loaded(file, as_json, "unknown_columns",
+                    f"{file}: not loaded (nothing was sent), it has columns a file of {kind.replace('_', ' ')} does "
+                    f"not have: {', '.join(error.columns)}. Its columns can be: {uploads.COLUMNS[kind]}",
+                    columns=error.columns)
     except (OSError, uploads.Unreadable) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error)
-        err.print(f"[red]{file}: cannot be read ({reason}); a csv or xlsx file of at most "
-                  f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
-                  f"the first row[/red]")
-        raise typer.Exit(2) from None
+        reason = (error.strerror or type(error).__name__) if isinstance(error, OSError) else str(error)
+        _not_loaded(file, as_json, reason,
+                    f"{file}: cannot be read ({reason}); a csv or xlsx file of at most "
+                    f"{uploads.MAX_FILE_BYTES // 1024 // 1024} MB and {uploads.MAX_ROWS} rows, its column names in "
+                    f"the first row")
     results, batches = loads.plan(kind, rows)
     stopped = _run(_send_all(batches, len(results), _token(token), amqp_url, timeout))
     if as_json:
@@ -216,10 +233,20 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
     else:
         out.print(_results_table(kind, file, results))
     if stopped is not None:
-        err.print(f"[red]stopped: {_refusal(stopped.command, stopped.error)}[/red]")
+        unsure = "; its rows say no_reply: sent, they may still be applied" \
+            if isinstance(stopped.error, TimeoutError) else ""
+        _failed(f"stopped: {_refusal(stopped.command, stopped.error)}{unsure}")
         raise typer.Exit(2)
     if not all(result.ok for result in results):
         raise typer.Exit(1)
+
+
+def _not_loaded(file: Path, as_json: bool, error: str, message: str, **detail: Any) -> NoReturn:
+    """Exit 2 for a file not loaded; with --json also a document saying why, with no rows (`{"error": ...}`)."""
+    _failed(message)
+    if as_json:
+        out.print_json(json.dumps({"file": str(file), "error": error, "message": message, **detail, "rows": []}))
+    raise typer.Exit(2)
 
 
 async def _send_all(batches: list[loads.Batch], total: int, token: str, amqp_url: str,
@@ -243,12 +270,12 @@ async def _send_all(batches: list[loads.Batch], total: int, token: str, amqp_url
 
 def _results_table(kind: loads.Kind, file: Path, results: list[loads.RowResult]) -> Table:
     saved = sum(result.ok for result in results)
-    table = Table(title=f"{file.name}: {saved} of {len(results)} rows in", title_justify="left")
+    table = Table(title=Text(f"{file.name}: {saved} of {len(results)} rows in"), title_justify="left")
     for column in ("row", loads.KEY_COLUMN[kind], "result", "code", "message"):
         table.add_column(column, overflow="fold")
     for result in results:
-        table.add_row(str(result.row), result.key, "ok" if result.ok else "[red]refused[/red]", result.code or "",
-                      result.message or "")
+        _row(table, str(result.row), result.key, Text("ok") if result.ok else Text("refused", style="red"),
+             result.code or "", result.message or "")
     return table
 
 
@@ -275,8 +302,8 @@ def list_deliveries(
     for column in ("created at", "recipient", "mail", "event", "status", "attempts", "subject", "last error"):
         table.add_column(column, overflow="fold")
     for item in reply["items"]:
-        table.add_row(item["created_at"], item["recipient"], item["mail"], item["event"], item["status"],
-                      str(item["attempts"]), item["subject"], item.get("last_error") or "")
+        _row(table, item["created_at"], item["recipient"], item["mail"], item["event"], item["status"],
+             str(item["attempts"]), item["subject"], item.get("last_error") or "")
     out.print(table)
 
 
@@ -287,8 +314,13 @@ def run_reminders(
     as_json: AsJson = False, amqp_url: AmqpUrl = DEFAULT_AMQP_URL, token: Token = None, timeout: Timeout = 120.0,
 ) -> None:
     """Run metering's reminder schedule for that day now, as its scheduler does daily: opening and second
-    reminders, and the devices whose window closed without a reading found overdue. Each is done at most once."""
-    as_of = _date(day, "--date") if day else datetime.now(UTC).date()
+    reminders, and the devices whose window closed without a reading found overdue. Each is done at most once,
+    so a day still to come is refused."""
+    today = datetime.now(UTC).date()
+    as_of = _date(day, "--date") if day else today
+    if as_of > today:  # a typo's reminders would go now, and each goes once: the real ones never would
+        raise typer.BadParameter(f"{as_of} is still to come (today is {today}, UTC): reminders are run for today "
+                                 f"or a day missed", param_hint="--date")
     reply = _answer("metering", metering.RunReminders.routing_key, {"as_of": as_of.isoformat()}, token, amqp_url,
                     timeout)
     if as_json:
@@ -316,9 +348,8 @@ def list_overdue(
     for column in ("serial number", "model", "customer", "contract", "last reading", "window closed", "device id"):
         table.add_column(column, overflow="fold")
     for item in reply["items"]:
-        table.add_row(item["serial_number"], item["model"], item.get("customer_number") or "",
-                      item.get("contract_number") or "", item.get("last_date") or "", item["window_closed"],
-                      item["device_id"])
+        _row(table, item["serial_number"], item["model"], item.get("customer_number") or "",
+             item.get("contract_number") or "", item.get("last_date") or "", item["window_closed"], item["device_id"])
     out.print(table)
 
 
@@ -340,5 +371,5 @@ def _answer(service: str, command: str, request: dict[str, Any], token: str | No
     try:
         return _run(_call(command, request, _token(token), amqp_url, timeout))
     except (PortalError, NotDelivered, TimeoutError) as error:
-        err.print(f"[red]{_refusal(service, error)}[/red]")
+        _failed(_refusal(service, error))
         raise typer.Exit(1) from None

@@ -5,7 +5,9 @@ row's fate: in, or refused with a code and why.
 A row the command's schema refuses is not sent. A batch the service refuses for some of its items (`fields` naming
 `models.3.serial_pattern`) is sent again without them, once. A model's consumables go in one call, since the list
 replaces the model's list: a model with a refused row is not sent at all, rather than losing that article.
-A refusal that is not about the rows (`unauthenticated`, `forbidden`, no reply) stops the load: `CallRefused`.
+A refusal that is not about the rows (`unauthenticated`, `forbidden`, no reply) stops the load: `CallRefused`. The rows
+of a call that got no reply say `no_reply` (it was sent and waits in its queue: it may still be applied); the rows
+of the calls after it, never sent, `not_sent`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MAX_CONSUMABLES_PER_MODEL = 500  # ordering.UpsertConsumables.items
 # Refusals about the call, not its rows: every later call would meet them too.
 CALL_CODES = frozenset({"unauthenticated", "forbidden", "rate_limited", "internal", "invalid_message"})
 NOT_SENT = "not_sent"
+# Sent, but no reply came within the timeout: the command waits in its durable queue and may be applied later.
+NO_REPLY = "no_reply"
 KEY_COLUMN: dict[Kind, str] = {"models": "model", "consumables": "article_number", "installed_base": "serial_number"}
 
 
@@ -113,25 +117,43 @@ def plan(kind: Kind, rows: list[tuple[int, dict[str, str]]]) -> tuple[list[RowRe
 
 
 def consumable_batches(rows: list[tuple[int, dict[str, str]]], results: list[RowResult]) -> list[Batch]:
-    by_model: dict[str, list[tuple[RowResult, dict[str, Any] | None]]] = {}
+    """One call per model, its rows grouped by ordering's key of the model (`ES5431dn` and `es5431DN` are one list
+    there: two calls would have the second replace the first), sent under the name its first row gives."""
+    by_model: dict[str, list[tuple[str, RowResult, dict[str, Any] | None]]] = {}
     for result, (_, row) in zip(results, rows, strict=True):
         model = row.get("model", "").strip()
         item = validated(ordering.Consumable, uploads.consumable_of(row), result)
         if not model:
             result.refuse("validation_failed", "; ".join(filter(None, ["model: required", result.message])))
             continue
-        by_model.setdefault(model, []).append((result, item))
+        by_model.setdefault(ordering.model_key(model), []).append((model, result, item))
     batches = []
-    for model, items in by_model.items():
+    for grouped in by_model.values():
+        model, items = grouped[0][0], [(result, item) for _, result, item in grouped]
         if len(items) > MAX_CONSUMABLES_PER_MODEL:
             for result, _ in items:
                 result.refuse("validation_failed", f"model: more than {MAX_CONSUMABLES_PER_MODEL} consumables")
-        elif any(item is None for _, item in items):
-            withheld(model, [result for result, item in items if item is not None])
+            continue
+        given_twice(items)
+        if any(not result.ok for result, _ in items):
+            withheld(model, [result for result, _ in items if result.ok])
         else:
             batches.append(Batch(ordering.UpsertConsumables.routing_key, "items",
                                  [(result, item) for result, item in items if item is not None], model))
     return batches
+
+
+def given_twice(items: list[tuple[RowResult, dict[str, Any] | None]]) -> None:
+    """Refuse the rows of one model's list that give an article another row gives too, as ordering would."""
+    rows_of: dict[str, list[RowResult]] = {}
+    for result, item in items:
+        if item is not None:
+            rows_of.setdefault(item["article_number"], []).append(result)
+    for article, same in rows_of.items():
+        if len(same) > 1:
+            for result in same:
+                result.refuse("validation_failed", f"article_number: given twice for this model ({article} in "
+                                                   f"rows {', '.join(str(other.row) for other in same)})")
 
 
 def withheld(model: str, results: list[RowResult]) -> None:
@@ -140,11 +162,17 @@ def withheld(model: str, results: list[RowResult]) -> None:
 
 
 async def send(batches: list[Batch], call: Call, advance: Callable[[int], None]) -> None:
-    """Send each batch; `advance(rows)` after each. Raises `CallRefused`, leaving the rows not sent `not_sent`."""
+    """Send each batch; `advance(rows)` after each. Raises `CallRefused`, leaving the rows of a call that got no
+    reply `no_reply` (it was sent: it may be applied yet) and the rows not sent `not_sent`."""
     for index, batch in enumerate(batches):
         try:
             await send_batch(batch, call)
-        except CallRefused:
+        except CallRefused as stopped:
+            if isinstance(stopped.error, TimeoutError):
+                for result, _ in batch.items:
+                    if result.ok:
+                        result.refuse(NO_REPLY, "sent, but no reply within the timeout: it may still be applied; "
+                                                "load the file again to be sure")
             for later in batches[index:]:
                 for result, _ in later.items:
                     if result.ok:

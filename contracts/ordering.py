@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import ClassVar, Literal
 
@@ -14,6 +15,13 @@ ConsumableKind = Literal["toner", "drum", "fuser", "belt", "waste", "other"]
 OrderStatus = Literal["placed", "shipped", "delivered"]
 OrderNumber = Field(min_length=1, max_length=32, description="Human-readable and unique, e.g. `OR-2026-000042`.",
                     examples=["OR-2026-000042"])
+
+
+def model_key(model: str) -> str:
+    """The catalogue's key of a model: registration's `ES5462 MFP` and an operator's `es5462  mfp` are one model,
+    with one list of consumables (`UpsertConsumables` replaces the list of the model's key). Here because ordering
+    keys its lists by it and whoever sends lists (the operators' CLI, the back office) groups rows by it."""
+    return " ".join(unicodedata.normalize("NFKC", model).casefold().split())
 
 
 class Consumable(Message):

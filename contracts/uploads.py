@@ -22,6 +22,10 @@ from contracts.spreadsheets import Unreadable as SpreadsheetUnreadable
 from contracts.spreadsheets import inspect_package, max_part_bytes, sheet_values
 
 MAX_ROWS = 2000
+# The rows of an xlsx looked at, empty ones included: a sheet formatted far below its last row (as Excel files often
+# are) has rows that hold nothing, which do not count as rows but take time to read. The sheet's part is bounded
+# by `max_part_bytes(MAX_ROWS)` too, which holds about 100,000 such rows.
+MAX_SCANNED_ROWS = 50_000
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_UNPACKED_BYTES = 30 * 1024 * 1024
 TRUE = {"1", "true", "yes", "y", "x", "ja", "j"}
@@ -34,15 +38,26 @@ COLUMNS = {
     "consumables": "model, article_number, description, kind, color, included_in_contract",
     "installed_base": "serial_number, model, customer_number, contract_number, location_name, street, postal_code, "
                       "city, country, building_location, counters, counters_date, e_maintenance"}
+COLUMN_NAMES = {kind: frozenset(name.strip() for name in names.split(",")) for kind, names in COLUMNS.items()}
 
 
 class Unreadable(Exception):
     """Not a csv or xlsx file this reader takes, or larger than it takes."""
 
 
-def numbered_rows(filename: str, content: bytes) -> list[tuple[int, dict[str, str]]]:
+class UnknownColumns(Unreadable):
+    """Columns the kind of file does not have (`E-Maintenance` for `e_maintenance`): refused rather than dropped, since
+    a column dropped is a value every row leaves at its default without a word."""
+
+    def __init__(self, columns: list[str]) -> None:
+        super().__init__("unknown columns: " + ", ".join(columns))
+        self.columns = columns  # as the file writes them
+
+
+def numbered_rows(filename: str, content: bytes, kind: str | None = None) -> list[tuple[int, dict[str, str]]]:
     """The rows under the first line's column names (lower case, blanks as `_`), empty rows left out, each with its
-    line in the file (the column names being line 1), as a person finds it in their spreadsheet program."""
+    line in the file (the column names being line 1), as a person finds it in their spreadsheet program. With the
+    `kind` of file (a key of `COLUMNS`), a column it does not have is refused: `UnknownColumns`."""
     if len(content) > MAX_FILE_BYTES:
         raise Unreadable("too large")
     if content[:4] == b"PK\x03\x04" or filename.lower().endswith(".xlsx"):
@@ -51,7 +66,12 @@ def numbered_rows(filename: str, content: bytes) -> list[tuple[int, dict[str, st
         table = csv_table(content)
     if not table:
         raise Unreadable("empty")
-    header = [str(cell or "").strip().lower().replace(" ", "_") for cell in table[0]]
+    written = [str(cell or "").strip() for cell in table[0]]
+    header = [name.lower().replace(" ", "_") for name in written]
+    if kind is not None:
+        unknown = [text for text, name in zip(written, header, strict=True) if name and name not in COLUMN_NAMES[kind]]
+        if unknown:
+            raise UnknownColumns(unknown)
     rows = [(line, {name: value for name, value in zip(header, cells, strict=False) if name})
             for line, cells in enumerate(table[1:], start=2) if any(value.strip() for value in cells)]
     if len(rows) > MAX_ROWS:
@@ -64,12 +84,15 @@ def csv_table(content: bytes) -> list[list[str]]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = content.decode("cp1252", errors="replace")  # Excel's csv in western Europe
+    # Only the delimiter is guessed: the Sniffer's other guesses come from its sample alone (`doublequote` is False
+    # unless the sample shows a doubled quote), while Excel writes every csv with `"` doubled inside a field.
     try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
+        delimiter = ","
     try:
-        return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), dialect)]
+        return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), csv.excel,
+                                                                        delimiter=delimiter)]
     except csv.Error as error:  # a field past the csv module's limit (128 KiB), a NUL byte
         raise Unreadable("not_a_spreadsheet") from error
 
@@ -86,9 +109,15 @@ def xlsx_table(content: bytes) -> list[list[str]]:
         sheet = book.worksheets[0]
         sheet.reset_dimensions()  # the stated dimensions are the file's word, not a bound
         table: list[list[str]] = []
-        for line in sheet_values(sheet):
-            table.append([text_of(cell) for cell in line])
-            if len(table) > MAX_ROWS + 1:
+        filled = 0  # the rows that hold something, the column names' included
+        for scanned, line in enumerate(sheet_values(sheet), start=1):
+            cells = [text_of(cell) for cell in line]
+            if any(cells):
+                filled += 1
+                table.append(cells)
+            else:
+                table.append([])  # keeps the lines of the rows after it; left out as rows
+            if filled > MAX_ROWS + 1 or scanned > MAX_SCANNED_ROWS:
                 raise Unreadable("too many rows")
         return table
     except SpreadsheetUnreadable as error:

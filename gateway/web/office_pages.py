@@ -434,7 +434,12 @@ async def upload(view: Page) -> Response:
         message = view.gettext("Please choose a csv or xlsx file.")
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     try:
-        rows = sheets.numbered_rows(upload.filename or "" if isinstance(upload, UploadFile) else "", content)
+        rows = sheets.numbered_rows(upload.filename or "" if isinstance(upload, UploadFile) else "", content, kind)
+    except sheets.UnknownColumns as error:  # a column dropped would leave every row's value at its default
+        message = view.gettext("This file has columns that this kind of file does not have: %(columns)s. Please "
+                               "rename or remove them: the columns of each kind are listed above. Nothing was saved.",
+                               columns=", ".join(error.columns))
+        return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     except sheets.Unreadable:
         message = view.gettext("This file cannot be read: please send a csv or xlsx file of at most 2 MB and "
                                "%(rows)s rows, its column names in the first row.", rows=sheets.MAX_ROWS)
@@ -479,7 +484,8 @@ async def upload_models(view: View, rows: list[tuple[int, dict[str, str]]]) -> l
 
 async def upload_consumables(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
     results: list[RowResult] = []
-    by_model: dict[str, list[tuple[RowResult, ordering.Consumable]]] = {}
+    # By ordering's key of the model: `ES5431dn` and `es5431DN` are one list there, the second call would replace it.
+    by_model: dict[str, tuple[str, list[tuple[RowResult, ordering.Consumable]]]] = {}
     for line, row in rows:
         result = RowResult(line, row.get("article_number", ""))
         results.append(result)
@@ -491,8 +497,8 @@ async def upload_consumables(view: View, rows: list[tuple[int, dict[str, str]]])
         if not row.get("model"):
             result.message = f"model: {view.gettext(FIELD_MESSAGES['missing'])}"
             continue
-        by_model.setdefault(row["model"], []).append((result, item))
-    for model, items in by_model.items():  # a model's list replaces the one before: every row of it at once
+        by_model.setdefault(ordering.model_key(row["model"]), (row["model"], []))[1].append((result, item))
+    for model, items in by_model.values():  # a model's list replaces the one before: every row of it at once
         try:
             await view.call(ordering.UpsertConsumables.routing_key,
                             ordering.UpsertConsumables(model=model, items=[item for _, item in items]))

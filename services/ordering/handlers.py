@@ -16,12 +16,13 @@ from datetime import UTC, date, datetime
 from contracts import ordering as api
 from contracts.accounts import CustomerProvisioned
 from contracts.base import Contact, Counted, Page
+from contracts.ordering import model_key
 from contracts.registration import (
     DeviceState,
     Location,
 )
 from services.ordering import placing
-from services.ordering.orders import covered, model_key
+from services.ordering.orders import covered
 from services.ordering.settings import ordering_settings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import Access, CommandContext, CommandError, Replay

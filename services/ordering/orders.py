@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from contracts import ordering as api
+from contracts.ordering import model_key
 from services.runtime.commands import CommandError
 from services.runtime.mongo import Document
 from services.runtime.readmodels import contract_of
@@ -22,11 +23,6 @@ from services.runtime.readmodels import contract_of
 
 def order_number(prefix: str, year: int, seq: int) -> str:
     return f"{prefix}-{year}-{seq:06d}"
-
-
-def model_key(model: str) -> str:
-    """The catalogue's key of a model: registration's `ES5462 MFP` and an operator's `es5462  mfp` are one model."""
-    return " ".join(unicodedata.normalize("NFKC", model).casefold().split())
 
 
 def guard_key(customer_number: object, device_id: str, article_number: str) -> str:

@@ -32,8 +32,9 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts import ordering as api
 from contracts.base import Contact
+from contracts.ordering import model_key
 from services.ordering import orders
-from services.ordering.orders import guard_key, model_key
+from services.ordering.orders import guard_key
 from services.ordering.settings import OrderingSettings
 from services.ordering.store import OrderingStore
 from services.runtime.commands import CommandContext, CommandError

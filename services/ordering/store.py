@@ -6,8 +6,8 @@ datetime that `$set` writes into an existing document as a naive string anyway.
 
 - `devices`: the device as registration's latest event describes it (kept by `version`).
 - `customers`: the contracts of each customer as accounts' latest `customer.provisioned` describes them.
-- `consumables`: one document per model (`_id` the model's key, see `orders.model_key`) with its list of items;
-  an upsert replaces the list.
+- `consumables`: one document per model (`_id` the model's key, see `contracts.ordering.model_key`) with its list of
+  items; an upsert replaces the list.
 - `delivery_defaults`: per device, the "z. Hd." and "Zusätzl. Info" last saved with `save_as_default`, and the
   customer the device belonged to then.
 - `orders`: one document per order, `_id` derived from the placing command, so a command re-run after a crash finds

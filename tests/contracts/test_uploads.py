@@ -30,3 +30,38 @@ def test_an_xlsx_and_a_csv_give_the_same_rows_numbered_by_their_line_in_the_file
 def test_what_is_empty_no_spreadsheet_or_too_large_cannot_be_read(content: bytes) -> None:
     with pytest.raises(uploads.Unreadable):
         uploads.numbered_rows("upload.csv", content)
+
+
+def _xlsx(rows: dict[int, list[str]]) -> bytes:
+    book = openpyxl.Workbook()
+    for line, cells in rows.items():
+        for column, value in enumerate(cells, start=1):
+            book.active.cell(row=line, column=column, value=value)
+    content = io.BytesIO()
+    book.save(content)
+    return content.getvalue()
+
+
+def test_an_xlsx_counts_its_filled_rows_and_scans_a_bounded_number_of_rows() -> None:
+    filled = {line: ["ES5431dn"] for line in range(2, uploads.MAX_ROWS + 3)}  # one row too many
+    far_down = uploads.MAX_SCANNED_ROWS + 1  # past the rows looked at, though the only row
+
+    with pytest.raises(uploads.Unreadable, match="too many rows"):
+        uploads.numbered_rows("models.xlsx", _xlsx({1: ["model"], **filled}))
+    with pytest.raises(uploads.Unreadable, match="too many rows"):
+        uploads.numbered_rows("models.xlsx", _xlsx({1: ["model"], far_down: ["ES5431dn"]}))
+    assert uploads.numbered_rows("models.xlsx", _xlsx({1: ["model"], far_down - 1: ["ES5431dn"]})) == [
+        (far_down - 1, {"model": "ES5431dn"})]
+
+
+def test_a_column_the_kind_of_file_does_not_have_is_refused_by_its_name_as_written() -> None:
+    text = b"Serial Number;model;E-Maintenance;Notes\nAK5A000001;ES5431dn;yes;\n"
+
+    with pytest.raises(uploads.UnknownColumns) as refused:
+        uploads.numbered_rows("base.csv", text, "installed_base")
+
+    assert refused.value.columns == ["E-Maintenance", "Notes"]
+    assert uploads.numbered_rows("base.csv", text)[0][1]["e-maintenance"] == "yes"  # no kind: every column
+    assert uploads.numbered_rows("base.csv", text.replace(b"E-Maintenance;Notes", b"e_maintenance;"),
+                                 "installed_base") == [(2, {"serial_number": "AK5A000001", "model": "ES5431dn",
+                                                            "e_maintenance": "yes"})]

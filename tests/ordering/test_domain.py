@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from services.ordering.orders import address_key, covered, model_key, order_number
+from contracts.ordering import model_key
+from services.ordering.orders import address_key, covered, order_number
 
 HANSAALLEE = {"name": "Büro", "street": "Hansaallee 187", "postal_code": "40549", "city": "Düsseldorf"}
 

@@ -124,6 +124,17 @@ async def test_review2_an_upload_with_an_overlong_csv_field_is_refused_beside_th
     assert 'id="file-error"' in response.text
 
 
+async def test_an_upload_with_a_column_its_kind_does_not_have_is_refused_beside_the_file_naming_it(
+        pages: httpx.AsyncClient, portal: Portal) -> None:
+    content = b"serial_number,model,customer_number,E-Maintenance\nAK5A000001,ES5431dn,C-1,yes\n"
+    response = await pages.post("/office/uploads", data={"csrf": csrf_token(SESSION), "kind": "installed_base"},
+                                files={"file": ("erp.csv", content, "text/csv")})
+    assert response.status_code == 400, response.status_code
+    refusal = re.search(r'<p class="field-error" id="file-error">([^<]*)</p>', response.text)
+    assert refusal and "does not have: E-Maintenance." in refusal.group(1)
+    assert [command for command, _, _ in portal.calls if command.startswith("registration.")] == []
+
+
 async def test_review2_reloading_the_same_location_request_asks_once(pages: httpx.AsyncClient,
                                                                      portal: Portal) -> None:
     form = {"csrf": csrf_token(SESSION), "device-d-7": "on", "device-d-8": "on"}
