@@ -12,18 +12,14 @@ import json
 import sys
 import urllib.request
 
+from contracts.probes import local_url
 from gateway.settings import GatewaySettings
 
 TIMEOUT_SECONDS = 5.0
 
 
 def healthz_url(settings: GatewaySettings) -> str:
-    host = settings.gateway_host
-    if host in ("", "0.0.0.0", "::"):  # listening everywhere: ask over the loopback
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.gateway_port}/healthz"
+    return local_url(settings.gateway_host, settings.gateway_port, "/healthz")
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ import json
 import sys
 import urllib.request
 
+from contracts.probes import local_url
 from contracts.topology import SERVICES
 from services.runtime.settings import Settings
 
@@ -24,12 +25,7 @@ def healthz_url(settings: Settings) -> str | None:
     """Where this container's service answers its health; None when it serves no metrics port."""
     if not settings.metrics_port:  # unset, or 0 (a free port nobody outside the process knows)
         return None
-    host = settings.metrics_host
-    if host in ("", "0.0.0.0", "::"):  # listening everywhere: ask over the loopback
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.metrics_port}/healthz"
+    return local_url(settings.metrics_host, settings.metrics_port, "/healthz")
 
 
 def probe(service: str, settings: Settings, timeout: float = TIMEOUT_SECONDS) -> str | None:

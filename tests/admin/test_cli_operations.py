@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.accounts import Contract, CustomerProvisioned, UserActivated
-from contracts.client import PortalClient, PortalError
+from contracts.client import PortalClient
 from deploy.local.demo import OKI_MODELS
 from services.metering import periods
 from services.metering.app import service as metering_service
@@ -29,7 +29,7 @@ from services.notifier.app import service as notifier_service
 from services.ordering.app import service as ordering_service
 from services.registration.app import service as registration_service
 from services.runtime.tokens import Role
-from tests.admin.support import portal_admin
+from tests.admin.support import known_model, portal_admin
 from tests.builders import operator_token, publish_event, random_email, random_id, random_serial, token_for
 from tests.readmodels import today
 from tests.support import Mailbox, eventually, running, settings_env
@@ -89,14 +89,6 @@ def csv_file(folder: Path, name: str, lines: list[str]) -> Path:
     return path
 
 
-async def known_serial(portal: PortalClient, settings: MeteringSettings, serial: str) -> str | None:
-    try:
-        found = await portal.call("registration.lookup_serial", {"serial_number": serial},
-                                  token=operator_token(settings))
-    except PortalError as error:
-        assert error.code == "unknown_serial"
-        return None
-    return str(found["model"])
 
 
 async def test_models_from_an_xlsx_all_go_in_and_a_csv_with_bad_rows_names_them_and_keeps_the_good_ones(
@@ -113,7 +105,7 @@ async def test_models_from_an_xlsx_all_go_in_and_a_csv_with_bad_rows_names_them_
 
     assert status == 0, table
     assert "1 of 1 rows in" in table and names[0] in table
-    assert await known_serial(portal, settings, f"{prefixes[0]}123456") == names[0]
+    assert await known_model(portal, settings, f"{prefixes[0]}123456") == names[0]
 
     bad = csv_file(tmp_path, "models.csv", [
         "model;article_number;serial_pattern;counters",
@@ -132,8 +124,8 @@ async def test_models_from_an_xlsx_all_go_in_and_a_csv_with_bad_rows_names_them_
                                                                    "article_number: required")
     assert (rows[5]["ok"], rows[5]["code"]) == (False, "validation_failed")
     assert rows[5]["message"].startswith("serial_pattern: ")
-    assert await known_serial(portal, settings, f"{prefixes[1]}123456") == names[1]
-    assert await known_serial(portal, settings, f"{prefixes[2]}123456") is None
+    assert await known_model(portal, settings, f"{prefixes[1]}123456") == names[1]
+    assert await known_model(portal, settings, f"{prefixes[2]}123456") is None
 
 
 async def test_consumables_go_in_per_model_and_a_model_with_a_refused_row_keeps_its_list(
@@ -272,7 +264,7 @@ async def test_a_load_with_a_customers_or_dealers_token_stops_at_the_first_call(
     assert status == 2
     assert "forbidden" in err
     assert [(row["ok"], row["code"]) for row in json.loads(document)] == [(False, "not_sent")]
-    assert await known_serial(portal, settings, f"{prefix}123456") is None
+    assert await known_model(portal, settings, f"{prefix}123456") is None
     listed = await portal_admin(settings_env(settings, PORTAL_ADMIN_TOKEN=token), "deliveries")
     assert listed[0] == 1 and "notifier: forbidden" in listed[2]
 

@@ -18,14 +18,14 @@ from openpyxl.styles import Font  # type: ignore[import-untyped, unused-ignore]
 from pymongo import AsyncMongoClient
 
 from contracts import uploads
-from contracts.client import PortalClient, PortalError
+from contracts.client import PortalClient
 from contracts.topology import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, event_queue
 from services.metering.app import service as metering_service
 from services.metering.settings import MeteringSettings
 from services.ordering.app import service as ordering_service
 from services.registration.app import service as registration_service
 from services.runtime.settings import Settings
-from tests.admin.support import portal_admin
+from tests.admin.support import known_model, portal_admin
 from tests.builders import operator_token, publish_event, random_id
 from tests.runtime.sample_service import NoteAdded, listener
 from tests.support import dead_letters, eventually, running, settings_env
@@ -40,14 +40,6 @@ def _csv(rows: list[list[str]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def _known_model(portal: PortalClient, settings: Settings, serial: str) -> str | None:
-    try:
-        found = await portal.call("registration.lookup_serial", {"serial_number": serial},
-                                  token=operator_token(settings))
-    except PortalError as error:
-        assert error.code == "unknown_serial"
-        return None
-    return str(found["model"])
 
 
 def test_a_csv_as_excel_writes_it_is_read_back_as_written() -> None:
@@ -103,7 +95,7 @@ async def test_rows_reported_not_sent_are_not_applied_later(
 
     async with running(registration_service, settings):  # registration gets to its queue
         async def applied() -> bool:
-            return await _known_model(portal, settings, f"{prefix}123456") is not None
+            return await known_model(portal, settings, f"{prefix}123456") is not None
         await eventually(applied, timeout=20)
 
     not_sent = [row for row in rows if row["code"] == "not_sent"]
