@@ -489,6 +489,7 @@ def test_every_deployment_has_a_disruption_budget_over_its_pods() -> None:
 
 
 def test_every_deployment_is_probed_bounded_and_unprivileged() -> None:
+    config = _kind("ConfigMap")["portal-config"]["data"]
     for name, deployment in _kind("Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -505,14 +506,16 @@ def test_every_deployment_is_probed_bounded_and_unprivileged() -> None:
         for probe in ("readinessProbe", "livenessProbe"):
             assert probe in container, f"Deployment {name} has no {probe}"
         if name != "gateway":  # test_the_gateway_deployment_gets_the_broker_and_its_own_settings
-            healthcheck = ["python", "-m", "services.runtime.healthcheck", name]
-            assert container["readinessProbe"]["exec"]["command"] == healthcheck, name
-            assert container["livenessProbe"]["exec"]["command"] == healthcheck, name
+            # The pod's own process answers on the port its metrics are served on: no Python started per probe.
+            ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+            assert str(ports["metrics"]) == config["PORTAL_METRICS_PORT"], name
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, (name, probe)
             liveness = container["livenessProbe"]
             # A broker outage the services ride out must not restart every pod within a minute.
             assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 180, name
         for probe in ("readinessProbe", "livenessProbe"):
-            # The probe starts Python and waits up to its own 5 s for the reply.
+            # The answer comes within the healthcheck's own 5 s (a heartbeat is at most 15 s old).
             assert container[probe].get("timeoutSeconds", 1) >= 5, (name, probe)
 
 
