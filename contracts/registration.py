@@ -83,6 +83,13 @@ class SerialHint(Command):
     model: str = Field(min_length=1, max_length=80)
 
 
+class ListModels(PageRequest, Command):
+    """Beyond the catalogue: the product models by name, for a form that offers them (the register page's list)."""
+
+    routing_key: ClassVar[str] = "registration.list_models"
+    text: str | None = Field(default=None, max_length=80, description="Part of the model's name, any case.")
+
+
 class SameAsContact(Message):
     same_as_contact: Literal[True]
 
@@ -484,6 +491,13 @@ class KnownSerial(BaseModel):
 
     model: str
     article_number: str
+
+
+class ModelName(BaseModel):
+    """An item of `list_models`: a model and whether it has a hint where its serial is."""
+
+    model: str
+    has_serial_hint: bool
 
 
 class SerialHintFound(BaseModel):

@@ -135,6 +135,8 @@ ROUTES: tuple[Route, ...] = (
           "The model of a serial number", reply=registration.KnownSerial),
     Route("GET", "/serial-hints", "registration.serial_hint", registration.SerialHint,
           "Where to find the serial number on a model", reply=registration.SerialHintFound),
+    Route("GET", "/models", "registration.list_models", registration.ListModels,
+          "The product models by name (beyond the catalogue)", reply=Page[registration.ModelName]),
     Route("POST", "/devices", "registration.register_device", registration.RegisterDevice,
           "Register a device with its proof of purchase", 201, registration.DeviceRegistered,
           uploads=("proof_of_purchase",)),

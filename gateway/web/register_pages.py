@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from contracts import accounts, metering, registration
+from contracts.base import MAX_PAGE_SIZE
 from contracts.client import PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.view import (
@@ -140,15 +141,23 @@ REGISTER_FIELDS = {"warranty_accepted": "accept_warranty", "location": "location
 
 
 async def serial_hint(view: View, model: str) -> dict[str, Any] | None:
-    """Where the serial is on the model (`registration.serial_hint`); None when no model was named."""
+    """Where the serial is on the model (`registration.serial_hint`); None when no model was named. A name that is
+    no model's brings the models whose names contain it (`matches`), to pick from."""
     if not model:
         return None
     try:
         return await view.call(registration.SerialHint.routing_key, {"model": model[:80]}, anonymous=True)
     except PortalError as error:
-        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
-            return {"model": model, "hint": None}
-        raise
+        if error.code not in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
+            raise
+    return {"model": model, "hint": None, "matches": await model_names(view, model[:80])}
+
+
+async def model_names(view: View, text: str = "") -> list[str]:
+    """The catalogue's model names (containing `text`), for the form's list of suggestions: one page's worth."""
+    found = await view.call(registration.ListModels.routing_key,
+                            registration.ListModels(text=text or None, page_size=MAX_PAGE_SIZE))
+    return [item["model"] for item in found["items"]]
 
 
 async def terms_first(view: View, here: str) -> Response | None:
@@ -166,7 +175,7 @@ async def register_page(view: Page, model: str = "") -> Response:
         return elsewhere
     model = model.strip()
     return view.render("register_device.html", model=model, hint=await serial_hint(view, model),
-                       values={"location_choice": "contact"})
+                       models=await model_names(view), values={"location_choice": "contact"})
 
 
 @router.post("/devices/new")
@@ -177,16 +186,17 @@ async def register(view: Page) -> Response:
     model = form.get("model", "")
     hint = await serial_hint(view, model)
 
-    def again(errors: Errors) -> Response:
-        return view.render("register_device.html", 400, model=model, hint=hint, values=form, errors=errors)
+    async def again(errors: Errors) -> Response:
+        return view.render("register_device.html", 400, model=model, hint=hint, models=await model_names(view),
+                           values=form, errors=errors)
 
     try:
         proof = await view.file("proof_of_purchase")
     except ValidationError as error:  # a file name of over 255 characters
-        return again(validation_errors(view, error, {"filename": "proof_of_purchase"}))
+        return await again(validation_errors(view, error, {"filename": "proof_of_purchase"}))
     if proof is not None and len(proof.content()) > MAX_PROOF_BYTES:
         message = message_for("file_too_large", view.language)
-        return again(Errors(message, {"proof_of_purchase": message}))
+        return await again(Errors(message, {"proof_of_purchase": message}))
     location: dict[str, Any] = ({"same_as_contact": True} if form.get("location_choice", "contact") == "contact"
                                 else {name: form.get(name) or None for name in ADDRESS_FIELDS})
     try:
@@ -196,21 +206,21 @@ async def register(view: Page) -> Response:
             "building_location": form.get("building_location") or None,
             "friendly_name": form.get("friendly_name") or None, **({"proof_of_purchase": proof} if proof else {})})
     except ValidationError as error:
-        return again(validation_errors(view, error, REGISTER_FIELDS))
+        return await again(validation_errors(view, error, REGISTER_FIELDS))
     missing = [name for name in ("street", "postal_code", "city") if "same_as_contact" not in location
                and not location[name]]
     if missing:  # another address than the contact's: where the device stands, as a technician needs it
-        return again(Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language),
+        return await again(Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language),
                             {name: view.gettext(FIELD_MESSAGES["missing"]) for name in missing}))
     if not request.warranty_accepted:  # the service would refuse it too; said before the file travels
         message = message_for("warranty_not_accepted", view.language)
-        return again(Errors(message, {"accept_warranty": message}))
+        return await again(Errors(message, {"accept_warranty": message}))
     try:
         registered = await view.call(registration.RegisterDevice.routing_key, request)
     except Refusal as error:
         if isinstance(error, PortalError) and error.code == "terms_not_accepted":  # new terms since the form opened
             return view.redirect("/terms?next=/devices/new")
-        return again(refusal_errors(view, error))
+        return await again(refusal_errors(view, error))
     return view.redirect(f"/devices/new/{registered['device_id']}")
 
 

@@ -76,6 +76,13 @@ async def serial_hint(request: api.SerialHint, ctx: CommandContext) -> api.Seria
     return api.SerialHintFound(model=model.model, hint=model.serial_hint)
 
 
+@router.command("registration.list_models", api.ListModels, access=Access.AUTH, replay=Replay.RERUN)
+async def list_models(request: api.ListModels, ctx: CommandContext) -> Page[api.ModelName]:
+    names, total = await store_of(ctx).model_names(request.text, request.page, request.page_size)
+    items = [api.ModelName(model=stored["_id"], has_serial_hint=bool(stored.get("serial_hint"))) for stored in names]
+    return Page[api.ModelName](items=items, total=total, page=request.page, page_size=request.page_size)
+
+
 # --- registering single devices -----------------------------------------------------------------------
 
 @router.command("registration.register_device", api.RegisterDevice, access=Access.AUTH, prefetch=FILE_PREFETCH)

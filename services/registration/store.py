@@ -46,6 +46,13 @@ class RegistrationStore:
     async def all_models(self) -> list[ProductModel]:
         return [product_model(stored) async for stored in self.models.find({}).sort("_id", ASCENDING)]
 
+    async def model_names(self, text: str | None, page: int, page_size: int) -> tuple[list[Document], int]:
+        """The models by name (containing `text`, any case), one page of them, and how many there are."""
+        query: Document = {"_id": {"$regex": re.escape(text), "$options": "i"}} if text else {}
+        found = self.models.find(query, {"serial_hint": 1}).sort("_id", ASCENDING)
+        names = [stored async for stored in found.skip((page - 1) * page_size).limit(page_size)]
+        return names, await self.models.count_documents(query)
+
     async def model(self, name: str) -> ProductModel | None:
         stored = await self.models.find_one({"_id": name})
         return product_model(stored) if stored else None

@@ -56,6 +56,7 @@ def example_bodies(world: World) -> dict[str, dict[str, Any]]:
             "contract_number": world.b.contracts[0], "location": FRIEDRICHSTRASSE}]},
         "registration.lookup_serial": {"serial_number": a1.serial_number},
         "registration.serial_hint": {"model": "C332"},
+        "registration.list_models": {"page": 1, "page_size": 20, "text": "ES"},
         "registration.register_device": device_registration(serial_number=random_serial("AK6C")),
         "registration.list_devices": {"page": 1, "page_size": 50, "text": "Flur"},
         "registration.get_device": {"device_id": a1.device_id},

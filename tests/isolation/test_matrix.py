@@ -222,6 +222,12 @@ async def a_serial_tells_its_model_only(trial: Trial, world: World) -> None:
             await trial.reads(caller, "registration.lookup_serial", {"serial_number": device.serial_number})
 
 
+@row_for("registration.list_models")
+async def the_model_list_is_the_same_catalogue_for_everyone(trial: Trial, world: World) -> None:
+    lists = [await trial.reads(caller, "registration.list_models", {"text": "C"}) for caller in INTRUDERS]
+    assert lists[0]["total"] > 0 and all(listed == lists[0] for listed in lists)
+
+
 @row_for("registration.register_device")
 async def a_registered_serial_cannot_be_registered_again(trial: Trial, world: World) -> None:
     for caller in ("b", "dealer"):

@@ -123,6 +123,22 @@ async def test_lookup_and_serial_hint_come_from_the_catalogue(registration: Serv
     assert hint["hint"] == "On the label inside the front cover."
 
 
+async def test_models_are_listed_by_name_to_signed_in_callers_only(registration: ServiceInstance,
+                                                                    portal: PortalClient, settings: Settings) -> None:
+    token, _ = token_for(settings)
+    listed = await portal.call("registration.list_models", {}, token=token)
+    assert [item["model"] for item in listed["items"]] == ["C332", "ES5431dn", "ES5462 MFP"]
+    assert {item["model"]: item["has_serial_hint"] for item in listed["items"]}["C332"] is True
+    # Part of the name in any case; the text is matched as typed, not as a pattern.
+    assert [item["model"] for item in (await portal.call("registration.list_models", {"text": "es54"},
+                                                         token=token))["items"]] == ["ES5431dn", "ES5462 MFP"]
+    assert (await portal.call("registration.list_models", {"text": ".*"}, token=token))["total"] == 0
+    second = await portal.call("registration.list_models", {"page": 2, "page_size": 2}, token=token)
+    assert ([item["model"] for item in second["items"]], second["total"]) == (["ES5462 MFP"], 3)
+    assert await outcome(portal, "registration.list_models", {}, None) == "unauthenticated"
+    assert await outcome(portal, "registration.list_models", {"page_size": 201}, token) == "validation_failed"
+
+
 async def test_a_bad_serial_pattern_is_refused_naming_the_model(registration: ServiceInstance,
                                                                 portal: PortalClient, settings: Settings) -> None:
     operator = operator_token(settings)

@@ -212,9 +212,14 @@ async def test_a_customer_registers_a_bought_device_and_claims_one_under_contrac
     await page.get_by_label("Ich akzeptiere die Datenschutzerklärung").check()
     await page.get_by_role("button", name="Akzeptieren und weiter").click()
     await expect(page).to_have_url(f"{gateway_url}/devices/new")
-    await page.get_by_label("Modell Ihres Geräts").fill("C332")
+    # The catalogue's models are offered as the name is typed; a name no model has offers the ones that contain it.
+    assert "ES5462 MFP" in await page.locator("#models option").evaluate_all("options => options.map(o => o.value)")
+    await page.get_by_label("Modell Ihres Geräts").fill("c33")
     await page.get_by_role("button", name="Wo finde ich die Seriennummer?").click()
+    await expect(page.get_by_role("status")).to_contain_text("Für das Modell „c33“ haben wir keinen Hinweis.")
+    await page.get_by_role("navigation", name="Modelle mit ähnlichem Namen:").get_by_role("link", name="C332").click()
     await expect(page.get_by_role("status")).to_contain_text("On the label inside the front cover.")
+    await expect(page.get_by_label("Modell Ihres Geräts")).to_have_value("C332")
     await accessible(page, "register-device-de")
 
     serial = random_serial("AK6C")
