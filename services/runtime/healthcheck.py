@@ -10,11 +10,9 @@ replica cannot answer for this one. Docker's HEALTHCHECK and the Kubernetes prob
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.request
 
-from contracts.probes import local_url
+from contracts.probes import local_url, probe_problem
 from contracts.topology import SERVICES
 from services.runtime.settings import Settings
 
@@ -33,14 +31,7 @@ def probe(service: str, settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
     url = healthz_url(settings)
     if url is None:
         return "PORTAL_METRICS_PORT is not set: the service serves no /healthz to probe"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.load(response)
-    except (OSError, ValueError) as error:  # refused, timed out, 503 (HTTPError), not JSON
-        return f"{url}: {error!r}"
-    if body != {"service": service, "status": "ok"}:
-        return f"{url}: {body!r}"
-    return None
+    return probe_problem(url, {"service": service, "status": "ok"}, timeout)
 
 
 def main(argv: list[str]) -> int:
