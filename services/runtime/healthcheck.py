@@ -2,10 +2,11 @@
 
 Asks this container's own service process: GET `/healthz` on its metrics port (PORTAL_METRICS_PORT, over the
 loopback when it listens everywhere) and exits 0 when the process answers `ok` for `<service>`, else 1 with the
-reason on stderr, within TIMEOUT_SECONDS. The process answers `ok` while its heartbeat is fresh: every 5 s it
-checks that it consumes, its broker connection is up and its database answers (`ServiceInstance._heartbeat`);
-a hung event loop stops the heartbeat and fails the probe within 15 s. Nothing goes over the broker, so another
-replica cannot answer for this one. Docker's HEALTHCHECK and the Kubernetes probes run it.
+reason on stderr, within TIMEOUT_SECONDS. The process answers `ok` while its heartbeat is fresh: every 5 s it checks
+that it has started consuming and is not stopping, its broker connection is up and its database answers
+(`ServiceInstance._heartbeat`); a hung event loop stops the heartbeat and fails the probe within 15 s. Nothing goes
+over the broker, so another replica cannot answer for this one. Docker's HEALTHCHECK and the Kubernetes probes run
+it.
 """
 
 from __future__ import annotations
