@@ -2,8 +2,8 @@
 
 Tracing is off unless the standard OTEL_* variables ask for an exporter (`exporters_wanted`); the processes that send
 spans (the gateway, the services) then install OpenTelemetry's SDK at start. Off (`tracing_on`), no span is begun and
-no header added or read: a message is what it was before. Only the API is imported here, so the contracts and the
-client stay light; the SDK set-up lives with each process (gateway/tracing.py, services/runtime/tracing.py).
+no header added or read: a message is what it was before. `install` is the one SDK set-up, for the gateway and every
+service; it imports the SDK only when tracing is on, so the contracts and the client load nothing but the API.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ EXIT_FLUSH_SECONDS = 1.5
 # and only at sizes a real one has: a `traceparent` is 55 characters; a `tracestate` beyond this is dropped, not
 # stored with every event a command writes.
 PROPAGATOR = TraceContextTextMapPropagator()
-TRACEPARENT, TRACESTATE = "traceparent", "tracestate"
+TRACEPARENT = "traceparent"
 MAX_TRACEPARENT, MAX_TRACESTATE = 55, 512
 
 # OpenTelemetry's semantic conventions for messaging (RabbitMQ) and this portal's own attributes.
@@ -55,7 +55,7 @@ def tracer() -> trace.Tracer:
 
 
 def tracing_on() -> bool:
-    """Whether a tracer provider is installed (OpenTelemetry's SDK, by a process's `configure` or by a test). Off, no
+    """Whether a tracer provider is installed (OpenTelemetry's SDK, by a process's `install` or by a test). Off, no
     span is begun and no header read or written: about 5 µs a command in all, where the API's no-op spans and header
     parsing took 25 µs (measured on this 2-core machine; a command costs the service about 460 µs)."""
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)

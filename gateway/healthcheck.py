@@ -8,11 +8,9 @@ Whether all six services answer is `/readyz`, the operators' status.
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.request
 
-from contracts.probes import local_url
+from contracts.probes import local_url, probe_problem
 from gateway.settings import GatewaySettings
 
 TIMEOUT_SECONDS = 5.0
@@ -23,15 +21,9 @@ def healthz_url(settings: GatewaySettings) -> str:
 
 
 def main() -> int:
-    url = healthz_url(GatewaySettings())
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
-            body = json.load(response)
-    except (OSError, ValueError) as error:
-        print(f"{url}: {error!r}", file=sys.stderr)
-        return 1
-    if body != {"status": "ok"}:
-        print(f"{url}: {body!r}", file=sys.stderr)
+    problem = probe_problem(healthz_url(GatewaySettings()), {"status": "ok"}, TIMEOUT_SECONDS)
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     return 0
 

@@ -2,19 +2,18 @@
 
 Asks this container's own service process: GET `/healthz` on its metrics port (PORTAL_METRICS_PORT, over the
 loopback when it listens everywhere) and exits 0 when the process answers `ok` for `<service>`, else 1 with the
-reason on stderr, within TIMEOUT_SECONDS. The process answers `ok` while its heartbeat is fresh: every 5 s it
-checks that it consumes, its broker connection is up and its database answers (`ServiceInstance._heartbeat`);
-a hung event loop stops the heartbeat and fails the probe within 15 s. Nothing goes over the broker, so another
-replica cannot answer for this one. Docker's HEALTHCHECK and the Kubernetes probes run it.
+reason on stderr, within TIMEOUT_SECONDS. The process answers `ok` while its heartbeat is fresh: every 5 s it checks
+that it has started consuming and is not stopping, its broker connection is up and its database answers
+(`ServiceInstance._heartbeat`); a hung event loop stops the heartbeat and fails the probe within 15 s. Nothing goes
+over the broker, so another replica cannot answer for this one. Docker's HEALTHCHECK and the Kubernetes probes run
+it.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.request
 
-from contracts.probes import local_url
+from contracts.probes import local_url, probe_problem
 from contracts.topology import SERVICES
 from services.runtime.settings import Settings
 
@@ -33,14 +32,7 @@ def probe(service: str, settings: Settings, timeout: float = TIMEOUT_SECONDS) ->
     url = healthz_url(settings)
     if url is None:
         return "PORTAL_METRICS_PORT is not set: the service serves no /healthz to probe"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.load(response)
-    except (OSError, ValueError) as error:  # refused, timed out, 503 (HTTPError), not JSON
-        return f"{url}: {error!r}"
-    if body != {"service": service, "status": "ok"}:
-        return f"{url}: {body!r}"
-    return None
+    return probe_problem(url, {"service": service, "status": "ok"}, timeout)
 
 
 def main(argv: list[str]) -> int:

@@ -288,8 +288,9 @@ class ServiceInstance:
         log.info("%s ready: %d queues", self.service.name, len(self.queues))
 
     async def _heartbeat(self) -> None:
-        """Keep `/healthz` (on the metrics port) ok while this process consumes, its broker connection is up and
-        its database answers: the container's probe asks this process, not any replica on the broker."""
+        """Keep `/healthz` (on the metrics port) ok while this process has started consuming (and is not stopping), its
+        broker connection is up and its database answers: the container's probe asks this process, not any replica on
+        the broker."""
         while True:
             healthy = self.ready and await self._healthy()
             self.metrics.healthy_until = time.monotonic() + HEALTH_FRESH_SECONDS if healthy else 0.0

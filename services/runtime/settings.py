@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.logs import LogFormat
 from contracts.tokens import LOCAL_TOKEN_SECRET
 
 DEVELOPMENT_TOKEN_SECRET = LOCAL_TOKEN_SECRET
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     privacy_version: str = "1"
 
     log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_format: LogFormat = "text"
     # Prometheus metrics on http://<metrics_host>:<metrics_port>/metrics; off unless a port is set (0: any free one).
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"

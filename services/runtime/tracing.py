@@ -8,7 +8,6 @@ Off (no OTLP endpoint set, contracts/tracing.py), nothing is installed, no span 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -34,8 +33,6 @@ from contracts.tracing import (
     tracer,
     tracing_on,
 )
-
-log = logging.getLogger(__name__)
 
 MESSAGING_SUBSCRIPTION = "messaging.destination.subscription.name"
 
