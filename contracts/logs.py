@@ -66,6 +66,11 @@ class MessageFields(logging.Filter):
 class TextFormatter(logging.Formatter):
     """`time service LEVEL logger: message [command m=<message_id> c=<correlation_id>]`."""
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # One record, one line (a traceback aside): whatever a sender put in a value the message names (an id with a
+        # newline in it) is escaped, so it cannot start a line that looks like the service's own.
+        return printable(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         service = getattr(record, "service", None)

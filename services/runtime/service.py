@@ -292,7 +292,8 @@ class ServiceInstance:
         broker connection is up and its database answers: the container's probe asks this process, not any replica on
         the broker."""
         while True:
-            healthy = self.ready and await self._healthy()
+            # `ready` asked again after the check: a stop that began meanwhile wins over a check that passed.
+            healthy = self.ready and await self._healthy() and self.ready
             self.metrics.healthy_until = time.monotonic() + HEALTH_FRESH_SECONDS if healthy else 0.0
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
@@ -330,8 +331,12 @@ class ServiceInstance:
 
     async def start(self) -> None:
         """Start without signal handling (tests, benchmarks); `stop()` undoes it."""
-        with explained_queue_mismatch(self.settings):
-            await self.app.start()
+        try:
+            with explained_queue_mismatch(self.settings):
+                await self.app.start()
+        except BaseException:
+            await self._stop_metrics()  # served by the first startup hook; no after_shutdown hook runs now
+            raise
 
     async def stop(self) -> None:
         await self.app.stop()

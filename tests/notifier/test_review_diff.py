@@ -3,8 +3,6 @@ xfail until fixed (here rather than in tests/runtime for the notifier's SMTP fix
 
 from __future__ import annotations
 
-import pytest
-
 from services.notifier.app import service
 from services.notifier.settings import NotifierSettings
 from tests.builders import random_email
@@ -13,8 +11,6 @@ from tests.support import eventually, running
 from tests.tracing import recorded_spans
 
 
-@pytest.mark.xfail(strict=True, reason="the mail span's portal.delivery.id is '<message id>:<recipient address>': "
-                                       "every recipient's e-mail address is exported to the trace collector")
 async def test_the_mail_span_exports_no_recipient_address(
         notifier_settings: NotifierSettings, smtp: SmtpServer, amqp_url: str) -> None:
     address = random_email()

@@ -21,8 +21,6 @@ from tests.runtime.test_review_obs import FORGED, text_log
 from tests.support import eventually, running
 
 
-@pytest.mark.xfail(strict=True, reason="service.py's 'command without reply_to' warning logs msg.message_id raw: a "
-                                       "newline in it starts a line of the caller's in the text log")
 async def test_a_command_without_reply_to_cannot_forge_a_text_log_line(settings: Settings, amqp_url: str) -> None:
     with text_log() as written:
         async with running(sample, settings):
@@ -40,8 +38,6 @@ async def test_a_command_without_reply_to_cannot_forge_a_text_log_line(settings:
     assert not forged, f"caller-made lines stand in the log as if the service had written them: {forged}"
 
 
-@pytest.mark.xfail(strict=True, reason="events.py logs an undecodable event's msg.message_id raw: a newline in it "
-                                       "starts a line of the publisher's in the text log")
 async def test_an_undecodable_event_cannot_forge_a_text_log_line(settings: Settings, amqp_url: str) -> None:
     with text_log() as written:
         async with running(listener, settings):
@@ -59,8 +55,6 @@ async def test_an_undecodable_event_cannot_forge_a_text_log_line(settings: Setti
     assert not forged, f"publisher-made lines stand in the log as if the service had written them: {forged}"
 
 
-@pytest.mark.xfail(strict=True, reason="_heartbeat reads self.ready before awaiting its check: a check in flight when "
-                                       "_stop_consuming begins marks the stopping process healthy for 15 s more")
 async def test_a_check_in_flight_when_the_service_stops_does_not_mark_it_healthy(settings: Settings) -> None:
     instance = sample.instance(settings)  # never started: only the heartbeat runs
     checking, answer = asyncio.Event(), asyncio.Event()
@@ -93,9 +87,6 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="_serve_metrics runs first among the startup hooks and only after_shutdown "
-                                       "closes it: a start that fails later (database away, a queue mismatch) "
-                                       "leaves the metrics thread serving and its port taken")
 async def test_a_start_that_fails_leaves_no_metrics_server_behind(settings: Settings) -> None:
     port = free_port()
     closed = free_port()  # nothing listens there: the database is away
