@@ -449,7 +449,11 @@ async def upload(view: Page) -> Response:
     try:
         await loads.send(batches, view.call)
     except loads.CallRefused as stopped:  # the rows not sent say so; why, above them
-        return uploads_page(view, 200, kind, refusal_errors(view, stopped.error), results)
+        refusal = stopped.error
+        said = refusal.message or message_for(refusal.code, view.language) if isinstance(refusal, PortalError) else \
+            view.gettext("The upload stopped, as the portal is not answering right now. Each row's result is below; "
+                         "please upload the file again in a moment.")
+        return uploads_page(view, 200, kind, Errors(said), results)
     return uploads_page(view, 200, kind, results=results)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -24,14 +25,20 @@ from tests.registration.conftest import registration
 __all__ = ["accounts", "registration"]  # the services' own fixtures, reused
 
 
-@pytest.fixture
-async def office(settings: Settings, portal: PortalClient, accounts: ServiceInstance,
-                 registration: ServiceInstance) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def german_operator(settings: Settings, portal: PortalClient) -> AsyncIterator[httpx.AsyncClient]:
     """A German operator's browser: signed in, its language German."""
     app = create_app(GatewaySettings(amqp_url=settings.amqp_url, gateway_command_timeout=10), portal)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://portal.test",
                                  headers={"accept-language": "de-DE"}) as client:
         client.cookies.set("portal_session", operator_token(settings))
+        yield client
+
+
+@pytest.fixture
+async def office(settings: Settings, portal: PortalClient, accounts: ServiceInstance,
+                 registration: ServiceInstance) -> AsyncIterator[httpx.AsyncClient]:
+    async with german_operator(settings, portal) as client:
         yield client
 
 
@@ -78,3 +85,17 @@ async def test_values_in_a_column_without_a_name_refuse_the_file_beside_its_fiel
     refusal = re.search(r'<p class="field-error" id="file-error">([^<]*)</p>', response.text)
     assert refusal and "ohne Namen in der ersten Zeile: Spalte 4," in html.unescape(refusal.group(1))
     assert await known_model(portal, settings, f"{prefix}123456") is None
+
+
+async def test_an_upload_that_cannot_reach_registration_says_so_above_rows_not_sent(
+        settings: Settings, portal: PortalClient, accounts: ServiceInstance) -> None:
+    async with german_operator(settings, portal) as office:  # registration never started: no queue takes the call
+        response = await upload(office, "models", "models.csv", [
+            "model;article_number;serial_pattern;counters", "Model U1;4711;^U1[0-9]{6}$;mono",
+            "Model U2;;^U2[0-9]{6}$;mono"])
+
+    assert response.status_code == 200, response.text
+    assert "Das Hochladen wurde abgebrochen, weil das Portal gerade nicht antwortet." in html.unescape(response.text)
+    assert row_results(response.text) == {
+        "2": "Model U1 Abgelehnt: Nicht gesendet: Das Hochladen wurde abgebrochen.",
+        "3": "Model U2 Abgelehnt: article_number: Bitte füllen Sie dieses Feld aus."}
