@@ -7,7 +7,7 @@
     portal-admin reminders run [--date YYYY-MM-DD] [--json]
     portal-admin overdue [--period-end YYYY-MM-DD] [--json]
 
-Each command calls the portal's operator commands (a load: one per batch of rows, see `admin/loads.py`); the
+Each command calls the portal's operator commands (a load: one per batch of rows, see `contracts/loads.py`); the
 services decide and refuse. Exit codes: 0 done; 1 refused (a load: some rows refused); 2 a usage or token problem,
 and for a load also a file that cannot be read or a call refused as a whole.
 """
@@ -27,9 +27,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from admin import loads
 from admin.auth import NoToken, operator_token
-from contracts import metering, notifier, uploads
+from admin.loads import as_json as row_json
+from admin.loads import message
+from contracts import loads, metering, notifier, uploads
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
 from contracts.topology import SERVICES
@@ -220,6 +221,11 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
                     f"{file}: not loaded (nothing was sent), it has columns a file of {kind.replace('_', ' ')} does "
                     f"not have: {', '.join(error.columns)}. Its columns can be: {uploads.COLUMNS[kind]}",
                     columns=error.columns)
+    except uploads.UnnamedColumns as error:
+        _not_loaded(file, as_json, "unnamed_columns",
+                    f"{file}: not loaded (nothing was sent), it has values in columns without a name in the first "
+                    f"row: {', '.join(f'column {at}' for at in error.positions)}. Its columns can be: "
+                    f"{uploads.COLUMNS[kind]}", positions=error.positions)
     except (OSError, uploads.Unreadable) as error:
         reason = (error.strerror or type(error).__name__) if isinstance(error, OSError) else str(error)
         _not_loaded(file, as_json, reason,
@@ -229,7 +235,7 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
     results, batches = loads.plan(kind, rows)
     stopped = _run(_send_all(batches, len(results), _token(token), amqp_url, timeout))
     if as_json:
-        out.print_json(json.dumps([result.as_json() for result in results]))
+        out.print_json(json.dumps([row_json(result) for result in results]))
     else:
         out.print(_results_table(kind, file, results))
     if stopped is not None:
@@ -275,7 +281,7 @@ def _results_table(kind: loads.Kind, file: Path, results: list[loads.RowResult])
         table.add_column(column, overflow="fold")
     for result in results:
         _row(table, str(result.row), result.key, Text("ok") if result.ok else Text("refused", style="red"),
-             result.code or "", result.message or "")
+             result.code or "", message(result) or "")
     return table
 
 

@@ -54,10 +54,20 @@ class UnknownColumns(Unreadable):
         self.columns = columns  # as the file writes them
 
 
+class UnnamedColumns(Unreadable):
+    """Values in a column the first line gives no name (its cell there empty, or past the last name): refused as an
+    unknown column is, since they would be dropped without a word."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__("values in columns without a name: " + ", ".join(f"column {at}" for at in positions))
+        self.positions = positions  # counted from 1, as a spreadsheet program's A, B, C are
+
+
 def numbered_rows(filename: str, content: bytes, kind: str | None = None) -> list[tuple[int, dict[str, str]]]:
     """The rows under the first line's column names (lower case, blanks as `_`), empty rows left out, each with its
     line in the file (the column names being line 1), as a person finds it in their spreadsheet program. With the
-    `kind` of file (a key of `COLUMNS`), a column it does not have is refused: `UnknownColumns`."""
+    `kind` of file (a key of `COLUMNS`), a column it does not have is refused: `UnknownColumns`. Values in a column
+    without a name are refused whatever the kind: `UnnamedColumns`."""
     if len(content) > MAX_FILE_BYTES:
         raise Unreadable("too large")
     if content[:4] == b"PK\x03\x04" or filename.lower().endswith(".xlsx"):
@@ -72,6 +82,10 @@ def numbered_rows(filename: str, content: bytes, kind: str | None = None) -> lis
         unknown = [text for text, name in zip(written, header, strict=True) if name and name not in COLUMN_NAMES[kind]]
         if unknown:
             raise UnknownColumns(unknown)
+    unnamed = sorted({at for cells in table[1:] for at, value in enumerate(cells, start=1)
+                      if value.strip() and (at > len(header) or not header[at - 1])})
+    if unnamed:
+        raise UnnamedColumns(unnamed)
     rows = [(line, {name: value for name, value in zip(header, cells, strict=False) if name})
             for line, cells in enumerate(table[1:], start=2) if any(value.strip() for value in cells)]
     if len(rows) > MAX_ROWS:

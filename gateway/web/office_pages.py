@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +21,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from contracts import accounts, metering, notifier, ordering, registration, ticketing
+from contracts import accounts, loads, metering, notifier, ordering, registration, ticketing
 from contracts import uploads as sheets
 from contracts.client import NotDelivered, PortalError
 from contracts.dead_letters import list_dead_letters_command, replay_dead_letters_command
@@ -396,24 +395,19 @@ async def record_estimate(view: Page, device_id: str) -> Response:
 UPLOAD_KINDS = {"models": N_("Product models"), "consumables": N_("Consumables"),
                 "installed_base": N_("Installed base")}
 UPLOAD_COLUMNS = sheets.COLUMNS
-
-
-@dataclass
-class RowResult:
-    line: int  # the row's line in the file, the header being line 1
-    name: str
-    message: str | None = None  # None: saved
-
-    @property
-    def saved(self) -> bool:
-        return self.message is None
+# A column's problem in a load (`contracts.loads`) beside pydantic's error types, which FIELD_MESSAGES says.
+LOAD_PROBLEMS = {loads.GIVEN_TWICE: N_("Given twice for this model (in rows %(rows)s)."),
+                 loads.TOO_MANY: N_("This model has more than %(most)s consumables."),
+                 loads.SERVICE_SAYS: INVALID}
 
 
 def uploads_page(view: View, http_status: int = 200, kind: str = "models", errors: Errors | None = None,
-                 results: list[RowResult] | None = None) -> Response:
+                 results: list[loads.RowResult] | None = None) -> Response:
     return view.render("office_uploads.html", http_status, kinds=[(name, view.gettext(text))
                                                                   for name, text in UPLOAD_KINDS.items()],
-                       columns=UPLOAD_COLUMNS, values={"kind": kind}, errors=errors, results=results)
+                       columns=UPLOAD_COLUMNS, values={"kind": kind}, errors=errors,
+                       results=None if results is None else [(result, row_message(view, result))
+                                                             for result in results])
 
 
 @router.get("/uploads")
@@ -427,7 +421,8 @@ async def upload(view: Page) -> Response:
     form = await view.form()
     # Only an operator's file is read: the services refuse anyone else before a byte of it is parsed.
     await view.call(accounts.ListPendingVerifications.routing_key, {"page_size": 1})
-    kind = form.get("kind", "") if form.get("kind") in UPLOAD_KINDS else "models"
+    kind: loads.Kind = "consumables" if form.get("kind") == "consumables" else \
+        "installed_base" if form.get("kind") == "installed_base" else "models"
     upload = (await view.request.form()).get("file")
     content = await upload.read(sheets.MAX_FILE_BYTES + 1) if isinstance(upload, UploadFile) else b""
     if not content:
@@ -440,94 +435,51 @@ async def upload(view: Page) -> Response:
                                "rename or remove them: the columns of each kind are listed above. Nothing was saved.",
                                columns=", ".join(error.columns))
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
+    except sheets.UnnamedColumns as error:
+        message = view.gettext("This file has values in columns without a name in the first row: column "
+                               "%(positions)s, counted from the left. Please name these columns or remove their "
+                               "values: the columns of each kind are listed above. Nothing was saved.",
+                               positions=", ".join(str(at) for at in error.positions))
+        return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     except sheets.Unreadable:
         message = view.gettext("This file cannot be read: please send a csv or xlsx file of at most 2 MB and "
                                "%(rows)s rows, its column names in the first row.", rows=sheets.MAX_ROWS)
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
-    results = await {"models": upload_models, "consumables": upload_consumables,
-                     "installed_base": upload_installed_base}[kind](view, rows)
+    results, batches = loads.plan(kind, rows)
+    try:
+        await loads.send(batches, view.call)
+    except loads.CallRefused as stopped:  # the rows not sent say so; why, above them
+        refusal = stopped.error
+        said = refusal.message or message_for(refusal.code, view.language) if isinstance(refusal, PortalError) else \
+            view.gettext("The upload stopped, as the portal is not answering right now. Each row's result is below; "
+                         "please upload the file again in a moment.")
+        return uploads_page(view, 200, kind, Errors(said), results)
     return uploads_page(view, 200, kind, results=results)
 
 
-def row_problem(view: View, error: ValidationError) -> str:
-    """Each refused column of a row and why, in the page's language (an empty cell: required)."""
-    problems: dict[str, str] = {}
-    for problem in error.errors():
-        column = ".".join(str(part) for part in problem["loc"]) or "row"
-        kind = "missing" if problem["type"] == "string_too_short" and problem.get("input") == "" else problem["type"]
-        problems.setdefault(column, view.gettext(FIELD_MESSAGES.get(kind, INVALID)))
-    return " ".join(f"{column}: {text}" for column, text in problems.items())
+def row_message(view: View, result: loads.RowResult) -> str | None:
+    """Why a row is not saved, in the page's language (`customer_number: This field is required.`)."""
+    if result.ok:
+        return None
+    if result.problems:
+        return " ".join(f"{problem.column}: {problem_text(view, problem)}" for problem in result.problems)
+    if result.withheld_for is not None:
+        return view.gettext("Not sent: another row of %(model)s was refused, and its list of consumables is replaced "
+                            "as a whole.", model=result.withheld_for)
+    if result.code == loads.NOT_SENT:
+        return view.gettext("Not sent: the upload stopped.")
+    if result.code == loads.NO_REPLY:
+        return view.gettext("Sent, but no reply came in time: it may still be saved. Upload the file again to be "
+                            "sure.")
+    if result.sent_with:
+        return view.gettext("Not saved: sent together with refused row %(rows)s.",
+                            rows=", ".join(str(row) for row in result.sent_with))
+    return result.said or message_for(result.code or "", view.language)
 
 
-def refusal_text(view: View, error: PortalError | NotDelivered | TimeoutError) -> str:
-    return refusal_errors(view, error).summary or ""
-
-
-async def upload_models(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
-    results, valid = [], []
-    for line, row in rows:
-        result = RowResult(line, row.get("model", ""))
-        try:
-            valid.append((result, registration.ProductModel.model_validate(sheets.model_of(row))))
-        except ValidationError as error:
-            result.message = row_problem(view, error)
-        results.append(result)
-    if valid:
-        try:
-            await view.call(registration.UpsertModels.routing_key,
-                            registration.UpsertModels(models=[model for _, model in valid]))
-        except Refusal as error:
-            for result, _ in valid:
-                result.message = refusal_text(view, error)
-    return results
-
-
-async def upload_consumables(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
-    results: list[RowResult] = []
-    # By ordering's key of the model: `ES5431dn` and `es5431DN` are one list there, the second call would replace it.
-    by_model: dict[str, tuple[str, list[tuple[RowResult, ordering.Consumable]]]] = {}
-    for line, row in rows:
-        result = RowResult(line, row.get("article_number", ""))
-        results.append(result)
-        try:
-            item = ordering.Consumable.model_validate(sheets.consumable_of(row))
-        except ValidationError as error:
-            result.message = row_problem(view, error)
-            continue
-        if not row.get("model"):
-            result.message = f"model: {view.gettext(FIELD_MESSAGES['missing'])}"
-            continue
-        by_model.setdefault(ordering.model_key(row["model"]), (row["model"], []))[1].append((result, item))
-    for model, items in by_model.values():  # a model's list replaces the one before: every row of it at once
-        try:
-            await view.call(ordering.UpsertConsumables.routing_key,
-                            ordering.UpsertConsumables(model=model, items=[item for _, item in items]))
-        except (ValidationError, *Refusal) as error:
-            for result, _ in items:
-                result.message = (row_problem(view, error) if isinstance(error, ValidationError)
-                                  else refusal_text(view, error))
-    return results
-
-
-async def upload_installed_base(view: View, rows: list[tuple[int, dict[str, str]]]) -> list[RowResult]:
-    results, valid = [], []
-    for line, row in rows:
-        result = RowResult(line, row.get("serial_number", ""))
-        try:
-            valid.append((result, registration.InstalledDevice.model_validate(
-                sheets.installed_device_of(row))))
-        except ValidationError as error:
-            result.message = row_problem(view, error)
-        results.append(result)
-    if valid:
-        try:
-            imported = await view.call(registration.ImportInstalledBase.routing_key,
-                                       registration.ImportInstalledBase(devices=[device for _, device in valid]))
-        except Refusal as error:
-            for result, _ in valid:
-                result.message = refusal_text(view, error)
-        else:
-            for rejected in imported.get("rejected", []):
-                if 0 <= rejected["index"] < len(valid):
-                    valid[rejected["index"]][0].message = message_for(rejected["code"], view.language)
-    return results
+def problem_text(view: View, problem: loads.Problem) -> str:
+    if problem.code == loads.GIVEN_TWICE:
+        return view.gettext(LOAD_PROBLEMS[problem.code], rows=", ".join(str(row) for row in problem.rows))
+    if problem.code == loads.TOO_MANY:
+        return view.gettext(LOAD_PROBLEMS[problem.code], most=loads.MAX_CONSUMABLES_PER_MODEL)
+    return view.gettext(LOAD_PROBLEMS.get(problem.code) or FIELD_MESSAGES.get(problem.code, INVALID))

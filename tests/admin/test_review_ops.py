@@ -176,6 +176,18 @@ async def test_a_column_the_load_does_not_know_is_not_dropped_silently(
     assert status == 2 and "have: E-Maintenance." in err, err
 
 
+async def test_values_in_a_column_without_a_name_are_not_dropped_silently(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "models.csv"
+    path.write_text("model,article_number,serial_pattern,\nES5431dn,4711,^AK[0-9]{8}$,mono\n", encoding="utf-8")
+
+    status, document, err = await portal_admin(settings_env(settings), "load", "models", str(path), "--json")
+
+    assert status == 2, document
+    assert "column 4" in err, err
+    assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
+        "file": str(path), "error": "unnamed_columns", "positions": [4], "rows": []}
+
+
 async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(settings: Settings, tmp_path: Path) -> None:
     broken = tmp_path / "models.xlsx"
     broken.write_bytes(b"PK\x03\x04 no zip")

@@ -65,3 +65,15 @@ def test_a_column_the_kind_of_file_does_not_have_is_refused_by_its_name_as_writt
     assert uploads.numbered_rows("base.csv", text.replace(b"E-Maintenance;Notes", b"e_maintenance;"),
                                  "installed_base") == [(2, {"serial_number": "AK5A000001", "model": "ES5431dn",
                                                             "e_maintenance": "yes"})]
+
+
+@pytest.mark.parametrize(("text", "positions"), [
+    (b"model;article_number;;counters\nES5431dn;01;^AK$;mono\n", [3]),  # a name left out
+    (b"model,article_number,serial_pattern,counters\nES5431dn,01,^AK$,mono,yes\n", [5]),  # past the last name
+])
+def test_values_in_a_column_without_a_name_are_refused_naming_its_position(text: bytes, positions: list[int]) -> None:
+    with pytest.raises(uploads.UnnamedColumns) as refused:
+        uploads.numbered_rows("models.csv", text, "models")
+
+    assert refused.value.positions == positions
+    assert f"column {positions[0]}" in str(refused.value)
