@@ -221,6 +221,10 @@ def _load(kind: loads.Kind, file: Path, as_json: bool, amqp_url: str, token: str
                     f"{file}: not loaded (nothing was sent), it has columns a file of {kind.replace('_', ' ')} does "
                     f"not have: {', '.join(error.columns)}. Its columns can be: {uploads.COLUMNS[kind]}",
                     columns=error.columns)
+    except uploads.RepeatedColumns as error:
+        _not_loaded(file, as_json, "repeated_columns",
+                    f"{file}: not loaded (nothing was sent), its first row names a column twice: "
+                    f"{', '.join(error.columns)}", columns=error.columns)
     except uploads.UnnamedColumns as error:
         _not_loaded(file, as_json, "unnamed_columns",
                     f"{file}: not loaded (nothing was sent), it has values in columns without a name in the first "

@@ -54,6 +54,15 @@ class UnknownColumns(Unreadable):
         self.columns = columns  # as the file writes them
 
 
+class RepeatedColumns(Unreadable):
+    """A column name the first line gives twice (`model` and `Model`): refused, since one column's values would
+    replace the other's without a word."""
+
+    def __init__(self, columns: list[str]) -> None:
+        super().__init__("columns named twice: " + ", ".join(columns))
+        self.columns = columns  # as the file writes them, the second time
+
+
 class UnnamedColumns(Unreadable):
     """Values in a column the first line gives no name (its cell there empty, or past the last name): refused as an
     unknown column is, since they would be dropped without a word."""
@@ -78,6 +87,10 @@ def numbered_rows(filename: str, content: bytes, kind: str | None = None) -> lis
         raise Unreadable("empty")
     written = [str(cell or "").strip() for cell in table[0]]
     header = [name.lower().replace(" ", "_") for name in written]
+    repeated = [text for at, (text, name) in enumerate(zip(written, header, strict=True))
+                if name and name in header[:at]]
+    if repeated:
+        raise RepeatedColumns(repeated)
     if kind is not None:
         unknown = [text for text, name in zip(written, header, strict=True) if name and name not in COLUMN_NAMES[kind]]
         if unknown:
@@ -104,11 +117,16 @@ def csv_table(content: bytes) -> list[list[str]]:
         delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
         delimiter = ","
+    table: list[list[str]] = []
+    reader = csv.reader(io.StringIO(text), csv.excel, delimiter=delimiter)
     try:
-        return [[cell.strip() for cell in line] for line in csv.reader(io.StringIO(text), csv.excel,
-                                                                        delimiter=delimiter)]
+        for record in reader:
+            table.append([cell.strip() for cell in record])
+            # A cell holding a line break (Alt+Enter in Excel) spans lines: the rows after it keep their lines.
+            table.extend([] for _ in range(reader.line_num - len(table)))
     except csv.Error as error:  # a field past the csv module's limit (128 KiB), a NUL byte
         raise Unreadable("not_a_spreadsheet") from error
+    return table
 
 
 def xlsx_table(content: bytes) -> list[list[str]]:

@@ -435,6 +435,10 @@ async def upload(view: Page) -> Response:
                                "rename or remove them: the columns of each kind are listed above. Nothing was saved.",
                                columns=", ".join(error.columns))
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
+    except sheets.RepeatedColumns as error:
+        message = view.gettext("The first row of this file names a column twice: %(columns)s. Please keep one of "
+                               "them. Nothing was saved.", columns=", ".join(error.columns))
+        return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     except sheets.UnnamedColumns as error:
         message = view.gettext("This file has values in columns without a name in the first row: column "
                                "%(positions)s, counted from the left. Please name these columns or remove their "

@@ -197,3 +197,15 @@ async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(setting
     assert status == 2
     assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
         "file": str(broken), "error": "not_a_spreadsheet", "rows": []}
+
+
+async def test_a_column_named_twice_is_refused_before_anything_is_sent(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "models.csv"
+    path.write_text("model,article_number,serial_pattern,Model\nES5431dn,4711,^AK[0-9]{8}$,ES5462\n", encoding="utf-8")
+
+    status, document, err = await portal_admin(settings_env(settings), "load", "models", str(path), "--json")
+
+    assert status == 2, document
+    assert "names a column twice: Model" in err, err
+    assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
+        "file": str(path), "error": "repeated_columns", "columns": ["Model"], "rows": []}

@@ -103,15 +103,11 @@ async def test_a_start_that_fails_leaves_no_metrics_server_behind(settings: Sett
         await instance.mongo.close()
 
 
-@pytest.mark.xfail(strict=True, reason="numbered_rows zips the header into a dict: a column named twice keeps the last "
-                                       "one's values and drops the first's without a word")
 def test_a_column_named_twice_is_refused_not_half_dropped() -> None:
     with pytest.raises(uploads.Unreadable):
         uploads.numbered_rows("models.csv", b"model,article_number,model\nES5431,44973512,ES5462\n", "models")
 
 
-@pytest.mark.xfail(strict=True, reason="numbered_rows counts csv records, not lines: a cell holding a line break "
-                                       "(Alt+Enter in Excel) shifts every later row's number off its line in the file")
 def test_a_csv_row_is_numbered_by_its_line_after_a_cell_with_a_line_break() -> None:
     content = b'model,article_number,description\n"ES5431\ndn",1,toner\nES5462,2,drum\n'
     rows = uploads.numbered_rows("consumables.csv", content, "consumables")

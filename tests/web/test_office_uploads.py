@@ -87,6 +87,18 @@ async def test_values_in_a_column_without_a_name_refuse_the_file_beside_its_fiel
     assert await known_model(portal, settings, f"{prefix}123456") is None
 
 
+async def test_a_column_named_twice_refuses_the_file_beside_its_field_in_german(
+        office: httpx.AsyncClient, portal: PortalClient, settings: Settings) -> None:
+    prefix = f"U{random_id()[:4].upper()}"
+    response = await upload(office, "models", "models.csv", [
+        "model,article_number,serial_pattern,Model", f"Model {prefix},4711,^{prefix}[0-9]{{6}}$,Other"])
+
+    assert response.status_code == 400, response.text
+    refusal = re.search(r'<p class="field-error" id="file-error">([^<]*)</p>', response.text)
+    assert refusal and "steht eine Spalte zweimal: Model." in html.unescape(refusal.group(1))
+    assert await known_model(portal, settings, f"{prefix}123456") is None
+
+
 async def test_an_upload_that_cannot_reach_registration_says_so_above_rows_not_sent(
         settings: Settings, portal: PortalClient, accounts: ServiceInstance) -> None:
     async with german_operator(settings, portal) as office:  # registration never started: no queue takes the call
