@@ -12,10 +12,12 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import jinja2
 from fastapi import Depends, Request
@@ -88,6 +90,11 @@ class View:
         if self.new_form_cookie is None:
             self.new_form_cookie = secrets.token_urlsafe(24)
         return self.new_form_cookie
+
+    @property
+    def today(self) -> date:
+        """Today where the portal is (PORTAL_TIME_ZONE), not where its server is: a form's default date."""
+        return datetime.now(ZoneInfo(self.settings.time_zone)).date()
 
     def another_tabs_form(self) -> bool:
         """Before sign-in, a form of a page opened beside another one before this browser had a form cookie: each

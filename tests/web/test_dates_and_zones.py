@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -46,6 +48,10 @@ class Portal:
         if command == "ticketing.operator.set_status":
             self.sent.append(dict(payload))
             return TICKET
+        if command == "registration.get_device":
+            return DEVICE
+        if command == "metering.history":
+            return {"device_id": "d-1", "serial_number": "S1", "readings": [], "periods": []}
         if command == "accounts.get_profile":
             return {"role": "customer", "terms_open": False}
         if command == "registration.list_devices":
@@ -113,6 +119,18 @@ async def test_an_operator_states_an_arrival_in_the_portals_zone_unless_another_
                     "technician": "Ola", "eta": "2026-12-07T09:00", **({"zone": zone} if zone else {})}
             assert (await client.post("/office/tickets/2026/1", data=form)).status_code == 303
             assert datetime.fromisoformat(portal.sent[-1]["eta"]) == datetime.fromisoformat(sent)
+
+
+async def test_a_forms_default_date_is_today_where_the_portal_is(pages: Pages) -> None:
+    # A day ahead of UTC in Kiritimati from 10:00 UTC, a day behind in Etc/GMT+12 until 12:00 UTC: at any time one
+    # of them is another day than the server's UTC.
+    shown = {}
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        async with pages(time_zone=zone) as client:
+            page = (await client.get("/devices/d-1")).text
+        shown[zone] = re.search(r'id="reading_date"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        assert shown[zone] == datetime.now(ZoneInfo(zone)).date().isoformat()
+    assert set(shown.values()) != {datetime.now(UTC).date().isoformat()}
 
 
 def test_a_moment_near_midnight_is_the_day_it_is_where_the_portal_is() -> None:
