@@ -149,9 +149,9 @@ async def test_a_customer_renames_the_device_turns_reminders_off_and_on_and_repo
     await expect(chart).to_be_visible()
     assert await chart.locator("rect[height]").count() >= 2
     readings = page.get_by_role("table", name="Zählerstände")
-    await expect(readings.get_by_role("cell", name=re.compile("^1600"))).to_be_visible()
+    await expect(readings.get_by_role("cell", name=re.compile(r"^1\.600"))).to_be_visible()
     period = page.get_by_role("table", name="Gedruckte Seiten je Abrechnungszeitraum")
-    await expect(period.get_by_role("cell", name="1550", exact=True)).to_be_visible()
+    await expect(period.get_by_role("cell", name="1.550", exact=True)).to_be_visible()
     await accessible(page, "device-with-reading-de")
     await context.close()
 
