@@ -35,7 +35,14 @@ from gateway.cookies import (
 )
 from gateway.files import file_response, uploaded
 from gateway.limits import BodyLimit, BodyTooLarge
-from gateway.problems import BODY_TOO_LARGE, METHOD_NOT_ALLOWED, NO_SERVICE, UNSUPPORTED_MEDIA_TYPE, problem
+from gateway.problems import (
+    BODY_TOO_LARGE,
+    METHOD_NOT_ALLOWED,
+    NO_SERVICE,
+    UNSUPPORTED_MEDIA_TYPE,
+    problem,
+    retry_after,
+)
 from gateway.routes import PREFIX, ROUTES, Route
 from gateway.settings import GatewaySettings
 from gateway.tracing import TracedGateway
@@ -190,8 +197,7 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
         except PortalError as error:
             response = problem(error.code, language, message=error.message or None, fields=error.fields)
         except (NotDelivered, TimeoutError):
-            response = problem(NO_SERVICE, language,
-                               headers={"Retry-After": str(settings.gateway_retry_after_seconds)})
+            response = problem(NO_SERVICE, language)
         except Exception:  # a problem like any other for the client; the details only in the log
             log.exception("%s %s failed", request.method, request.url.path)
             response = problem(ErrorCode.INTERNAL, language)
@@ -201,6 +207,7 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
                 await end_replaced_session(portal, request, str(data["access_token"]), settings)
         if route.signs_out and response.status_code in (200, 401):
             clear_session_cookies(response, settings)  # a session revoked already is gone as well
+        response.headers.update(retry_after(response.status_code, settings))
         # Replies are personal (profile, devices, files), and a request signed in by cookie has no `Authorization`
         # to keep a shared cache from storing them.
         response.headers["Cache-Control"] = "no-store"
@@ -290,7 +297,7 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
             return JSONResponse({"status": "ok", "services": dict.fromkeys(SERVICES, "ok")})
         return problem(NO_SERVICE, language_of(request),
                        fields={service: "not answering" for service, ok in ready.items() if not ok},
-                       headers={"Retry-After": str(settings.gateway_retry_after_seconds)})
+                       headers=retry_after(503, settings))
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     async def docs() -> str:

@@ -27,7 +27,8 @@ ERROR_TEXT = {400: "Not a JSON object (`invalid_message`)", 401: "No valid sessi
               404: "Not found, or not yours (`not_found`)",
               409: "A conflict or a refusal of the catalogue (`conflict`, `email_taken`, `already_dispatched`, ...)",
               413: "The request body is too large", 415: "Not the documented media type", 422: "`validation_failed`",
-              429: "`rate_limited`", 500: "`internal`", 503: "No service answered; retry after `Retry-After` seconds"}
+              429: "`rate_limited`; retry after `Retry-After` seconds", 500: "`internal`",
+              503: "No service answered; retry after `Retry-After` seconds"}
 
 
 @cache

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from contracts.errors import ErrorCode, message_for
+from gateway.settings import GatewaySettings
 
 PROBLEM_JSON = "application/problem+json"
 # Not a catalogue code: the gateway's own refusals.
@@ -32,6 +33,9 @@ STATUS_OF_CODE: dict[str, int] = {
     NO_SERVICE: 503,
 }
 DOMAIN_REFUSAL_STATUS = 409
+# A service's limit runs in a window of 15 minutes (registration's failed claims): trying again before it ends is
+# refused again. No service tells its window's end, so the longest is said.
+RATE_LIMIT_WINDOW_SECONDS = 15 * 60
 
 OWN_MESSAGES: dict[str, dict[str, str]] = {
     NO_SERVICE: {
@@ -59,6 +63,13 @@ OWN_MESSAGES: dict[str, dict[str, str]] = {
 
 def status_of(code: str) -> int:
     return STATUS_OF_CODE.get(code, DOMAIN_REFUSAL_STATUS)
+
+
+def retry_after(status: int, settings: GatewaySettings) -> dict[str, str]:
+    """The `Retry-After` (seconds) of an answer that asks to come back later: a 503 (no service answered in time)
+    and a 429 (a service's limit); none for any other status. The API's problems and the pages both say it."""
+    seconds = {503: settings.gateway_retry_after_seconds, 429: RATE_LIMIT_WINDOW_SECONDS}.get(status)
+    return {"Retry-After": str(seconds)} if seconds else {}
 
 
 class Problem(BaseModel):

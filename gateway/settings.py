@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import available_timezones
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,7 @@ class GatewaySettings(BaseSettings):
     brand_terms_url: str = "/legal/terms"
     brand_privacy_url: str = "/legal/privacy"
     brand_imprint_url: str | None = None
+    time_zone: str = Field(default="UTC", description="The IANA zone the pages show times in (`Europe/Oslo`).")
 
     @field_validator("brand_colour")
     @classmethod
@@ -48,6 +50,14 @@ class GatewaySettings(BaseSettings):
         if contrast_with_white(colour) < 4.5:
             raise ValueError(f"white text on {colour} has a contrast below 4.5:1 (WCAG AA): pick a darker colour")
         return colour
+
+    @field_validator("time_zone")
+    @classmethod
+    def known_zone(cls, zone: str) -> str:
+        # The list, not ZoneInfo(zone) alone: that also opens a relative path if a file happens to be there.
+        if zone not in available_timezones():
+            raise ValueError(f"{zone!r} is no IANA time zone name (such as Europe/Oslo or UTC)")
+        return zone
 
     @property
     def secure_cookies(self) -> bool:

@@ -84,8 +84,9 @@ def trouble(request: Request, error: Exception) -> Response:
         return view.render("not_found.html", 404)  # another customer's id looks like no id at all
     if isinstance(error, PortalError) and error.code == ErrorCode.FORBIDDEN:
         return view.render("office_not_allowed.html", 403)  # a customer opening the back office
-    if isinstance(error, PortalError):
-        return view.render("trouble.html", 400, message=error.message or message_for(error.code, view.language))
+    if isinstance(error, PortalError):  # a service's limit: 429, with the Retry-After every page of that status has
+        return view.render("trouble.html", 429 if error.code == ErrorCode.RATE_LIMITED else 400,
+                           message=error.message or message_for(error.code, view.language))
     log.warning("%s %s: no service answered (%r)", request.method, request.url.path, error)
     return view.render("trouble.html", 503, message=view.gettext(
         "The portal is not answering right now. Nothing was changed; please try again in a moment."))

@@ -30,7 +30,7 @@ class Chart:
     periods: list[dict[str, Any]] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     ticks: list[tuple[float, int]] = field(default_factory=list)  # (y, pages)
-    labels: list[tuple[float, str]] = field(default_factory=list)  # (x centre, period end)
+    labels: list[tuple[float, str]] = field(default_factory=list)  # (x centre, period end, ISO)
 
 
 MAX_LABELS = 12
@@ -70,7 +70,8 @@ def stacked(periods: list[dict[str, Any]], counters: list[str], shown: int | Non
     for index, period in enumerate(chart.periods):
         x = chart.left + slot * index + (slot - width) / 2
         if index % every == 0:
-            chart.labels.append((x + width / 2, str(period["period_end"])[:7]))  # a period ends on a month's last day
+            # Shown as its month (the template's `month`): a period ends on a month's last day.
+            chart.labels.append((x + width / 2, str(period["period_end"])))
         y = float(base)
         for name in counters + sorted(set(period["printed_pages"]) - set(counters)):
             pages = int(period["printed_pages"].get(name, 0))

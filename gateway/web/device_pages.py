@@ -120,7 +120,7 @@ async def render_device(view: View, device_id: str, http_status: int = 200, *, e
     data = await device_page_data(view, device_id)
     device = data["device"]
     shown = {"friendly_name": device.get("friendly_name") or "", "reminder_email": device.get("reminder_email") or "",
-             "reminders": "on" if device.get("reminders") else "", "reading_date": date.today().isoformat(),
+             "reminders": "on" if device.get("reminders") else "", "reading_date": view.today.isoformat(),
              **(values or {})}
     return view.render("device.html", http_status, errors=errors, values=shown, notice=notice, **data)
 

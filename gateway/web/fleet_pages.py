@@ -4,7 +4,7 @@ pages per period with an xlsx export."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
@@ -99,7 +99,7 @@ async def upload_readings(view: Page) -> Response:
 
 def usage_range(view: View, start: str | None, end: str | None) -> tuple[dict[str, str], Errors | None]:
     """The periods asked for; when none are given, the last year's and the running one (whose end is still ahead)."""
-    today = date.today()
+    today = view.today
     fields = {"from": start or (today - timedelta(days=365)).isoformat(),
               "to": end or (today + timedelta(days=366)).isoformat()}
     try:

@@ -42,9 +42,13 @@ from gateway.web.view import (
 
 router = APIRouter(prefix="/office", include_in_schema=False)
 PAGE_SIZE = 50
-# The zones an operator states a technician's arrival in; the page's language suggests one.
+# The zones an operator states a technician's arrival in, besides the portal's own (PORTAL_TIME_ZONE), which the
+# form suggests: the zone the pages show times in.
 TIME_ZONES = ("Europe/Berlin", "Europe/Oslo", "Europe/London", "UTC")
-ZONE_OF_LANGUAGE = {"de": "Europe/Berlin", "nb": "Europe/Oslo", "en": "Europe/London"}
+
+
+def eta_zones(view: View) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((view.settings.time_zone, *TIME_ZONES)))
 ORDER_STATUSES = ("placed", "shipped", "delivered")
 DELIVERY_STATUSES = ("sent", "retrying", "failed")
 DECIDED = {"approved": N_("Approved."), "rejected": N_("Rejected."), "active": N_("Approved."),
@@ -223,8 +227,8 @@ async def tickets_page(view: View, status: str = "to_be_scheduled", page: str = 
                               {"page": page_number(page), "page_size": PAGE_SIZE, "status": chosen})
     return view.render("office_tickets.html", http_status, tickets=tickets, status=chosen,
                        statuses=tuple(ticketing.TRANSITIONS), transitions=ticketing.TRANSITIONS,
-                       zone_options=[(zone, zone) for zone in TIME_ZONES],
-                       zone=ZONE_OF_LANGUAGE.get(view.language, "UTC"), errors=errors, values=values or {},
+                       zone_options=[(zone, zone) for zone in eta_zones(view)],
+                       zone=view.settings.time_zone, errors=errors, values=values or {},
                        notice=done_notice(view, done), key=key)
 
 
@@ -253,7 +257,7 @@ async def set_ticket_status(view: Page, project: str, sequence: str) -> Response
     eta: datetime | None = None
     if form.get("eta"):
         try:
-            zone = ZoneInfo(form["zone"] if form.get("zone") in TIME_ZONES else "UTC")
+            zone = ZoneInfo(form["zone"] if form.get("zone") in eta_zones(view) else view.settings.time_zone)
             eta = datetime.fromisoformat(form["eta"]).replace(tzinfo=zone)
         except ValueError:
             message = view.gettext("Please enter a date and a time.")

@@ -12,10 +12,12 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from datetime import date, datetime
+from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import jinja2
 from fastapi import Depends, Request
@@ -28,6 +30,7 @@ from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import LANGUAGES, ErrorCode, message_for
 from gateway.cookies import FORM_COOKIE, cookie_name, csrf_token, session_of
 from gateway.files import uploaded
+from gateway.problems import retry_after
 from gateway.settings import GatewaySettings
 from gateway.web import i18n
 from gateway.web.i18n import N_
@@ -46,11 +49,17 @@ class SignInNeeded(Exception):
 
 
 @cache
-def environment(language: str) -> jinja2.Environment:
-    """One template environment per language, its gettext installed: rendering never switches a shared one."""
+def environment(language: str, zone: str) -> jinja2.Environment:
+    """One template environment per language (and the portal's time zone), its gettext and its ways of writing dates
+    and numbers installed: rendering never switches a shared one. Filters: `day` (a date; a moment's date), `moment`
+    (a moment in the portal's zone, the zone named), `month` (a chart's period) and `count` (a whole number)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              extensions=["jinja2.ext.i18n"], undefined=jinja2.StrictUndefined)
     env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(day=partial(i18n.shown_day, language=language, zone=zone),
+                       moment=partial(i18n.shown_moment, language=language, zone=zone),
+                       month=partial(i18n.shown_month, language=language),
+                       count=partial(i18n.shown_count, language=language))
     return env
 
 
@@ -82,6 +91,18 @@ class View:
             self.new_form_cookie = secrets.token_urlsafe(24)
         return self.new_form_cookie
 
+    @property
+    def today(self) -> date:
+        """Today where the portal is (PORTAL_TIME_ZONE), not where its server is: a form's default date."""
+        return datetime.now(ZoneInfo(self.settings.time_zone)).date()
+
+    def another_tabs_form(self) -> bool:
+        """Before sign-in, a form of a page opened beside another one before this browser had a form cookie: each
+        page got a token of its own and the cookie kept the last. The browser itself says the post comes from a page
+        of this very origin (Fetch Metadata, a header no page can set); another site's form is `cross-site`, a
+        sibling subdomain's `same-site`, and a browser that sends no such header keeps the double-submit check."""
+        return self.session is None and self.request.headers.get("sec-fetch-site") == "same-origin"
+
     def gettext(self, text: str, **values: Any) -> str:
         translated = i18n.translations(self.language).gettext(text)
         return translated % values if values else translated
@@ -90,7 +111,8 @@ class View:
         """The posted form's text fields, once its token is this browser's."""
         form = await self.request.form()
         given = form.get(FORM_FIELD)
-        if not isinstance(given, str) or not secrets.compare_digest(given.encode(), self.form_token.encode()):
+        if not isinstance(given, str) or not (secrets.compare_digest(given.encode(), self.form_token.encode())
+                                              or self.another_tabs_form()):
             raise FormRefused
         # Text as typed, trimmed; a password exactly as typed (the API and accounts keep its spaces too).
         return {name: value if "password" in name else value.strip() for name, value in form.items()
@@ -127,6 +149,7 @@ class View:
 
     def render(self, template: str, http_status: int = 200, /, **context: Any) -> HTMLResponse:
         errors: Errors = context.pop("errors", None) or Errors()
+        http_status = errors.status or http_status  # a form refused as no service answered: 503, not the form's 400
         page = self.page(template, errors, context)
         # A refusal about a field this page has not (a row another operator moved meanwhile, a service's own field
         # name): said above the form instead, where the summary's link would lead nowhere.
@@ -134,14 +157,14 @@ class View:
         if absent:
             said = [errors.fields[name] for name in absent if errors.fields[name] != errors.summary]
             errors = Errors(" ".join(filter(None, [errors.summary, *dict.fromkeys(said)])) or None,
-                            {name: text for name, text in errors.fields.items() if name not in absent})
+                            {name: text for name, text in errors.fields.items() if name not in absent}, errors.status)
             page = self.page(template, errors, context)
         response = HTMLResponse(page, http_status)
         self.finish(response)
         return response
 
     def page(self, template: str, errors: Errors, context: dict[str, Any]) -> str:
-        return environment(self.language).get_template(template).render(
+        return environment(self.language, self.settings.time_zone).get_template(template).render(
             view=self, brand=self.settings, language=self.language, languages=i18n.LANGUAGE_NAMES,
             signed_in=self.session is not None, form_token=self.form_token, path=self.request.url.path,
             errors=errors, values=context.get("values", {}), **{k: v for k, v in context.items() if k != "values"})
@@ -158,6 +181,7 @@ class View:
         for name, value in self.cookies.items():
             response.set_cookie(name, value, samesite="lax", path="/", secure=self.settings.secure_cookies,
                                 max_age=365 * 24 * 3600, httponly=True)
+        response.headers.update(retry_after(response.status_code, self.settings))
         security_headers(response, self.settings)
         return response
 
@@ -257,6 +281,7 @@ class Errors:
 
     summary: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    status: int | None = None  # the page's status when not its form's 400: 503 (no service answered), 429 (limited)
 
     def __bool__(self) -> bool:
         return self.summary is not None or bool(self.fields)
@@ -285,13 +310,14 @@ def refusal_errors(view: View, error: PortalError | NotDelivered | TimeoutError,
     names the field of a code where a form calls it otherwise than FIELD_OF_CODE)."""
     if not isinstance(error, PortalError):
         return Errors(view.gettext("The portal is not answering right now. Nothing was changed; please try again "
-                                   "in a moment."))
+                                   "in a moment."), status=503)
     message = error.message or message_for(error.code, view.language)
+    status = 429 if error.code == ErrorCode.RATE_LIMITED else None
     field = {**FIELD_OF_CODE, **(field_of or {})}.get(error.code)
     if field:
-        return Errors(message, {field: message})
+        return Errors(message, {field: message}, status)
     # A service names nested fields (`file.content_base64`): the form's field is the first part.
-    return Errors(message, {name.split(".")[0]: view.gettext(INVALID) for name in (error.fields or {})})
+    return Errors(message, {name.split(".")[0]: view.gettext(INVALID) for name in (error.fields or {})}, status)
 
 
 Page = Annotated[View, Depends(view_of)]  # a page handler's parameter: the request as a View

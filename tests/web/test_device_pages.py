@@ -130,7 +130,7 @@ async def test_a_customer_renames_the_device_turns_reminders_off_and_on_and_repo
     await page.get_by_label("Farbe").fill("60")
     await page.get_by_role("button", name="Vorschau").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Zählerstand prüfen")
-    await expect(page.get_by_role("row", name=re.compile("Schwarzweiß")).locator("td.pages")).to_have_text("1500")
+    await expect(page.get_by_role("row", name=re.compile("Schwarzweiß")).locator("td.pages")).to_have_text("1.500")
     await expect(page.get_by_role("row", name=re.compile("Farbe")).locator("td.pages")).to_have_text("50")
     await accessible(page, "device-reading-preview-de")
     assert (await history_of(stack, person, device["device_id"]))["readings"] == []  # a preview stores nothing
@@ -149,9 +149,9 @@ async def test_a_customer_renames_the_device_turns_reminders_off_and_on_and_repo
     await expect(chart).to_be_visible()
     assert await chart.locator("rect[height]").count() >= 2
     readings = page.get_by_role("table", name="Zählerstände")
-    await expect(readings.get_by_role("cell", name=re.compile("^1600"))).to_be_visible()
+    await expect(readings.get_by_role("cell", name=re.compile(r"^1\.600"))).to_be_visible()
     period = page.get_by_role("table", name="Gedruckte Seiten je Abrechnungszeitraum")
-    await expect(period.get_by_role("cell", name="1550", exact=True)).to_be_visible()
+    await expect(period.get_by_role("cell", name="1.550", exact=True)).to_be_visible()
     await accessible(page, "device-with-reading-de")
     await context.close()
 

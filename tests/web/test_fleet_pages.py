@@ -104,7 +104,7 @@ async def test_a_customer_sends_readings_by_file_and_sees_the_fleets_printed_pag
 
     await page.goto(f"{gateway_url}/usage")
     await expect(page.get_by_role("img", name="Printed pages of the fleet per period")).to_be_visible()
-    await expect(page.get_by_role("row").filter(has_text=serial)).to_contain_text("1050")  # 1000 mono + 50 colour
+    await expect(page.get_by_role("row").filter(has_text=serial)).to_contain_text("1,050")  # 1,000 mono + 50 colour
     await accessible(page, "usage-en")
     async with page.expect_download() as download:
         await page.get_by_role("link", name="Export as Excel (xlsx)").click()

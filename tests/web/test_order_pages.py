@@ -254,7 +254,7 @@ async def test_a_service_request_is_opened_found_again_with_its_number_noted_and
     await page.goto(f"{gateway_url}/tickets/{opened['ticket_number']}")
     await expect(page.locator("ol.track li")).to_have_count(2)
     await expect(page.locator("ol.track")).to_contain_text("Ola Tekniker")
-    await expect(page.locator("ol.track")).to_contain_text(eta.strftime("%Y-%m-%d 09:30 UTC"))
+    await expect(page.locator("ol.track")).to_contain_text(eta.strftime("%d.%m.%Y, 09:30 UTC"))  # nb, the portal in UTC
     await expect(page.get_by_role("button", name="Legg til merknaden")).to_have_count(0)
     await accessible(page, "ticket-dispatched-nb")
     await page.goto(f"{gateway_url}/tickets/new?device={firm.devices[1]['device_id']}")

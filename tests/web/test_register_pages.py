@@ -96,8 +96,8 @@ async def test_the_readings_link_opens_the_devices_without_sign_in_and_stores_ea
         await expect(box).to_contain_text("C332")
         await expect(box).to_contain_text("Hauptstraße 1, 10115 Berlin")
         await expect(box.get_by_label("Schwarzweiß")).to_have_value("")
-        await expect(box).to_contain_text("Letzter Stand: 4500 am")
-        await expect(box).to_contain_text("Letzter Stand: 5380 am")
+        await expect(box).to_contain_text("Letzter Stand: 4.500 am")
+        await expect(box).to_contain_text("Letzter Stand: 5.380 am")
     await accessible(page, "link-readings-de")
 
     # Not a number: nothing is sent, the message beside that field, what was typed kept.
@@ -120,7 +120,7 @@ async def test_the_readings_link_opens_the_devices_without_sign_in_and_stores_ea
     await expect(device_box(page, refused).locator(".field-error")).to_contain_text("niedriger als der letzte")
     await expect(device_box(page, refused).get_by_label("Schwarzweiß")).to_have_value("4000")
     await expect(device_box(page, accepted)).to_contain_text("Zählerstand eingegangen.")
-    await expect(device_box(page, accepted)).to_contain_text("Letzter Stand: 4600 am")
+    await expect(device_box(page, accepted)).to_contain_text("Letzter Stand: 4.600 am")
     await expect(page.locator("#error-summary")).to_contain_text("niedriger als der letzte")
     await accessible(page, "link-readings-refused-de")
 
