@@ -330,13 +330,13 @@ async def readings_page(view: View, period_end: str | None = None, page: str = "
                         errors: Errors | None = None, values: dict[str, str] | None = None,
                         done: str | None = None, run: dict[str, str] | None = None) -> Response:
     try:
-        end = date.fromisoformat(period_end) if period_end else metering.last_closed_quarter(date.today())
+        end = date.fromisoformat(period_end) if period_end else metering.last_closed_quarter(view.today)
     except ValueError:
-        end = metering.last_closed_quarter(date.today())
+        end = metering.last_closed_quarter(view.today)
     overdue = await view.call(metering.ListOverdue.routing_key, {"period_end": end.isoformat(),
                                                                  "page": page_number(page), "page_size": PAGE_SIZE})
     return view.render("office_readings.html", http_status, overdue=overdue, period_end=end.isoformat(),
-                       today=date.today().isoformat(), errors=errors, values=values or {},
+                       today=view.today.isoformat(), errors=errors, values=values or {},
                        notice=done_notice(view, done), run=run, key=key)
 
 

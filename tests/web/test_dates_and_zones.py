@@ -58,7 +58,7 @@ class Portal:
             return {"items": [DEVICE], "total": 12345, "page": 1, "page_size": 200}
         if command == "ordering.list_orders":
             return {"items": [ORDER], "total": 1, "page": 1, "page_size": 50}
-        if command in ("metering.list_due", "ticketing.list_tickets"):
+        if command in ("metering.list_due", "ticketing.list_tickets", "metering.operator.overdue"):
             return {"items": [], "total": 0, "page": 1, "page_size": 200}
         raise PortalError("not_found")
 
@@ -129,6 +129,16 @@ async def test_a_forms_default_date_is_today_where_the_portal_is(pages: Pages) -
         async with pages(time_zone=zone) as client:
             page = (await client.get("/devices/d-1")).text
         shown[zone] = re.search(r'id="reading_date"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        assert shown[zone] == datetime.now(ZoneInfo(zone)).date().isoformat()
+    assert set(shown.values()) != {datetime.now(UTC).date().isoformat()}
+
+
+async def test_the_reminder_runs_default_day_is_today_where_the_portal_is(pages: Pages) -> None:
+    shown = {}
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        async with pages(time_zone=zone) as client:
+            page = (await client.get("/office/readings")).text
+        shown[zone] = re.search(r'id="as_of"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
         assert shown[zone] == datetime.now(ZoneInfo(zone)).date().isoformat()
     assert set(shown.values()) != {datetime.now(UTC).date().isoformat()}
 
