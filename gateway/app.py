@@ -35,6 +35,7 @@ from gateway.cookies import (
 )
 from gateway.files import file_response, uploaded
 from gateway.limits import BodyLimit, BodyTooLarge
+from gateway.metrics import CountRequests, GatewayMetrics
 from gateway.problems import (
     BODY_TOO_LARGE,
     METHOD_NOT_ALLOWED,
@@ -241,10 +242,18 @@ Errors are <code>application/problem+json</code> (RFC 9457) with the catalogue's
 
 
 def create_app(settings: GatewaySettings, portal: PortalClient | None = None) -> FastAPI:
+    metrics = GatewayMetrics(VERSION)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await app.state.portal.close()
+        if settings.gateway_metrics_port is not None:
+            port = metrics.serve(settings.gateway_metrics_port, settings.gateway_metrics_host)
+            log.info("gateway metrics on %s:%d/metrics", settings.gateway_metrics_host, port)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(metrics.close)
+            await app.state.portal.close()
 
     app = TracedGateway(trust_trace_context=settings.gateway_trust_trace_context,
                         title="Service portal API", version=VERSION, docs_url=None, redoc_url=None,
@@ -253,7 +262,9 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     # Made here, connected on the first request: the gateway starts and answers /healthz without a broker.
     app.state.portal = portal or PortalClient(settings.amqp_url, timeout=settings.gateway_command_timeout)
     app.state.settings = settings
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(CountRequests, metrics=metrics)  # outermost: a request the body limit refuses counts too
 
     for route in ROUTES:
         app.add_api_route(route.full_path, endpoint_for(route, settings), methods=[route.method],

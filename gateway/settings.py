@@ -29,6 +29,10 @@ class GatewaySettings(BaseSettings):
     # dropped: an internet client would otherwise decide whether its requests are traced.
     gateway_trust_trace_context: bool = False
     gateway_retry_after_seconds: int = Field(default=5, ge=1, description="`Retry-After` of a 503.")
+    # Prometheus metrics on http://<gateway_metrics_host>:<gateway_metrics_port>/metrics, apart from the public port;
+    # off unless a port is set (0: any free one).
+    gateway_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    gateway_metrics_host: str = "0.0.0.0"  # noqa: S104 - a container's port, reached by the scraper from outside it
     log_level: str = "INFO"
     log_format: LogFormat = "text"
 

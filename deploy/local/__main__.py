@@ -79,7 +79,7 @@ class Stack:
         self.mail_sink: Any = None  # aiosmtpd's Controller (untyped)
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.gateway_host, self.gateway_port = "127.0.0.1", GATEWAY_PORT  # chosen with the dependencies
-        self.metrics_ports: dict[str, int] = {}  # each service's /metrics on 127.0.0.1
+        self.metrics_ports: dict[str, int] = {}  # each service's and the gateway's /metrics on 127.0.0.1
 
     # --- start ----------------------------------------------------------------------------
 
@@ -120,12 +120,17 @@ class Stack:
             raise DependencyError(f"the mail sink cannot listen on 127.0.0.1:{self.smtp_port} ({error}); set "
                                   "PORTAL_LOCAL_SMTP_PORT, or PORTAL_SMTP_HOST for a real server") from None
 
+    def _metrics_port(self, name: str, index: int) -> int:
+        """The `index`th port from PORTAL_LOCAL_METRICS_PORT (9101) when free, else any free one."""
+        first = int(os.environ.get("PORTAL_LOCAL_METRICS_PORT") or METRICS_PORT)
+        port = first + index if claim_port(first + index) else free_port()
+        self.metrics_ports[name] = port
+        return port
+
     def start_services(self) -> None:
         env = {**os.environ, **self._service_variables()}
-        first = int(os.environ.get("PORTAL_LOCAL_METRICS_PORT") or METRICS_PORT)
         for index, name in enumerate(SERVICES):
-            port = first + index if claim_port(first + index) else free_port()
-            self.metrics_ports[name] = port
+            port = self._metrics_port(name, index)
             metrics = {"PORTAL_METRICS_PORT": str(port), "PORTAL_METRICS_HOST": "127.0.0.1"}
             # A session of their own keeps the terminal's Ctrl-C from reaching the services
             # directly: the runner stops them itself, before the broker and database they use.
@@ -135,7 +140,8 @@ class Stack:
 
     def start_gateway(self) -> None:
         env = {**os.environ, **self._service_variables(), "PORTAL_GATEWAY_HOST": self.gateway_host,
-               "PORTAL_GATEWAY_PORT": str(self.gateway_port)}
+               "PORTAL_GATEWAY_PORT": str(self.gateway_port), "PORTAL_GATEWAY_METRICS_HOST": "127.0.0.1",
+               "PORTAL_GATEWAY_METRICS_PORT": str(self._metrics_port("gateway", len(SERVICES)))}
         with interrupts.deferred():
             self.services["gateway"] = subprocess.Popen([sys.executable, "-m", "gateway"], env=env,
                                                         start_new_session=True)
