@@ -6,11 +6,13 @@ import asyncio
 import html
 import json
 import logging
+import math
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -53,7 +55,31 @@ log = logging.getLogger("gateway")
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 VERSION = "1.0.0"
+T = TypeVar("T")
 
+
+
+READY_REUSE_SECONDS = 1.0
+
+
+class Reused(Generic[T]):
+    """The answer of `compute`, computed once for all who ask meanwhile and reused for `seconds` after."""
+
+    def __init__(self, compute: Callable[[], Awaitable[T]], seconds: float) -> None:
+        self.compute, self.seconds = compute, seconds
+        self.running: asyncio.Task[T] | None = None
+        self.answered_at = -math.inf
+
+    async def get(self) -> T:
+        if self.running is None or (self.running.done() and time.monotonic() - self.answered_at > self.seconds):
+            self.running = asyncio.create_task(self._compute())
+        return await asyncio.shield(self.running)  # a client that leaves does not cancel the others' answer
+
+    async def _compute(self) -> T:
+        try:
+            return await self.compute()
+        finally:
+            self.answered_at = time.monotonic()
 
 
 class Refused(Exception):
@@ -292,18 +318,25 @@ def create_app(settings: GatewaySettings, portal: PortalClient | None = None) ->
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    async def answers(service: str) -> bool:
+        try:
+            portal: PortalClient = app.state.portal
+            health = await asyncio.wait_for(portal.health(service, timeout=settings.gateway_ready_timeout),
+                                            settings.gateway_ready_timeout)
+        except (PortalError, NotDelivered, TimeoutError):
+            return False
+        return health.status == "ok"
+
+    async def services_ready() -> dict[str, bool]:
+        return dict(zip(SERVICES, await asyncio.gather(*(answers(service) for service in SERVICES)), strict=True))
+
+    # `/readyz` has no sign-in: requests at once share one round of health commands, and its answer serves for
+    # READY_REUSE_SECONDS, so a flood of requests is not a flood of commands.
+    readiness = Reused(services_ready, READY_REUSE_SECONDS)
+
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
-        async def answers(service: str) -> bool:
-            try:
-                portal: PortalClient = app.state.portal
-                health = await asyncio.wait_for(portal.health(service, timeout=settings.gateway_ready_timeout),
-                                                settings.gateway_ready_timeout)
-            except (PortalError, NotDelivered, TimeoutError):
-                return False
-            return health.status == "ok"
-
-        ready = dict(zip(SERVICES, await asyncio.gather(*(answers(service) for service in SERVICES)), strict=True))
+        ready = await readiness.get()
         if all(ready.values()):
             return JSONResponse({"status": "ok", "services": dict.fromkeys(SERVICES, "ok")})
         return problem(NO_SERVICE, language_of(request),

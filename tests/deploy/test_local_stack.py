@@ -163,11 +163,12 @@ async def test_the_local_stack_starts_six_healthy_services_and_stops_everything_
         assert (await http.get("/readyz")).json()["status"] == "ok"
         hint = await http.get("/api/v1/serial-hints", params={"model": "C332"})
         assert hint.status_code == 200 and hint.json()["hint"]
-        # Each service serves its own Prometheus metrics, on the port the summary names.
+        # Each service and the gateway serve their own Prometheus metrics, on the port the summary names.
         metrics = dict(re.findall(r"([\w-]+)\s+pid \d+\s+metrics (http://\S+)", output))
-        assert set(metrics) == set(SERVICES), output
-        for service, url in metrics.items():
-            assert f'portal_service_info{{service="{service}"' in (await http.get(url)).text
+        assert set(metrics) == {*SERVICES, "gateway"}, output
+        for service in SERVICES:
+            assert f'portal_service_info{{service="{service}"' in (await http.get(metrics[service])).text
+        assert 'route="/readyz"' in (await http.get(metrics["gateway"])).text
     await send_mail(runner.smtp_port, "from the test")
     assert len(list((runner.data_dir / "mail").glob("*.eml"))) == 1
 

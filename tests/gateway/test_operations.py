@@ -1,7 +1,9 @@
-"""The gateway's Prometheus metrics: requests by route template, method and status, on a port of their own."""
+"""What operators watch of the gateway: its Prometheus metrics (requests by route template, method and status, on a
+port of their own) and `/readyz`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,8 +15,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.client import Health
+from contracts.topology import SERVICES
 from deploy.local.deps import free_port
-from gateway.app import create_app
+from gateway.app import READY_REUSE_SECONDS, create_app
 from gateway.settings import GatewaySettings
 
 
@@ -71,3 +75,32 @@ def test_the_gateway_process_serves_its_metrics_apart_from_its_public_port(amqp_
     finally:
         gateway.terminate()
         gateway.wait(timeout=15)
+
+
+class CountingPortal:
+    """Answers every health command `ok`, a moment later, and counts them."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def health(self, service: str, *, timeout: float | None = None) -> Health:
+        self.asked += 1
+        await asyncio.sleep(0.05)
+        return Health(service=service, status="ok", version="1")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_ready_asks_the_services_once_for_requests_at_once_and_reuses_the_answer_a_moment() -> None:
+    portal = CountingPortal()
+    app = create_app(GatewaySettings(amqp_url="amqp://guest:guest@127.0.0.1:1/"), portal)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://portal.test") as client:
+        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(20)))
+        assert {answer.status_code for answer in answers} == {200}
+        assert portal.asked == len(SERVICES)  # one round of health commands, not twenty
+        assert (await client.get("/readyz")).status_code == 200
+        assert portal.asked == len(SERVICES)
+        await asyncio.sleep(READY_REUSE_SECONDS + 0.1)
+        assert (await client.get("/readyz")).status_code == 200
+        assert portal.asked == 2 * len(SERVICES)
