@@ -14,6 +14,7 @@ from typing import Any
 
 import aio_pika
 import openpyxl  # type: ignore[import-untyped, unused-ignore]
+import pytest
 from openpyxl.styles import Font  # type: ignore[import-untyped, unused-ignore]
 from pymongo import AsyncMongoClient
 
@@ -176,16 +177,23 @@ async def test_a_column_the_load_does_not_know_is_not_dropped_silently(
     assert status == 2 and "have: E-Maintenance." in err, err
 
 
-async def test_values_in_a_column_without_a_name_are_not_dropped_silently(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("header", "said", "refusal"), [
+    # Values in a column without a name would be dropped; a name twice would keep one column's values only.
+    ("model,article_number,serial_pattern,", "column 4", {"error": "unnamed_columns", "positions": [4]}),
+    ("model,article_number,serial_pattern,Model", "names a column twice: Model",
+     {"error": "repeated_columns", "columns": ["Model"]}),
+])
+async def test_columns_that_cannot_be_told_apart_refuse_the_file_before_anything_is_sent(
+        settings: Settings, tmp_path: Path, header: str, said: str, refusal: dict[str, object]) -> None:
     path = tmp_path / "models.csv"
-    path.write_text("model,article_number,serial_pattern,\nES5431dn,4711,^AK[0-9]{8}$,mono\n", encoding="utf-8")
+    path.write_text(f"{header}\nES5431dn,4711,^AK[0-9]{{8}}$,mono\n", encoding="utf-8")
 
     status, document, err = await portal_admin(settings_env(settings), "load", "models", str(path), "--json")
 
     assert status == 2, document
-    assert "column 4" in err, err
+    assert said in err, err
     assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
-        "file": str(path), "error": "unnamed_columns", "positions": [4], "rows": []}
+        "file": str(path), **refusal, "rows": []}
 
 
 async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(settings: Settings, tmp_path: Path) -> None:
@@ -197,15 +205,3 @@ async def test_load_json_is_a_json_document_when_the_file_cannot_be_read(setting
     assert status == 2
     assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
         "file": str(broken), "error": "not_a_spreadsheet", "rows": []}
-
-
-async def test_a_column_named_twice_is_refused_before_anything_is_sent(settings: Settings, tmp_path: Path) -> None:
-    path = tmp_path / "models.csv"
-    path.write_text("model,article_number,serial_pattern,Model\nES5431dn,4711,^AK[0-9]{8}$,ES5462\n", encoding="utf-8")
-
-    status, document, err = await portal_admin(settings_env(settings), "load", "models", str(path), "--json")
-
-    assert status == 2, document
-    assert "names a column twice: Model" in err, err
-    assert {key: value for key, value in json.loads(document).items() if key != "message"} == {
-        "file": str(path), "error": "repeated_columns", "columns": ["Model"], "rows": []}

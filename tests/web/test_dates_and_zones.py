@@ -121,24 +121,15 @@ async def test_an_operator_states_an_arrival_in_the_portals_zone_unless_another_
             assert datetime.fromisoformat(portal.sent[-1]["eta"]) == datetime.fromisoformat(sent)
 
 
-async def test_a_forms_default_date_is_today_where_the_portal_is(pages: Pages) -> None:
+@pytest.mark.parametrize(("path", "field"), [("/devices/d-1", "reading_date"), ("/office/readings", "as_of")])
+async def test_a_forms_default_date_is_today_where_the_portal_is(pages: Pages, path: str, field: str) -> None:
     # A day ahead of UTC in Kiritimati from 10:00 UTC, a day behind in Etc/GMT+12 until 12:00 UTC: at any time one
     # of them is another day than the server's UTC.
     shown = {}
     for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
         async with pages(time_zone=zone) as client:
-            page = (await client.get("/devices/d-1")).text
-        shown[zone] = re.search(r'id="reading_date"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        assert shown[zone] == datetime.now(ZoneInfo(zone)).date().isoformat()
-    assert set(shown.values()) != {datetime.now(UTC).date().isoformat()}
-
-
-async def test_the_reminder_runs_default_day_is_today_where_the_portal_is(pages: Pages) -> None:
-    shown = {}
-    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):
-        async with pages(time_zone=zone) as client:
-            page = (await client.get("/office/readings")).text
-        shown[zone] = re.search(r'id="as_of"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            page = (await client.get(path)).text
+        shown[zone] = re.search(rf'id="{field}"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
         assert shown[zone] == datetime.now(ZoneInfo(zone)).date().isoformat()
     assert set(shown.values()) != {datetime.now(UTC).date().isoformat()}
 

@@ -75,27 +75,20 @@ async def test_a_models_file_with_a_row_registration_refuses_loads_the_others_an
     assert found == [f"Model {prefixes[0]}", None, f"Model {prefixes[2]}", None]
 
 
-async def test_values_in_a_column_without_a_name_refuse_the_file_beside_its_field_in_german(
-        office: httpx.AsyncClient, portal: PortalClient, settings: Settings) -> None:
+@pytest.mark.parametrize(("header", "last", "said"), [
+    ("model,article_number,serial_pattern,", "mono", "ohne Namen in der ersten Zeile: Spalte 4,"),  # values unnamed
+    ("model,article_number,serial_pattern,Model", "Other", "steht eine Spalte zweimal: Model."),  # a name twice
+])
+async def test_a_file_whose_columns_cannot_be_told_apart_is_refused_beside_its_field_in_german(
+        office: httpx.AsyncClient, portal: PortalClient, settings: Settings, header: str, last: str,
+        said: str) -> None:
     prefix = f"U{random_id()[:4].upper()}"
-    response = await upload(office, "models", "models.csv", [
-        "model,article_number,serial_pattern,", f"Model {prefix},4711,^{prefix}[0-9]{{6}}$,mono"])
+    response = await upload(office, "models", "models.csv",
+                            [header, f"Model {prefix},4711,^{prefix}[0-9]{{6}}$,{last}"])
 
     assert response.status_code == 400, response.text
     refusal = re.search(r'<p class="field-error" id="file-error">([^<]*)</p>', response.text)
-    assert refusal and "ohne Namen in der ersten Zeile: Spalte 4," in html.unescape(refusal.group(1))
-    assert await known_model(portal, settings, f"{prefix}123456") is None
-
-
-async def test_a_column_named_twice_refuses_the_file_beside_its_field_in_german(
-        office: httpx.AsyncClient, portal: PortalClient, settings: Settings) -> None:
-    prefix = f"U{random_id()[:4].upper()}"
-    response = await upload(office, "models", "models.csv", [
-        "model,article_number,serial_pattern,Model", f"Model {prefix},4711,^{prefix}[0-9]{{6}}$,Other"])
-
-    assert response.status_code == 400, response.text
-    refusal = re.search(r'<p class="field-error" id="file-error">([^<]*)</p>', response.text)
-    assert refusal and "steht eine Spalte zweimal: Model." in html.unescape(refusal.group(1))
+    assert refusal and said in html.unescape(refusal.group(1))
     assert await known_model(portal, settings, f"{prefix}123456") is None
 
 
