@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts.client import Health
+from contracts.base import Health
 from contracts.topology import SERVICES
 from deploy.local.deps import free_port
 from gateway.app import READY_REUSE_SECONDS, create_app
