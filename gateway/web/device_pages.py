@@ -137,7 +137,8 @@ async def rename(view: Page, device_id: str) -> Response:
     form = await view.form()
     try:
         request = registration.RenameDevice(device_id=device_id, friendly_name=form.get("friendly_name") or None)
-        await view.call(registration.RenameDevice.routing_key, request)
+        # Every field sent: `call` leaves a None out, and the catalogue asks for friendly_name, None removing it.
+        await view.call(registration.RenameDevice.routing_key, request.model_dump(mode="json"))
     except ValidationError as error:
         return await render_device(view, device_id, 400, errors=validation_errors(view, error), values=form)
     except Refusal as error:

@@ -119,16 +119,12 @@ async def pages(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.mark.xfail(strict=True, reason="profile.html reads `saved`, which only a successful save passes: with "
-                                       "StrictUndefined every GET /profile is a 500")
 async def test_review3_the_profile_page_opens(pages: httpx.AsyncClient) -> None:
     response = await pages.get("/profile")
     assert response.status_code == 200, response.status_code
     assert 'id="by_email"' in response.text  # the communication preferences
 
 
-@pytest.mark.xfail(strict=True, reason="a refused profile form renders profile.html without `saved`: a 500 instead of "
-                                       "the message beside the field")
 async def test_review3_a_refused_profile_form_says_why_beside_the_field(pages: httpx.AsyncClient) -> None:
     response = await pages.post("/profile", data={"csrf": csrf_token(SESSION), "first_name": "A" * 101,
                                                   "language": "en", "by_email": "on"})
@@ -181,8 +177,6 @@ def test_review3_a_brand_colour_the_portal_accepts_keeps_its_links_readable_in_a
     assert ratio >= 4.5, f"{brand} on {notice.group(1)}: {ratio:.2f}:1"
 
 
-@pytest.mark.xfail(strict=True, reason="`queued` is a bool query parameter: anything else is FastAPI's 422 JSON, "
-                                       "not a page")
 async def test_review3_a_wrong_flag_in_the_uploads_address_answers_a_page(pages: httpx.AsyncClient) -> None:
     response = await pages.get("/devices/uploads?queued=yes please")
     assert response.headers["content-type"].startswith("text/html"), (response.status_code, response.text[:200])
@@ -201,8 +195,6 @@ async def test_review3_an_incomplete_other_service_address_is_marked_beside_its_
     assert 'id="other_street-error"' in response.text or 'id="other_postal_code-error"' in response.text
 
 
-@pytest.mark.xfail(strict=True, reason="the join fieldset's hint (id join-hint) is referenced by no field: a screen "
-                                       "reader never reads why the customer and serial number are asked for")
 async def test_review3_the_sign_up_join_hint_is_tied_to_its_fields(pages: httpx.AsyncClient) -> None:
     pages.cookies.clear()
     page = (await pages.get("/sign-up")).text
@@ -212,9 +204,6 @@ async def test_review3_the_sign_up_join_hint_is_tied_to_its_fields(pages: httpx.
         assert "join-hint" in field.group(0), field.group(0)
 
 
-@pytest.mark.xfail(strict=True, reason="the session cookie always carries Max-Age (the session's 1 hour without "
-                                       "'stay signed in'): closing the browser does not sign out, so on a shared "
-                                       "computer the next person is still signed in")
 async def test_review3_without_stay_signed_in_the_sign_in_ends_with_the_browser(pages: httpx.AsyncClient) -> None:
     pages.cookies.clear()
     await pages.get("/sign-in")
@@ -226,9 +215,6 @@ async def test_review3_without_stay_signed_in_the_sign_in_ends_with_the_browser(
     assert "max-age" not in session.lower() and "expires" not in session.lower(), session
 
 
-@pytest.mark.xfail(strict=True, reason="an emptied name is sent as None and dropped by exclude_none, but "
-                                       "RenameDevice requires the field (None allowed): the service refuses the "
-                                       "optional field's clearing as 'Please check this value.'")
 async def test_review3_a_devices_name_can_be_removed(pages: httpx.AsyncClient, portal: Portal) -> None:
     response = await pages.post("/devices/d-1/name", data={"csrf": csrf_token(SESSION), "friendly_name": ""})
     assert response.status_code == 303, re.findall(r'class="field-error"[^>]*>([^<]*)', response.text)
