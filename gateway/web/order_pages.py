@@ -24,6 +24,8 @@ from contracts import accounts, ordering, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.view import (
+    ADDRESS_FIELDS,
+    ADDRESS_REQUIRED,
     FIELD_MESSAGES,
     INVALID,
     Errors,
@@ -315,7 +317,6 @@ async def new_ticket_page(view: Page, device: str = "") -> Response:
 
 
 CATEGORIES = get_args(ticketing.TicketCategory)
-ADDRESS_FIELDS = ("name", "street", "postal_code", "city", "country", "building_location")
 
 
 @router.post("/tickets/new")
@@ -345,6 +346,9 @@ async def open_ticket(view: Page) -> Response:
         return location[0] if location and location[0] in ("description", "category") else "description"
 
     address = {name: form.get(f"other_{name}") or None for name in ADDRESS_FIELDS}
+    # Checked here, each beside its field: ServiceAddress refuses the address as a whole, naming no field.
+    unaddressed = {f"other_{name}": view.gettext(FIELD_MESSAGES["missing"]) for name in ADDRESS_REQUIRED
+                   if any(address.values()) and not address[name]}
     try:
         request = ticketing.OpenTicket(
             device_id=device_id, description=form.get("description", ""),
@@ -352,9 +356,12 @@ async def open_ticket(view: Page) -> Response:
             contact=ticketing.TicketContact(name=contact.name, email=contact.email, phone=contact.phone),
             service_address=ticketing.ServiceAddress(address=registration.Location(**address),
                                                      permanent=ticked(form, "other_permanent"))
-            if any(address.values()) else None)
+            if any(address.values()) and not unaddressed else None)
     except ValidationError as error:
-        return again(field_errors(view, error, field_of))
+        errors = field_errors(view, error, field_of)
+        return again(Errors(errors.summary, {**unaddressed, **errors.fields}))
+    if unaddressed:
+        return again(Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language), unaddressed))
     try:
         opened = await view.call(ticketing.OpenTicket.routing_key, request)
     except PortalError as error:
