@@ -13,9 +13,10 @@ import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, cast, get_args
 from urllib.parse import quote
 
+import annotated_types
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -35,6 +36,7 @@ from gateway.web.view import (
     page_number,
     refusal_errors,
     ticked,
+    whole_number,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -42,6 +44,9 @@ NEW_CONTACT = "new"
 PAGE_SIZE = 50
 MAX_DEVICES = 20  # of one order: OKI's order lines per address, far beyond what one site holds
 Devices = Annotated[list[str] | None, Query()]
+# The most of one article a line may ask for, as the contract bounds it.
+MOST_OF_A_LINE = next(cast(int, bound.le) for bound in ordering.OrderLine.model_fields["quantity"].metadata
+                      if isinstance(bound, annotated_types.Le))
 
 
 
@@ -215,10 +220,9 @@ async def place_order(view: Page) -> Response:
             given = form.get(name, "")
             if given in ("", "0"):
                 continue
-            try:
-                quantity = int(given)
-            except ValueError:
-                wrong[name] = view.gettext("Please enter a whole number.")
+            quantity = whole_number(given, MOST_OF_A_LINE)  # ASCII digits only: int() takes "٣" too
+            if isinstance(quantity, str):
+                wrong[name] = view.gettext(FIELD_MESSAGES[quantity])
                 continue
             lines.append({"device_id": orderable["device_id"], "article_number": item["article_number"],
                           "quantity": quantity})

@@ -226,6 +226,24 @@ async def test_review3_the_quick_search_for_a_number_the_user_has_not_says_so_on
         assert f"Du har ingen bestilling eller serviceforespørsel med nummeret «{number}»." in response.text
 
 
+async def test_review3_the_new_contacts_name_and_address_say_when_they_are_required(pages: httpx.AsyncClient) -> None:
+    page = (await pages.get("/orders/new", params={"device": "d-1"}, headers={"accept-language": "de"})).text
+    for name in ("new_name", "new_email"):
+        label = re.search(rf'<label for="{name}">(.*?)</label>', page, re.S)
+        assert label is not None, name
+        assert "(optional)" not in label.group(1) and "Pflichtangabe bei einer anderen Person" in label.group(1)
+
+
+async def test_review3_an_order_quantity_in_other_digits_is_refused_beside_its_field(
+        pages: httpx.AsyncClient, portal: Portal) -> None:
+    response = await pages.post("/orders/new", data={"csrf": csrf_token(SESSION), "device": "d-1", "contact": "c-1",
+                                                     "qty-d-1-44973510": "\u0663"})  # Arabic-Indic three
+    assert response.status_code == 400, response.status_code
+    error = re.search(r'id="qty-d-1-44973510-error">([^<]*)<', response.text)
+    assert error is not None and error.group(1) == "Please enter a whole number."
+    assert not [command for command, _ in portal.calls if command == "ordering.place_order"]
+
+
 @asynccontextmanager
 async def on_a_phone(browser: Browser) -> AsyncIterator[Page]:
     """A phone's browser whose requests the ASGI app (with the stand-in portal) answers: no server, no services."""
