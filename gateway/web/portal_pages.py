@@ -38,13 +38,16 @@ async def dashboard(view: Page, q: str = "", page: str = "1") -> Response:
         target = await numbered_page(view, query)
         if target:
             return view.redirect(target)
+    listed = {**({"text": query} if query else {}), "page": page_number(page), "page_size": DEVICES_PER_PAGE}
     devices, due, tickets = await asyncio.gather(
-        view.call(registration.ListDevices.routing_key, {**({"text": query} if query else {}),
-                                                          "page": page_number(page), "page_size": DEVICES_PER_PAGE}),
+        view.call(registration.ListDevices.routing_key, listed),
         every_item(view, metering.ListDue.routing_key),
         # Open requests only, status by status: a fleet's closed ones are many and shown nowhere here.
         asyncio.gather(*(every_item(view, ticketing.ListTickets.routing_key, {"status": status})
                          for status in ticketing.OPEN_STATUSES)))
+    if not devices["items"] and devices["total"]:  # a page past the last (an old link, devices removed): the last
+        last = -(-int(devices["total"]) // DEVICES_PER_PAGE)
+        devices = await view.call(registration.ListDevices.routing_key, {**listed, "page": last})
     if query and devices["total"] == 1 and devices["items"][0]["serial_number"].lower() == query.lower():
         return view.redirect(f"/devices/{devices['items'][0]['device_id']}")
     due_ids = {device["device_id"] for device in due}

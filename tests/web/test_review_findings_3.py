@@ -151,6 +151,12 @@ async def test_review3_every_device_of_a_large_fleet_can_be_reached_from_the_das
     assert len(listed) == FLEET or pager, f"{len(listed)} of {FLEET} devices listed and no link to the next page"
 
 
+async def test_review3_a_dashboard_page_past_the_last_shows_the_last_devices(pages: httpx.AsyncClient) -> None:
+    response = await pages.get("/", params={"page": "99"})
+    assert response.status_code == 200
+    assert 'href="/devices/d-250"' in response.text  # not "You have no devices in the portal yet."
+
+
 @pytest.mark.xfail(strict=True, reason="the focus outline #ffbf47 is 1.6:1 against the white page: WCAG 2.1 AA "
                                        "(1.4.11) asks 3:1 of a focus indicator against what is next to it")
 def test_review3_the_focus_outline_stands_out_against_the_white_page() -> None:
