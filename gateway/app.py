@@ -230,7 +230,7 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
             response = problem(ErrorCode.INTERNAL, language)
         else:
             if route.signs_in:
-                set_session_cookies(response, data, settings)
+                set_session_cookies(response, data, settings, stay_signed_in=payload.get("remember_me") is True)
                 await end_replaced_session(portal, request, str(data["access_token"]), settings)
         if route.signs_out and response.status_code in (200, 401):
             clear_session_cookies(response, settings)  # a session revoked already is gone as well

@@ -39,10 +39,14 @@ def csrf_token(session: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def set_session_cookies(response: Response, data: dict[str, Any], settings: GatewaySettings) -> None:
-    expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
-    max_age = max(0, int((expires - datetime.now(UTC)).total_seconds()))
-    common: dict[str, Any] = {"max_age": max_age, "path": "/", "secure": settings.secure_cookies, "samesite": "lax"}
+def set_session_cookies(response: Response, data: dict[str, Any], settings: GatewaySettings, *,
+                        stay_signed_in: bool) -> None:
+    """Without "stay signed in" the cookies last as long as the browser (no Max-Age): closing it signs out, on a
+    shared computer too; with it, as long as the session (12 hours)."""
+    common: dict[str, Any] = {"path": "/", "secure": settings.secure_cookies, "samesite": "lax"}
+    if stay_signed_in:
+        expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+        common["max_age"] = max(0, int((expires - datetime.now(UTC)).total_seconds()))
     session = str(data["access_token"])
     response.set_cookie(cookie_name(SESSION_COOKIE, settings), session, httponly=True, **common)
     # Readable by the page's script, which repeats it in X-CSRF-Token.

@@ -55,7 +55,7 @@ async def sign_in(view: Page) -> Response:
         session = await view.call(accounts.Login.routing_key, request, anonymous=True)
     except Refusal as error:
         return view.render("sign_in.html", 400, errors=refusal_errors(view, error), values=form, next=target)
-    return await signed_in(view, session, target)
+    return await signed_in(view, session, target, stay_signed_in=request.remember_me)
 
 
 @router.get("/sign-in/contract")
@@ -79,7 +79,8 @@ async def contract_sign_in(view: Page) -> Response:
     return await signed_in(view, session, "/", contract=True)
 
 
-async def signed_in(view: View, session: dict[str, Any], target: str, contract: bool = False) -> Response:
+async def signed_in(view: View, session: dict[str, Any], target: str, contract: bool = False,
+                    stay_signed_in: bool = False) -> Response:
     """The session's cookies set, an older session of this browser ended, the profile's language taken on."""
     await end_replaced_session(view.portal, view.request, str(session["access_token"]), view.settings)
     view.session = str(session["access_token"])
@@ -92,7 +93,7 @@ async def signed_in(view: View, session: dict[str, Any], target: str, contract: 
     if session["user"].get("role") == "operator" and target == "/":  # no page asked for: the back office
         target = "/office"
     response = view.redirect(target)
-    set_session_cookies(response, session, view.settings)
+    set_session_cookies(response, session, view.settings, stay_signed_in=stay_signed_in)
     return response
 
 
@@ -264,7 +265,7 @@ async def accept_terms(view: Page) -> Response:
 @router.get("/profile")
 async def profile_page(view: Page) -> Response:
     profile = await view.call(accounts.GetProfile.routing_key)
-    return view.render("profile.html", profile=profile, values=profile_values(profile))
+    return view.render("profile.html", profile=profile, values=profile_values(profile), saved=False)
 
 
 def profile_values(profile: dict[str, Any]) -> dict[str, Any]:
@@ -287,9 +288,11 @@ async def update_profile(view: Page) -> Response:
                                                     for way in ("email", "sms", "phone", "post")}))
         updated = await view.call(accounts.UpdateProfile.routing_key, request)
     except ValidationError as error:
-        return view.render("profile.html", 400, profile=profile, errors=validation_errors(view, error), values=form)
+        return view.render("profile.html", 400, profile=profile, errors=validation_errors(view, error), values=form,
+                           saved=False)
     except Refusal as error:
-        return view.render("profile.html", 400, profile=profile, errors=refusal_errors(view, error), values=form)
+        return view.render("profile.html", 400, profile=profile, errors=refusal_errors(view, error), values=form,
+                           saved=False)
     if updated.get("language") in LANGUAGES:
         view.language = updated["language"]
         view.cookies[i18n.LANGUAGE_COOKIE] = updated["language"]

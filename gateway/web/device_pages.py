@@ -23,11 +23,15 @@ from contracts.errors import ErrorCode, message_for
 from gateway.web.charts import fills_of, stacked
 from gateway.web.i18n import N_
 from gateway.web.view import (
+    ADDRESS_FIELDS,
+    ADDRESS_REQUIRED,
     FIELD_MESSAGES,
     Errors,
     Page,
     Refusal,
     View,
+    every_item,
+    page_number,
     refusal_errors,
     validation_errors,
     whole_number,
@@ -38,8 +42,6 @@ router = APIRouter(include_in_schema=False)
 COUNTER_FIELD = "counter-"  # the reading form's field of a counter: `counter-mono`, `counter-color`
 # One plain address, as contracts.base.ContactEmail: what a reminder may be sent to.
 EMAIL = re.compile(r"^[^@\s,;<>\"()\[\]]+@[^@\s,;<>\"()\[\]]+\.[^@\s,;<>\"()\[\]]+$")
-ADDRESS_FIELDS = ("name", "street", "postal_code", "city", "country", "building_location")
-ADDRESS_REQUIRED = ("street", "postal_code", "city")
 # What the device page says after a form went through (post, redirect, get: `?done=<key>`).
 DONE = {
     "renamed": N_("The device's name is saved."),
@@ -49,6 +51,7 @@ DONE = {
     "address": N_("Your address change is sent. We check it and let you know by e-mail."),
 }
 ORDER_OPEN = ("placed", "shipped")
+DUE_PER_PAGE = 50  # devices per page of /readings/due
 
 
 def device_path(device_id: str, *, done: str | None = None) -> str:
@@ -87,10 +90,10 @@ async def device_page_data(view: View, device_id: str) -> dict[str, Any]:
         history_of(view, device),
         view.call(ticketing.ListTickets.routing_key, {"device_id": device["device_id"], "page_size": 50}),
         view.call(ordering.ListOrders.routing_key, {"device_id": device["device_id"], "page_size": 50}),
-        view.call(metering.ListDue.routing_key, {"page_size": 200}))
+        every_item(view, metering.ListDue.routing_key))  # this device may be past the first page of a fleet's
     for reading in history["readings"]:
         reading["by_counter"] = {counter["counter"]: counter for counter in reading["counters"]}
-    due_here = next((item for item in due["items"] if item["device_id"] == device["device_id"]), None)
+    due_here = next((item for item in due if item["device_id"] == device["device_id"]), None)
     counters = counter_rows(device, history, due_here)
     names = [row.name for row in counters]
     counted = {name for period in history["periods"] for name in period["printed_pages"]}
@@ -137,7 +140,8 @@ async def rename(view: Page, device_id: str) -> Response:
     form = await view.form()
     try:
         request = registration.RenameDevice(device_id=device_id, friendly_name=form.get("friendly_name") or None)
-        await view.call(registration.RenameDevice.routing_key, request)
+        # Every field sent: `call` leaves a None out, and the catalogue asks for friendly_name, None removing it.
+        await view.call(registration.RenameDevice.routing_key, request.model_dump(mode="json"))
     except ValidationError as error:
         return await render_device(view, device_id, 400, errors=validation_errors(view, error), values=form)
     except Refusal as error:
@@ -308,6 +312,6 @@ async def remove(view: Page, device_id: str) -> Response:
 # --- the readings due ----------------------------------------------------------------------------------------
 
 @router.get("/readings/due")
-async def readings_due(view: Page) -> Response:
-    due = await view.call(metering.ListDue.routing_key, {"page_size": 200})
+async def readings_due(view: Page, page: str = "1") -> Response:
+    due = await view.call(metering.ListDue.routing_key, {"page": page_number(page), "page_size": DUE_PER_PAGE})
     return view.render("device_readings_due.html", due=due)

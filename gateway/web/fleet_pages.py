@@ -32,8 +32,9 @@ async def uploads_page(view: View, http_status: int = 200, errors: Errors | None
 
 
 @router.get("/devices/uploads")
-async def device_uploads(view: Page, queued: bool = False) -> Response:
-    return await uploads_page(view, queued=queued)
+async def device_uploads(view: Page, queued: str = "") -> Response:
+    # Taken as text, as a page number is: a flag typed wrong in the address is no flag, not FastAPI's JSON 422.
+    return await uploads_page(view, queued=queued in ("1", "true", "on"))
 
 
 @router.get("/devices/uploads/template")

@@ -13,9 +13,10 @@ import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, cast, get_args
 from urllib.parse import quote
 
+import annotated_types
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -24,6 +25,8 @@ from contracts import accounts, ordering, registration, ticketing
 from contracts.client import NotDelivered, PortalError
 from contracts.errors import ErrorCode, message_for
 from gateway.web.view import (
+    ADDRESS_FIELDS,
+    ADDRESS_REQUIRED,
     FIELD_MESSAGES,
     INVALID,
     Errors,
@@ -33,6 +36,7 @@ from gateway.web.view import (
     page_number,
     refusal_errors,
     ticked,
+    whole_number,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -40,6 +44,9 @@ NEW_CONTACT = "new"
 PAGE_SIZE = 50
 MAX_DEVICES = 20  # of one order: OKI's order lines per address, far beyond what one site holds
 Devices = Annotated[list[str] | None, Query()]
+# The most of one article a line may ask for, as the contract bounds it.
+MOST_OF_A_LINE = next(cast(int, bound.le) for bound in ordering.OrderLine.model_fields["quantity"].metadata
+                      if isinstance(bound, annotated_types.Le))
 
 
 
@@ -213,10 +220,9 @@ async def place_order(view: Page) -> Response:
             given = form.get(name, "")
             if given in ("", "0"):
                 continue
-            try:
-                quantity = int(given)
-            except ValueError:
-                wrong[name] = view.gettext("Please enter a whole number.")
+            quantity = whole_number(given, MOST_OF_A_LINE)  # ASCII digits only: int() takes "٣" too
+            if isinstance(quantity, str):
+                wrong[name] = view.gettext(FIELD_MESSAGES[quantity])
                 continue
             lines.append({"device_id": orderable["device_id"], "article_number": item["article_number"],
                           "quantity": quantity})
@@ -315,7 +321,6 @@ async def new_ticket_page(view: Page, device: str = "") -> Response:
 
 
 CATEGORIES = get_args(ticketing.TicketCategory)
-ADDRESS_FIELDS = ("name", "street", "postal_code", "city", "country", "building_location")
 
 
 @router.post("/tickets/new")
@@ -345,6 +350,9 @@ async def open_ticket(view: Page) -> Response:
         return location[0] if location and location[0] in ("description", "category") else "description"
 
     address = {name: form.get(f"other_{name}") or None for name in ADDRESS_FIELDS}
+    # Checked here, each beside its field: ServiceAddress refuses the address as a whole, naming no field.
+    unaddressed = {f"other_{name}": view.gettext(FIELD_MESSAGES["missing"]) for name in ADDRESS_REQUIRED
+                   if any(address.values()) and not address[name]}
     try:
         request = ticketing.OpenTicket(
             device_id=device_id, description=form.get("description", ""),
@@ -352,9 +360,12 @@ async def open_ticket(view: Page) -> Response:
             contact=ticketing.TicketContact(name=contact.name, email=contact.email, phone=contact.phone),
             service_address=ticketing.ServiceAddress(address=registration.Location(**address),
                                                      permanent=ticked(form, "other_permanent"))
-            if any(address.values()) else None)
+            if any(address.values()) and not unaddressed else None)
     except ValidationError as error:
-        return again(field_errors(view, error, field_of))
+        errors = field_errors(view, error, field_of)
+        return again(Errors(errors.summary, {**unaddressed, **errors.fields}))
+    if unaddressed:
+        return again(Errors(message_for(ErrorCode.VALIDATION_FAILED, view.language), unaddressed))
     try:
         opened = await view.call(ticketing.OpenTicket.routing_key, request)
     except PortalError as error:

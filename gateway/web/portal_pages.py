@@ -12,18 +12,19 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from contracts import accounts, metering, notifier, registration, ticketing
+from contracts import accounts, metering, notifier, ordering, registration, ticketing
 from contracts.client import PortalError
 from contracts.errors import ErrorCode
-from gateway.web.view import ACCOUNT_COOKIE, Page, Refusal, View, refusal_errors
+from gateway.web.view import ACCOUNT_COOKIE, Page, Refusal, View, every_item, page_number, refusal_errors
 
 router = APIRouter(include_in_schema=False)
 TICKET_NUMBER = re.compile(r"^\d+/\d+$")
 ORDER_NUMBER = re.compile(r"^[A-Za-z]{1,10}-\d{4}-\d{6}$")  # `OR-2026-000001`, whatever the vendor's prefix
+DEVICES_PER_PAGE = 50
 
 
 @router.get("/")
-async def dashboard(view: Page, q: str = "") -> Response:
+async def dashboard(view: Page, q: str = "", page: str = "1") -> Response:
     if not view.session:
         return view.redirect("/sign-in")
     profile = await own_profile(view)
@@ -32,24 +33,47 @@ async def dashboard(view: Page, q: str = "") -> Response:
     if profile.get("terms_open"):  # OKI step 4: the terms come first
         return view.redirect("/terms?next=/")
     query = q.strip()[:200]
-    if TICKET_NUMBER.match(query):  # OneRicoh's quick search: a ticket number goes straight to its ticket
-        return view.redirect(f"/tickets/{query}")
-    if ORDER_NUMBER.match(query):  # and an order number to its order
-        return view.redirect(f"/orders/{query.upper()}")
+    number = bool(TICKET_NUMBER.match(query) or ORDER_NUMBER.match(query))
+    if number:  # OneRicoh's quick search: a ticket or order number of the user's goes straight to it
+        target = await numbered_page(view, query)
+        if target:
+            return view.redirect(target)
+    listed = {**({"text": query} if query else {}), "page": page_number(page), "page_size": DEVICES_PER_PAGE}
     devices, due, tickets = await asyncio.gather(
-        view.call(registration.ListDevices.routing_key, {"text": query or None, "page_size": 200}
-                  if query else {"page_size": 200}),
-        view.call(metering.ListDue.routing_key, {"page_size": 200}),
-        view.call(ticketing.ListTickets.routing_key, {"page_size": 200}))
+        view.call(registration.ListDevices.routing_key, listed),
+        every_item(view, metering.ListDue.routing_key),
+        # Open requests only, status by status: a fleet's closed ones are many and shown nowhere here.
+        asyncio.gather(*(every_item(view, ticketing.ListTickets.routing_key, {"status": status})
+                         for status in ticketing.OPEN_STATUSES)))
+    if not devices["items"] and devices["total"]:  # a page past the last (an old link, devices removed): the last
+        last = -(-int(devices["total"]) // DEVICES_PER_PAGE)
+        devices = await view.call(registration.ListDevices.routing_key, {**listed, "page": last})
     if query and devices["total"] == 1 and devices["items"][0]["serial_number"].lower() == query.lower():
         return view.redirect(f"/devices/{devices['items'][0]['device_id']}")
-    due_ids = {device["device_id"] for device in due["items"]}
+    due_ids = {device["device_id"] for device in due}
     open_tickets: dict[str, list[dict[str, Any]]] = {}
-    for ticket in tickets["items"]:
-        if ticket["status"] in ticketing.OPEN_STATUSES:
-            open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
+    for ticket in (ticket for found in tickets for ticket in found):
+        open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
     return view.render("dashboard.html", profile=profile, devices=devices, due_ids=due_ids,
-                       open_tickets=open_tickets, query=query, today=date.today())
+                       open_tickets=open_tickets, query=query, number_unknown=number, today=date.today(),
+                       pages={"q": query} if query else {})
+
+
+async def numbered_page(view: View, number: str) -> str | None:
+    """The page of the user's ticket or order of this number; None when the user has none of that number (the
+    dashboard says so, rather than a 404 page)."""
+    if TICKET_NUMBER.match(number):
+        command, payload, target = ticketing.GetTicket.routing_key, {"ticket_number": number}, f"/tickets/{number}"
+    else:
+        command, payload, target = (ordering.GetOrder.routing_key, {"order_number": number.upper()},
+                                    f"/orders/{number.upper()}")
+    try:
+        await view.call(command, payload)
+    except PortalError as error:
+        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN):
+            return None
+        raise
+    return target
 
 
 async def own_profile(view: View) -> dict[str, Any]:

@@ -7,6 +7,7 @@ next page or with the same form, its values kept and each refused field marked.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -25,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from contracts.base import MAX_PAGE, FileObject
+from contracts.base import MAX_PAGE, MAX_PAGE_SIZE, FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import LANGUAGES, ErrorCode, message_for
 from gateway.cookies import FORM_COOKIE, cookie_name, csrf_token, session_of
@@ -204,6 +205,16 @@ def security_headers(response: Response, settings: GatewaySettings) -> None:
 Refusal = (PortalError, NotDelivered, TimeoutError)
 
 
+async def every_item(view: View, command: str, payload: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every item of a service's paged list, not its first page only: what a page needs whole (which of the user's
+    devices are due, which have an open request) stays right however large the fleet."""
+    asked = dict(payload or {}, page_size=MAX_PAGE_SIZE)
+    first = await view.call(command, asked)
+    pages = min(-(-int(first["total"]) // MAX_PAGE_SIZE), MAX_PAGE)
+    rest = await asyncio.gather(*(view.call(command, {**asked, "page": number}) for number in range(2, pages + 1)))
+    return [item for reply in (first, *rest) for item in reply["items"]]
+
+
 def ticked(form: Mapping[str, str], name: str) -> bool:
     """A checkbox of a posted form (browsers send `on`)."""
     return form.get(name) in ("on", "true", "1")
@@ -263,6 +274,9 @@ FIELD_MESSAGES = {
     "literal_error": N_("Please choose one of the options."),
 }
 INVALID = N_("Please check this value.")
+# A device's address as the forms ask it (registration.Location), and what a technician or a move needs of it.
+ADDRESS_FIELDS = ("name", "street", "postal_code", "city", "country", "building_location")
+ADDRESS_REQUIRED = ("street", "postal_code", "city")
 # The field a specific refusal of a service is about: its message goes there, not above the form.
 FIELD_OF_CODE = {
     "email_taken": "email", "username_taken": "username", "weak_password": "password",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -42,6 +43,12 @@ async def test_sign_in_sets_an_httponly_lax_session_cookie_and_a_readable_csrf_c
     profile = await http.get("/api/v1/me")  # the cookie alone signs a read in
     assert profile.status_code == 200
     assert profile.json()["email"] == person["email"]
+    assert "max-age" not in session and "expires" not in session  # without remember_me: the browser's session
+
+    remembered = await http.post("/api/v1/session", json={"login": person["email"], "password": person["password"],
+                                                         "remember_me": True})
+    max_age = re.search(r"max-age=(\d+)", set_cookie(remembered, SESSION_COOKIE).lower())
+    assert max_age is not None and 11 * 3600 < int(max_age.group(1)) <= 12 * 3600  # "stay signed in": 12 hours
 
 
 async def test_cookies_are_secure_in_production(gateway_settings: GatewaySettings, portal: PortalClient,

@@ -27,7 +27,8 @@ TEXTS = {
            "confirm": "E-Mail-Adresse bestätigen", "sign_in": "Anmelden", "login": "E-Mail-Adresse oder Benutzername",
            "accept": "Akzeptieren und weiter", "devices": "Meine Geräte", "mismatch": "stimmen nicht überein",
            "tick": "Bitte setzen Sie hier ein Häkchen.", "stay": "Angemeldet bleiben (12 Stunden)",
-           "sign_out": "Abmelden", "signed_out": "Sie sind abgemeldet."},
+           "sign_out": "Abmelden", "signed_out": "Sie sind abgemeldet.", "by_sms": "Per SMS", "save": "Speichern",
+           "saved": "Ihr Profil ist gespeichert."},
     "en": {"sign_up": "Sign up", "email": "E-mail address", "username": "Username", "password": "Password",
            "repeat": "Repeat the password", "country": "Country", "customer": "Customer number",
            "serial": "Serial number of one of the company's devices", "terms": "I accept the terms and conditions",
@@ -35,7 +36,8 @@ TEXTS = {
            "confirm": "Confirm e-mail address", "sign_in": "Sign in", "login": "E-mail address or username",
            "accept": "Accept and continue", "devices": "My devices", "mismatch": "do not match",
            "tick": "Please tick this box.", "stay": "Stay signed in (12 hours)", "sign_out": "Sign out",
-           "signed_out": "You are signed out."},
+           "signed_out": "You are signed out.", "by_sms": "By text message", "save": "Save",
+           "saved": "Your profile is saved."},
 }
 OFFICE = {"name": "Empfang", "street": "Hauptstraße 1", "postal_code": "01067", "city": "Dresden", "country": "DE"}
 
@@ -129,6 +131,15 @@ async def test_a_new_customer_signs_up_confirms_from_the_mail_and_sees_the_compa
     assert cookies["portal_session"]["httpOnly"]
     lasts = cookies["portal_session"]["expires"] - datetime.now(UTC).timestamp()
     assert 11 * 3600 < lasts <= 12 * 3600  # "stay signed in": 12 hours
+
+    # The profile: a preference of how to be kept informed, saved and shown ticked.
+    await page.goto(f"{gateway_url}/profile")
+    await accessible(page, f"profile-{language}")
+    await page.get_by_label(texts["by_sms"]).check()
+    await page.get_by_role("button", name=texts["save"], exact=True).click()
+    await expect(page.get_by_role("status")).to_have_text(texts["saved"])
+    await expect(page.get_by_label(texts["by_sms"])).to_be_checked()
+    await accessible(page, f"profile-saved-{language}")
 
     await page.get_by_role("button", name=texts["sign_out"]).click()
     await expect(page.get_by_role("status")).to_have_text(texts["signed_out"])
