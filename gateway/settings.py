@@ -40,7 +40,8 @@ class GatewaySettings(BaseSettings):
     brand_name: str = Field(default="Service Portal", min_length=1, max_length=80)
     brand_logo_url: str | None = Field(default=None, description="An image shown beside the name; none: the name.")
     brand_colour: str = Field(default="#0b4f8a", pattern=r"^#[0-9a-fA-F]{6}$",
-                              description="Buttons and the header; white text on it must reach 4.5:1 (WCAG AA).")
+                              description="Buttons, the header and links; against white (white text on it, links "
+                                          "on the white page and notices) it must reach 4.5:1 (WCAG AA).")
     brand_contact_email: str = "support@portal.localhost"
     brand_contact_phone: str | None = None
     brand_terms_url: str = "/legal/terms"
@@ -51,8 +52,10 @@ class GatewaySettings(BaseSettings):
     @field_validator("brand_colour")
     @classmethod
     def readable_on_white_text(cls, colour: str) -> str:
+        # White is every background links sit on too (portal.css keeps the notices white for that): one check.
         if contrast_with_white(colour) < 4.5:
-            raise ValueError(f"white text on {colour} has a contrast below 4.5:1 (WCAG AA): pick a darker colour")
+            raise ValueError(f"white text on {colour} (and {colour} on white) has a contrast below 4.5:1 (WCAG AA): "
+                             "pick a darker colour")
         return colour
 
     @field_validator("time_zone")

@@ -157,8 +157,6 @@ async def test_review3_a_dashboard_page_past_the_last_shows_the_last_devices(pag
     assert 'href="/devices/d-250"' in response.text  # not "You have no devices in the portal yet."
 
 
-@pytest.mark.xfail(strict=True, reason="the focus outline #ffbf47 is 1.6:1 against the white page: WCAG 2.1 AA "
-                                       "(1.4.11) asks 3:1 of a focus indicator against what is next to it")
 def test_review3_the_focus_outline_stands_out_against_the_white_page() -> None:
     css = (Path(__file__).parents[2] / "gateway" / "web" / "static" / "portal.css").read_text()
     focus = re.search(r"--focus:\s*(#[0-9a-fA-F]{6})", css)
@@ -166,9 +164,6 @@ def test_review3_the_focus_outline_stands_out_against_the_white_page() -> None:
     assert contrast_with_white(focus.group(1)) >= 3.0, f"{focus.group(1)}: {contrast_with_white(focus.group(1)):.2f}:1"
 
 
-@pytest.mark.xfail(strict=True, reason="the start-up check measures the brand colour against white only; links in the "
-                                       "light-blue notices (the open request's number on /tickets/new) are brand-"
-                                       "coloured on #eef3f8, 4.07:1 for an accepted #767676")
 def test_review3_a_brand_colour_the_portal_accepts_keeps_its_links_readable_in_a_notice() -> None:
     def luminance(colour: str) -> float:
         return 1.05 / contrast_with_white(colour) - 0.05  # contrast_with_white is 1.05 / (L + 0.05)
@@ -272,8 +267,6 @@ async def on_a_phone(browser: Browser) -> AsyncIterator[Page]:
             await context.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the consumables fieldset keeps its min-width: min-content, so the table's "
-                                       "scrolling wrapper never scrolls and the order page is wider than a phone")
 @pytest.mark.asyncio(loop_scope="module")
 async def test_review3_the_order_form_fits_a_phone(browser: Browser) -> None:
     async with on_a_phone(browser) as page:
@@ -283,8 +276,6 @@ async def test_review3_the_order_form_fits_a_phone(browser: Browser) -> None:
         assert width <= PHONE["width"], f"the page is {width}px wide on a {PHONE['width']}px screen"
 
 
-@pytest.mark.xfail(strict=True, reason="the chart's 640-unit viewBox is shrunk to the phone's width with its 11-12 "
-                                       "unit texts: its dates, counts and legend are some 7 px high")
 @pytest.mark.asyncio(loop_scope="module")
 async def test_review3_the_usage_charts_words_are_readable_on_a_phone(browser: Browser) -> None:
     async with on_a_phone(browser) as page:
