@@ -157,7 +157,8 @@ async def test_review_a_contract_sign_in_is_offered_no_page_it_cannot_open(pages
     dashboard = await pages.get("/")  # GetProfile answers not_found, as accounts does for a contract's session
     assert dashboard.status_code == 200
     nav = dashboard.text.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
-    for target in re.findall(r'href="(/[^"]*)"', nav):
+    actions = dashboard.text.split('<ul class="links actions">', 1)[1].split("</ul>", 1)[0]
+    for target in re.findall(r'href="(/[^"]*)"', nav + actions):
         assert (await pages.get(target)).status_code != 404, target
 
 
