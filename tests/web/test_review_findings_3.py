@@ -1,6 +1,6 @@
 """Defects found in the third review of the web pages (issue 15), each proven here before it was fixed, and kept so
-it stays fixed: the pages run over the ASGI app with a stand-in portal that answers the commands as the services would (one
-test drives Debian's Chromium over the same app, for a layout only a browser can measure)."""
+it stays fixed: the pages run over the ASGI app with a stand-in portal that answers the commands as the services
+would (one test drives Debian's Chromium over the same app, for a layout only a browser can measure)."""
 
 from __future__ import annotations
 
