@@ -56,9 +56,6 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 VERSION = "1.0.0"
 T = TypeVar("T")
-
-
-
 READY_REUSE_SECONDS = 1.0
 
 

@@ -30,7 +30,7 @@ class Chart:
     periods: list[dict[str, Any]] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     ticks: list[tuple[float, int]] = field(default_factory=list)  # (y, pages)
-    labels: list[tuple[float, str]] = field(default_factory=list)  # (x centre, period end, ISO)
+    labels: list[tuple[float, str]] = field(default_factory=list)  # (x centre, period end in ISO; shown as its month)
 
 
 MAX_LABELS = 12

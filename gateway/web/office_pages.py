@@ -45,17 +45,17 @@ PAGE_SIZE = 50
 # The zones an operator states a technician's arrival in, besides the portal's own (PORTAL_TIME_ZONE), which the
 # form suggests: the zone the pages show times in.
 TIME_ZONES = ("Europe/Berlin", "Europe/Oslo", "Europe/London", "UTC")
-
-
-def eta_zones(view: View) -> tuple[str, ...]:
-    return tuple(dict.fromkeys((view.settings.time_zone, *TIME_ZONES)))
 ORDER_STATUSES = ("placed", "shipped", "delivered")
 DELIVERY_STATUSES = ("sent", "retrying", "failed")
 DECIDED = {"approved": N_("Approved."), "rejected": N_("Rejected."), "active": N_("Approved."),
            "shipped": N_("Marked as shipped."), "delivered": N_("Marked as delivered."),
            "status": N_("The service request's status is changed."), "replayed": N_("Put back on the queue."),
            "estimate": N_("The estimate is recorded.")}
-COUNTER = re.compile(r"^\s*([^\s=:]+)\s*[=:]\s*(\d{1,13})\s*$")
+
+
+def eta_zones(view: View) -> tuple[str, ...]:
+    """The zones the arrival's picker offers, the portal's own first."""
+    return tuple(dict.fromkeys((view.settings.time_zone, *TIME_ZONES)))
 
 
 def key(text: str) -> str:
@@ -320,7 +320,7 @@ async def mail(view: Page, recipient: str = "", status: str = "", page: str = "1
 def counters_of(text: str) -> list[dict[str, Any]] | None:
     """`mono=13250, color=3710` as the readings of a command; None when a part is no `name=value`."""
     parts = [part for part in re.split(r"[,;\n]", text) if part.strip()]
-    found = [COUNTER.match(part) for part in parts]
+    found = [sheets.COUNTER.match(part) for part in parts]
     if not parts or not all(found):
         return None
     return [{"counter": match.group(1), "value": int(match.group(2))} for match in found if match]

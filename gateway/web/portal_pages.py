@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import date
 from typing import Any
 
 from fastapi import APIRouter
@@ -55,7 +54,7 @@ async def dashboard(view: Page, q: str = "", page: str = "1") -> Response:
     for ticket in (ticket for found in tickets for ticket in found):
         open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
     return view.render("dashboard.html", profile=profile, devices=devices, due_ids=due_ids,
-                       open_tickets=open_tickets, query=query, number_unknown=number, today=date.today(),
+                       open_tickets=open_tickets, query=query, number_unknown=number,
                        pages={"q": query} if query else {})
 
 
