@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from contracts.base import Command, Event, FileObject, Message, PageRequest
-from contracts.registration import Location, ReminderRecipient
+from contracts.registration import DeviceId, Location, ReminderRecipient
 
 Source = Literal["customer", "estimate", "device"]
 ReminderKind = Literal["opening", "second"]
@@ -98,6 +98,8 @@ class ListDue(PageRequest, Command):
     """The caller's devices whose reading for the current billing period is due (its window is open) and missing."""
 
     routing_key: ClassVar[str] = "metering.list_due"
+    device_ids: list[DeviceId] | None = Field(default=None, max_length=200, description="Optional: only these of "
+                                              "the caller's devices (a page's); others' ids find nothing.")
 
 
 class DueCounter(BaseModel):

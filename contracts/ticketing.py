@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from contracts.base import Command, Contact, Event, Message, PageRequest, SingleLine
+from contracts.registration import DeviceId as ListedDeviceId
 from contracts.registration import Location
 
 TicketStatus = Literal["to_be_scheduled", "dispatched", "en_route", "on_site", "resolved", "closed", "cancelled"]
@@ -162,6 +163,8 @@ class ListTickets(PageRequest, Command):
 
     routing_key: ClassVar[str] = "ticketing.list_tickets"
     device_id: str | None = Field(default=None, max_length=64)
+    device_ids: list[ListedDeviceId] | None = Field(default=None, max_length=200,
+                                                    description="Optional: only tickets of these devices (a page's).")
     status: TicketStatus | None = None
     ticket_number: str | None = Field(default=None, max_length=32, description="Quick search: part of the number.")
 

@@ -175,8 +175,9 @@ ROUTES: tuple[Route, ...] = (
           registration.DecideRequest, "Approve or reject a claim or address change",
           reply=registration.Decision),
     # metering (CATALOG §4)
+    # `device_ids` (a list) is the web pages' filter on the bus: a query string here takes one value a field.
     Route("GET", "/readings/due", "metering.list_due", metering.ListDue, "Devices with readings due",
-          reply=Page[metering.DueDevice]),
+          reply=Page[metering.DueDevice], fixed={"device_ids": None}),
     Route("POST", "/devices/{device_id}/reading-previews", "metering.preview_reading", metering.PreviewReading,
           "Check a reading without storing it", reply=metering.ReadingPreview),
     Route("POST", "/devices/{device_id}/readings", "metering.submit_reading", metering.SubmitReading,
@@ -229,7 +230,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", T, "ticketing.get_ticket", ticketing.GetTicket, "A service request with its history",
           reply=ticketing.Ticket, path_fields=ticket_number),
     Route("GET", "/tickets", "ticketing.list_tickets", ticketing.ListTickets, "The caller's service requests",
-          reply=Page[ticketing.Ticket]),
+          reply=Page[ticketing.Ticket], fixed={"device_ids": None}),  # as `/readings/due`'s
     Route("GET", "/operator/tickets", "ticketing.operator.list_tickets", ticketing.OperatorListTickets,
           "The back office's queue", reply=Page[ticketing.Ticket]),
     Route("PUT", "/operator" + T + "/status", "ticketing.operator.set_status", ticketing.SetStatus,

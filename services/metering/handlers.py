@@ -294,11 +294,13 @@ async def usage(request: api.Usage, ctx: CommandContext) -> api.UsageReport:
 @router.command("metering.list_due", api.ListDue, access=Access.AUTH, replay=Replay.RERUN)
 async def list_due(request: api.ListDue, ctx: CommandContext) -> Page[api.DueDevice]:
     """The caller's devices under contract whose reading window is open today and that have no reading for that
-    period yet; e-maintenance devices report themselves and are never due."""
+    period yet (of `device_ids` only, when given); e-maintenance devices report themselves and are never due."""
     store = store_of(ctx)
     day = today()
+    asked = None if request.device_ids is None else set(request.device_ids)  # of what the caller sees: no more
     devices = [device for device in await visible_devices(store.devices, ctx.caller, {"outbox": 0})
-               if device.get("contract_number") and device.get("e_maintenance") not in (True, 1)]
+               if device.get("contract_number") and device.get("e_maintenance") not in (True, 1)
+               and (asked is None or device["_id"] in asked)]
     customers = await store.customers_by_number(
         device["customer_number"] for device in devices if device.get("customer_number"))
     open_windows: dict[str, periods.Window] = {}

@@ -152,11 +152,15 @@ async def get_ticket(request: api.GetTicket, ctx: CommandContext) -> api.Ticket:
 
 @router.command("ticketing.list_tickets", api.ListTickets, access=Access.AUTH, replay=Replay.RERUN)
 async def list_tickets(request: api.ListTickets, ctx: CommandContext) -> Page[api.Ticket]:
-    """The caller's tickets, newest first; by device, by status, and by part of the number (quick search)."""
+    """The caller's tickets, newest first; by device (or devices), by status, and by part of the number (quick
+    search)."""
     visible = visible_records(ctx.caller)
     filters: Document = {}
     if request.device_id:
         filters["device_id"] = request.device_id
+    if request.device_ids is not None:  # with `device_id` too: the tickets of that device if it is among them
+        asked = [device_id for device_id in request.device_ids if request.device_id in (None, "", device_id)]
+        filters["device_id"] = {"$in": asked}
     if request.status:
         filters["status"] = request.status
     if request.ticket_number and request.ticket_number.strip():

@@ -142,6 +142,30 @@ async def test_list_due_shows_the_devices_whose_window_is_open_and_reading_missi
         ("color", 3, last_date.isoformat(), window.period_end.isoformat())]
 
 
+async def test_list_due_of_some_devices_lists_only_those_the_caller_sees(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    customer = random_id("C-")
+    await provision_customer(amqp_url, metering, customer, billing_period="monthly")
+    if periods.window_on(today(), "monthly") is None:
+        pytest.skip("no monthly window is open today")
+    due = [await provision_device(amqp_url, metering, customer_number=customer, last={"mono": 7, "color": 3},
+                                  last_date=today() - timedelta(days=40)) for _ in range(3)]
+    other = random_id("C-")
+    await provision_customer(amqp_url, metering, other, billing_period="monthly")
+    theirs = await provision_device(amqp_url, metering, customer_number=other, last={"mono": 7, "color": 3},
+                                    last_date=today() - timedelta(days=40))
+    token, _ = token_for(settings, customer_number=customer)
+    asked = [due[2]["device_id"], theirs["device_id"], due[0]["device_id"], "no-such-device"]
+    listed = await portal.call("metering.list_due", {"device_ids": asked}, token=token)
+    assert sorted(item["device_id"] for item in listed["items"]) == sorted([due[0]["device_id"], due[2]["device_id"]])
+    assert listed["total"] == 2
+    assert (await portal.call("metering.list_due", {"device_ids": []}, token=token))["total"] == 0
+    assert (await portal.call("metering.list_due", {}, token=token))["total"] == 3
+    their_token, _ = token_for(settings, customer_number=other)
+    assert (await portal.call("metering.list_due", {"device_ids": asked}, token=their_token))["total"] == 1
+    assert await outcome(portal, "metering.list_due", {"device_ids": ["d"] * 201}, token=token) == "validation_failed"
+
+
 async def test_an_older_device_event_arriving_late_changes_nothing(
         settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
     device = await provision_device(amqp_url, metering, version=3, friendly_name="Empfang")

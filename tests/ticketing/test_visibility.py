@@ -137,6 +137,23 @@ async def test_list_tickets_filters_by_device_status_and_part_of_the_number_newe
     assert await outcome(portal, "ticketing.list_tickets", {"status": "open"}, token=token) == "validation_failed"
 
 
+async def test_list_tickets_of_some_devices_lists_only_the_callers_tickets_of_those(
+        settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
+    me, first = await customer_device(amqp_url, ticketing, settings)
+    second = await es5462(amqp_url, ticketing, first["customer_number"])
+    them, theirs = await customer_device(amqp_url, ticketing, settings)
+    mine = [await opened(portal, me, first), await opened(portal, me, second)]
+    their_ticket = await opened(portal, them, theirs)
+    asked = [theirs["device_id"], second["device_id"]]
+    assert await numbers(portal, me, device_ids=asked) == [mine[1]]
+    assert await numbers(portal, me, device_ids=[first["device_id"], second["device_id"]]) == mine[::-1]
+    assert await numbers(portal, me, device_ids=asked, device_id=first["device_id"]) == []
+    assert await numbers(portal, me, device_ids=[]) == []
+    assert await numbers(portal, them, device_ids=asked) == [their_ticket]
+    assert await outcome(portal, "ticketing.list_tickets", {"device_ids": ["x" * 65]}, token=me) \
+        == "validation_failed"
+
+
 async def test_the_back_office_queue_lists_tickets_to_schedule_oldest_first_with_device_and_address(
         settings: TicketingSettings, portal: PortalClient, amqp_url: str, ticketing: ServiceInstance) -> None:
     made = []
