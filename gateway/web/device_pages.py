@@ -30,7 +30,7 @@ from gateway.web.view import (
     Page,
     Refusal,
     View,
-    every_item,
+    items_of_devices,
     page_number,
     refusal_errors,
     validation_errors,
@@ -90,7 +90,7 @@ async def device_page_data(view: View, device_id: str) -> dict[str, Any]:
         history_of(view, device),
         view.call(ticketing.ListTickets.routing_key, {"device_id": device["device_id"], "page_size": 50}),
         view.call(ordering.ListOrders.routing_key, {"device_id": device["device_id"], "page_size": 50}),
-        every_item(view, metering.ListDue.routing_key))  # this device may be past the first page of a fleet's
+        items_of_devices(view, metering.ListDue.routing_key, [device["device_id"]]))
     for reading in history["readings"]:
         reading["by_counter"] = {counter["counter"]: counter for counter in reading["counters"]}
     due_here = next((item for item in due if item["device_id"] == device["device_id"]), None)
@@ -313,5 +313,9 @@ async def remove(view: Page, device_id: str) -> Response:
 
 @router.get("/readings/due")
 async def readings_due(view: Page, page: str = "1") -> Response:
-    due = await view.call(metering.ListDue.routing_key, {"page": page_number(page), "page_size": DUE_PER_PAGE})
+    asked = {"page": page_number(page), "page_size": DUE_PER_PAGE}
+    due = await view.call(metering.ListDue.routing_key, asked)
+    if not due["items"] and due["total"]:  # a page past the last (an old link, readings sent since): the last
+        last = -(-int(due["total"]) // DUE_PER_PAGE)
+        due = await view.call(metering.ListDue.routing_key, {**asked, "page": last})
     return view.render("device_readings_due.html", due=due)

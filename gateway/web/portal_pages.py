@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from contracts import accounts, metering, notifier, ordering, registration, ticketing
 from contracts.client import PortalError
 from contracts.errors import ErrorCode
-from gateway.web.view import ACCOUNT_COOKIE, Page, Refusal, View, every_item, page_number, refusal_errors
+from gateway.web.view import ACCOUNT_COOKIE, Page, Refusal, View, items_of_devices, page_number, refusal_errors
 
 router = APIRouter(include_in_schema=False)
 TICKET_NUMBER = re.compile(r"^\d+/\d+$")
@@ -38,23 +38,26 @@ async def dashboard(view: Page, q: str = "", page: str = "1") -> Response:
         if target:
             return view.redirect(target)
     listed = {**({"text": query} if query else {}), "page": page_number(page), "page_size": DEVICES_PER_PAGE}
-    devices, due, tickets = await asyncio.gather(
+    devices, due_count = await asyncio.gather(
         view.call(registration.ListDevices.routing_key, listed),
-        every_item(view, metering.ListDue.routing_key),
-        # Open requests only, status by status: a fleet's closed ones are many and shown nowhere here.
-        asyncio.gather(*(every_item(view, ticketing.ListTickets.routing_key, {"status": status})
-                         for status in ticketing.OPEN_STATUSES)))
+        view.call(metering.ListDue.routing_key, {"page_size": 1}))  # the fleet's count; the page's devices below
     if not devices["items"] and devices["total"]:  # a page past the last (an old link, devices removed): the last
         last = -(-int(devices["total"]) // DEVICES_PER_PAGE)
         devices = await view.call(registration.ListDevices.routing_key, {**listed, "page": last})
     if query and devices["total"] == 1 and devices["items"][0]["serial_number"].lower() == query.lower():
         return view.redirect(f"/devices/{devices['items'][0]['device_id']}")
+    shown = [device["device_id"] for device in devices["items"]]
+    due, tickets = await asyncio.gather(
+        items_of_devices(view, metering.ListDue.routing_key, shown if due_count["total"] else []),
+        # Open requests only, status by status (a device has one open at most): closed ones are many, shown nowhere.
+        asyncio.gather(*(items_of_devices(view, ticketing.ListTickets.routing_key, shown, {"status": status})
+                         for status in ticketing.OPEN_STATUSES)))
     due_ids = {device["device_id"] for device in due}
     open_tickets: dict[str, list[dict[str, Any]]] = {}
     for ticket in (ticket for found in tickets for ticket in found):
         open_tickets.setdefault(ticket["device"]["device_id"], []).append(ticket)
     return view.render("dashboard.html", profile=profile, devices=devices, due_ids=due_ids,
-                       open_tickets=open_tickets, query=query, number_unknown=number,
+                       due_total=due_count["total"], open_tickets=open_tickets, query=query, number_unknown=number,
                        pages={"q": query} if query else {})
 
 
@@ -69,7 +72,8 @@ async def numbered_page(view: View, number: str) -> str | None:
     try:
         await view.call(command, payload)
     except PortalError as error:
-        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN):
+        # A number the contract refuses (longer than any ticket's) is no number of the user's either.
+        if error.code in (ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN, ErrorCode.VALIDATION_FAILED):
             return None
         raise
     return target

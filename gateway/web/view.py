@@ -7,7 +7,6 @@ next page or with the same form, its values kept and each refused field marked.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -26,7 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from contracts.base import MAX_PAGE, MAX_PAGE_SIZE, FileObject
+from contracts.base import MAX_PAGE, FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError
 from contracts.errors import LANGUAGES, ErrorCode, message_for
 from gateway.cookies import FORM_COOKIE, cookie_name, csrf_token, session_of
@@ -205,14 +204,15 @@ def security_headers(response: Response, settings: GatewaySettings) -> None:
 Refusal = (PortalError, NotDelivered, TimeoutError)
 
 
-async def every_item(view: View, command: str, payload: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every item of a service's paged list, not its first page only: what a page needs whole (which of the user's
-    devices are due, which have an open request) stays right however large the fleet."""
-    asked = dict(payload or {}, page_size=MAX_PAGE_SIZE)
-    first = await view.call(command, asked)
-    pages = min(-(-int(first["total"]) // MAX_PAGE_SIZE), MAX_PAGE)
-    rest = await asyncio.gather(*(view.call(command, {**asked, "page": number}) for number in range(2, pages + 1)))
-    return [item for reply in (first, *rest) for item in reply["items"]]
+async def items_of_devices(view: View, command: str, device_ids: list[str],
+                           payload: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A service's list, of these devices only (a page's, at most one item each): one command however large the
+    fleet, where paging through the whole list grew with it."""
+    if not device_ids:
+        return []
+    reply = await view.call(command, {**(payload or {}), "device_ids": device_ids, "page_size": len(device_ids)})
+    items: list[dict[str, Any]] = reply["items"]
+    return items
 
 
 def ticked(form: Mapping[str, str], name: str) -> bool:

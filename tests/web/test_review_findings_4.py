@@ -109,9 +109,6 @@ async def client(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.mark.xfail(strict=True, reason="every_item pages through the whole due list on every dashboard and device "
-                                       "page view: one command per 200 due devices, each making metering compute the "
-                                       "whole list again (work grows with the fleet's square)")
 @pytest.mark.parametrize("path", ["/", "/devices/d-1"])
 async def test_review4_a_page_asks_a_bounded_number_of_commands_however_many_devices_are_due(
         client: httpx.AsyncClient, portal: Portal, path: str) -> None:
@@ -139,8 +136,6 @@ async def test_review4_the_dashboards_count_of_due_devices_is_written_as_the_lan
     assert "1,234 devices need their meter readings." in page
 
 
-@pytest.mark.xfail(strict=True, reason="/readings/due past its last page (an old link) says no reading is due while "
-                                       "devices are, and offers no way back")
 async def test_review4_a_page_of_due_readings_past_the_last_does_not_say_none_is_due(
         client: httpx.AsyncClient, portal: Portal) -> None:
     portal.due = 3
@@ -148,9 +143,6 @@ async def test_review4_a_page_of_due_readings_past_the_last_does_not_say_none_is
     assert "No meter reading is due right now." not in page
 
 
-@pytest.mark.xfail(strict=True, reason="the quick search sends a ticket-like number longer than the contract's 32 "
-                                       "characters; its validation_failed is re-raised: the 404 page 'There is no "
-                                       "such page' instead of the dashboard")
 async def test_review4_a_long_ticket_like_number_in_the_quick_search_keeps_the_dashboard(
         client: httpx.AsyncClient) -> None:
     response = await client.get("/?q=" + "1" * 40 + "/1")
