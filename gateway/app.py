@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts import accounts
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError, data_of
 from contracts.errors import ErrorCode, negotiate_language
@@ -229,7 +230,10 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
             response = problem(ErrorCode.INTERNAL, language)
         else:
             if route.signs_in:
-                set_session_cookies(response, data, settings, stay_signed_in=payload.get("remember_me") is True)
+                # As accounts reads it (1 and "true" stay signed in too): the route's command, not the JSON's `true`.
+                command = route.request.model_validate(payload)
+                stay_signed_in = isinstance(command, accounts.Login) and command.remember_me
+                set_session_cookies(response, data, settings, stay_signed_in=stay_signed_in)
                 await end_replaced_session(portal, request, str(data["access_token"]), settings)
         if route.signs_out and response.status_code in (200, 401):
             clear_session_cookies(response, settings)  # a session revoked already is gone as well

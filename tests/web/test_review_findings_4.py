@@ -128,8 +128,6 @@ async def test_review4_a_refusal_no_wait_lifts_does_not_ask_to_retry_later(clien
     assert "retry-after" not in response.headers, response.headers["retry-after"]
 
 
-@pytest.mark.xfail(strict=True, reason="a number inside ngettext's %(num)d is written without the language's "
-                                       "thousands separator (1234 devices, next to (12,345) in the caption)")
 async def test_review4_the_dashboards_count_of_due_devices_is_written_as_the_language_does(
         client: httpx.AsyncClient, portal: Portal) -> None:
     portal.due = 1234
@@ -156,9 +154,6 @@ async def test_review4_a_long_ticket_like_number_in_the_quick_search_keeps_the_d
     assert "You have no order or service request numbered" in response.text
 
 
-@pytest.mark.xfail(strict=True, reason="the API decides the cookie's Max-Age by `remember_me is True` while accounts "
-                                       "takes 1 or \"true\" as true too: a 12-hour session in a cookie that ends with "
-                                       "the browser")
 @pytest.mark.parametrize("remember_me", [1, "true"])
 async def test_review4_an_api_sign_in_that_stays_signed_in_gets_a_cookie_that_lasts(
         client: httpx.AsyncClient, remember_me: object) -> None:
@@ -171,8 +166,6 @@ async def test_review4_an_api_sign_in_that_stays_signed_in_gets_a_cookie_that_la
     assert "Max-Age=" in session_cookie, session_cookie
 
 
-@pytest.mark.xfail(strict=True, reason="the metrics' route label of a static file is `unrouted`: served files and "
-                                       "404 scans share one series")
 async def test_review4_a_static_file_is_counted_under_its_mount_not_as_unrouted(portal: Portal) -> None:
     app = create_app(GatewaySettings(amqp_url="amqp://guest:guest@127.0.0.1:1/"), portal)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://portal.test") as client:
@@ -189,9 +182,6 @@ async def test_review4_the_register_page_offers_every_model_of_the_catalogue(cli
     assert f'<option value="M{MODELS:03d}">' in page
 
 
-@pytest.mark.xfail(strict=True, reason="PORTAL_TIME_ZONE=localtime is taken where the host's zoneinfo has that "
-                                       "file (Debian's link to /etc/localtime): the server's zone after all, and "
-                                       "refused in an image that reads the tzdata package")
 def test_review4_the_servers_own_zone_is_no_portal_time_zone() -> None:
     if "localtime" not in available_timezones():
         pytest.skip("this host's zoneinfo has no `localtime`")
