@@ -2,7 +2,8 @@
 the public one: requests by route, method and status, and their time.
 
 The route label is the route's template (`/api/v1/devices/{device_id}`), a mount's path for the files it serves
-(`/static`), `unrouted` for an address no route has: no path, query or header a client sends can make a new time series.
+(`/static`), `unrouted` for an address no route has: no path, query or header a client sends can make a new time
+series.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from gateway.web.view import (
 router = APIRouter(include_in_schema=False)
 MAX_COUNTER = metering.MAX_COUNTER
 # The most pages of model names the register page asks for: 10,000 names, more than a vendor's catalogue holds; a
-# larger one is offered its first 10,000 by name (the typed name is still checked against all).
+# larger one is offered its first 10,000 by name.
 MAX_MODEL_PAGES = 50
 MAX_PROOF_BYTES = 5 * 1024 * 1024  # registration's limit (CATALOG §3): a larger file is not even sent
 
