@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts import accounts
 from contracts.base import FileObject
 from contracts.client import NotDelivered, PortalClient, PortalError, data_of
 from contracts.errors import ErrorCode, negotiate_language
@@ -199,6 +200,7 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
     async def endpoint(request: Request) -> Response:
         language = language_of(request)
         portal: PortalClient = request.app.state.portal
+        refused: dict[str, str] = {}  # the fields a service's refusal names: a limit naming one is no window
         try:
             if "service" in request.path_params and request.path_params["service"] not in SERVICES:
                 raise Refused(ErrorCode.NOT_FOUND)
@@ -219,6 +221,7 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
         except BodyTooLarge:
             response = problem(BODY_TOO_LARGE, language, headers={"Connection": "close"})
         except PortalError as error:
+            refused = error.fields
             response = problem(error.code, language, message=error.message or None, fields=error.fields)
         except (NotDelivered, TimeoutError):
             response = problem(NO_SERVICE, language)
@@ -227,11 +230,14 @@ def endpoint_for(route: Route, settings: GatewaySettings) -> Callable[[Request],
             response = problem(ErrorCode.INTERNAL, language)
         else:
             if route.signs_in:
-                set_session_cookies(response, data, settings, stay_signed_in=payload.get("remember_me") is True)
+                # As accounts reads it (1 and "true" stay signed in too): the route's command, not the JSON's `true`.
+                command = route.request.model_validate(payload)
+                stay_signed_in = isinstance(command, accounts.Login) and command.remember_me
+                set_session_cookies(response, data, settings, stay_signed_in=stay_signed_in)
                 await end_replaced_session(portal, request, str(data["access_token"]), settings)
         if route.signs_out and response.status_code in (200, 401):
             clear_session_cookies(response, settings)  # a session revoked already is gone as well
-        response.headers.update(retry_after(response.status_code, settings))
+        response.headers.update(retry_after(response.status_code, settings, refused))
         # Replies are personal (profile, devices, files), and a request signed in by cookie has no `Authorization`
         # to keep a shared cache from storing them.
         response.headers["Cache-Control"] = "no-store"

@@ -1,8 +1,9 @@
 """Prometheus metrics of one gateway process, served on their own port (`PORTAL_GATEWAY_METRICS_PORT`), never on
 the public one: requests by route, method and status, and their time.
 
-The route label is the route's template (`/api/v1/devices/{device_id}`), `unrouted` for an address no route has:
-no path, query or header a client sends can make a new time series.
+The route label is the route's template (`/api/v1/devices/{device_id}`), a mount's path for the files it serves
+(`/static`), `unrouted` for an address no route has: no path, query or header a client sends can make a new time
+series.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prometheus_client import (
     Histogram,
     start_http_server,
 )
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNROUTED = "unrouted"
@@ -73,10 +75,20 @@ class CountRequests:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path", None) or UNROUTED  # the router sets it on the shared scope
+            route = route_of(scope)
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.seconds.labels(route, method).observe(time.perf_counter() - started)
+
+
+def route_of(scope: Scope) -> str:
+    """The route's template (the router sets it on the shared scope); for a mounted app (the static files) the
+    mount's path, which FastAPI's router leaves out of the scope: it names the mounted app its `endpoint`."""
+    route = scope.get("route")
+    if route is None and scope.get("endpoint") is not None:
+        route = next((mount for mount in getattr(scope.get("router"), "routes", ())
+                      if isinstance(mount, Mount) and mount.app is scope["endpoint"]), None)
+    return getattr(route, "path", None) or UNROUTED
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -33,8 +34,9 @@ STATUS_OF_CODE: dict[str, int] = {
     NO_SERVICE: 503,
 }
 DOMAIN_REFUSAL_STATUS = 409
-# A service's limit runs in a window of 15 minutes (registration's failed claims): trying again before it ends is
-# refused again. No service tells its window's end, so the longest is said.
+# A `rate_limited` naming no field is a limit that runs in a window of 15 minutes (registration's failed claims):
+# trying again before it ends is refused again, and no service tells its window's end, so the longest is said. One
+# naming the field it refuses is a cap no wait lifts (ticketing's 40 notes a ticket): no `Retry-After` for it.
 RATE_LIMIT_WINDOW_SECONDS = 15 * 60
 
 OWN_MESSAGES: dict[str, dict[str, str]] = {
@@ -65,9 +67,12 @@ def status_of(code: str) -> int:
     return STATUS_OF_CODE.get(code, DOMAIN_REFUSAL_STATUS)
 
 
-def retry_after(status: int, settings: GatewaySettings) -> dict[str, str]:
+def retry_after(status: int, settings: GatewaySettings, refused: Mapping[str, str] | None = None) -> dict[str, str]:
     """The `Retry-After` (seconds) of an answer that asks to come back later: a 503 (no service answered in time)
-    and a 429 (a service's limit); none for any other status. The API's problems and the pages both say it."""
+    and a 429 (a service's limit) whose refusal names no field (`refused`), as a cap does; none for any other
+    status. The API's problems and the pages both say it."""
+    if status == 429 and refused:
+        return {}
     seconds = {503: settings.gateway_retry_after_seconds, 429: RATE_LIMIT_WINDOW_SECONDS}.get(status)
     return {"Retry-After": str(seconds)} if seconds else {}
 

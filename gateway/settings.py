@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.logs import LogFormat
 
 MIB = 1024 * 1024
+# Files of a zoneinfo tree that are no zone a portal is in (the host's own zone, a template, a placeholder).
+NO_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 
 class GatewaySettings(BaseSettings):
@@ -61,8 +63,9 @@ class GatewaySettings(BaseSettings):
     @field_validator("time_zone")
     @classmethod
     def known_zone(cls, zone: str) -> str:
-        # The list, not ZoneInfo(zone) alone: that also opens a relative path if a file happens to be there.
-        if zone not in available_timezones():
+        # The list, not ZoneInfo(zone) alone: that also opens a relative path if a file happens to be there. Not the
+        # list's files that name no zone: the server's own (Debian's `localtime` link), `posixrules`, `Factory`.
+        if zone in NO_ZONES or zone not in available_timezones():
             raise ValueError(f"{zone!r} is no IANA time zone name (such as Europe/Oslo or UTC)")
         return zone
 

@@ -4,6 +4,7 @@ the reminder mail's personal readings link (no sign-in: the reminder's devices, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ from gateway.web.view import (
 
 router = APIRouter(include_in_schema=False)
 MAX_COUNTER = metering.MAX_COUNTER
+# The most pages of model names the register page asks for: 10,000 names, more than a vendor's catalogue holds; a
+# larger one is offered its first 10,000 by name.
+MAX_MODEL_PAGES = 50
 MAX_PROOF_BYTES = 5 * 1024 * 1024  # registration's limit (CATALOG §3): a larger file is not even sent
 
 
@@ -154,10 +158,16 @@ async def serial_hint(view: View, model: str) -> dict[str, Any] | None:
 
 
 async def model_names(view: View, text: str = "") -> list[str]:
-    """The catalogue's model names (containing `text`), for the form's list of suggestions: one page's worth."""
-    found = await view.call(registration.ListModels.routing_key,
-                            registration.ListModels(text=text or None, page_size=MAX_PAGE_SIZE))
-    return [item["model"] for item in found["items"]]
+    """The catalogue's model names (containing `text`), for the form's list of suggestions: every page of them, up to
+    MAX_MODEL_PAGES (the first page says how many there are; the others are asked for together)."""
+    def asked(page: int) -> registration.ListModels:
+        return registration.ListModels(text=text or None, page=page, page_size=MAX_PAGE_SIZE)
+
+    first = await view.call(registration.ListModels.routing_key, asked(1))
+    pages = min(-(-int(first["total"]) // MAX_PAGE_SIZE), MAX_MODEL_PAGES)
+    rest = await asyncio.gather(*(view.call(registration.ListModels.routing_key, asked(page))
+                                  for page in range(2, pages + 1)))
+    return [item["model"] for found in (first, *rest) for item in found["items"]]
 
 
 async def terms_first(view: View, here: str) -> Response | None:

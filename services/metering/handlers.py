@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from contracts import metering as api
 from contracts.accounts import CustomerProvisioned
@@ -52,6 +52,16 @@ def today() -> date:
     return datetime.now(UTC).date()
 
 
+# UTC+14 (Kiritimati): the zone furthest east, where a day begins first.
+EARLIEST_ZONE = timedelta(hours=14)
+
+
+def latest_today() -> date:
+    """What a reading `in the future` is measured by: the latest date anywhere on earth now. A customer east of UTC
+    reads its meter on its own today, which is UTC's tomorrow after its midnight."""
+    return (datetime.now(UTC) + EARLIEST_ZONE).date()
+
+
 # --- visibility -------------------------------------------------------------------------------------
 
 async def own_device(ctx: CommandContext, device_id: str) -> Document:
@@ -81,7 +91,7 @@ async def preview_reading(request: api.PreviewReading, ctx: CommandContext) -> a
     device = await own_device(ctx, request.device_id)
     attempt = attempt_of(device, request.readings, request.reading_date, source="customer",
                          submitted_by=ctx.caller.user_id, command_id=None)
-    check(attempt, today=today())
+    check(attempt, latest=latest_today())
     billing = billing_of(device, await store_of(ctx).customer(device.get("customer_number")))
     return preview(attempt, billing, metering_settings(ctx.instance), language=ctx.language)
 
@@ -96,7 +106,7 @@ async def submit_one(ctx: CommandContext, attempt: Attempt, answer: Callable[[ap
     known = await customer if customer is not None else None
     if (known or {}).get("_id") != number:
         known = await store.customer(number)
-    return await record_once(ctx, store, attempt, known, metering_settings(ctx.instance), today=today(),
+    return await record_once(ctx, store, attempt, known, metering_settings(ctx.instance), latest=latest_today(),
                              answer=answer)
 
 
@@ -216,7 +226,7 @@ async def judge_rows(ctx: CommandContext, rows: list[sheets.SheetRow], *, key_of
             command_id = f"{ctx.message_id}:{key}:{reading_date.isoformat()}" if ctx.message_id else None
             attempts.append(Attempt(device, values, reading_date, "customer", submitted_by, command_id,
                                     rows=[row.number for row in group], duplicates=duplicates))
-        outcome = await record(store_of(ctx), attempts, settings, language=ctx.language, today=now)
+        outcome = await record(store_of(ctx), attempts, settings, language=ctx.language, latest=latest_today())
         for index, attempt in enumerate(attempts):
             if index in outcome.replies:
                 accepted += 1

@@ -75,8 +75,9 @@ def device_counters(device: Document) -> list[str]:
     return list(device.get("counters") or []) or list((device.get("baseline") or {}).keys())
 
 
-def check(attempt: Attempt, *, today: date) -> None:
-    """The rules, cheapest first; raises the catalogue's refusal."""
+def check(attempt: Attempt, *, latest: date) -> None:
+    """The rules, cheapest first; raises the catalogue's refusal. `latest`: the latest date anywhere on earth now
+    (`handlers.latest_today`); a reading dated after it is in the future."""
     counters = device_counters(attempt.device)
     if attempt.duplicates:
         raise CommandError("validation_failed", fields={
@@ -90,7 +91,7 @@ def check(attempt: Attempt, *, today: date) -> None:
     previous = previous_values(attempt.device)
     last_date = max((date.fromisoformat(value["date"]) for value in previous.values() if value.get("date")),
                     default=None)
-    if attempt.reading_date > today:
+    if attempt.reading_date > latest:
         raise CommandError("invalid_reading_date", fields={"reading_date": "in the future"})
     if last_date is not None and attempt.reading_date < last_date:
         raise CommandError("invalid_reading_date", fields={"reading_date": f"before the last reading "
@@ -139,8 +140,8 @@ def unusual(pages: int, days: int, first: Document | None, last: Document | None
 
 
 def judge(attempt: Attempt, billing: periods.BillingPeriod, settings: MeteringSettings, *, language: str,
-          today: date) -> Judged:
-    check(attempt, today=today)
+          latest: date) -> Judged:
+    check(attempt, latest=latest)
     shown = preview(attempt, billing, settings, language=language)
     device = attempt.device
     seq = int(device.get("last_seq") or 0) + 1
@@ -200,7 +201,7 @@ class Outcome:
 
 
 async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: MeteringSettings, *,
-                 language: str, today: date) -> Outcome:
+                 language: str, latest: date) -> Outcome:
     """Judge and store each attempt on its own; a refused one changes nothing. Two attempts for one device are
     stored one after the other (the second judged against the first).
 
@@ -222,7 +223,7 @@ async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: Me
                 continue  # judged against the first one once it is stored
             try:
                 billing = billing_of(attempt.device, customers.get(attempt.device.get("customer_number") or ""))
-                batch.append((index, judge(attempt, billing, settings, language=language, today=today)))
+                batch.append((index, judge(attempt, billing, settings, language=language, latest=latest)))
                 seen.add(attempt.device["_id"])
             except CommandError as error:
                 outcome.refusals[index] = error
@@ -260,7 +261,7 @@ async def record(store: MeteringStore, attempts: Sequence[Attempt], settings: Me
 
 
 async def record_once(ctx: CommandContext, store: MeteringStore, attempt: Attempt, customer: Document | None,
-                      settings: MeteringSettings, *, today: date,
+                      settings: MeteringSettings, *, latest: date,
                       answer: Callable[[api.ReadingSubmittedReply], R]) -> R:
     """One reading of a command declared `claim_in_write`: the claim, the reading with its event, the device's cache
     and the stored reply in one round trip (`ctx.write_once`). When another reading of the device came first, the
@@ -272,7 +273,7 @@ async def record_once(ctx: CommandContext, store: MeteringStore, attempt: Attemp
     billing = billing_of(attempt.device, customer)
     for _ in range(MAX_ATTEMPTS):
         try:
-            judged = judge(attempt, billing, settings, language=ctx.language, today=today)
+            judged = judge(attempt, billing, settings, language=ctx.language, latest=latest)
         except CommandError:
             earlier = await earlier_reading(store, attempt)
             if earlier is None:

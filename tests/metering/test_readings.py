@@ -81,12 +81,28 @@ async def test_a_reading_dated_in_the_future_or_before_the_last_one_is_refused(
                                     last_date=today() - timedelta(days=10))
     token, _ = token_for(settings, customer_number="C-1000")
     readings = [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]
-    for day in (today() + timedelta(days=1), today() - timedelta(days=11)):
+    for day in (today() + timedelta(days=2), today() - timedelta(days=11)):  # UTC's tomorrow is today somewhere
         assert await outcome(portal, "metering.submit_reading", {
             "device_id": device["device_id"], "readings": readings, "reading_date": day.isoformat()},
             token=token) == "invalid_reading_date"
     assert await outcome(portal, "metering.submit_reading", {
         "device_id": device["device_id"], "readings": readings, "reading_date": today().isoformat()},
+        token=token) == "ok"
+
+
+async def test_a_reading_dated_today_where_the_day_begins_first_is_taken_and_a_day_later_is_in_the_future(
+        settings: Settings, portal: PortalClient, amqp_url: str, metering: ServiceInstance) -> None:
+    """East of UTC a customer's today is UTC's tomorrow after its midnight: at most 14 hours ahead (Kiritimati)."""
+    device = await provision_device(amqp_url, metering, last={"mono": 4500, "color": 5380},
+                                    last_date=today() - timedelta(days=10))
+    token, _ = token_for(settings, customer_number="C-1000")
+    readings = [{"counter": "mono", "value": 8500}, {"counter": "color", "value": 9850}]
+    latest = (datetime.now(UTC) + timedelta(hours=14)).date()
+    assert await outcome(portal, "metering.submit_reading", {
+        "device_id": device["device_id"], "readings": readings,
+        "reading_date": (latest + timedelta(days=1)).isoformat()}, token=token) == "invalid_reading_date"
+    assert await outcome(portal, "metering.submit_reading", {
+        "device_id": device["device_id"], "readings": readings, "reading_date": latest.isoformat()},
         token=token) == "ok"
 
 
