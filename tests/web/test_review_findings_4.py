@@ -1,7 +1,7 @@
 """Defects found in the review of the change of 2026-12-04 (dates and numbers per language, two tabs' forms,
 Retry-After, the back office's loads, list_models, gateway metrics, browser-session cookies, dashboard paging), each
-proven here as a strict xfail until it is fixed: the pages and the API run over the ASGI app with a stand-in portal
-that answers the commands as the services would (their contracts' models check what it is sent)."""
+proven here before it was fixed and kept so it stays fixed: the pages and the API run over the ASGI app with a
+stand-in portal that answers the commands as the services would (their contracts' models check what it is sent)."""
 
 from __future__ import annotations
 
