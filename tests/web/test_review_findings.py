@@ -12,11 +12,8 @@ import httpx
 import pytest
 
 from contracts.client import PortalError
-from gateway.app import create_app
 from gateway.cookies import csrf_token
-from gateway.settings import GatewaySettings
-
-SESSION = "s" * 40
+from tests.web.offline import SESSION, offline_client
 
 
 class Portal:
@@ -59,16 +56,9 @@ def portal() -> Portal:
     return Portal()
 
 
-def client(portal: Portal, **settings: Any) -> httpx.AsyncClient:
-    app = create_app(GatewaySettings(amqp_url="amqp://guest:guest@127.0.0.1:1/", **settings),
-                     portal)  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # an escaped exception: a 500, as uvicorn
-    return httpx.AsyncClient(transport=transport, base_url="http://portal.test")
-
-
 @pytest.fixture
 async def pages(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with client(portal) as pages:
+    async with offline_client(portal) as pages:
         yield pages
 
 
@@ -97,7 +87,7 @@ async def test_review_changing_the_language_keeps_the_mailed_token(pages: httpx.
 
 
 async def test_review_a_file_past_the_body_limit_is_refused_on_the_page(portal: Portal) -> None:
-    async with client(portal, gateway_max_body_bytes=2048) as pages:
+    async with offline_client(portal, gateway_max_body_bytes=2048) as pages:
         pages.cookies.set("portal_session", SESSION)
         response = await pages.post("/readings/upload", data={"csrf": csrf_token(SESSION)},
                                     files={"file": ("readings.csv", b"x" * 4096, "text/csv")})
@@ -119,7 +109,7 @@ async def test_review_a_streamed_upload_past_the_body_limit_is_no_server_error(p
             yield b"x" * 1000
         yield b"\r\n--b--\r\n"
 
-    async with client(portal, gateway_max_body_bytes=2048) as pages:
+    async with offline_client(portal, gateway_max_body_bytes=2048) as pages:
         pages.cookies.set("portal_session", SESSION)
         response = await pages.post("/readings/upload", content=body(),
                                     headers={"content-type": "multipart/form-data; boundary=b"})
@@ -165,7 +155,7 @@ async def test_review_a_contract_sign_in_is_offered_no_page_it_cannot_open(pages
 async def test_review_a_cookie_planted_from_a_sibling_origin_signs_no_one_in(portal: Portal) -> None:
     for cookie, token in (({"portal_form": "planted"}, "planted"),
                           ({"portal_session": "planted-session"}, csrf_token("planted-session"))):
-        async with client(portal, env="production") as pages:
+        async with offline_client(portal, env="production") as pages:
             pages.cookies.update(cookie)
             response = await pages.post("/sign-in", data={"csrf": token, "login": "attacker@evil.example",
                                                           "password": "the attacker's password"})

@@ -12,11 +12,9 @@ import pytest
 
 from contracts import registration
 from contracts.client import PortalError
-from gateway.app import create_app
 from gateway.cookies import csrf_token
-from gateway.settings import GatewaySettings
+from tests.web.offline import SESSION, offline_client
 
-SESSION = "s" * 40
 DEVICE = registration.Device(
     device_id="d-1", serial_number="S1", model="C650", counters=["mono"],
     location=registration.Location(street="Hauptstr. 1", postal_code="10115", city="Berlin", country="DE"),
@@ -71,9 +69,7 @@ def portal() -> Portal:
 
 @pytest.fixture
 async def pages(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(GatewaySettings(amqp_url="amqp://guest:guest@127.0.0.1:1/"), portal)  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client:
+    async with offline_client(portal) as client:
         client.cookies.set("portal_session", SESSION)
         yield client
 

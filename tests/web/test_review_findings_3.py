@@ -18,12 +18,11 @@ from pydantic import ValidationError
 
 from contracts import ordering, registration
 from contracts.client import PortalError
-from gateway.app import create_app
 from gateway.cookies import csrf_token
 from gateway.settings import GatewaySettings, contrast_with_white
 from tests.web.conftest import PHONE
+from tests.web.offline import SESSION, offline_client
 
-SESSION = "s" * 40
 LOCATION = registration.Location(name="Kanzlei Weber", street="Hauptstraße 1", postal_code="01067", city="Dresden",
                                  country="DE")
 
@@ -103,12 +102,6 @@ class Portal:
         pass
 
 
-def app_client(portal: Portal) -> httpx.AsyncClient:
-    app = create_app(GatewaySettings(amqp_url="amqp://guest:guest@127.0.0.1:1/"), portal)  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # an escaped exception: a 500, as uvicorn
-    return httpx.AsyncClient(transport=transport, base_url="http://portal.test")
-
-
 @pytest.fixture
 def portal() -> Portal:
     return Portal()
@@ -116,7 +109,7 @@ def portal() -> Portal:
 
 @pytest.fixture
 async def pages(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(portal) as client:
+    async with offline_client(portal) as client:
         client.cookies.set("portal_session", SESSION)
         yield client
 
@@ -248,7 +241,7 @@ async def test_review3_an_order_quantity_in_other_digits_is_refused_beside_its_f
 @asynccontextmanager
 async def on_a_phone(browser: Browser) -> AsyncIterator[Page]:
     """A phone's browser whose requests the ASGI app (with the stand-in portal) answers: no server, no services."""
-    async with app_client(Portal()) as client:
+    async with offline_client(Portal()) as client:
         client.cookies.set("portal_session", SESSION)
 
         async def from_the_app(route: Route) -> None:
