@@ -433,7 +433,9 @@ async def upload(view: Page) -> Response:
         message = view.gettext("Please choose a csv or xlsx file.")
         return uploads_page(view, 400, kind, Errors(message, {"file": message}))
     try:
-        rows = sheets.numbered_rows(upload.filename or "" if isinstance(upload, UploadFile) else "", content, kind)
+        # Off the event loop: a 2 MB xlsx takes a while to read, and every other request waits on the loop meanwhile.
+        rows = await asyncio.to_thread(sheets.numbered_rows, upload.filename or "" if isinstance(upload, UploadFile)
+                                       else "", content, kind)
     except sheets.UnknownColumns as error:  # a column dropped would leave every row's value at its default
         message = view.gettext("This file has columns that this kind of file does not have: %(columns)s. Please "
                                "rename or remove them: the columns of each kind are listed above. Nothing was saved.",
