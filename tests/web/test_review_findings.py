@@ -13,10 +13,10 @@ import pytest
 
 from contracts.client import PortalError
 from gateway.cookies import csrf_token
-from tests.web.offline import SESSION, offline_client
+from tests.web.offline import SESSION, StandInPortal, offline_client
 
 
-class Portal:
+class Portal(StandInPortal):
     """Answers the few commands the pages under review send; every other id is another customer's (not_found)."""
 
     def __init__(self) -> None:
@@ -47,8 +47,6 @@ class Portal:
                               for month in range(60)]}
         raise PortalError("not_found")
 
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -87,8 +85,7 @@ async def test_review_changing_the_language_keeps_the_mailed_token(pages: httpx.
 
 
 async def test_review_a_file_past_the_body_limit_is_refused_on_the_page(portal: Portal) -> None:
-    async with offline_client(portal, gateway_max_body_bytes=2048) as pages:
-        pages.cookies.set("portal_session", SESSION)
+    async with offline_client(portal, gateway_max_body_bytes=2048, signed_in=True) as pages:
         response = await pages.post("/readings/upload", data={"csrf": csrf_token(SESSION)},
                                     files={"file": ("readings.csv", b"x" * 4096, "text/csv")})
     # A page of its own (the form's fields were never read), in the page's language, with the way back to the form.
@@ -109,8 +106,7 @@ async def test_review_a_streamed_upload_past_the_body_limit_is_no_server_error(p
             yield b"x" * 1000
         yield b"\r\n--b--\r\n"
 
-    async with offline_client(portal, gateway_max_body_bytes=2048) as pages:
-        pages.cookies.set("portal_session", SESSION)
+    async with offline_client(portal, gateway_max_body_bytes=2048, signed_in=True) as pages:
         response = await pages.post("/readings/upload", content=body(),
                                     headers={"content-type": "multipart/form-data; boundary=b"})
     assert response.status_code == 413 and 'id="file-error"' in response.text

@@ -13,7 +13,7 @@ import pytest
 from contracts import registration
 from contracts.client import PortalError
 from gateway.cookies import csrf_token
-from tests.web.offline import SESSION, offline_client
+from tests.web.offline import SESSION, StandInPortal, offline_client
 
 DEVICE = registration.Device(
     device_id="d-1", serial_number="S1", model="C650", counters=["mono"],
@@ -23,7 +23,7 @@ TOKEN = "t" * 32
 EMPTY = {"items": [], "total": 0, "page": 1, "page_size": 50}
 
 
-class Portal:
+class Portal(StandInPortal):
     """Answers the commands the pages under review send; every other id is another customer's (not_found)."""
 
     def __init__(self) -> None:
@@ -58,8 +58,6 @@ class Portal:
                               {"status": "not from en_route"})
         raise PortalError("not_found")
 
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -69,8 +67,7 @@ def portal() -> Portal:
 
 @pytest.fixture
 async def pages(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with offline_client(portal) as client:
-        client.cookies.set("portal_session", SESSION)
+    async with offline_client(portal, signed_in=True) as client:
         yield client
 
 

@@ -21,7 +21,7 @@ from contracts.client import PortalError
 from gateway.cookies import csrf_token
 from gateway.settings import GatewaySettings, contrast_with_white
 from tests.web.conftest import PHONE
-from tests.web.offline import SESSION, offline_client
+from tests.web.offline import SESSION, StandInPortal, offline_client
 
 LOCATION = registration.Location(name="Kanzlei Weber", street="Hauptstraße 1", postal_code="01067", city="Dresden",
                                  country="DE")
@@ -46,7 +46,7 @@ CONSUMABLES = [{"article_number": f"4497351{index}", "description": f"TONER-{col
 FLEET = 250  # devices of one customer: more than a page of the services' lists (200 at most)
 
 
-class Portal:
+class Portal(StandInPortal):
     """Answers the commands the pages under review send; every other id is another customer's (not_found)."""
 
     def __init__(self) -> None:
@@ -98,8 +98,6 @@ class Portal:
             return orderable.model_dump(mode="json")
         raise PortalError("not_found")
 
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -109,8 +107,7 @@ def portal() -> Portal:
 
 @pytest.fixture
 async def pages(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with offline_client(portal) as client:
-        client.cookies.set("portal_session", SESSION)
+    async with offline_client(portal, signed_in=True) as client:
         yield client
 
 
@@ -241,8 +238,7 @@ async def test_review3_an_order_quantity_in_other_digits_is_refused_beside_its_f
 @asynccontextmanager
 async def on_a_phone(browser: Browser) -> AsyncIterator[Page]:
     """A phone's browser whose requests the ASGI app (with the stand-in portal) answers: no server, no services."""
-    async with offline_client(Portal()) as client:
-        client.cookies.set("portal_session", SESSION)
+    async with offline_client(Portal(), signed_in=True) as client:
 
         async def from_the_app(route: Route) -> None:
             request = route.request

@@ -22,7 +22,7 @@ from contracts.client import PortalError
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from services.metering.handlers import latest_today as meterings_today  # what a reading `in the future` is measured by
-from tests.web.offline import SESSION, offline_client
+from tests.web.offline import SESSION, StandInPortal, offline_client
 
 DEVICE = registration.Device(device_id="d-1", serial_number="S1", model="C650",
                              counters=["mono"]).model_dump(mode="json")
@@ -44,7 +44,7 @@ def checked(model: type[Any], payload: dict[str, Any]) -> None:
                                                     for problem in error.errors()}) from error
 
 
-class Portal:
+class Portal(StandInPortal):
     """A customer whose fleet has `due` devices due for a reading (metering pages them as its Page does)."""
 
     def __init__(self, due: int = 0) -> None:
@@ -91,8 +91,6 @@ class Portal:
         except PortalError as error:
             return {"ok": False, "error": {"code": error.code, "message": error.message, "fields": error.fields}}
 
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -102,8 +100,7 @@ def portal() -> Portal:
 
 @pytest.fixture
 async def client(portal: Portal) -> AsyncIterator[httpx.AsyncClient]:
-    async with offline_client(portal) as client:
-        client.cookies.set("portal_session", SESSION)
+    async with offline_client(portal, signed_in=True) as client:
         yield client
 
 
