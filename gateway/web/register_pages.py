@@ -144,9 +144,9 @@ REGISTER_FIELDS = {"warranty_accepted": "accept_warranty", "location": "location
 
 
 
-async def serial_hint(view: View, model: str) -> dict[str, Any] | None:
+async def serial_hint(view: View, model: str, names: list[str]) -> dict[str, Any] | None:
     """Where the serial is on the model (`registration.serial_hint`); None when no model was named. A name that is
-    no model's brings the models whose names contain it (`matches`), to pick from."""
+    no model's brings those of the catalogue's `names` that contain it, in any case (`matches`), to pick from."""
     if not model:
         return None
     try:
@@ -154,14 +154,15 @@ async def serial_hint(view: View, model: str) -> dict[str, Any] | None:
     except PortalError as error:
         if error.code not in (ErrorCode.NOT_FOUND, ErrorCode.VALIDATION_FAILED):
             raise
-    return {"model": model, "hint": None, "matches": await model_names(view, model[:80])}
+    typed = model[:80].casefold()
+    return {"model": model, "hint": None, "matches": [name for name in names if typed in name.casefold()]}
 
 
-async def model_names(view: View, text: str = "") -> list[str]:
-    """The catalogue's model names (containing `text`), for the form's list of suggestions: every page of them, up to
+async def model_names(view: View) -> list[str]:
+    """The catalogue's model names, for the form's list of suggestions: every page of them, up to
     MAX_MODEL_PAGES (the first page says how many there are; the others are asked for together)."""
     def asked(page: int) -> registration.ListModels:
-        return registration.ListModels(text=text or None, page=page, page_size=MAX_PAGE_SIZE)
+        return registration.ListModels(page=page, page_size=MAX_PAGE_SIZE)
 
     first = await view.call(registration.ListModels.routing_key, asked(1))
     pages = min(-(-int(first["total"]) // MAX_PAGE_SIZE), MAX_MODEL_PAGES)
@@ -184,8 +185,9 @@ async def register_page(view: Page, model: str = "") -> Response:
     if elsewhere := await terms_first(view, "/devices/new"):
         return elsewhere
     model = model.strip()
-    return view.render("register_device.html", model=model, hint=await serial_hint(view, model),
-                       models=await model_names(view), values={"location_choice": "contact"})
+    names = await model_names(view)
+    return view.render("register_device.html", model=model, hint=await serial_hint(view, model, names),
+                       models=names, values={"location_choice": "contact"})
 
 
 @router.post("/devices/new")
@@ -194,11 +196,12 @@ async def register(view: Page) -> Response:
     if not view.session:
         return view.redirect("/sign-in?next=/devices/new")
     model = form.get("model", "")
-    hint = await serial_hint(view, model)
 
     async def again(errors: Errors) -> Response:
-        return view.render("register_device.html", 400, model=model, hint=hint, models=await model_names(view),
-                           values=form, errors=errors)
+        # Only a refused form is shown again: a device registered asks for neither the names nor the hint.
+        names = await model_names(view)
+        return view.render("register_device.html", 400, model=model, hint=await serial_hint(view, model, names),
+                           models=names, values=form, errors=errors)
 
     try:
         proof = await view.file("proof_of_purchase")
